@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# One entry point for a fresh clone: sets up .venv (CPU torch where there is no CUDA),
+# then runs the demo loop or the test suite. Safe to run again: set-up is skipped when current.
+#   ./dev.sh demo   the overnight loop on the built-in defaults (CPU, offline agent, a few short experiments)
+#   ./dev.sh test   the whole test suite
+#   ./dev.sh setup  only the set-up
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+VENV="${NIGHTLAB_VENV:-$ROOT/.venv}"
+PY="${PYTHON:-python3}"
+
+setup() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    echo "[dev.sh] creating $VENV" >&2
+    "$PY" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade pip >&2
+  fi
+  local pip=("$VENV/bin/python" -m pip install -q)
+  if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+    if [ -n "${NIGHTLAB_TORCH:-}" ]; then
+      echo "[dev.sh] installing $NIGHTLAB_TORCH" >&2; "${pip[@]}" "$NIGHTLAB_TORCH" >&2
+    elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+      echo "[dev.sh] CUDA found: installing torch (CUDA build)" >&2; "${pip[@]}" "torch>=2.4" >&2
+    else
+      # No CUDA: the CPU build. On these machines torch==2.13.0 is a CPU wheel on local disk;
+      # elsewhere set NIGHTLAB_TORCH, e.g. "torch --index-url https://download.pytorch.org/whl/cpu".
+      echo "[dev.sh] no CUDA: installing torch==2.13.0 (CPU)" >&2; "${pip[@]}" "torch==2.13.0" >&2
+    fi
+  fi
+  local stamp="$VENV/.nightlab-stamp" want
+  want="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "[dev.sh] installing nightlab (editable) with its dev extras" >&2
+    "${pip[@]}" -e "$ROOT[dev]" >&2
+    echo "$want" > "$stamp"
+  fi
+}
+
+cmd="${1:-demo}"; shift || true
+case "$cmd" in
+  setup) setup ;;
+  demo)
+    setup
+    DEMO="${NIGHTLAB_DEMO_DIR:-$ROOT/demo}"
+    [ -f "$DEMO/nightlab.toml" ] || "$VENV/bin/nightlab" init "$DEMO"
+    cd "$DEMO"
+    exec "$VENV/bin/nightlab" run "$@"
+    ;;
+  test)
+    setup
+    cd "$ROOT"
+    exec "$VENV/bin/python" -m pytest "$@"
+    ;;
+  *) echo "usage: ./dev.sh demo|test|setup [args...]" >&2; exit 2 ;;
+esac

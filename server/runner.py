@@ -1,0 +1,452 @@
+"""Runs one training run: a subprocess in its own process group, its log, its events, its deadline.
+
+`Runner.run` starts the workspace's command with an allow-listed environment (`build_env`), follows the
+events file and the log while they grow (watchdog, plus polling in case inotify misses something),
+kills the whole process group at the deadline or on cancel, and turns the outcome into a `RunResult`.
+A failed run is a result, never an exception. `compile_check` is the cheap syntax check done before.
+No global state: several runs may go at once on one event loop.
+`FileTail` and `Watch` (following files that grow) are shared with `monitor.py`.
+Must not import: git, torch, anthropic, or nightlab.server modules other than `types` and `summary`.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import os
+import shlex
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Mapping, Optional
+
+from .summary import SUMMARY_KEYS, has_fail, parse_step_line, parse_summary
+from .types import Progress, RunResult
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- following growing files
+class FileTail:
+    """Reads the complete lines added to a file since the last call (offset kept, partial line held back).
+
+    `split_cr` also ends a line at "\\r", for step lines rewritten in place. A file that shrinks or is
+    replaced is read again from the start, and `generation` goes up so a reader can tell.
+    """
+
+    def __init__(self, path: Path, *, split_cr: bool = False):
+        self.path = Path(path)
+        self.split_cr = split_cr
+        self.generation = 0
+        self._offset = 0
+        self._inode: Optional[int] = None
+        self._partial = b""
+        self._lock = threading.Lock()
+
+    def exists(self) -> bool:
+        return self._inode is not None or self.path.exists()
+
+    def read_lines(self) -> list[str]:
+        with self._lock:
+            try:
+                with open(self.path, "rb") as handle:
+                    stat = os.fstat(handle.fileno())
+                    if self._inode is not None and (stat.st_ino != self._inode or stat.st_size < self._offset):
+                        self._offset, self._partial = 0, b""
+                        self.generation += 1
+                    self._inode = stat.st_ino
+                    handle.seek(self._offset)
+                    data = handle.read()
+            except OSError:  # not created yet, or removed between two polls
+                return []
+            self._offset += len(data)
+            data = self._partial + data
+            if self.split_cr:
+                data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            *complete, self._partial = data.split(b"\n")
+            return [line.decode("utf-8", errors="replace") for line in complete]
+
+
+def read_tail(path: Path, max_bytes: int) -> str:
+    """The last `max_bytes` of a file as text ("" when it cannot be read)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, os.fstat(handle.fileno()).st_size - max_bytes))
+            return handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _drop_stop_race(record: logging.LogRecord) -> bool:
+    # watchdog 7 logs this as an error when an observer is stopped while an event is in flight; it is
+    # harmless (the event is dropped and we poll once more after stopping) and would fill the CLI's log.
+    return "called when the thread is inactive" not in str(record.msg)
+
+
+class Watch:
+    """Calls `on_change` (on watchdog's thread) when one of `paths` changes; a no-op if inotify fails."""
+
+    def __init__(self, paths: set[Path], on_change: Callable[[], None]):
+        from watchdog.events import FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        inotify_log = logging.getLogger("watchdog.observers.inotify")
+        if _drop_stop_race not in inotify_log.filters:
+            inotify_log.addFilter(_drop_stop_race)
+
+        names = {os.path.abspath(p) for p in paths}
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event) -> None:
+                touched = {os.fsdecode(event.src_path), os.fsdecode(getattr(event, "dest_path", "") or "")}
+                if touched & names:
+                    try:
+                        on_change()
+                    except Exception:  # the polling fallback still runs; keep the observer alive
+                        log.exception("following %s failed", sorted(names))
+
+        self._observer = Observer()
+        try:
+            for folder in {os.path.dirname(name) for name in names}:
+                self._observer.schedule(Handler(), folder, recursive=False)
+            self._observer.start()
+        except OSError as exc:  # e.g. out of inotify instances: polling alone will do
+            log.warning("watchdog unavailable (%s); polling only", exc)
+            self._observer = None
+
+    def stop(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5.0)
+            self._observer = None
+
+
+# --------------------------------------------------------------------------- environment
+# What a training script may see of the user's environment: paths, locale, thread counts, caches and
+# GPU/compiler settings. Anything else (API keys, cloud credentials, the agent's tokens) stays out.
+ALLOWED_NAMES = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TERM", "TMPDIR", "TZ", "NO_COLOR",
+    "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHASHSEED", "PYTHONDONTWRITEBYTECODE", "PYTHONWARNINGS",
+    "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "CUDA_HOME", "CUDA_PATH", "CUDA_DEVICE_ORDER", "CUDA_CACHE_PATH",
+    "CUDA_LAUNCH_BLOCKING", "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH", "LIBRARY_PATH", "CPATH", "CC", "CXX",
+    "OMP_NUM_THREADS", "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+    # The harness's own knobs (trainer/prepare.py); the runner's NIGHTLAB_* variables are set below.
+    "NIGHTLAB_CACHE", "NIGHTLAB_DATA", "NIGHTLAB_TOKENIZER", "NIGHTLAB_DEVICE",
+    "XDG_CACHE_HOME", "HF_HOME", "HF_HUB_CACHE", "HF_DATASETS_CACHE", "HF_HUB_OFFLINE",
+    "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "TORCH_HOME", "TORCH_CUDA_ARCH_LIST",
+    "SSL_CERT_FILE", "SSL_CERT_DIR",
+})
+ALLOWED_PREFIXES = ("LC_", "MKL_", "OPENBLAS_", "KMP_", "UV_", "NCCL_", "TORCHINDUCTOR_", "TRITON_",
+                    "PYTORCH_", "NVIDIA_")
+# Checked after the allow-list, so an allowed prefix (UV_PUBLISH_TOKEN, NCCL_..._KEY) cannot leak one.
+FORBIDDEN_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
+
+
+def _allowed(name: str) -> bool:
+    if not (name in ALLOWED_NAMES or name.startswith(ALLOWED_PREFIXES)):
+        return False
+    upper = name.upper()
+    return not any(word in upper for word in FORBIDDEN_WORDS)
+
+
+def _number_text(value: float) -> str:
+    # A whole number of seconds is written "60", not "60.0", so a script may parse it with int().
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def build_env(parent_env: Mapping[str, str], *, events_path: Path | str | None, seed: int,
+              budget_seconds: float | None = None, budget_tokens: int | None = None,
+              cuda_visible_devices: str | None = None) -> dict[str, str]:
+    """The environment of a training run: the allowed part of `parent_env` plus Nightlab's variables."""
+    env = {name: value for name, value in parent_env.items() if _allowed(name)}
+    # The runner's own variables are set after the filter: NIGHTLAB_BUDGET_TOKENS is a number, by design.
+    if events_path is not None:
+        env["NIGHTLAB_EVENTS"] = str(events_path)
+    env["NIGHTLAB_SEED"] = str(int(seed))
+    if budget_seconds is not None:
+        env["NIGHTLAB_BUDGET_SECONDS"] = _number_text(budget_seconds)
+    if budget_tokens is not None:
+        env["NIGHTLAB_BUDGET_TOKENS"] = str(int(budget_tokens))
+    env["PYTHONUNBUFFERED"] = "1"  # step lines and the summary reach the log as they are printed
+    if cuda_visible_devices is not None:
+        env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices
+    elif "CUDA_VISIBLE_DEVICES" in parent_env:
+        env["CUDA_VISIBLE_DEVICES"] = parent_env["CUDA_VISIBLE_DEVICES"]
+    return env
+
+
+# --------------------------------------------------------------------------- compile check
+def compile_check(workspace: Path, files: list[str]) -> Optional[str]:
+    """Syntax errors of the edited Python files as `file:line:col: message` lines; None when all compile.
+
+    Compiles in memory (what py_compile does, without writing a .pyc into the worktree).
+    """
+    errors = []
+    for name in files:
+        if not name.endswith(".py"):
+            continue
+        path = Path(workspace) / name
+        try:
+            source = path.read_bytes()
+            compile(source, name, "exec", dont_inherit=True)
+        except SyntaxError as exc:
+            line = (exc.text or "").rstrip("\n")
+            where = f"{name}:{exc.lineno}:{exc.offset or 0}"
+            errors.append(f"{where}: {type(exc).__name__}: {exc.msg}" + (f"\n    {line.strip()}" if line else ""))
+        except (OSError, ValueError) as exc:  # missing file, null bytes, bad encoding
+            errors.append(f"{name}: {type(exc).__name__}: {exc}")
+    return "\n".join(errors) or None
+
+
+# --------------------------------------------------------------------------- process groups
+def _group_alive(pgid: int) -> bool:
+    """Whether any live process is in group `pgid`. Zombies do not count: nobody may reap them here."""
+    try:
+        os.killpg(pgid, 0)  # cheap, and the usual answer: the group is gone
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path("/proc")
+    if not proc.is_dir():  # macOS: no way to tell zombies apart; the caller's timeouts bound the wait
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()  # state, ppid, pgrp, ...
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
+async def kill_group(pgid: int, grace_s: float) -> None:
+    """SIGTERM the whole group, wait up to `grace_s` for it to go, then SIGKILL what is left."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 2.0)):
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if not _group_alive(pgid):
+                return
+            await asyncio.sleep(0.05)
+
+
+# --------------------------------------------------------------------------- following a run
+class _Follower:
+    """Turns new lines of the events file and the log into Progress; remembers the events summary."""
+
+    def __init__(self, events_path: Path, log_path: Path, emit: Callable[[Progress], None], started: float):
+        self.events = FileTail(events_path, split_cr=False)
+        self.log = FileTail(log_path, split_cr=True)
+        self.emit = emit
+        self.started = started
+        self.first_step_s: Optional[float] = None
+        self.summary: dict = {}
+        self.fail: dict = {}
+        self.last_step = -1
+        self._lock = threading.Lock()
+
+    def poll(self) -> None:
+        with self._lock:  # called from watchdog's thread and from the polling fallback
+            self._poll()
+
+    def _poll(self) -> None:
+        for line in self.events.read_lines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(event, dict):
+                continue
+            kind = event.get("event")
+            if kind == "step":
+                self._step(_progress_from_event(event))
+            elif kind == "summary":
+                self.summary = event
+            elif kind == "fail":
+                self.fail = event
+        # A script that writes events also prints step lines; read the log only when there is no events file.
+        if not self.events.exists():
+            for line in self.log.read_lines():
+                self._step(parse_step_line(line))
+
+    def _step(self, progress: Optional[Progress]) -> None:
+        if progress is None or progress.step <= self.last_step:
+            return
+        self.last_step = progress.step
+        if self.first_step_s is None:
+            self.first_step_s = time.monotonic() - self.started
+        self.emit(progress)
+
+
+def _num(event: Mapping, key: str) -> Optional[float]:
+    value = event.get(key)  # JSON from a script we do not trust: a number, or nothing
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _progress_from_event(event: dict) -> Optional[Progress]:
+    step = _num(event, "step")
+    if step is None:
+        return None
+    return Progress(step=int(step), elapsed_s=_num(event, "elapsed_s") or 0.0, loss=_num(event, "loss"),
+                    tok_per_s=_num(event, "tok_per_s"), mfu=_num(event, "mfu"), lr=_num(event, "lr"),
+                    fraction=_num(event, "progress"))
+
+
+# --------------------------------------------------------------------------- the runner
+class Runner:
+    """Runs training commands. Holds settings only, so one Runner may serve several slots at once."""
+
+    def __init__(self, *, kill_grace_s: float = 3.0, poll_interval_s: float = 1.0, tail_lines: int = 50,
+                 parent_env: Mapping[str, str] | None = None):
+        self.kill_grace_s = kill_grace_s
+        self.poll_interval_s = poll_interval_s
+        self.tail_lines = tail_lines
+        self.parent_env = parent_env  # None: os.environ at the time of each run
+
+    async def run(self, workspace: Path, command: str, *, log_path: Path, events_path: Path,
+                  budget_seconds: float | None, budget_tokens: int | None, seed: int, deadline_s: float,
+                  cuda_visible_devices: str | None = None,
+                  on_progress: Callable[[Progress], None] | None = None,
+                  cancel: asyncio.Event | None = None) -> RunResult:
+        log_path, events_path = Path(log_path), Path(events_path)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        events_path.parent.mkdir(parents=True, exist_ok=True)
+        events_path.unlink(missing_ok=True)  # a stale file from an earlier run would be read as this one's
+        env = build_env(os.environ if self.parent_env is None else self.parent_env, events_path=events_path,
+                        seed=seed, budget_seconds=budget_seconds, budget_tokens=budget_tokens,
+                        cuda_visible_devices=cuda_visible_devices)
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        if cancel is not None and cancel.is_set():
+            return RunResult(status="interrupted", error="cancelled before it started", log_path=str(log_path))
+        try:
+            with open(log_path, "wb") as log_file:
+                proc = await asyncio.create_subprocess_exec(
+                    *shlex.split(command), cwd=str(workspace), env=env, stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log_file, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+        except (OSError, ValueError) as exc:  # command not found, bad quoting, missing workspace
+            return RunResult(status="crash", error=f"could not start {command!r}: {exc}",
+                             total_s=time.monotonic() - started, log_path=str(log_path))
+
+        def emit(progress: Progress) -> None:
+            if on_progress is not None:
+                loop.call_soon_threadsafe(_safe_call, on_progress, progress)
+
+        follower = _Follower(events_path, log_path, emit, started)
+        watch = Watch({events_path, log_path}, follower.poll)
+        status = None
+        try:
+            status = await self._wait(proc, follower, started + deadline_s, cancel)
+        finally:
+            if status is None:  # our caller was cancelled: leave no training behind
+                await kill_group(proc.pid, self.kill_grace_s)
+            await asyncio.to_thread(watch.stop)
+        # Stragglers of a run that ended by itself (dataloader workers, a forked daemon) go too.
+        if _group_alive(proc.pid):
+            await kill_group(proc.pid, self.kill_grace_s)
+        follower.poll()
+        await asyncio.sleep(0)  # let progress callbacks already queued run before the result is returned
+        return self._result(status, proc.returncode, follower, log_path, time.monotonic() - started)
+
+    async def _wait(self, proc: asyncio.subprocess.Process, follower: _Follower, deadline: float,
+                    cancel: asyncio.Event | None) -> str:
+        """Waits for the process, polling the files meanwhile; returns "exited", "timeout" or "interrupted"."""
+        exited = asyncio.ensure_future(proc.wait())
+        cancelled = asyncio.ensure_future(cancel.wait()) if cancel is not None else None
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    outcome = "timeout"
+                    break
+                waits = [exited] + ([cancelled] if cancelled else [])
+                await asyncio.wait(waits, timeout=min(self.poll_interval_s, remaining),
+                                   return_when=asyncio.FIRST_COMPLETED)
+                if exited.done():
+                    return "exited"
+                if cancelled is not None and cancelled.done():
+                    outcome = "interrupted"
+                    break
+                await asyncio.to_thread(follower.poll)  # the fallback for events inotify did not report
+            await kill_group(proc.pid, self.kill_grace_s)
+            # Bounded: a process stuck in the kernel (a hung GPU driver) must not hang the loop with it.
+            await asyncio.wait([exited], timeout=10.0)
+            return outcome
+        finally:
+            for task in (exited, cancelled):
+                if task is not None and not task.done():
+                    task.cancel()
+
+    def _result(self, outcome: str, returncode: Optional[int], follower: _Follower, log_path: Path,
+                total_s: float) -> RunResult:
+        text = read_tail(log_path, 8 << 20)  # the block is at the end; a runaway log is not read whole
+        metrics = parse_summary(text)
+        events_summary = follower.summary
+        for key in SUMMARY_KEYS:  # the block on stdout is the contract; the events summary fills gaps
+            value = _num(events_summary, key)
+            if key not in metrics and value is not None:
+                metrics[key] = value
+
+        def timing(key: str) -> float:
+            return _num(events_summary, key) or 0.0
+
+        result = RunResult(
+            status="ok", metrics=metrics, returncode=returncode, total_s=total_s, log_path=str(log_path),
+            startup_s=follower.first_step_s if follower.first_step_s is not None else timing("startup_s"),
+            training_s=metrics.get("training_seconds", timing("training_s")), eval_s=timing("eval_s"),
+            peak_memory_mb=metrics.get("peak_vram_mb", timing("peak_mem_mb")))
+        if outcome == "timeout":
+            result.status = "timeout"
+            result.error = f"killed at the deadline after {total_s:.1f} s"
+        elif outcome == "interrupted":
+            result.status = "interrupted"
+            result.error = "cancelled"
+        else:
+            reason = _crash_reason(returncode, text, metrics, follower.fail)
+            if reason:
+                result.status = "crash"
+                result.error = reason + "\n" + _last_lines(text, self.tail_lines)
+        return result
+
+
+def _crash_reason(returncode: Optional[int], text: str, metrics: dict, fail: dict) -> str:
+    """Why an exited run counts as a crash, or "" when it does not."""
+    if returncode:
+        why = f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
+        if has_fail(text) or fail:
+            why += f" (FAIL{': ' + str(fail['reason']) if fail.get('reason') else ''})"
+        return why
+    if has_fail(text) or fail:
+        return "FAIL printed" + (f": {fail['reason']}" if fail.get("reason") else "")
+    value = metrics.get("val_bpb")
+    if value is None:
+        return "no val_bpb in the summary"
+    if not math.isfinite(value):
+        return f"val_bpb is {value}"
+    return ""
+
+
+def _last_lines(text: str, count: int) -> str:
+    # Split on "\n" only and keep what follows the last "\r" of each line (what a terminal shows), so
+    # hundreds of rewritten step lines do not push the traceback out of the tail.
+    lines = [line.rsplit("\r", 1)[-1] for line in text.split("\n")]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    # A cap per line, so one runaway line (a printed tensor) cannot make the ledger's record huge.
+    return "\n".join(line if len(line) <= 500 else line[:500] + " ..." for line in lines[-count:])
+
+
+def _safe_call(callback: Callable[[Progress], None], progress: Progress) -> None:
+    try:
+        callback(progress)
+    except Exception:  # a broken display must not stop the night's training
+        log.exception("on_progress callback failed")

@@ -1,0 +1,395 @@
+"""Workspace settings: nightlab.toml read into typed, frozen, validated dataclasses.
+
+`load_settings(workspace, overrides)` is the one way in. Every bad value raises `SettingsError` naming the
+file, the section and the key, so a person can fix it without reading code. `default_toml()` renders the
+commented default file that `nightlab init` writes; it parses back to exactly the defaults.
+
+A folder without nightlab.toml that holds autoresearch's prepare.py, train.py and program.md is taken
+as an autoresearch checkout, with defaults that fit it.
+
+Must not import: git, torch, any other nightlab.server module except types (it imports none today).
+"""
+from __future__ import annotations
+
+import math
+import re
+import shutil
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Optional
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+SETTINGS_FILE = "nightlab.toml"
+AUTORESEARCH_FILES = ("prepare.py", "train.py", "program.md")
+# autoresearch's train.py ignores our budget variables and trains for its own TIME_BUDGET of 300 s.
+AUTORESEARCH_SECONDS = 300
+# In tokens mode the wall clock of a run is unknown up front: a fixed, generous deadline.
+TOKENS_MODE_TIMEOUT = 600
+# Tags become part of a branch and ref name (nightlab/<tag>, refs/nightlab/<tag>/<n>): keep them plain.
+_TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class SettingsError(Exception):
+    """A setting a person must fix; the message names the file, section and key."""
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    command: str = "python train.py"
+    tag: str = ""
+    max_experiments: int = 0  # 0 = no limit
+    max_hours: float = 0.0  # 0 = no limit
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class BudgetSettings:
+    mode: str = "time"  # time | tokens
+    seconds: float = 60
+    tokens: int = 0
+    kill_factor: float = 2.0
+    grace_seconds: float = 60
+    timeout_seconds: float = 0  # 0 = derived, see deadline_seconds
+
+    @property
+    def deadline_seconds(self) -> float:
+        """Wall clock after which a run is killed and counted as a timeout."""
+        if self.timeout_seconds > 0:
+            return float(self.timeout_seconds)
+        if self.mode == "tokens":
+            return float(TOKENS_MODE_TIMEOUT)
+        return float(self.seconds * self.kill_factor + self.grace_seconds)
+
+
+@dataclass(frozen=True)
+class MetricSettings:
+    name: str = "val_bpb"
+    direction: str = "lower"  # lower | higher
+
+
+@dataclass(frozen=True)
+class FileSettings:
+    # Tuples, not lists: the settings are frozen and hashable.
+    editable: tuple[str, ...] = ("train.py",)
+    protected: tuple[str, ...] = ("prepare.py",)
+    program: str = "program.md"
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    name: str = "offline"
+    # Every other key of [agent] and its sub-tables ([agent.anthropic]), passed to the agent untouched.
+    options: dict[str, Any] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    name: str = "strict"
+
+
+@dataclass(frozen=True)
+class Settings:
+    workspace: Path
+    run: RunSettings = RunSettings()
+    budget: BudgetSettings = BudgetSettings()
+    metric: MetricSettings = MetricSettings()
+    files: FileSettings = FileSettings()
+    agent: AgentSettings = AgentSettings()
+    policy: PolicySettings = PolicySettings()
+    autoresearch: bool = False  # no nightlab.toml; recognised as an autoresearch checkout
+    source: Optional[Path] = None  # the nightlab.toml read, None when defaults were used
+
+    @property
+    def tag(self) -> str:
+        """The loop's tag: branch nightlab/<tag>; an empty [run] tag means "main"."""
+        return self.run.tag or "main"
+
+    @property
+    def branch(self) -> str:
+        return f"nightlab/{self.tag}"
+
+    @property
+    def deadline_seconds(self) -> float:
+        return self.budget.deadline_seconds
+
+    @property
+    def program_path(self) -> Path:
+        return self.workspace / self.files.program
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_settings(workspace: Path, overrides: Optional[dict[str, Any]] = None) -> Settings:
+    """Read `<workspace>/nightlab.toml` (or recognise an autoresearch checkout), apply CLI overrides.
+
+    overrides: a flat dict from CLI flags; keys max_experiments, budget_seconds (sets mode=time),
+    budget_tokens (sets mode=tokens), agent, tag, command. None values are ignored (flag not given).
+    """
+    workspace = Path(workspace).resolve()
+    if not workspace.is_dir():
+        raise SettingsError(f"{workspace}: no such folder")
+    path = workspace / SETTINGS_FILE
+    raw: dict[str, Any]
+    autoresearch = False
+    source: Optional[Path] = None
+    if path.is_file():
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as e:
+            raise SettingsError(f"{SETTINGS_FILE}: not valid TOML: {e}") from None
+        except UnicodeDecodeError as e:
+            raise SettingsError(f"{SETTINGS_FILE}: not UTF-8 text: {e}") from None
+        source = path
+    elif all((workspace / name).is_file() for name in AUTORESEARCH_FILES):
+        autoresearch = True
+        raw = {
+            "run": {"command": "uv run train.py" if shutil.which("uv") else "python train.py"},
+            "budget": {"seconds": AUTORESEARCH_SECONDS},
+        }
+    else:
+        raise SettingsError(
+            f"{workspace}: there is no {SETTINGS_FILE} here (and this is not an autoresearch checkout "
+            f"with {', '.join(AUTORESEARCH_FILES)}); run `nightlab init` to create a workspace"
+        )
+    origins: dict[tuple[str, str], str] = {}
+    raw = _apply_overrides(raw, overrides or {}, origins)
+    checker = _Checker(SETTINGS_FILE if source else "settings", origins)
+    settings = checker.settings(raw, workspace)
+    return replace(settings, autoresearch=autoresearch, source=source)
+
+
+# Flat CLI override -> (section, key, extra assignments). budget_* also pick the mode they imply.
+_OVERRIDES: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "max_experiments": ("run", "max_experiments", {}),
+    "budget_seconds": ("budget", "seconds", {"mode": "time"}),
+    "budget_tokens": ("budget", "tokens", {"mode": "tokens"}),
+    "agent": ("agent", "name", {}),
+    "tag": ("run", "tag", {}),
+    "command": ("run", "command", {}),
+}
+
+
+def _apply_overrides(
+    raw: dict[str, Any], overrides: dict[str, Any], origins: dict[tuple[str, str], str]
+) -> dict[str, Any]:
+    merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for name, value in overrides.items():
+        if name not in _OVERRIDES:
+            raise SettingsError(f"unknown override {name!r}; known: {', '.join(sorted(_OVERRIDES))}")
+        if value is None:
+            continue
+        section, key, extra = _OVERRIDES[name]
+        table = merged.setdefault(section, {})
+        if not isinstance(table, dict):
+            continue  # reported by the checker: [section] must be a table
+        table[key] = value
+        origins[(section, key)] = f"option {name}"
+        for k, v in extra.items():
+            table[k] = v
+            origins[(section, k)] = f"option {name}"
+    return merged
+
+
+class _Checker:
+    """Validates the raw TOML dict; every message says where the bad value came from."""
+
+    def __init__(self, filename: str, origins: dict[tuple[str, str], str]):
+        self.filename = filename
+        self.origins = origins
+
+    def fail(self, section: str, key: str, what: str, value: Any = None, show: bool = True) -> SettingsError:
+        where = self.origins.get((section, key))
+        got = f", got {value!r}" if show else ""
+        if where:
+            return SettingsError(f"{where}: [{section}] {key} {what}{got}")
+        return SettingsError(f"{self.filename}: [{section}] {key} {what}{got}")
+
+    def table(self, raw: dict[str, Any], section: str) -> dict[str, Any]:
+        table = raw.get(section, {})
+        if not isinstance(table, dict):
+            raise SettingsError(f"{self.filename}: {section} must be a table [{section}], got {table!r}")
+        return table
+
+    def unknown(self, table: dict[str, Any], section: str, known: set[str]) -> None:
+        for key in table:
+            if key not in known:
+                raise SettingsError(
+                    f"{self.filename}: unknown key {key!r} in [{section}]; known keys: {', '.join(sorted(known))}"
+                )
+
+    # -- scalar checks ---------------------------------------------------------------------------
+    def string(self, t: dict, section: str, key: str, default: str, nonempty: bool = False) -> str:
+        v = t.get(key, default)
+        if not isinstance(v, str):
+            raise self.fail(section, key, "must be a string", v)
+        if nonempty and not v.strip():
+            raise self.fail(section, key, "must not be empty", v)
+        return v
+
+    def integer(self, t: dict, section: str, key: str, default: int, minimum: int = 0) -> int:
+        v = t.get(key, default)
+        # bool is an int in Python; `seed = true` is a mistake, not 1.
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise self.fail(section, key, "must be a whole number", v)
+        if v < minimum:
+            raise self.fail(section, key, f"must be {minimum} or more", v)
+        return v
+
+    def number(self, t: dict, section: str, key: str, default: float, positive: bool = False,
+               minimum: float = 0.0) -> float:
+        v = t.get(key, default)
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        if not ok or (positive and v <= 0):
+            raise self.fail(section, key, "must be a positive number" if positive else "must be a number", v)
+        if v < minimum:
+            raise self.fail(section, key, f"must be {minimum:g} or more", v)
+        return v
+
+    def choice(self, t: dict, section: str, key: str, default: str, choices: tuple[str, ...]) -> str:
+        v = t.get(key, default)
+        if v not in choices:
+            raise self.fail(section, key, f"must be one of {' | '.join(choices)}", v)
+        return v
+
+    def paths(self, t: dict, section: str, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        v = t.get(key, list(default))
+        if not isinstance(v, list) or not all(isinstance(p, str) and p.strip() for p in v):
+            raise self.fail(section, key, "must be a list of file names", v)
+        out = []
+        for p in v:
+            self.relative(section, key, p)
+            out.append(p.strip().removeprefix("./"))
+        return tuple(out)
+
+    def relative(self, section: str, key: str, p: str) -> None:
+        # Paths are workspace-relative: the store maps them into the worktree and must not escape it.
+        pp = Path(p.strip())
+        if pp.is_absolute() or ".." in pp.parts:
+            raise self.fail(section, key, "must be a path inside the workspace", p)
+
+    # -- sections --------------------------------------------------------------------------------
+    def settings(self, raw: dict[str, Any], workspace: Path) -> Settings:
+        sections = {"run", "budget", "metric", "files", "agent", "policy"}
+        for name in raw:
+            if name not in sections:
+                raise SettingsError(
+                    f"{self.filename}: unknown section [{name}]; known sections: "
+                    + ", ".join(f"[{s}]" for s in sorted(sections))
+                )
+
+        t = self.table(raw, "run")
+        self.unknown(t, "run", {"command", "tag", "max_experiments", "max_hours", "seed"})
+        d = RunSettings()
+        tag = self.string(t, "run", "tag", d.tag)
+        if tag and (not _TAG_RE.match(tag) or tag.endswith(".lock") or ".." in tag):
+            raise self.fail("run", "tag", "must be letters, digits, '.', '_' or '-' (it names a git branch)", tag)
+        run = RunSettings(
+            command=self.string(t, "run", "command", d.command, nonempty=True),
+            tag=tag,
+            max_experiments=self.integer(t, "run", "max_experiments", d.max_experiments),
+            max_hours=float(self.number(t, "run", "max_hours", d.max_hours)),
+            seed=self.integer(t, "run", "seed", d.seed, minimum=-(2**63)),
+        )
+
+        t = self.table(raw, "budget")
+        self.unknown(t, "budget", {"mode", "seconds", "tokens", "kill_factor", "grace_seconds", "timeout_seconds"})
+        b = BudgetSettings()
+        budget = BudgetSettings(
+            mode=self.choice(t, "budget", "mode", b.mode, ("time", "tokens")),
+            seconds=self.number(t, "budget", "seconds", b.seconds, positive=True),
+            tokens=self.integer(t, "budget", "tokens", b.tokens),
+            kill_factor=self.number(t, "budget", "kill_factor", b.kill_factor, minimum=1.0),
+            grace_seconds=self.number(t, "budget", "grace_seconds", b.grace_seconds),
+            timeout_seconds=self.number(t, "budget", "timeout_seconds", b.timeout_seconds),
+        )
+        if budget.mode == "tokens" and budget.tokens <= 0:
+            raise self.fail("budget", "tokens", "must be a positive whole number when mode = \"tokens\"",
+                            budget.tokens)
+
+        t = self.table(raw, "metric")
+        self.unknown(t, "metric", {"name", "direction"})
+        m = MetricSettings()
+        metric = MetricSettings(
+            name=self.string(t, "metric", "name", m.name, nonempty=True),
+            direction=self.choice(t, "metric", "direction", m.direction, ("lower", "higher")),
+        )
+
+        t = self.table(raw, "files")
+        self.unknown(t, "files", {"editable", "protected", "program"})
+        f = FileSettings()
+        program = self.string(t, "files", "program", f.program, nonempty=True)
+        self.relative("files", "program", program)
+        files = FileSettings(
+            editable=self.paths(t, "files", "editable", f.editable),
+            protected=self.paths(t, "files", "protected", f.protected),
+            program=program.strip().removeprefix("./"),
+        )
+        if not files.editable:
+            raise self.fail("files", "editable", "must name at least one file", [])
+        both = sorted(set(files.editable) & set(files.protected))
+        if both:
+            raise self.fail("files", "editable", f"and protected both list {', '.join(both)}", show=False)
+
+        t = self.table(raw, "agent")
+        name = self.string(t, "agent", "name", AgentSettings().name, nonempty=True)
+        agent = AgentSettings(name=name, options={k: v for k, v in t.items() if k != "name"})
+
+        t = self.table(raw, "policy")
+        self.unknown(t, "policy", {"name"})
+        policy = PolicySettings(name=self.string(t, "policy", "name", PolicySettings().name, nonempty=True))
+
+        return Settings(workspace=workspace, run=run, budget=budget, metric=metric, files=files,
+                        agent=agent, policy=policy)
+
+
+# --------------------------------------------------------------------------------------------------
+# The default file
+
+
+def default_toml() -> str:
+    """The commented nightlab.toml that `nightlab init` writes. Parses back to exactly the defaults."""
+    r, b, m, f, a, p = RunSettings(), BudgetSettings(), MetricSettings(), FileSettings(), AgentSettings(), PolicySettings()
+
+    def lst(xs: tuple[str, ...]) -> str:
+        return "[" + ", ".join(f'"{x}"' for x in xs) + "]"
+
+    return f"""\
+# Nightlab workspace settings. Every key is optional; these are the defaults.
+
+[run]
+command = "{r.command}"   # the run command, run in the loop's worktree
+tag = "{r.tag}"                      # the loop lives on branch nightlab/<tag>; empty = "main"
+max_experiments = {r.max_experiments}                # 0 = no limit
+max_hours = {r.max_hours!r}                    # 0 = no limit
+seed = {r.seed}                           # base seed; each run gets it as NIGHTLAB_SEED
+
+[budget]
+mode = "{b.mode}"                 # time | tokens
+seconds = {b.seconds}                    # training wall clock per experiment (time mode)
+tokens = {b.tokens}                      # training tokens per experiment (tokens mode)
+kill_factor = {b.kill_factor!r}               # a run is killed after seconds * kill_factor + grace_seconds
+grace_seconds = {b.grace_seconds}              # start-up, data, evaluation
+timeout_seconds = {b.timeout_seconds}             # 0 = derived as above; in tokens mode 0 means {TOKENS_MODE_TIMEOUT}
+
+[metric]
+name = "{m.name}"
+direction = "{m.direction}"           # lower | higher
+
+[files]
+editable = {lst(f.editable)}     # the files the agent may change
+protected = {lst(f.protected)}  # never changed; checked before every run
+program = "{f.program}"          # the agent's instructions
+
+[agent]
+name = "{a.name}"              # offline: no key, no network
+# Other keys here and sub-tables such as [agent.anthropic] are passed to the agent as they are.
+
+[policy]
+name = "{p.name}"               # strict: keep only a result strictly better than the best kept one
+"""

@@ -1,0 +1,295 @@
+"""The loop's git store: a branch `nightlab/<tag>` checked out in its own worktree, commits, refs, diffs.
+
+Layout: the worktree is `<repo_root>/.nightlab/worktrees/<tag>`; every experiment's commit is kept
+reachable as `refs/nightlab/<tag>/<number>`, so its diff can be shown after it was discarded.
+`.nightlab/` is hidden from the user's `git status` through `.git/info/exclude`, never `.gitignore`.
+
+**Invariant:** the user's working tree, index, current branch and git config are never changed. Every
+command that writes runs inside the loop's worktree (its own index and HEAD), with Nightlab's identity
+passed on the command line and in the environment, hooks and signing switched off for that command only.
+
+File paths given to and returned by the store are relative to the workspace (`repo_root`), which may be
+a sub-folder of the git repository.
+
+Knows nothing of training, agents or the ledger. Must not import: torch, the runner, agents, engine.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path, PurePosixPath
+from typing import Iterable, Optional
+
+import git
+
+AUTHOR_NAME = "Nightlab"
+AUTHOR_EMAIL = "nightlab@localhost"
+_IDENTITY_ENV = {
+    "GIT_AUTHOR_NAME": AUTHOR_NAME,
+    "GIT_AUTHOR_EMAIL": AUTHOR_EMAIL,
+    "GIT_COMMITTER_NAME": AUTHOR_NAME,
+    "GIT_COMMITTER_EMAIL": AUTHOR_EMAIL,
+}
+# Per-command config: the user's hooks (pre-commit linters, post-checkout LFS ...) and commit signing
+# would make the loop slow, interactive or fail at 3 a.m.; -c changes nothing on disk.
+_SAFE_CONFIG = [
+    "-c", f"core.hooksPath={os.devnull}",
+    "-c", "commit.gpgsign=false",
+    "-c", f"user.name={AUTHOR_NAME}",
+    "-c", f"user.email={AUTHOR_EMAIL}",
+    "-c", "advice.detachedHead=false",
+]
+EXCLUDE_LINE = ".nightlab/"
+
+
+class StoreError(Exception):
+    """A git problem a person can act on (not a repository, no commits, branch in use ...)."""
+
+
+class Store:
+    def __init__(self, repo_root: Path, tag: str):
+        self.root = Path(repo_root).resolve()
+        self.tag = tag
+        self.branch = f"nightlab/{tag}"
+        self.worktree = self.root / ".nightlab" / "worktrees" / tag
+        try:
+            repo = git.Repo(self.root, search_parent_directories=True)
+        except git.NoSuchPathError:
+            raise StoreError(f"{self.root}: no such folder") from None
+        except git.InvalidGitRepositoryError:
+            raise StoreError(
+                f"{self.root} is not in a git repository; run `git init` and commit your files first"
+            ) from None
+        if repo.working_tree_dir is None:
+            raise StoreError(f"{self.root}: a bare git repository has no working tree to run in")
+        self.toplevel = Path(repo.working_tree_dir).resolve()
+        self._repo = repo
+        # The workspace may sit below the repository's top level; git speaks top-level paths.
+        self.prefix = PurePosixPath(self.root.relative_to(self.toplevel).as_posix())
+
+    # ---------------------------------------------------------------------------------------------
+    # git plumbing
+
+    def _git(self, *args: str, cwd: Optional[Path] = None, strip: bool = True, binary: bool = False,
+             env: Optional[dict[str, str]] = None) -> str | bytes:
+        cmd = ["git", *_SAFE_CONFIG, *args]
+        try:
+            return git.Git(str(cwd or self.worktree)).execute(
+                cmd,
+                env={"GIT_TERMINAL_PROMPT": "0", **(env or {})},
+                strip_newline_in_stdout=strip,
+                stdout_as_string=not binary,
+            )
+        except git.GitCommandError as e:
+            err = (e.stderr or "").strip().removeprefix("stderr:").strip().strip("'").strip()
+            raise StoreError(f"git {' '.join(args)} failed: {err or e}") from None
+
+    def _ok(self, *args: str, cwd: Optional[Path] = None) -> Optional[str]:
+        """Run a query that may fail (a missing ref): its output, or None."""
+        try:
+            return str(self._git(*args, cwd=cwd or self.toplevel))
+        except StoreError:
+            return None
+
+    def _resolve(self, rev: str) -> str:
+        sha = self._ok("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+        if not sha:
+            raise StoreError(f"{rev!r} is not a commit in {self.toplevel}")
+        return sha
+
+    def _path(self, path: str) -> str:
+        """Workspace-relative path -> top-level-relative posix path, refusing anything outside."""
+        p = PurePosixPath(str(path).replace("\\", "/"))
+        if p.is_absolute() or ".." in p.parts or str(p) in ("", "."):
+            raise StoreError(f"{path!r} is not a path inside the workspace")
+        return str(self.prefix / p) if str(self.prefix) != "." else str(p)
+
+    @property
+    def workdir(self) -> Path:
+        """The workspace inside the loop's worktree: where the runner runs the command."""
+        return self.worktree / self.prefix if str(self.prefix) != "." else self.worktree
+
+    def _ref(self, number: int) -> str:
+        return f"refs/nightlab/{self.tag}/{int(number)}"
+
+    # ---------------------------------------------------------------------------------------------
+    # set-up
+
+    def open_or_create(self, start_point: str = "HEAD") -> bool:
+        """Make sure branch nightlab/<tag> and its worktree exist. True when the branch was created now
+        (at start_point, the user's HEAD by default); False when an existing loop is resumed."""
+        if not self._ok("rev-parse", "--verify", "--quiet", "HEAD^{commit}"):
+            raise StoreError(
+                f"the git repository at {self.toplevel} has no commits yet; commit your files first "
+                "(git add -A && git commit -m baseline)"
+            )
+        self._exclude()
+        created = False
+        if not self._ok("rev-parse", "--verify", "--quiet", f"refs/heads/{self.branch}"):
+            self._git("branch", self.branch, self._resolve(start_point), cwd=self.toplevel)
+            created = True
+        self._ensure_worktree()
+        return created
+
+    def _exclude(self) -> None:
+        common = Path(str(self._git("rev-parse", "--git-common-dir", cwd=self.toplevel)))
+        if not common.is_absolute():
+            common = (self.toplevel / common).resolve()
+        exclude = common / "info" / "exclude"
+        exclude.parent.mkdir(parents=True, exist_ok=True)
+        text = exclude.read_text(encoding="utf-8") if exclude.exists() else ""
+        if any(line.strip() in (EXCLUDE_LINE, "/" + EXCLUDE_LINE, ".nightlab") for line in text.splitlines()):
+            return
+        with open(exclude, "a", encoding="utf-8") as f:
+            f.write(("" if not text or text.endswith("\n") else "\n") + EXCLUDE_LINE + "\n")
+
+    def _worktrees(self) -> list[dict[str, str]]:
+        out = str(self._git("worktree", "list", "--porcelain", cwd=self.toplevel))
+        entries, cur = [], {}
+        for line in out.splitlines() + [""]:
+            if not line:
+                if cur:
+                    entries.append(cur)
+                cur = {}
+                continue
+            key, _, value = line.partition(" ")
+            cur[key] = value
+        return entries
+
+    def _ensure_worktree(self) -> None:
+        want = f"refs/heads/{self.branch}"
+        here = None
+        for e in self._worktrees():
+            path = Path(e.get("worktree", "")).resolve()
+            if path == self.worktree:
+                here = e
+            elif e.get("branch") == want:
+                raise StoreError(
+                    f"branch {self.branch} is checked out at {path}; switch that checkout to another "
+                    "branch (Nightlab runs the loop in its own worktree)"
+                )
+        if here is not None:
+            if self.worktree.is_dir() and "prunable" not in here:
+                if here.get("branch") != want:
+                    raise StoreError(f"{self.worktree} has {here.get('branch', 'a detached HEAD')} checked "
+                                     f"out, not {self.branch}; remove it with `git worktree remove`")
+                return
+            self._git("worktree", "prune", cwd=self.toplevel)
+        if self.worktree.exists():
+            # Ours (under .nightlab/) but no longer a registered worktree: a half-made one from a crash.
+            shutil.rmtree(self.worktree)
+        self.worktree.parent.mkdir(parents=True, exist_ok=True)
+        self._git("worktree", "add", "--quiet", str(self.worktree), self.branch, cwd=self.toplevel)
+
+    # ---------------------------------------------------------------------------------------------
+    # reading
+
+    def head(self) -> str:
+        """The sha the loop's branch points at."""
+        return self._resolve(f"refs/heads/{self.branch}")
+
+    def read_file(self, path: str, commit: Optional[str] = None) -> str:
+        """A file's text at a commit (default: the branch head)."""
+        rev = commit or f"refs/heads/{self.branch}"
+        data = self._ok_bytes("show", f"{rev}:{self._path(path)}")
+        if data is None:
+            raise StoreError(f"{path} does not exist at {rev}")
+        return data.decode("utf-8")
+
+    def _ok_bytes(self, *args: str) -> Optional[bytes]:
+        try:
+            return bytes(self._git(*args, cwd=self.toplevel, strip=False, binary=True))
+        except StoreError:
+            return None
+
+    def ref_for(self, number: int) -> Optional[str]:
+        """The commit of experiment `number`, or None when it has none."""
+        return self._ok("rev-parse", "--verify", "--quiet", f"{self._ref(number)}^{{commit}}")
+
+    def experiment_refs(self) -> dict[int, str]:
+        """Every experiment ref of this tag: number -> sha."""
+        out = str(self._git("for-each-ref", "--format=%(refname) %(objectname)",
+                            f"refs/nightlab/{self.tag}/", cwd=self.toplevel))
+        refs = {}
+        for line in out.splitlines():
+            name, _, sha = line.partition(" ")
+            last = name.rsplit("/", 1)[-1]
+            if last.isdigit():
+                refs[int(last)] = sha
+        return refs
+
+    def diff(self, parent: str, sha: str) -> str:
+        """Unified diff parent..sha, workspace-relative paths, whatever the user's diff config says."""
+        args = ["diff", "--no-color", "--no-ext-diff", "--src-prefix=a/", "--dst-prefix=b/"]
+        if str(self.prefix) != ".":
+            args.append(f"--relative={self.prefix}")
+        return str(self._git(*args, parent, sha, cwd=self.toplevel, strip=False))
+
+    def file_hashes(self, paths: Iterable[str]) -> dict[str, str]:
+        """sha256 of each file's bytes in the worktree; "" for a missing file."""
+        out = {}
+        for p in paths:
+            self._path(p)  # refuses paths outside the workspace
+            f = self.workdir / p
+            out[p] = hashlib.sha256(f.read_bytes()).hexdigest() if f.is_file() else ""
+        return out
+
+    def changed_since(self, paths: Iterable[str], sha: str) -> list[str]:
+        """The paths whose content in the worktree differs from their content at `sha`. Used to catch a
+        run (or an agent) that changed a protected file."""
+        changed = []
+        for p in paths:
+            committed = self._ok_bytes("show", f"{sha}:{self._path(p)}")
+            f = self.workdir / p
+            current = f.read_bytes() if f.is_file() else None
+            if committed != current:
+                changed.append(p)
+        return changed
+
+    # ---------------------------------------------------------------------------------------------
+    # writing (always inside the loop's worktree)
+
+    def commit_experiment(self, files: dict[str, str], message: str, number: Optional[int] = None) -> str:
+        """Write `files` (workspace path -> text) in the worktree and commit them on the loop's branch.
+        Returns the new sha. With `number`, also points refs/nightlab/<tag>/<number> at it. An unchanged
+        file set still makes a commit (the baseline has no edits but needs its own commit and ref)."""
+        if not self.worktree.is_dir():
+            raise StoreError(f"{self.worktree} is missing; call open_or_create() first")
+        paths = []
+        for path, text in files.items():
+            rel = self._path(path)
+            target = self.worktree / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(text.encode("utf-8"))  # bytes: keep the text's own newlines
+            paths.append(rel)
+        if paths:
+            self._git("add", "--", *paths)
+        self._git("commit", "--quiet", "--no-verify", "--allow-empty", "-m", message, env=_IDENTITY_ENV)
+        sha = self.head()
+        if number is not None:
+            self.set_ref(number, sha)
+        return sha
+
+    def set_ref(self, number: int, sha: str) -> None:
+        self._git("update-ref", self._ref(number), self._resolve(sha), cwd=self.toplevel)
+
+    def keep(self, sha: str, number: Optional[int] = None) -> None:
+        """The experiment is kept: the branch stays where it is, which must be `sha`."""
+        head = self.head()
+        if head != self._resolve(sha):
+            raise StoreError(f"cannot keep {sha[:7]}: branch {self.branch} is at {head[:7]}")
+        if number is not None:
+            self.set_ref(number, sha)
+
+    def discard(self, number: int, sha: str, reset_to: str) -> None:
+        """The experiment is discarded: keep its commit reachable through its ref, then move the branch
+        (and the worktree's files) back to `reset_to`, the last kept commit."""
+        self.set_ref(number, sha)
+        self._git("reset", "--quiet", "--hard", self._resolve(reset_to))
+
+    def reset_worktree(self) -> None:
+        """Back to the branch head: drop edits and untracked files a crashed experiment left behind.
+        Ignored files (data caches, virtualenvs) stay, so a resume does not rebuild them."""
+        self._git("reset", "--quiet", "--hard", "HEAD")
+        self._git("clean", "-fdq")
