@@ -49,6 +49,206 @@ def init(
     console.print(f"next: cd {directory} && nightlab run   (or: python train.py for one run)")
 
 
+def _load(workspace: Path, overrides: dict | None = None):
+    from .settings import SettingsError, load_settings
+
+    try:
+        return load_settings(workspace, overrides)
+    except SettingsError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def run(
+    workspace: Path = typer.Option(Path("."), "--workspace", "-w", help="The workspace (default: here)."),
+    max_experiments: Optional[int] = typer.Option(None, help="Stop after N experiments (this run)."),
+    budget: Optional[float] = typer.Option(None, help="Training seconds per experiment (time budget)."),
+    budget_tokens: Optional[int] = typer.Option(None, help="Training tokens per experiment (token budget)."),
+    agent: Optional[str] = typer.Option(None, help="The agent: offline (default)."),
+    tag: Optional[str] = typer.Option(None, help="The loop's tag: branch nightlab/<tag>."),
+    plain: bool = typer.Option(False, help="Print a line per event instead of the live view."),
+) -> None:
+    """Run the loop: propose, train, keep or discard, record, repeat. Ctrl-C stops it cleanly."""
+    import asyncio
+    import signal
+
+    from .engine import Engine, EngineBusy
+    from .store import StoreError
+    from .view import LiveView, experiments_table
+
+    settings = _load(workspace, {"max_experiments": max_experiments, "budget_seconds": budget,
+                                 "budget_tokens": budget_tokens, "agent": agent, "tag": tag})
+    try:
+        engine = Engine(settings)
+    except Exception as exc:  # unknown agent or policy, not a git repository ...
+        fail(str(exc))
+    b = settings.budget
+    console.print(f"[bold]nightlab[/] {settings.workspace}  tag [bold]{settings.tag}[/]  agent {settings.agent.name}  "
+                  f"budget {b.seconds:g}s" if b.mode == "time" else f"budget {b.tokens:,} tokens")
+    view = LiveView(settings.metric.name, b.seconds if b.mode == "time" else None, engine.ledger.experiments())
+    engine.subscribe(view.on_event)
+    live = console.is_terminal and not plain
+    if not live:
+        engine.subscribe(_print_event)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, _stopper(engine))
+        await engine.run()
+
+    try:
+        if live:
+            from rich.live import Live
+
+            with Live(view, console=console, refresh_per_second=4):
+                asyncio.run(main())
+        else:
+            asyncio.run(main())
+    except (EngineBusy, StoreError) as exc:
+        fail(str(exc))
+    experiments = engine.ledger.experiments()
+    console.print(experiments_table(experiments, settings.metric.name, title="experiments"))
+    png = _plot(settings, experiments)
+    console.print(f"ledger: {engine.ledger.jsonl}\nresults: {engine.ledger.tsv}" + (f"\nplot: {png}" if png else ""))
+    if engine.state == "errored":
+        raise typer.Exit(1)
+
+
+def _stopper(engine):
+    def stop() -> None:
+        err_console.print("[yellow]stopping: ending the current run (it is recorded and runs again next time)[/]")
+        engine.stop()
+    return stop
+
+
+def _print_event(event: dict) -> None:
+    kind = event["type"]
+    if kind == "experimentStarted":
+        e = event["experiment"]
+        console.print(f"#{e['number']} started: {e['description']}")
+    elif kind == "experimentFinished":
+        e = event["experiment"]
+        metric = f"{e['metric']:.6f}" if e.get("metric") is not None else "-"
+        console.print(f"#{e['number']} {e['status']}: {metric}  {e['description']}  ({e['decision_reason']})")
+    elif kind == "message":
+        console.print(f"[{event['level']}] {event['text']}")
+    elif kind == "state" and event["state"] in ("errored", "stopped"):
+        console.print(f"loop {event['state']}: {event.get('reason', '')}")
+
+
+def _plot(settings, experiments) -> Optional[Path]:
+    try:
+        from .plot import plot_progress
+    except ImportError:
+        return None
+    out = Path(settings.workspace) / ".nightlab" / settings.tag / "progress.png"
+    try:
+        return plot_progress(experiments, out, metric_name=settings.metric.name,
+                             direction=settings.metric.direction)
+    except Exception as exc:  # a plot is never worth failing the night's run for
+        err_console.print(f"[yellow]could not write progress.png: {exc}[/]")
+        return None
+
+
+def _ledger(workspace: Path, tag: Optional[str]):
+    from .ledger import Ledger
+
+    settings = _load(workspace, {"tag": tag})
+    return settings, Ledger(Path(settings.workspace) / ".nightlab" / settings.tag, settings.metric.name)
+
+
+@app.command()
+def status(
+    workspace: Path = typer.Option(Path("."), "--workspace", "-w"),
+    tag: Optional[str] = typer.Option(None),
+) -> None:
+    """Where the loop stands: experiments, kept, best, and whether a loop is running now."""
+    from .engine import loop_owner
+
+    settings, ledger = _ledger(workspace, tag)
+    experiments = ledger.experiments()
+    counts = {s: sum(e.status == s for e in experiments) for s in ("keep", "discard", "crash", "interrupted")}
+    best = ledger.best(settings.metric.direction)
+    baseline = next((e for e in experiments if e.meta.get("baseline") and e.metric is not None), None)
+    owner = loop_owner(ledger.dir)
+    console.print(f"tag {settings.tag}: {len(experiments)} experiments  " +
+                  "  ".join(f"{k} {v}" for k, v in counts.items()))
+    console.print(f"loop: {'running (pid ' + str(owner) + ')' if owner else 'not running'}")
+    if best:
+        gain = f" ({best.metric - baseline.metric:+.6f} vs baseline #{baseline.number})" if baseline else ""
+        console.print(f"best {settings.metric.name}: {best.metric:.6f} (#{best.number} {best.description}){gain}")
+    if experiments:
+        last = experiments[-1]
+        console.print(f"last: #{last.number} {last.status} {last.description}")
+
+
+@app.command()
+def results(
+    workspace: Path = typer.Option(Path("."), "--workspace", "-w"),
+    tag: Optional[str] = typer.Option(None),
+    status_filter: Optional[str] = typer.Option(None, "--status", help="keep | discard | crash | interrupted"),
+) -> None:
+    """The experiments table."""
+    from .view import experiments_table
+
+    settings, ledger = _ledger(workspace, tag)
+    experiments = [e for e in ledger.experiments() if status_filter in (None, e.status)]
+    console.print(experiments_table(experiments, settings.metric.name, title=f"experiments ({settings.tag})"))
+
+
+@app.command()
+def plot(
+    workspace: Path = typer.Option(Path("."), "--workspace", "-w"),
+    tag: Optional[str] = typer.Option(None),
+    out: Optional[Path] = typer.Option(None, help="Default: .nightlab/<tag>/progress.png"),
+) -> None:
+    """Write progress.png: every experiment a dot, the kept frontier a step line."""
+    from .plot import plot_progress
+
+    settings, ledger = _ledger(workspace, tag)
+    out = out or ledger.dir / "progress.png"
+    console.print(str(plot_progress(ledger.experiments(), out, metric_name=settings.metric.name,
+                                    direction=settings.metric.direction)))
+
+
+@app.command()
+def monitor(
+    directory: Path = typer.Argument(Path("."), help="An autoresearch checkout (results.tsv, run.log)."),
+    timeout: Optional[float] = typer.Option(None, help="Stop after this many seconds."),
+    plain: bool = typer.Option(False, help="A line per update instead of the live view."),
+) -> None:
+    """Watch an autoresearch run that another agent drives, live, from its results.tsv and run.log."""
+    import threading
+
+    from .monitor import Monitor, RowAdded, RunFinished, render
+
+    mon = Monitor(directory)
+    stop = threading.Event()
+    if timeout:
+        threading.Timer(timeout, stop.set).start()
+    try:
+        if console.is_terminal and not plain:
+            from rich.live import Live
+
+            with Live(render(mon.snapshot()), console=console, refresh_per_second=2) as live:
+                for _ in mon.updates(stop=stop):
+                    live.update(render(mon.snapshot()))
+        else:
+            for update in mon.updates(stop=stop):
+                if isinstance(update, RowAdded):
+                    r = update.row
+                    console.print(f"row {r.number}: {r.commit} {r.val_bpb:.6f} {r.status} {r.description}",
+                                  soft_wrap=True)
+                elif isinstance(update, RunFinished):
+                    console.print(f"run finished: {'FAIL' if update.failed else update.metrics.get('val_bpb')}")
+    except KeyboardInterrupt:
+        pass
+    snap = mon.snapshot()
+    if snap.best is not None:
+        console.print(f"best val_bpb: {snap.best:.6f}")
+
+
 def main() -> None:
     app()
 

@@ -5,7 +5,7 @@ summary block; truncated by each new run's `> run.log`) as they grow, with watch
 turns them into typed updates: `RowAdded`, `RunProgress`, `RunFinished`. `snapshot()` sums them up;
 `render()` draws a snapshot with rich for the CLI. Never writes to the directory it watches.
 Must not import: git, torch, anthropic, or nightlab.server modules other than `types`, `summary`
-and `runner` (for its file-following helpers).
+and `follow` (for its file-following helpers).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AsyncIterator, Iterator, Optional, Union
 
-from .runner import FileTail, Watch
+from .follow import FileTail, Watch
 from .summary import has_fail, parse_step_line, parse_summary
 from .types import Progress
 

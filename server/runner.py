@@ -5,8 +5,9 @@ events file and the log while they grow (watchdog, plus polling in case inotify 
 kills the whole process group at the deadline or on cancel, and turns the outcome into a `RunResult`.
 A failed run is a result, never an exception. `compile_check` is the cheap syntax check done before.
 No global state: several runs may go at once on one event loop.
-`FileTail` and `Watch` (following files that grow) are shared with `monitor.py`.
-Must not import: git, torch, anthropic, or nightlab.server modules other than `types` and `summary`.
+Following the growing files is `follow.py`'s job (`FileTail`, `Watch`), shared with `monitor.py`.
+Must not import: git, torch, anthropic, or nightlab.server modules other than `types`, `summary`
+and `follow`.
 """
 from __future__ import annotations
 
@@ -22,105 +23,11 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping, Optional
 
+from .follow import FileTail, Watch, read_tail
 from .summary import SUMMARY_KEYS, has_fail, parse_step_line, parse_summary
 from .types import Progress, RunResult
 
 log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------- following growing files
-class FileTail:
-    """Reads the complete lines added to a file since the last call (offset kept, partial line held back).
-
-    `split_cr` also ends a line at "\\r", for step lines rewritten in place. A file that shrinks or is
-    replaced is read again from the start, and `generation` goes up so a reader can tell.
-    """
-
-    def __init__(self, path: Path, *, split_cr: bool = False):
-        self.path = Path(path)
-        self.split_cr = split_cr
-        self.generation = 0
-        self._offset = 0
-        self._inode: Optional[int] = None
-        self._partial = b""
-        self._lock = threading.Lock()
-
-    def exists(self) -> bool:
-        return self._inode is not None or self.path.exists()
-
-    def read_lines(self) -> list[str]:
-        with self._lock:
-            try:
-                with open(self.path, "rb") as handle:
-                    stat = os.fstat(handle.fileno())
-                    if self._inode is not None and (stat.st_ino != self._inode or stat.st_size < self._offset):
-                        self._offset, self._partial = 0, b""
-                        self.generation += 1
-                    self._inode = stat.st_ino
-                    handle.seek(self._offset)
-                    data = handle.read()
-            except OSError:  # not created yet, or removed between two polls
-                return []
-            self._offset += len(data)
-            data = self._partial + data
-            if self.split_cr:
-                data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            *complete, self._partial = data.split(b"\n")
-            return [line.decode("utf-8", errors="replace") for line in complete]
-
-
-def read_tail(path: Path, max_bytes: int) -> str:
-    """The last `max_bytes` of a file as text ("" when it cannot be read)."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(max(0, os.fstat(handle.fileno()).st_size - max_bytes))
-            return handle.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
-
-
-def _drop_stop_race(record: logging.LogRecord) -> bool:
-    # watchdog 7 logs this as an error when an observer is stopped while an event is in flight; it is
-    # harmless (the event is dropped and we poll once more after stopping) and would fill the CLI's log.
-    return "called when the thread is inactive" not in str(record.msg)
-
-
-class Watch:
-    """Calls `on_change` (on watchdog's thread) when one of `paths` changes; a no-op if inotify fails."""
-
-    def __init__(self, paths: set[Path], on_change: Callable[[], None]):
-        from watchdog.events import FileSystemEventHandler
-        from watchdog.observers import Observer
-
-        inotify_log = logging.getLogger("watchdog.observers.inotify")
-        if _drop_stop_race not in inotify_log.filters:
-            inotify_log.addFilter(_drop_stop_race)
-
-        names = {os.path.abspath(p) for p in paths}
-
-        class Handler(FileSystemEventHandler):
-            def on_any_event(self, event) -> None:
-                touched = {os.fsdecode(event.src_path), os.fsdecode(getattr(event, "dest_path", "") or "")}
-                if touched & names:
-                    try:
-                        on_change()
-                    except Exception:  # the polling fallback still runs; keep the observer alive
-                        log.exception("following %s failed", sorted(names))
-
-        self._observer = Observer()
-        try:
-            for folder in {os.path.dirname(name) for name in names}:
-                self._observer.schedule(Handler(), folder, recursive=False)
-            self._observer.start()
-        except OSError as exc:  # e.g. out of inotify instances: polling alone will do
-            log.warning("watchdog unavailable (%s); polling only", exc)
-            self._observer = None
-
-    def stop(self) -> None:
-        if self._observer is not None:
-            self._observer.stop()
-            self._observer.join(timeout=5.0)
-            self._observer = None
 
 
 # --------------------------------------------------------------------------- environment

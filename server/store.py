@@ -293,3 +293,17 @@ class Store:
         Ignored files (data caches, virtualenvs) stay, so a resume does not rebuild them."""
         self._git("reset", "--quiet", "--hard", "HEAD")
         self._git("clean", "-fdq")
+
+    def amend_message(self, message: str, number: Optional[int] = None) -> str:
+        """Rewrite the message of the branch's head commit (the experiment just decided) and return the
+        new sha. The commit is made before the run so a kill -9 loses nothing; its verdict comes after."""
+        self._git("commit", "--quiet", "--no-verify", "--allow-empty", "--amend", "-m", message, env=_IDENTITY_ENV)
+        sha = self.head()
+        if number is not None:
+            self.set_ref(number, sha)
+        return sha
+
+    def reset_branch(self, sha: str) -> None:
+        """Move the loop's branch (and its worktree files) to `sha`: resume after a run died undecided."""
+        self._git("reset", "--quiet", "--hard", self._resolve(sha))
+        self._git("clean", "-fdq")

@@ -1,0 +1,211 @@
+"""The progress chart of a loop, in the style of autoresearch's progress.png, written as a PNG file.
+
+x is the experiment number, y the metric: every experiment is a dot (discarded ones light grey, kept
+ones green, with their short descriptions), the running best of the kept ones is a step line, and
+experiments with no value (crashes, interrupted or running ones) are marked along the top edge, off the
+scale. Renders with matplotlib's Agg canvas directly, never through pyplot: no display is needed, no
+global figure state is kept, and a GUI backend chosen elsewhere in the process is left alone.
+Must not import: git, torch, matplotlib.pyplot, or nightlab.server modules other than `types`.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+
+from .types import Experiment
+
+KEEP_COLOUR = "#2ca02c"
+DISCARD_COLOUR = "#c8c8c8"
+CRASH_COLOUR = "#d62728"
+PENDING_COLOUR = "#9e9e9e"
+LABEL_CHARS = 40
+# A discard this many kept-spans worse than the worst kept value is drawn at the edge instead, so one
+# diverged run does not squash the frontier into a flat line (autoresearch's chart clips them too).
+OUTLIER_SPANS = 3.0
+
+
+def plot_progress(experiments: list[Experiment], out: Path, metric_name: str = "val_bpb",
+                  direction: str = "lower", title: Optional[str] = None, *, dpi: int = 120) -> Path:
+    """Draws the loop's progress to `out` (PNG, replaced atomically) and returns `out`."""
+    if direction not in ("lower", "higher"):
+        raise ValueError(f"direction must be 'lower' or 'higher', not {direction!r}")
+    out = Path(out)
+    exps = _last_per_number(experiments)
+    fig = Figure(figsize=(14, 7), dpi=dpi)
+    FigureCanvasAgg(fig)  # attaches itself as fig.canvas: savefig renders with Agg
+    ax = fig.add_subplot(1, 1, 1)
+
+    valued = [e for e in exps if _value(e) is not None and e.status in ("keep", "discard")]
+    kept = [e for e in valued if e.status == "keep"]
+    best = _best(kept, direction)
+    heading = title or "Nightlab progress"
+    counts = f"{len(exps)} experiment{'s' * (len(exps) != 1)}, {len(kept)} kept"
+    crashes = sum(e.status == "crash" for e in exps)
+    if crashes:
+        counts += f", {crashes} crash{'es' * (crashes != 1)}"
+    best_text = f"best {metric_name} {best:.6f}" if best is not None else f"no {metric_name} yet"
+    ax.set_title(f"{heading}: {counts}; {best_text}", fontsize=13)
+    ax.set_xlabel("Experiment #")
+    ax.set_ylabel(f"{metric_name} ({direction} is better)")
+    ax.grid(True, alpha=0.3)
+
+    if not exps:
+        ax.text(0.5, 0.5, "no experiments yet", transform=ax.transAxes, ha="center", va="center",
+                fontsize=16, color=PENDING_COLOUR)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return _save(fig, out)
+
+    numbers = [e.number for e in exps]
+    ax.set_xlim(min(numbers) - 0.5, max(numbers) + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    limits = _y_limits(valued, kept, direction)
+    if limits is None:
+        ax.set_ylim(0.0, 1.0)
+        ax.set_yticks([])
+        ax.text(0.5, 0.5, f"no experiment has a {metric_name} yet", transform=ax.transAxes,
+                ha="center", va="center", fontsize=14, color=PENDING_COLOUR)
+    else:
+        ax.set_ylim(*limits)
+
+    legend = _draw_points(ax, exps, limits, direction)
+    if kept:
+        legend.insert(1, _draw_frontier(ax, kept, max(numbers), direction))
+        _label_kept(ax, kept)
+    ax.legend(handles=legend, loc="lower right" if direction == "higher" else "lower left", fontsize=9,
+              framealpha=0.9)
+    return _save(fig, out)
+
+
+def _value(exp: Experiment) -> Optional[float]:
+    value = exp.metric
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _last_per_number(experiments: list[Experiment]) -> list[Experiment]:
+    # The ledger's rule: the last record of a number wins (a 'running' record, then its outcome).
+    latest = {exp.number: exp for exp in experiments}
+    return [latest[number] for number in sorted(latest)]
+
+
+def _better(a: float, b: float, direction: str) -> bool:
+    return a < b if direction == "lower" else a > b
+
+
+def _best(kept: list[Experiment], direction: str) -> Optional[float]:
+    best = None
+    for exp in kept:
+        value = _value(exp)
+        if best is None or _better(value, best, direction):
+            best = value
+    return best
+
+
+def _y_limits(valued: list[Experiment], kept: list[Experiment],
+              direction: str) -> Optional[tuple[float, float]]:
+    values = [_value(e) for e in valued]
+    if not values:
+        return None
+    kept_values = [_value(e) for e in kept] or values
+    span = max(kept_values) - min(kept_values)
+    scale = span or abs(kept_values[0]) * 0.05 or 1.0
+    if direction == "lower":  # worse is higher: cap the top, keep every value below
+        low, high = min(values), min(max(values), max(kept_values) + OUTLIER_SPANS * scale)
+    else:
+        low, high = max(min(values), min(kept_values) - OUTLIER_SPANS * scale), max(values)
+    margin = (high - low) * 0.08 or scale * 0.5
+    # The top margin is wider: crash marks sit on the top edge and must not hide the highest dots.
+    return low - margin, high + margin * 1.5
+
+
+def _draw_points(ax, exps: list[Experiment], limits: Optional[tuple[float, float]],
+                 direction: str) -> list[Line2D]:
+    """Dots for every experiment; returns the legend's handles for the kinds present."""
+    edge = ax.get_xaxis_transform()  # x in data, y in axes fractions: "along the top edge"
+    kinds: dict[str, list[tuple[float, float, bool]]] = {"discard": [], "keep": [], "outlier": [],
+                                                          "crash": [], "pending": []}
+    for exp in exps:
+        value = _value(exp)
+        if exp.status == "crash":
+            kinds["crash"].append((exp.number, 1.0, True))
+        elif value is None or exp.status not in ("keep", "discard"):
+            kinds["pending"].append((exp.number, 1.0, True))  # interrupted, running, or no value
+        elif limits is not None and not limits[0] <= value <= limits[1]:
+            kinds["outlier"].append((exp.number, 0.97 if direction == "lower" else 0.03, True))
+        else:
+            kinds[exp.status].append((exp.number, value, False))
+    styles = {
+        "discard": dict(marker="o", color=DISCARD_COLOUR, markersize=6, label="Discarded"),
+        "keep": dict(marker="o", color=KEEP_COLOUR, markersize=9, markeredgecolor="black",
+                     markeredgewidth=0.6, label="Kept", zorder=4),
+        "outlier": dict(marker="^" if direction == "lower" else "v", color=DISCARD_COLOUR, markersize=7,
+                        label="Discarded, off the scale"),
+        "crash": dict(marker="x", color=CRASH_COLOUR, markersize=9, markeredgewidth=2, label="Crash"),
+        "pending": dict(marker="o", color=PENDING_COLOUR, markerfacecolor="none", markersize=8,
+                        label="No value (interrupted, running)"),
+    }
+    handles = []
+    for kind in ("discard", "keep", "outlier", "crash", "pending"):
+        points = kinds[kind]
+        if not points:
+            continue
+        style = dict(styles[kind], linestyle="none")
+        on_edge = points[0][2]
+        ax.plot([p[0] for p in points], [p[1] for p in points], clip_on=not on_edge,
+                **({"transform": edge} if on_edge else {}), **style)
+        handles.append(Line2D([], [], **style))
+    return handles
+
+
+def _draw_frontier(ax, kept: list[Experiment], last_number: int, direction: str) -> Line2D:
+    xs, ys, best = [], [], None
+    for exp in kept:
+        value = _value(exp)
+        if best is None or _better(value, best, direction):
+            best = value
+        xs.append(exp.number)
+        ys.append(best)
+    xs.append(last_number)  # the frontier holds until the latest experiment
+    ys.append(best)
+    style = dict(color=KEEP_COLOUR, linewidth=2, alpha=0.7, label="Running best")
+    ax.step(xs, ys, where="post", zorder=3, **style)
+    return Line2D([], [], **style)
+
+
+def _short(text: str) -> str:
+    lines = (text or "").strip().splitlines()
+    line = " ".join(lines[0].split()) if lines else ""
+    return line if len(line) <= LABEL_CHARS else line[:LABEL_CHARS - 1].rstrip() + "\u2026"
+
+
+def _label_kept(ax, kept: list[Experiment]) -> None:
+    for exp in kept:
+        label = _short(exp.description)
+        if label:
+            ax.annotate(label, (exp.number, _value(exp)), xytext=(6, 6), textcoords="offset points",
+                        fontsize=7.5, rotation=30, color="#1a6e1a", alpha=0.9, ha="left", va="bottom")
+
+
+def _save(fig: Figure, out: Path) -> Path:
+    # Written beside the target and renamed over it, so a viewer that reloads the file never sees half.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            fig.savefig(handle, format="png")
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out

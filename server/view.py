@@ -1,0 +1,97 @@
+"""Rich renderables for the CLI: the experiments table and the live view of a running loop.
+
+Must not import: the engine's parts (it renders plain Experiment records and engine events).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Optional
+
+from rich.console import Group
+from rich.panel import Panel
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from .types import Experiment
+
+STATUS_STYLE = {"keep": "bold green", "discard": "dim", "crash": "red", "interrupted": "yellow",
+                "running": "cyan"}
+
+
+def _fmt(value: Optional[float], spec: str = ".6f") -> str:
+    return "" if value is None else format(value, spec)
+
+
+def experiments_table(experiments: list[Experiment], metric: str = "val_bpb", last: int | None = None,
+                      title: str | None = None) -> Table:
+    table = Table(title=title, expand=False, header_style="bold")
+    for name, justify in (("#", "right"), ("status", "left"), (metric, "right"), ("delta", "right"),
+                          ("mem GB", "right"), ("time", "right"), ("description", "left")):
+        table.add_column(name, justify=justify, no_wrap=name != "description")
+    rows = experiments[-last:] if last else experiments
+    for e in rows:
+        total = e.timings.get("total_s") if e.timings else None
+        table.add_row(str(e.number), Text(e.status, style=STATUS_STYLE.get(e.status, "")), _fmt(e.metric),
+                      _fmt(e.delta, "+.6f"), f"{e.memory_gb:.1f}", _fmt(total, ".0f") + ("s" if total else ""),
+                      e.description)
+    return table
+
+
+class LiveView:
+    """Holds what the engine reported and renders it; fed from engine events."""
+
+    def __init__(self, metric: str, budget_seconds: float | None, experiments: list[Experiment]):
+        self.metric = metric
+        self.budget_seconds = budget_seconds
+        self.experiments = {e.number: e for e in experiments}
+        self.state = "idle"
+        self.running: Experiment | None = None
+        self.progress: dict[str, Any] = {}
+        self.run_started = 0.0
+        self.messages: list[str] = []
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        if kind == "state":
+            self.state = event["state"] + (f" ({event['reason']})" if event.get("reason") else "")
+        elif kind == "experimentStarted":
+            self.running = Experiment.from_json(event["experiment"])
+            self.experiments[self.running.number] = self.running
+            self.progress, self.run_started = {}, time.monotonic()
+        elif kind == "progress":
+            self.progress = event["progress"]
+        elif kind == "experimentFinished":
+            exp = Experiment.from_json(event["experiment"])
+            self.experiments[exp.number] = exp
+            if self.running and self.running.number == exp.number:
+                self.running = None
+        elif kind == "message":
+            self.messages = (self.messages + [f"[{event['level']}] {event['text']}"])[-3:]
+
+    def best(self) -> Experiment | None:
+        kept = [e for e in self.experiments.values() if e.status == "keep" and e.metric is not None]
+        return min(kept, key=lambda e: e.metric) if kept else None
+
+    def __rich__(self) -> Group:
+        parts: list[Any] = [experiments_table(sorted(self.experiments.values(), key=lambda e: e.number),
+                                              self.metric, last=15)]
+        best = self.best()
+        head = Text(f"state: {self.state}   ")
+        head.append(f"best {self.metric}: {best.metric:.6f} (#{best.number} {best.description})" if best
+                    else "best: none yet", style="bold green" if best else "")
+        parts.append(head)
+        if self.running is not None:
+            p = self.progress
+            fraction = p.get("fraction") or 0.0
+            line = Text(f"#{self.running.number} {self.running.description}: ")
+            line.append(f"{100 * fraction:5.1f}%  step {p.get('step', 0)}")
+            if p.get("loss") is not None:
+                line.append(f"  loss {p['loss']:.4f}")
+            if p.get("tok_per_s"):
+                line.append(f"  {p['tok_per_s']:,.0f} tok/s")
+            line.append(f"  {time.monotonic() - self.run_started:.0f}s elapsed")
+            parts.append(Panel(Group(line, ProgressBar(total=1.0, completed=fraction, width=60)),
+                               title="running", expand=False))
+        parts.extend(Text(m, style="yellow") for m in self.messages)
+        return Group(*parts)

@@ -1,0 +1,218 @@
+"""The loop end to end with real git and a real subprocess per run, on a stand-in train.py that
+trains nothing: its "val_bpb" is its knob X, and MODE makes it crash, hang, fork or tamper."""
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nightlab.server.engine import Engine, crash_summary, resolve_command
+from nightlab.server.settings import load_settings
+from nightlab.server.types import FileEdit, Proposal
+
+STAND_IN = '''import os, sys, time
+X = 1.0            # the metric this run reports
+MODE = "ok"        # ok | fail | nometric | hang | tamper | envdump | nan
+if MODE == "fail":
+    print("FAIL"); sys.exit(1)
+if MODE == "nometric":
+    print("trained, but printed nothing"); sys.exit(0)
+if MODE == "hang":
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(1000); os._exit(0)
+    import tempfile; open(os.path.join(tempfile.gettempdir(), "child.pid"), "w").write(str(pid))
+    time.sleep(1000)
+if MODE == "tamper":
+    open("prepare.py", "a").write("# changed by train.py\\n")
+if MODE == "envdump":
+    import json, tempfile; open(os.path.join(tempfile.gettempdir(), "env.json"), "w").write(json.dumps(dict(os.environ)))
+if MODE == "slow":
+    time.sleep(30)
+value = float("nan") if MODE == "nan" else X
+print("---")
+print(f"val_bpb:          {value:.6f}")
+print("training_seconds: 0.1")
+print("total_seconds:    0.2")
+print("peak_vram_mb:     2048.0")
+print("num_steps:        1")
+'''
+
+TOML = '''[run]
+command = "python train.py"
+[budget]
+seconds = 1
+timeout_seconds = {timeout}
+'''
+
+
+def git(ws, *args):
+    return subprocess.run(["git", *args], cwd=ws, capture_output=True, text=True, check=True).stdout.strip()
+
+
+@pytest.fixture
+def ws(tmp_path):
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "train.py").write_text(STAND_IN)
+    (ws / "prepare.py").write_text("# the fixed harness\n")
+    (ws / "program.md").write_text("lower X\n")
+    (ws / "nightlab.toml").write_text(TOML.format(timeout=20))
+    (ws / "notes.txt").write_text("the user's own file\n")
+    git(ws, "init", "-q")
+    git(ws, "add", "-A")
+    git(ws, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qm", "init")
+    (ws / "notes.txt").write_text("the user's uncommitted edit\n")  # must survive everything
+    return ws
+
+
+class Scripted:
+    """An agent that returns the proposals it was given, in order."""
+
+    name = "scripted"
+
+    def __init__(self, proposals):
+        self.proposals = list(proposals)
+        self.contexts = []
+
+    async def propose(self, ctx):
+        self.contexts.append(ctx)
+        if not self.proposals:
+            raise AssertionError("no more proposals")
+        return self.proposals.pop(0)
+
+
+def knob(name, old, new, desc=None):
+    return Proposal(description=desc or f"{name} {old} -> {new}",
+                    edits=[FileEdit("train.py", f"{name} = {old}", f"{name} = {new}")], agent="scripted")
+
+
+def run_loop(ws, proposals, n, **overrides):
+    settings = load_settings(ws, {"max_experiments": n, **overrides})
+    engine = Engine(settings, agent=Scripted(proposals))
+    events = []
+    engine.subscribe(events.append)
+    asyncio.run(engine.run())
+    return engine, events
+
+
+def user_state(ws):
+    return git(ws, "rev-parse", "HEAD"), git(ws, "status", "--porcelain"), git(ws, "branch", "--show-current"), \
+        (ws / "notes.txt").read_text()
+
+
+def test_keep_discard_crash_and_the_users_tree(ws):
+    before = user_state(ws)
+    proposals = [knob("X", "1.0", "0.5"), knob("X", "0.5", "2.0"), knob('MODE', '"ok"', '"fail"', "fail"),
+                 knob("X", "0.5", "0.25")]
+    engine, events = run_loop(ws, proposals, 5)
+    exps = engine.ledger.experiments()
+    assert [(e.number, e.status) for e in exps] == [(1, "keep"), (2, "keep"), (3, "discard"), (4, "crash"),
+                                                    (5, "keep")]
+    assert exps[0].meta["baseline"] and exps[0].metric == 1.0
+    assert exps[2].delta == pytest.approx(1.5) and exps[4].metric == 0.25
+    # the branch holds exactly the kept chain; discarded and crashed commits stay under refs
+    chain = git(ws, "log", "--format=%s", "nightlab/main").splitlines()
+    assert chain[:3] == ["nightlab #5: X 0.5 -> 0.25", "nightlab #2: X 1.0 -> 0.5", "nightlab #1: baseline"]
+    refs = git(ws, "for-each-ref", "--format=%(refname)", "refs/nightlab/main").splitlines()
+    assert sorted(refs) == sorted(f"refs/nightlab/main/{n}" for n in range(1, 6))
+    body = git(ws, "log", "-1", "--format=%B", "refs/nightlab/main/3")
+    assert "val_bpb: 2.000000" in body and "verdict: discard" in body and "delta: +1.500000" in body
+    assert "MODE = \"fail\"" in git(ws, "show", "refs/nightlab/main/4")
+    # results.tsv: autoresearch's exact format
+    tsv = (ws / ".nightlab/main/results.tsv").read_text().splitlines()
+    assert tsv[0] == "commit\tval_bpb\tmemory_gb\tstatus\tdescription"
+    assert tsv[3].split("\t")[1:] == ["2.000000", "2.0", "discard", "X 0.5 -> 2.0"]
+    assert tsv[4].split("\t")[1:4] == ["0.000000", "0.0", "crash"]
+    assert len(tsv) == 6 and all(len(r.split("\t")[0]) == 7 for r in tsv[1:])
+    assert user_state(ws) == before
+    kinds = [e["type"] for e in events]
+    assert kinds.count("experimentStarted") == 5 and kinds.count("experimentFinished") == 5
+    assert events[-1] == {"type": "state", "state": "stopped", "reason": "limit reached"}
+
+
+@pytest.mark.parametrize("mode,reason", [("nometric", "no"), ("nan", "nan")])
+def test_no_metric_or_nan_is_a_crash(ws, mode, reason):
+    engine, _ = run_loop(ws, [knob("MODE", '"ok"', f'"{mode}"')], 2)
+    last = engine.ledger.experiments()[-1]
+    assert last.status == "crash" and reason in last.decision_reason.lower()
+
+
+def test_syntax_error_costs_no_training(ws):
+    bad = Proposal(description="typo", edits=[FileEdit("train.py", "X = 1.0", "X = = 1.0")])
+    engine, _ = run_loop(ws, [bad], 2)
+    last = engine.ledger.experiments()[-1]
+    assert last.status == "crash" and "does not compile" in last.decision_reason
+    assert "train.py:2" in last.error
+    assert not (ws / ".nightlab/runs/main/2").exists()  # the runner never started
+    assert git(ws, "rev-parse", "nightlab/main") == engine.ledger.experiments()[0].commit
+
+
+def test_edit_to_protected_file_is_rejected(ws):
+    sneaky = Proposal(description="tweak the harness", edits=[FileEdit("prepare.py", "# the fixed", "# my")])
+    engine, _ = run_loop(ws, [sneaky], 2)
+    last = engine.ledger.experiments()[-1]
+    assert last.status == "crash" and "protected" in last.decision_reason
+    assert not (ws / ".nightlab/runs/main/2").exists()
+
+
+def test_run_that_changes_a_protected_file_is_invalid(ws):
+    engine, _ = run_loop(ws, [knob("MODE", '"ok"', '"tamper"')], 2)
+    last = engine.ledger.experiments()[-1]
+    assert last.status == "crash" and "prepare.py" in last.decision_reason
+    assert (engine.store.workdir / "prepare.py").read_text() == "# the fixed harness\n"  # reset with the branch
+
+
+def test_hanging_run_is_killed_with_its_children(ws, tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # TMPDIR is allow-listed: the child's pid lands here
+    (ws / "nightlab.toml").write_text(TOML.format(timeout=3))
+    engine, _ = run_loop(ws, [knob("MODE", '"ok"', '"hang"')], 2)
+    last = engine.ledger.experiments()[-1]
+    assert last.status == "crash" and last.run_status == "timeout"
+    assert "deadline" in last.decision_reason and last.timings["total_s"] < 15
+    pid = int((tmp_path / "child.pid").read_text())
+    alive = Path(f"/proc/{pid}").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    assert not alive, "the forked child survived the kill"
+
+
+def test_no_secrets_reach_the_training_process(ws, monkeypatch, tmp_path):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp")
+    monkeypatch.setenv("MY_SECRET_THING", "x")
+    monkeypatch.setenv("OPENAI_KEY", "x")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    engine, _ = run_loop(ws, [knob("MODE", '"ok"', '"envdump"')], 2)
+    assert engine.ledger.experiments()[-1].status in ("keep", "discard")
+    env = json.loads((tmp_path / "env.json").read_text())
+    leaked = [k for k in env if any(w in k.upper() for w in ("KEY", "TOKEN", "SECRET"))]
+    assert leaked in ([], ["NIGHTLAB_BUDGET_TOKENS"])
+    assert env["NIGHTLAB_SEED"] == "0" and env["NIGHTLAB_BUDGET_SECONDS"] in ("1", "1.0")
+
+
+def test_agent_sees_history(ws):
+    agent = Scripted([knob("X", "1.0", "0.5"), knob("X", "0.5", "0.7")])
+    settings = load_settings(ws, {"max_experiments": 3})
+    asyncio.run(Engine(settings, agent=agent).run())
+    ctx = agent.contexts[-1]
+    assert [h.status for h in ctx.history] == ["baseline", "keep"]
+    assert ctx.best == 0.5 and "X = 0.5" in ctx.files["train.py"]
+
+
+@pytest.mark.parametrize("command,expected", [
+    ("python train.py", f"{sys.executable} train.py"),
+    ("uv run train.py", "uv run train.py"),
+])
+def test_resolve_command(command, expected):
+    assert resolve_command(command) == expected
+
+
+@pytest.mark.parametrize("error,expected", [
+    ("exit code 1\nTraceback (most recent call last):\n  File x\nValueError: bad shape", "exit code 1: ValueError: bad shape"),
+    ("FAIL printed", "FAIL printed"),
+    ("", "crashed"),
+])
+def test_crash_summary(error, expected):
+    assert crash_summary(error) == expected
