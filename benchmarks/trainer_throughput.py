@@ -20,6 +20,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -98,13 +99,14 @@ def run_training(folder: Path, args: argparse.Namespace, console: Console) -> tu
         env["NIGHTLAB_DEVICE"] = args.device
     timeout = args.timeout or 3 * args.seconds + 600
     started = time.monotonic()
-    with open(log_path, "wb") as log, console.status(f"training for {args.seconds:g} s ({args.profile} profile)"):
+    status = console.status(f"training for {args.seconds:g} s ({args.profile} profile)")
+    with open(log_path, "wb") as log, status:
         proc = subprocess.Popen([sys.executable, "train.py"], cwd=folder, env=env, stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             returncode = proc.wait(timeout=timeout)
         except (subprocess.TimeoutExpired, KeyboardInterrupt):
-            os.killpg(proc.pid, 9)
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             returncode = -9
     return returncode, time.monotonic() - started, log_path
@@ -123,7 +125,8 @@ def figures(events: list[dict], warmup_steps: int, fallback_tokens_per_step: Opt
     out = {
         "device": start.get("device", "?"), "num_params_M": start.get("num_params_M"),
         "tokenizer": start.get("tokenizer"), "steps": len(steps), "steady_steps": len(steady),
-        "tokens_per_step": tokens_per_step, "tok_per_s_mean": None, "mfu_mean": None,
+        "tokens_per_step": tokens_per_step, "tok_per_s_mean": None, "tok_per_s_aggregate": None,
+        "mfu_mean": None,
         "step_ms_p10": None, "step_ms_p50": None, "step_ms_p90": None, "p90_over_p10": None,
         "summary": summary, "fail": next((e for e in events if e.get("event") == "fail"), None),
     }
@@ -133,6 +136,9 @@ def figures(events: list[dict], warmup_steps: int, fallback_tokens_per_step: Opt
         positive = tok_s[tok_s > 0]
         if tokens_per_step and len(positive):
             step_ms = 1000.0 * tokens_per_step / positive
+            # All steady tokens over all steady time (the harmonic mean): what a budget actually buys.
+            # The summary's own figure divides every token, warm-up included, by the post-warm-up time.
+            out["tok_per_s_aggregate"] = float(1000.0 * tokens_per_step * len(step_ms) / step_ms.sum())
             p10, p50, p90 = np.percentile(step_ms, [10, 50, 90])
             out.update(step_ms_p10=float(p10), step_ms_p50=float(p50), step_ms_p90=float(p90),
                        p90_over_p10=float(p90 / p10))
@@ -156,33 +162,34 @@ def fmt(value, spec: str, missing: str = "n/a") -> str:
 
 def table(result: dict, args: argparse.Namespace, config: dict[str, str], wall_s: float) -> Table:
     summary = result["summary"]
-    seq = config.get("SEQ_LEN", "?")
     described = (f"{args.profile} profile: depth {config.get('DEPTH', '?')}, width {config.get('WIDTH', '?')}, "
-                 f"seq {seq}, {fmt(result['tokens_per_step'], ',d', '?')} tok/step, "
+                 f"seq {config.get('SEQ_LEN', '?')}, {fmt(result['tokens_per_step'], ',d', '?')} tok/step, "
                  f"{fmt(result['num_params_M'], '.1f', '?')}M params"
                  + (", compiled" if config.get("COMPILE") == "True" else ""))
-    t = Table(title=f"trainer throughput ({args.seconds:g} s budget, seed {args.seed})", show_header=False)
-    t.add_column("figure", style="bold")
-    t.add_column("value")
+    mfu = result["mfu_mean"]
+    step_ms = " / ".join(fmt(result[k], ".1f") for k in ("step_ms_p10", "step_ms_p50", "step_ms_p90"))
+    timings = " / ".join(fmt(summary.get(k), ".1f") for k in ("training_s", "eval_s", "total_s"))
+    fail = result["fail"]
+    no_bpb = f"none ({'FAIL ' + str(fail.get('reason')) if fail else 'no summary'})"
     rows = [
         ("device", device_name(result["device"])),
         ("config", described),
         ("steps", f"{result['steps']} ({result['steady_steps']} after the first {args.warmup_steps})"),
         ("tokens/s mean (steady)", fmt(result["tok_per_s_mean"], ",.0f")),
-        ("tokens/s overall (summary)", fmt(
-            summary["total_tokens_M"] * 1e6 / summary["training_seconds"]
-            if summary.get("training_seconds") else None, ",.0f")),
-        ("MFU mean (steady)", fmt(result["mfu_mean"], ".2f") + ("%" if result["mfu_mean"] is not None else
-                                                               " (no peak FLOP/s for this device)")),
-        ("step time p10 / p50 / p90", " / ".join(fmt(result[k], ".1f") for k in
-                                                 ("step_ms_p10", "step_ms_p50", "step_ms_p90")) + " ms"),
+        ("tokens/s steady, tokens / time", fmt(result["tok_per_s_aggregate"], ",.0f")),
+        ("MFU mean (steady)", f"{mfu:.2f}%" if mfu is not None else "n/a (no peak FLOP/s for this device)"),
+        ("step time p10 / p50 / p90", step_ms + " ms"),
         ("step time p90 / p10", fmt(result["p90_over_p10"], ".2f")),
-        ("val_bpb", fmt(summary.get("val_bpb"), ".6f",
-                        f"none ({'FAIL ' + str(result['fail'].get('reason')) if result['fail'] else 'no summary'})")),
-        ("training / eval / total s", " / ".join(fmt(summary.get(k), ".1f") for k in
-                                                 ("training_s", "eval_s", "total_s")) + f" (wall {wall_s:.1f})"),
+        ("val_bpb", fmt(summary.get("val_bpb"), ".6f", no_bpb)),
+        ("training / eval / total s", f"{timings} (wall {wall_s:.1f})"),
         ("peak memory", fmt(summary.get("peak_mem_mb"), ",.0f") + " MB"),
     ]
+    if result["steady_steps"] < 20:
+        rows.append(("note", f"only {result['steady_steps']} steady steps: the percentiles are rough; "
+                             "give it more --seconds"))
+    t = Table(title=f"trainer throughput ({args.seconds:g} s budget, seed {args.seed})", show_header=False)
+    t.add_column("figure", style="bold")
+    t.add_column("value")
     for name, value in rows:
         t.add_row(name, value)
     return t

@@ -31,7 +31,7 @@ from .agents.base import AgentError, make_agent
 from .edits import EditError, apply_edits, diff_summary
 from .ledger import Ledger
 from .policy import make_policy
-from .runner import Runner, compile_check
+from .runner import Runner, compile_check, kill_orphan
 from .settings import Settings
 from .store import Store
 from .types import Experiment, ExperimentContext, HistoryItem, Progress, Proposal, RunResult
@@ -221,6 +221,8 @@ class Engine:
         self.ledger.repair()
         rerun_done = {e.meta.get("rerun_of") for e in self.ledger.experiments()}
         for exp in self.ledger.unfinished():
+            if kill_orphan(self.runs_dir / str(exp.number), self.store.worktree):
+                self.message(f"killed the training of experiment {exp.number} left running by a dead loop")
             final = replace(exp, status="interrupted", run_status="interrupted", finished_at=_now(),
                             decision_reason="the engine stopped during this run; it is run again")
             sha = self.store.ref_for(exp.number)  # the amended commit, when the verdict was half written

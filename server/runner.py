@@ -132,6 +132,26 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
+PID_FILE = "pgid"
+
+
+def kill_orphan(run_dir: Path, cwd_prefix: Path) -> bool:
+    """Kill the process group a dead Nightlab left running from `run_dir` (its pgid file), but only when
+    that process still runs inside `cwd_prefix` (a recycled pid belongs to someone else). True if killed."""
+    try:
+        pgid = int((Path(run_dir) / PID_FILE).read_text().strip())
+        cwd = os.readlink(f"/proc/{pgid}/cwd")
+    except (OSError, ValueError):
+        return False
+    if not cwd.startswith(str(cwd_prefix)):
+        return False
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
 async def kill_group(pgid: int, grace_s: float) -> None:
     """SIGTERM the whole group, wait up to `grace_s` for it to go, then SIGKILL what is left."""
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 2.0)):
@@ -243,6 +263,8 @@ class Runner:
         except (OSError, ValueError) as exc:  # command not found, bad quoting, missing workspace
             return RunResult(status="crash", error=f"could not start {command!r}: {exc}",
                              total_s=time.monotonic() - started, log_path=str(log_path))
+        # The group id lets a later start kill this run if Nightlab itself dies (kill -9) mid-run.
+        (log_path.parent / PID_FILE).write_text(str(proc.pid))
 
         def emit(progress: Progress) -> None:
             if on_progress is not None:
