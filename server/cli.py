@@ -109,6 +109,12 @@ def run(
         fail(str(exc))
     experiments = engine.ledger.experiments()
     console.print(experiments_table(experiments, settings.metric.name, title="experiments"))
+    best = engine.ledger.best(settings.metric.direction)
+    if best is not None and best.metrics:
+        from .summary import format_summary
+
+        console.print(f"best: #{best.number} {best.description}")
+        console.print(format_summary(best.metrics), highlight=False)
     png = _plot(settings, experiments)
     console.print(f"ledger: {engine.ledger.jsonl}\nresults: {engine.ledger.tsv}" + (f"\nplot: {png}" if png else ""))
     if engine.state == "errored":

@@ -453,6 +453,7 @@ class Budget:
         self.mode, self.amount = mode, amount
         self.training_seconds = 0.0  # wall clock after the warm-up steps
         self.tokens = 0
+        self.steady_tokens = 0  # tokens of the steps inside training_seconds (for throughput and MFU)
 
     @classmethod
     def from_env(cls, device_type: str) -> "Budget":
@@ -466,6 +467,7 @@ class Budget:
     def update(self, step: int, dt: float, tokens: int) -> None:
         if step > WARMUP_STEPS:
             self.training_seconds += dt
+            self.steady_tokens += tokens
         self.tokens += tokens
 
     @property
@@ -637,7 +639,7 @@ class Harness:
         training_seconds = self.budget.training_seconds
         total_seconds = time.time() - self.t0
         memory = peak_memory_mb(self.device_type)
-        steady = self.budget.tokens / max(training_seconds, 1e-9) if training_seconds > 0 else 0.0
+        steady = self.budget.steady_tokens / training_seconds if training_seconds > 0 else 0.0
         mfu = 100 * self.flops_per_token * steady / self.peak_flops if self.peak_flops else 0.0
         if not math.isfinite(val_bpb):
             print("FAIL", flush=True)
