@@ -88,6 +88,10 @@ class Watch:
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event) -> None:
+                # Only changes: our own reads raise "opened"/"closed_no_write" events, and reacting to
+                # those would read again, which raises them again: a busy loop that starves the training.
+                if event.event_type not in ("modified", "created", "moved", "deleted", "closed"):
+                    return
                 touched = {os.fsdecode(event.src_path), os.fsdecode(getattr(event, "dest_path", "") or "")}
                 if touched & names:
                     try:

@@ -283,3 +283,24 @@ async def test_cancelling_the_caller_kills_the_group(tmp_path: Path) -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert not any(alive(int(pid)) for pid in pid_file.read_text().split())
+
+
+async def test_following_a_run_does_not_spin(tmp_path: Path) -> None:
+    """Following the files must cost the engine next to nothing: a busy loop (e.g. reacting to the
+    watcher's own reads) would take a core from the training. Measured in CPU seconds, not wall time."""
+    body = f"""
+    import json, os, time
+    events = open(os.environ["NIGHTLAB_EVENTS"], "a")
+    for step in range(20):
+        time.sleep(0.1)
+        print(f"step {{step:05d}} (5.0%) | loss: 2.0", end="\\r", flush=True)
+        events.write(json.dumps(dict(event="step", step=step, elapsed_s=0.1 * step, loss=2.0)) + "\\n")
+        events.flush()
+    print({BLOCK!r})
+    """
+    before = os.times()
+    result = await run_script(tmp_path, body)
+    after = os.times()
+    assert result.status == "ok", result.error
+    cpu = (after.user - before.user) + (after.system - before.system)
+    assert cpu < 0.5 * result.total_s, f"the runner used {cpu:.2f} CPU s over a {result.total_s:.2f} s run"
