@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a fresh clone: sets up .venv (CPU torch where there is no CUDA),
 # then runs the demo loop or the test suite. Safe to run again: set-up is skipped when current.
-#   ./dev.sh demo   the overnight loop on the built-in defaults (CPU, offline agent, a few short experiments)
+#   ./dev.sh demo   the loop on the built-in defaults (offline agent, 5 experiments of 60 s; args go to `nightlab run`)
 #   ./dev.sh test   the whole test suite
 #   ./dev.sh setup  only the set-up
 set -euo pipefail
@@ -44,6 +44,9 @@ case "$cmd" in
     DEMO="${NIGHTLAB_DEMO_DIR:-$ROOT/demo}"
     [ -f "$DEMO/nightlab.toml" ] || "$VENV/bin/nightlab" init "$DEMO"
     cd "$DEMO"
+    # With no arguments: 5 experiments of the default 60 s budget (about 6 minutes on a laptop CPU).
+    # Pass your own, e.g. ./dev.sh demo --max-experiments 100, or nothing but Ctrl-C to stop.
+    if [ $# -eq 0 ]; then set -- --max-experiments 5; fi
     exec "$VENV/bin/nightlab" run "$@"
     ;;
   test)

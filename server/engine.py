@@ -186,6 +186,7 @@ class Engine:
         self._lockfile = _lock(self.ledger.dir)
         try:
             self.store.open_or_create()
+            self._check_committed()
             self._recover()
             limit = self.settings.run.max_experiments
             hours = self.settings.run.max_hours
@@ -214,6 +215,15 @@ class Engine:
         finally:
             self._lockfile.close()
         self._set_state("stopped", "stop requested" if self._stop.is_set() else "limit reached")
+
+    def _check_committed(self) -> None:
+        """The loop starts from the user's HEAD: files that exist only in the working tree are not there."""
+        missing = [p for p in (*self.settings.files.editable, *self.settings.files.protected)
+                   if not (self.store.workdir / p).is_file()]
+        if missing:
+            raise AgentError(f"{', '.join(missing)} not committed: the loop starts from your last commit "
+                             f"(branch {self.store.branch} is made from it); commit the workspace files, "
+                             f"then run again")
 
     def _recover(self) -> None:
         """Resume after a stop or a kill -9: every experiment left running is recorded as interrupted

@@ -216,3 +216,18 @@ def test_resolve_command(command, expected):
 ])
 def test_crash_summary(error, expected):
     assert crash_summary(error) == expected
+
+
+def test_uncommitted_workspace_is_a_clear_error(tmp_path):
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "README").write_text("x")
+    git(ws, "init", "-q")
+    git(ws, "add", "-A")
+    git(ws, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qm", "init")
+    (ws / "train.py").write_text(STAND_IN)
+    (ws / "prepare.py").write_text("#\n")
+    (ws / "nightlab.toml").write_text(TOML.format(timeout=20))
+    engine, events = run_loop(ws, [], 1)
+    assert engine.state == "errored"
+    assert "not committed" in events[-1]["reason"] and engine.ledger.experiments() == []

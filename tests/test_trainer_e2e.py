@@ -86,3 +86,16 @@ def test_init_makes_a_workspace_that_trains(tmp_path):
     again = subprocess.run([sys.executable, "-m", "nightlab.server.cli", "init", str(ws)],
                            capture_output=True, text=True)
     assert again.returncode == 1 and "already has" in again.stderr
+
+
+def test_init_inside_an_ignored_folder_makes_its_own_repository(tmp_path):
+    outer = tmp_path / "clone"
+    outer.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=outer, check=True)
+    (outer / ".gitignore").write_text("/demo/\n")
+    proc = subprocess.run([sys.executable, "-m", "nightlab.server.cli", "init", str(outer / "demo")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=outer / "demo", capture_output=True,
+                         text=True).stdout.strip()
+    assert top == str(outer / "demo")

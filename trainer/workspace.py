@@ -88,6 +88,8 @@ def init_workspace(folder: Path, profile: str = "auto", force: bool = False) -> 
         (folder / name).write_text(text, encoding="utf-8")
     done.append(f"wrote {', '.join(files)} ({profile} profile) to {folder}")
     in_repo = _git(folder, "rev-parse", "--show-toplevel").returncode == 0
+    if in_repo and _git(folder, "check-ignore", "-q", ".").returncode == 0:
+        in_repo = False  # a folder the enclosing repository ignores (e.g. ./demo in a clone) gets its own
     if not in_repo:
         (folder / ".gitignore").write_text(GITIGNORE, encoding="utf-8")
         for args in (["init", "-q"], ["add", "-A"],
