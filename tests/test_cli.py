@@ -10,27 +10,16 @@ from pathlib import Path
 import pytest
 
 from nightlab.server.ledger import Ledger
-from test_engine import STAND_IN, TOML, git, user_state  # noqa: F401  (fixtures below reuse them)
+from test_engine import STAND_IN, git, make_workspace, user_state
 
 NIGHTLAB = [sys.executable, "-m", "nightlab.server.cli"]
 
 
 @pytest.fixture
 def ws(tmp_path):
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    # X walks down by the offline agent's steps; MODE "slow" makes every run take 30 s
     # the runner passes TMPDIR (and no unknown variable): a marker file there makes every run take 30 s
     slow = 'MODE = "slow" if os.path.exists(os.path.join(__import__("tempfile").gettempdir(), "slow")) else "ok"'
-    (ws / "train.py").write_text(STAND_IN.replace('MODE = "ok"', slow))
-    (ws / "prepare.py").write_text("# the fixed harness\n")
-    (ws / "program.md").write_text("lower X\n")
-    (ws / "nightlab.toml").write_text(TOML.format(timeout=60))
-    (ws / "notes.txt").write_text("the user's file\n")
-    git(ws, "init", "-q")
-    git(ws, "add", "-A")
-    git(ws, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qm", "init")
-    return ws
+    return make_workspace(tmp_path, STAND_IN.replace('MODE = "ok"', slow), timeout=60)
 
 
 def cli(ws, *args, env=None, timeout=120):

@@ -53,18 +53,24 @@ def git(ws, *args):
     return subprocess.run(["git", *args], cwd=ws, capture_output=True, text=True, check=True).stdout.strip()
 
 
-@pytest.fixture
-def ws(tmp_path):
+def make_workspace(tmp_path, train=STAND_IN, timeout=20):
+    """A committed workspace with the stand-in trainer and a file of the user's own."""
     ws = tmp_path / "ws"
     ws.mkdir()
-    (ws / "train.py").write_text(STAND_IN)
+    (ws / "train.py").write_text(train)
     (ws / "prepare.py").write_text("# the fixed harness\n")
     (ws / "program.md").write_text("lower X\n")
-    (ws / "nightlab.toml").write_text(TOML.format(timeout=20))
+    (ws / "nightlab.toml").write_text(TOML.format(timeout=timeout))
     (ws / "notes.txt").write_text("the user's own file\n")
     git(ws, "init", "-q")
     git(ws, "add", "-A")
     git(ws, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qm", "init")
+    return ws
+
+
+@pytest.fixture
+def ws(tmp_path):
+    ws = make_workspace(tmp_path)
     (ws / "notes.txt").write_text("the user's uncommitted edit\n")  # must survive everything
     return ws
 

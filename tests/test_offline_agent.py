@@ -184,3 +184,14 @@ def test_registry():
     register_agent("fixed", Fixed)
     agent = make_agent("fixed", {"k": 1}, 5)
     assert agent.options == {"k": 1} and agent.seed == 5 and "fixed" in agent_names()
+
+
+def test_fractions_stay_below_one():
+    """ADAM_BETA2 0.95 x2 would be 1.9, a sure crash: fraction-like knobs close the distance to 1 instead."""
+    files = {"train.py": "ADAM_BETA2 = 0.95\nWARMDOWN_RATIO = 0.4\nLR = 0.6\n"}
+    proposals = simulate(files, 16, keep=lambda p: True)
+    for p in proposals:
+        k = p.meta["knob"]
+        if k["name"] != "LR":
+            assert 0 < k["new"] < 1, p.description
+    assert any(p.meta["knob"]["name"] == "LR" and p.meta["knob"]["new"] > 1 for p in proposals)

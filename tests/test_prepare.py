@@ -96,22 +96,17 @@ def test_eval_rows_are_fixed_windows(prepare_module):
     assert prepare_module.eval_rows(val, seq_len=10, eval_tokens=10_000, bos_id=7).shape[0] == 9
 
 
-REFERENCE_BLOCK = """---
-val_bpb:          0.997900
-training_seconds: 300.1
-total_seconds:    325.9
-peak_vram_mb:     45060.2
-mfu_percent:      39.80
-total_tokens_M:   499.6
-num_steps:        953
-num_params_M:     50.3
-depth:            8"""
+from test_summary import REFERENCE_BLOCK  # noqa: E402  (one copy of autoresearch's block for both sides)
 
 
 def test_summary_block_is_autoresearchs(prepare_module):
     values = dict(val_bpb=0.9979, training_seconds=300.08, total_seconds=325.94, peak_vram_mb=45060.21,
                   mfu_percent=39.8, total_tokens_M=499.63, num_steps=953, num_params_M=50.33, depth=8)
     assert prepare_module.format_summary(values) == REFERENCE_BLOCK
+    # the runner parses what the harness prints
+    from nightlab.server.summary import parse_summary
+
+    assert parse_summary("step 00001 | loss: 2.0\r" + prepare_module.format_summary(values))["val_bpb"] == 0.9979
 
 
 @pytest.mark.parametrize("mode,env,expected", [

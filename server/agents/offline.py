@@ -28,6 +28,8 @@ from .base import AgentError
 
 Value = Union[bool, int, float]
 _UPPER = re.compile(r"^[A-Z][A-Z0-9_]*$")
+# Names of knobs that are fractions (valid in [0, 1)): scaling one above 1 is a sure crash.
+_FRACTION = re.compile(r"BETA|MOMENTUM|RATIO|FRAC|DROPOUT|PROB|EMA")
 
 # Step sizes, narrowest first; a level is used once every candidate of the levels before it was tried.
 FLOAT_LEVELS = [(2.0, 0.5, 1.5, 0.67), (4.0, 0.25, 3.0, 0.33), (1.25, 0.8, 8.0, 0.125), (1.1, 0.9, 16.0, 0.0625)]
@@ -158,7 +160,15 @@ def _candidates(knob: Knob, level: int) -> list[Candidate]:
             if level < len(ZERO_FLOAT_LEVELS):
                 out += [(x, "from zero") for x in ZERO_FLOAT_LEVELS[level]]
         else:
-            out += [(float(f"{v * f:.4g}"), f"x{f:g}") for f in FLOAT_LEVELS[level]]
+            for f in FLOAT_LEVELS[level]:
+                new = float(f"{v * f:.4g}")
+                if new >= 1 and _FRACTION.search(knob.name) and 0 < v < 1:
+                    # A beta, momentum or ratio must stay below 1: close the distance to 1 instead.
+                    closer = float(f"{1 - (1 - v) / f:.6g}")
+                    if closer < 1:
+                        out.append((closer, f"1-(1-x)/{f:g}"))
+                else:
+                    out.append((new, f"x{f:g}"))
     else:
         step = level + 1
         if abs(v) <= SMALL_INT:
