@@ -99,3 +99,23 @@ def test_init_inside_an_ignored_folder_makes_its_own_repository(tmp_path):
     top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=outer / "demo", capture_output=True,
                          text=True).stdout.strip()
     assert top == str(outer / "demo")
+
+
+@pytest.mark.parametrize("tokenizer", ["byte", "bpe"])
+def test_untrained_model_scores_exactly_uniform(workspace, prepare_module, tokenizer):
+    """The output head starts at zero, so an untrained model predicts the uniform distribution: its
+    val_bpb must be log2(vocab) bits per token spread over the raw bytes of the scored tokens, exactly.
+    This checks the whole path: cache, eval windows, special-token masking and byte counts (BPE too)."""
+    import math
+
+    import numpy as np
+
+    proc = run_train(workspace, {"NIGHTLAB_BUDGET_TOKENS": "0", "NIGHTLAB_TOKENIZER": tokenizer})
+    measured = val_bpb(proc)
+    folder = prepare_module.prepare(tokenizer=tokenizer)
+    meta = __import__("json").loads((folder / "meta.json").read_text())
+    rows = prepare_module.eval_rows(np.load(folder / "val.npy"), prepare_module.SEQ_LEN_CPU,
+                                    prepare_module.EVAL_TOKENS_CPU, meta["bos_id"])
+    nbytes = np.load(folder / "token_bytes.npy")[rows[:, 1:]]
+    expected = math.log2(meta["vocab_size"]) * (nbytes > 0).sum() / nbytes.sum()
+    assert measured == pytest.approx(expected, abs=2e-6)
