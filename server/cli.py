@@ -32,12 +32,15 @@ def init(
     profile: str = typer.Option("auto", help="auto | cpu | gpu: the knobs and budget the template starts from."),
     force: bool = typer.Option(False, help="Overwrite template files that already exist."),
     prepare_data: bool = typer.Option(False, "--prepare", help="Also build the data cache now."),
+    budget_tokens: Optional[int] = typer.Option(
+        None, help="Low-noise setting: train every experiment on this many tokens instead of a wall-clock "
+                   "budget (e.g. 1000000 on a CPU)."),
 ) -> None:
     """Make a workspace from the default experiment (git init where there is no repository)."""
     from nightlab.trainer.workspace import InitError, init_workspace
 
     try:
-        for line in init_workspace(directory, profile=profile, force=force):
+        for line in init_workspace(directory, profile=profile, force=force, budget_tokens=budget_tokens):
             console.print(line)
     except InitError as exc:
         fail(str(exc))
@@ -184,6 +187,9 @@ def status(
     if best:
         gain = f" ({best.metric - baseline.metric:+.6f} vs baseline #{baseline.number})" if baseline else ""
         console.print(f"best {settings.metric.name}: {best.metric:.6f} (#{best.number} {best.description}){gain}")
+    cost = sum(float(e.usage.get("cost_usd") or 0) for e in experiments)
+    if cost:
+        console.print(f"agent cost so far: ${cost:.2f}")
     if experiments:
         last = experiments[-1]
         console.print(f"last: #{last.number} {last.status} {last.description}")

@@ -15,33 +15,29 @@ from __future__ import annotations
 import asyncio
 import difflib
 import logging
-import os
-import re
 import shlex
 import sys
 import time
 from dataclasses import asdict, replace
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from nightlab.protocol import events as ev
 
-from .agents.base import AgentError, make_agent
+from .agents.base import AgentError, ProposalError, make_agent
 from .edits import EditError, apply_edits, diff_summary
+from .experiment import Trial, crash_summary, now, run_values  # noqa: F401  (crash_summary: re-exported)
 from .ledger import Ledger
-from .policy import make_policy
-from .runner import Runner, compile_check, kill_orphan
+from .policy import estimate_sigma, make_policy
+from .runner import Runner, kill_orphan
 from .settings import Settings
-from .store import Store
-from .types import Experiment, ExperimentContext, HistoryItem, Progress, Proposal, RunResult
+from .lock import EngineBusy, acquire, loop_owner  # noqa: F401  (re-exported for the CLI)
+from .slots import SlotSpec, resolve_slots  # noqa: F401
+from .store import Slot, Store
+from .types import Experiment, ExperimentContext, FileEdit, HistoryItem, Proposal
 
 log = logging.getLogger(__name__)
 Listener = Callable[[dict[str, Any]], None]
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def resolve_command(command: str) -> str:
@@ -51,67 +47,6 @@ def resolve_command(command: str) -> str:
     if argv and argv[0] in ("python", "python3"):
         argv[0] = sys.executable
     return shlex.join(argv)
-
-
-def crash_summary(error: str) -> str:
-    """One line for a crash: the runner's reason plus the exception line of a traceback, if any."""
-    lines = [line.strip() for line in error.splitlines() if line.strip()]
-    if not lines:
-        return "crashed"
-    exc = next((line for line in reversed(lines)
-                if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b", line)), "")
-    head = lines[0]
-    return (f"{head}: {exc}" if exc and exc != head else head)[:300]
-
-
-class EngineBusy(Exception):
-    """Another loop holds this tag's lock."""
-
-
-LOCK_NAME = "loop.lock"
-
-
-def _lock(folder: Path):
-    """An exclusive lock on the tag's ledger folder for the life of the process (the kernel drops it
-    when the process dies, kill -9 included). Returns the open file, or raises EngineBusy."""
-    folder.mkdir(parents=True, exist_ok=True)
-    f = open(folder / LOCK_NAME, "a+")
-    try:
-        import fcntl
-
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except ImportError:  # Windows: no lock
-        return f
-    except OSError:
-        f.close()
-        raise EngineBusy(f"another nightlab loop (pid {loop_owner(folder) or '?'}) is running on {folder}; "
-                         "stop it first or use another --tag") from None
-    f.seek(0)
-    f.truncate()
-    f.write(str(os.getpid()))
-    f.flush()
-    return f
-
-
-def loop_owner(folder: Path) -> int | None:
-    """The pid of the loop running on this ledger folder, or None."""
-    path = Path(folder) / LOCK_NAME
-    if not path.exists():
-        return None
-    try:
-        import fcntl
-
-        with open(path, "a+") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                f.seek(0)
-                text = f.read().strip()
-                return int(text) if text.isdigit() else -1
-            fcntl.flock(f, fcntl.LOCK_UN)
-            return None
-    except ImportError:
-        return None
 
 
 def _unified(old: dict[str, str], new: dict[str, str]) -> str:
@@ -133,16 +68,30 @@ class Engine:
         self.runs_dir = root / ".nightlab" / "runs" / tag
         self.runner = runner or Runner()
         self.agent = agent or make_agent(settings.agent.name, settings.agent.options, settings.run.seed)
-        self.policy = policy or make_policy(settings.policy.name)
+        self.policy = policy or make_policy(settings.policy.name, settings.policy.options)
         self.state = "idle"
         self.listeners: list[Listener] = []
         self._stop = asyncio.Event()
         self._resume = asyncio.Event()
         self._resume.set()
-        self._cancel_run: asyncio.Event | None = None
+        self.trials: dict[int, Trial] = {}  # the experiments running now, by number
+        self.slots = resolve_slots(settings.run.slots)
+        self._baseline_running = False
+        self._best_ready = asyncio.Event()
+        # Proposals made but not finished (drafts included): no slot is given the same idea twice.
+        self._reserved: list[str] = []
+        self._agent_lock = asyncio.Lock()
+        self.policy_repeats = max(1, int(getattr(self.policy, "baseline_repeats", 1)))
+        self.command = resolve_command(settings.run.command)
+        if hasattr(self.agent, "on_status"):  # an LLM agent says why it waits (rate limits, outages)
+            self.agent.on_status = lambda text: self.message(text, "warning")
         self._pending: list[Proposal] = []  # re-runs of interrupted experiments come first
-        self.running: Experiment | None = None
-        self.started_here = 0
+        self.started_here = 0  # experiments started (or reserved by a slot about to start one) by this run
+
+    @property
+    def trial(self) -> Trial | None:
+        """The running experiment (the newest one when several slots run)."""
+        return self.trials[max(self.trials)] if self.trials else None
 
     # ------------------------------------------------------------------ events and control
 
@@ -158,7 +107,7 @@ class Engine:
             except Exception:  # a broken view must not stop the loop
                 log.exception("event listener failed")
 
-    def _set_state(self, state: str, reason: str = "") -> None:
+    def set_state(self, state: str, reason: str = "") -> None:
         self.state = state
         self.emit(ev.STATE, state=state, reason=reason)
 
@@ -176,45 +125,90 @@ class Engine:
         """End the running experiment now (recorded as interrupted, re-run on the next start), then stop."""
         self._stop.set()
         self._resume.set()
-        if self._cancel_run is not None:
-            self._cancel_run.set()
+        for trial in self.trials.values():
+            trial.cancel.set()
 
     # ------------------------------------------------------------------ the loop
 
     async def run(self) -> None:
         started = time.monotonic()
-        self._lockfile = _lock(self.ledger.dir)
+        self._lockfile = acquire(self.ledger.dir)
         try:
             self.store.open_or_create()
             self._check_committed()
             self._recover()
-            limit = self.settings.run.max_experiments
-            hours = self.settings.run.max_hours
-            while not self._stop.is_set():
-                if limit and self.started_here >= limit:
-                    self.message(f"reached max_experiments = {limit}")
-                    break
-                if hours and time.monotonic() - started > hours * 3600:
-                    self.message(f"reached max_hours = {hours}")
-                    break
-                if not self._resume.is_set():
-                    self._set_state("paused")
-                    await self._resume.wait()
-                    continue
-                proposal = await self._next_proposal()
-                if proposal is None:
-                    break
-                await self.run_experiment(proposal)
+            if len(self.slots) > 1:
+                self.message(f"{len(self.slots)} slots: " + ", ".join(s.name for s in self.slots))
+            tasks = [asyncio.create_task(self._worker(i, spec, started)) for i, spec in enumerate(self.slots)]
+            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            failed = [t for t in done if t.exception() is not None]
+            if failed:  # one slot hit a problem a person must fix: end the others cleanly, then report it
+                self.stop()
+                if pending:
+                    await asyncio.wait(pending)
+                raise failed[0].exception()
         except AgentError as exc:
-            self._set_state("errored", str(exc))
+            self.set_state("errored", str(exc))
             return
         except Exception as exc:
             log.exception("engine failed")
-            self._set_state("errored", f"{type(exc).__name__}: {exc}")
+            self.set_state("errored", f"{type(exc).__name__}: {exc}")
             raise
         finally:
             self._lockfile.close()
-        self._set_state("stopped", "stop requested" if self._stop.is_set() else "limit reached")
+        self.set_state("stopped", "stop requested" if self._stop.is_set() else "limit reached")
+
+    async def _worker(self, index: int, spec: SlotSpec, started: float) -> None:
+        """One slot's loop: get a proposal (drafted ahead while the last run trained), run it, repeat."""
+        slot = self.store.slot(index)
+        draft: asyncio.Task | None = None
+        try:
+            while not self._stop.is_set():
+                if not self._resume.is_set():
+                    self.set_state("paused")
+                    await self._resume.wait()
+                    continue
+                if self._limit_reached(started):
+                    break
+                self.started_here += 1  # reserved now: the other slots see it while this one awaits
+                if draft is not None:
+                    proposal, draft = await self._take_draft(draft), None
+                else:
+                    proposal = await self._next_proposal()
+                if proposal is None or self._stop.is_set():
+                    self.started_here -= 1
+                    break
+                trial, error = await self.prepare(proposal, slot, spec)
+                # Propose-ahead: the agent drafts the next experiment while this one trains, so the
+                # GPU does not wait for the LLM. The draft is re-based (or re-asked) if this one is kept.
+                if self.settings.run.propose_ahead and not error and not self._limit_reached(started, quiet=True):
+                    draft = asyncio.create_task(self._draft(trial.exp))
+                self.trials[trial.exp.number] = trial
+                try:
+                    await trial.execute(error)
+                finally:
+                    self.trials.pop(trial.exp.number, None)
+        finally:
+            if draft is not None:
+                draft.cancel()
+
+    def _limit_reached(self, started: float, quiet: bool = False) -> bool:
+        s = self.settings.run
+        why = ""
+        if s.max_experiments and self.started_here >= s.max_experiments:
+            why = f"reached max_experiments = {s.max_experiments}"
+        elif s.max_hours and time.monotonic() - started > s.max_hours * 3600:
+            why = f"reached max_hours = {s.max_hours}"
+        elif s.max_cost_usd and self.cost_usd() >= s.max_cost_usd:
+            why = f"reached max_cost_usd = {s.max_cost_usd:.2f} (spent {self.cost_usd():.2f})"
+        if why and not quiet and why != getattr(self, "_said", ""):
+            self._said = why
+            self.message(why)
+        return bool(why)
+
+    def cost_usd(self) -> float:
+        """What the agent has cost on this tag, over every experiment in the ledger."""
+        return sum(float(e.usage.get("cost_usd") or 0.0) for e in self.ledger.experiments())
 
     def _check_committed(self) -> None:
         """The loop starts from the user's HEAD: files that exist only in the working tree are not there."""
@@ -231,9 +225,9 @@ class Engine:
         self.ledger.repair()
         rerun_done = {e.meta.get("rerun_of") for e in self.ledger.experiments()}
         for exp in self.ledger.unfinished():
-            if kill_orphan(self.runs_dir / str(exp.number), self.store.worktree):
+            if kill_orphan(self.runs_dir / str(exp.number), self.store.root / ".nightlab"):
                 self.message(f"killed the training of experiment {exp.number} left running by a dead loop")
-            final = replace(exp, status="interrupted", run_status="interrupted", finished_at=_now(),
+            final = replace(exp, status="interrupted", run_status="interrupted", finished_at=now(),
                             decision_reason="the engine stopped during this run; it is run again")
             sha = self.store.ref_for(exp.number)  # the amended commit, when the verdict was half written
             if sha:
@@ -251,23 +245,29 @@ class Engine:
                     edits=[], meta={**exp.meta, "rerun_of": exp.number, "files": files}))
                 self.message(f"experiment {exp.number} was interrupted; running it again")
 
-    def context(self) -> ExperimentContext:
+    def context(self, in_flight: list[str] | None = None) -> ExperimentContext:
         files = {p: self.store.read_file(p) for p in self.settings.files.editable}
         program_path = self.store.workdir / self.settings.files.program
         program = program_path.read_text(encoding="utf-8") if program_path.exists() else ""
         history = [HistoryItem(number=e.number, description=e.description,
                                status="baseline" if e.meta.get("baseline") else e.status, metric=e.metric,
-                               delta=e.delta, diff_summary=diff_summary(e.diff) if e.diff else "", meta=e.meta)
-                   for e in self.ledger.experiments()]
+                               delta=e.delta, diff_summary=diff_summary(e.diff) if e.diff else "", meta=e.meta,
+                               reason=e.decision_reason)
+                   for e in self.ledger.experiments() if e.status != "running"]  # in_flight says those
         best = self.ledger.best(self.settings.metric.direction)
+        if in_flight is None:
+            in_flight = self._in_flight()
         return ExperimentContext(program=program, files=files, editable=list(self.settings.files.editable),
                                  history=history, metric_name=self.settings.metric.name,
                                  direction=self.settings.metric.direction, best=best.metric if best else None,
-                                 seed=self.settings.run.seed + self.ledger.next_number())
+                                 seed=self.settings.run.seed + self.ledger.next_number(),
+                                 noise_sigma=self.sigma(), in_flight=list(in_flight or []))
 
-    async def _next_proposal(self) -> Proposal | None:
+    async def _next_proposal(self, ctx: ExperimentContext | None = None) -> Proposal | None:
         if self._pending:
             return self._pending.pop(0)
+        while self._baseline_running and self.ledger.best(self.settings.metric.direction) is None:
+            await self._best_ready.wait()  # another slot runs the baseline: nothing to propose against yet
         if self.ledger.best(self.settings.metric.direction) is None:
             crashed = [e for e in self.ledger.experiments() if e.meta.get("baseline") and e.status == "crash"]
             if crashed:
@@ -275,110 +275,146 @@ class Engine:
                 raise AgentError(f"the baseline (experiment {e.number}, your unchanged code) crashed: "
                                  f"{e.decision_reason}; fix it, then run again "
                                  f"(log: {self.runs_dir / str(e.number) / 'run.log'})")
+            self._baseline_running = True
+            self._best_ready.clear()
             return Proposal(description="baseline", edits=[], hypothesis="the unchanged code, for reference",
                             agent="", meta={"baseline": True})
-        self._set_state("proposing")
-        return await self.agent.propose(self.context())
+        self.set_state("proposing")
+        return await self._ask(ctx or self.context())
+
+    async def _ask(self, ctx: ExperimentContext) -> Proposal:
+        """The agent's proposal; one it could not make valid becomes a crash record, not a stop. One
+        agent call at a time, each told every idea in flight, so parallel slots get distinct ideas."""
+        async with self._agent_lock:
+            ctx = replace(ctx, in_flight=self._in_flight())
+            try:
+                proposal = await self.agent.propose(ctx)
+            except ProposalError as exc:
+                return Proposal(description="invalid proposal", edits=[], agent=self.agent.name,
+                                usage=dict(getattr(exc, "usage", {}) or {}), meta={"invalid": str(exc)})
+            proposal.meta.setdefault("base", self.store.head())
+            self._reserved.append(proposal.description)
+            return proposal
+
+    def _in_flight(self) -> list[str]:
+        out = [t.exp.description for t in self.trials.values()] + self._reserved
+        return list(dict.fromkeys(out))
+
+    def _release(self, description: str) -> None:
+        if description in self._reserved:
+            self._reserved.remove(description)
+
+    async def _draft(self, running: Experiment) -> Proposal | None:
+        """The next proposal, drafted against the current best while `running` trains."""
+        if self._pending or self.ledger.best(self.settings.metric.direction) is None:
+            return None  # a re-run or the baseline comes next: nothing to ask the agent
+        ctx = self.context(in_flight=[running.description])
+        return await self._ask(ctx)
+
+    async def _take_draft(self, draft: asyncio.Task) -> Proposal | None:
+        proposal = await draft
+        if proposal is None:
+            return await self._next_proposal()
+        head = self.store.head()
+        if proposal.meta.get("base") in (None, head) or not proposal.edits:
+            return proposal
+        # The experiment that ran meanwhile was kept: the draft was written against its parent.
+        try:
+            files = {p: self.store.read_file(p) for p in self.settings.files.editable}
+            apply_edits(files, proposal.edits, list(self.settings.files.editable), list(self.settings.files.protected))
+        except EditError as exc:
+            self._release(proposal.description)
+            self.message(f"the drafted proposal no longer applies after the last keep ({exc.reason}); asking again")
+            return await self._next_proposal()
+        proposal.meta.update(base=head, rebased=True)
+        return proposal
 
     # ------------------------------------------------------------------ one experiment
 
-    async def run_experiment(self, proposal: Proposal) -> Experiment:
+    async def prepare(self, proposal: Proposal, slot: Slot, spec: SlotSpec) -> tuple[Trial, str]:
+        """Apply the proposal's edits (once more with feedback to an LLM agent when they do not apply),
+        commit it in the slot's worktree, and record the experiment as running. Returns its Trial and
+        the reason it cannot run, if any."""
         s = self.settings
-        number = self.ledger.next_number()
-        self.started_here += 1
-        self.store.reset_worktree()  # every experiment starts from the clean head: no leftovers of the last run
+        editable, protected = list(s.files.editable), list(s.files.protected)
+        files = proposal.meta.pop("files", None)
+        error = proposal.meta.get("invalid", "") and f"the agent's proposal was invalid: {proposal.meta['invalid']}"
         parent = self.store.head()
-        old = {p: self.store.read_file(p) for p in s.files.editable}
+        old = {p: self.store.read_file(p, parent) for p in editable}
+        if files is None and not error:
+            try:
+                files = {**old, **apply_edits(old, proposal.edits, editable, protected)}
+            except EditError as exc:
+                files, error = old, f"edit rejected: {exc}"
+                if getattr(self.agent, "accepts_feedback", False) and not proposal.meta.get("baseline"):
+                    self._release(proposal.description)
+                    retry = await self._ask(replace(self.context(), feedback=_feedback(exc, proposal)))
+                    proposal = replace(retry, usage=_add_usage(proposal.usage, retry.usage))
+                    parent = self.store.head()  # the branch may have moved while the agent thought
+                    old = {p: self.store.read_file(p, parent) for p in editable}
+                    try:
+                        files, error = {**old, **apply_edits(old, retry.edits, editable, protected)}, ""
+                    except EditError as again:
+                        files, error = old, f"edit rejected twice: {again}"
+        # From here on nothing awaits: the number, the commit and the ledger record are one step, so
+        # slots running side by side never take the same number.
+        files = files or old
+        number = self.ledger.next_number()
+        meta = dict(proposal.meta)
+        meta["edits"] = [asdict(e) for e in proposal.edits]
+        meta["slot"] = spec.name
         exp = Experiment(number=number, tag=s.tag, description=proposal.description,
                          hypothesis=proposal.hypothesis, parent_commit=parent, agent=proposal.agent,
-                         usage=proposal.usage, seeds=[s.run.seed], started_at=_now(),
-                         meta=dict(proposal.meta))
-        files = exp.meta.pop("files", None)
-        error = ""
-        if files is None:
-            try:
-                changed = apply_edits(old, proposal.edits, list(s.files.editable), list(s.files.protected))
-                files = {**old, **changed}
-            except EditError as exc:
-                error = f"edit rejected: {exc}"
-                files = old
-        exp.diff = _unified(old, files)
-        sha = self.store.commit_experiment(files, self._message(exp, "running"), number=number)
-        exp.commit = sha
+                         usage=proposal.usage, seeds=[s.run.seed], started_at=now(), meta=meta,
+                         diff=_unified(old, files))
+        slot.checkout(parent)
+        exp.commit = slot.commit(files, self._message(exp, "running"), number)
         self.ledger.append(exp)
-        self.running = exp
         self.emit(ev.EXPERIMENT_STARTED, experiment=exp.to_json())
-        if not error:
-            error = compile_check(self.store.workdir, [p for p in files if p.endswith(".py")]) or ""
-            if error:
-                error = f"does not compile (no training spent): {error}"
-        if error:
-            result = RunResult(status="crash", error=error)
-        else:
-            result = await self._train(exp)
-        return self._decide(exp, result)
+        return Trial(self, exp, slot, spec), error
 
-    async def _train(self, exp: Experiment) -> RunResult:
-        s = self.settings
-        self._set_state("running", exp.description)
-        run_dir = self.runs_dir / str(exp.number)
-        self._cancel_run = asyncio.Event()
-        if self._stop.is_set():
-            self._cancel_run.set()
+    def best_values(self) -> list[float] | None:
+        best = self.ledger.best(self.settings.metric.direction)
+        return run_values(best) if best else None
 
-        def on_progress(p: Progress) -> None:
-            self.emit(ev.PROGRESS, number=exp.number, progress=asdict(p))
+    def sigma(self) -> float | None:
+        """The run-to-run noise, pooled over every experiment that was run more than once."""
+        groups = [run_values(e) for e in self.ledger.experiments() if e.status in ("keep", "discard")]
+        return estimate_sigma([g for g in groups if len(g) > 1])
 
-        try:
-            result = await self.runner.run(
-                self.store.workdir, resolve_command(s.run.command), log_path=run_dir / "run.log",
-                events_path=run_dir / "events.jsonl",
-                budget_seconds=s.budget.seconds if s.budget.mode == "time" else None,
-                budget_tokens=s.budget.tokens if s.budget.mode == "tokens" else None,
-                seed=s.run.seed, deadline_s=s.deadline_seconds, on_progress=on_progress, cancel=self._cancel_run)
-        finally:
-            self._cancel_run = None
-        changed = self.store.changed_since(s.files.protected, exp.commit)
-        if changed and result.status == "ok":
-            result = replace(result, status="crash",
-                             error=f"invalid: protected file(s) changed during the run: {', '.join(changed)}")
-        return result
-
-    def _decide(self, exp: Experiment, result: RunResult) -> Experiment:
-        s = self.settings
-        self._set_state("deciding", exp.description)
-        metric = result.metric(s.metric.name)
-        best = self.ledger.best(s.metric.direction)
-        best_value = best.metric if best else None
-        exp.run_status = result.status
-        exp.metric = metric
-        exp.metrics = dict(result.metrics)
-        exp.best_before = best_value
-        exp.delta = (metric - best_value) if (metric is not None and best_value is not None) else None
-        exp.timings = {"startup_s": result.startup_s, "training_s": result.training_s, "eval_s": result.eval_s,
-                       "total_s": result.total_s}
-        exp.memory_gb = round(result.peak_memory_mb / 1024, 1)
-        exp.error = result.error
-        exp.finished_at = _now()
-        if result.status == "interrupted":
-            exp.status, exp.decision_reason = "interrupted", "stopped during the run; it runs again on the next start"
-        else:
-            exp.status, exp.decision_reason = self.policy.decide(metric, best_value, s.metric.direction,
-                                                                 result.status)
-            if result.status == "timeout":
-                exp.decision_reason = f"killed at the deadline ({s.deadline_seconds:.0f} s)"
-            elif result.status == "crash" and result.error:
-                exp.decision_reason = crash_summary(result.error)
-        exp.commit = self.store.amend_message(self._message(exp, exp.status), number=exp.number)
-        if exp.status == "keep":
-            self.store.keep(exp.commit, exp.number)
-        else:
-            self.store.discard(exp.number, exp.commit, exp.parent_commit)
+    def record(self, exp: Experiment, slot: Slot) -> Experiment:
+        """Amend the experiment's commit with its verdict, move the branch forward if it is kept, write
+        the final record. A keep whose base is no longer the best (another slot kept something while it
+        ran) does not move the branch: it is queued again on top of the new best."""
+        if exp.status == "keep" and not exp.meta.get("baseline") and self.store.head() != exp.parent_commit:
+            exp.status = "discard"
+            exp.decision_reason += "; but the best moved on while it ran: queued again on top of it"
+            self._requeue(exp)
+        exp.commit = slot.amend(self._message(exp, exp.status), exp.number)
+        if exp.status == "keep" and not self.store.advance(exp.commit, exp.parent_commit):
+            raise RuntimeError(f"branch {self.store.branch} moved during the decision of #{exp.number}")
         exp.diff = self.store.diff(exp.parent_commit, exp.commit) or exp.diff
         self.ledger.finalize(exp)
-        self.running = None
+        self._release(exp.description)
+        if exp.meta.get("baseline"):
+            self._baseline_running = False
+        if exp.status == "keep" or exp.meta.get("baseline"):
+            self._best_ready.set()
         self.emit(ev.EXPERIMENT_FINISHED, experiment=exp.to_json())
         return exp
+
+    def _requeue(self, exp: Experiment) -> None:
+        edits = [FileEdit(**e) for e in exp.meta.get("edits", [])]
+        head = {p: self.store.read_file(p) for p in self.settings.files.editable}
+        try:
+            apply_edits(head, edits, list(self.settings.files.editable), list(self.settings.files.protected))
+        except EditError as exc:
+            exp.decision_reason = exp.decision_reason.replace("queued again on top of it",
+                                                              f"it no longer applies there ({exc.reason})")
+            return
+        meta = {k: v for k, v in exp.meta.items() if k not in ("runs", "decision", "smoke", "edits", "slot")}
+        self._pending.append(Proposal(description=exp.description, edits=edits, hypothesis=exp.hypothesis,
+                                      agent=exp.agent, meta={**meta, "rerun_of": exp.number}))
 
     def _message(self, exp: Experiment, verdict: str) -> str:
         name = self.settings.metric.name
@@ -391,3 +427,22 @@ class Engine:
         if exp.decision_reason:
             lines.append(f"reason: {exp.decision_reason}")
         return "\n".join(lines) + "\n"
+
+
+def _feedback(exc: EditError, proposal: Proposal) -> str:
+    """What to tell an LLM whose edit did not apply: the reason and the SEARCH text that failed."""
+    text = str(exc)
+    index = getattr(exc, "index", None)
+    if isinstance(index, int) and 1 <= index <= len(proposal.edits):
+        text += f"\nThe SEARCH text that failed was:\n{proposal.edits[index - 1].search}"
+    return text + "\nCopy SEARCH text exactly from the current file shown above."
+
+
+def _add_usage(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for key, value in b.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and isinstance(out.get(key, 0), (int, float)):
+            out[key] = out.get(key, 0) + value
+        else:
+            out.setdefault(key, value)
+    return out

@@ -65,8 +65,10 @@ def _number_text(value: float) -> str:
 
 def build_env(parent_env: Mapping[str, str], *, events_path: Path | str | None, seed: int,
               budget_seconds: float | None = None, budget_tokens: int | None = None,
-              cuda_visible_devices: str | None = None) -> dict[str, str]:
-    """The environment of a training run: the allowed part of `parent_env` plus Nightlab's variables."""
+              cuda_visible_devices: str | None = None, threads: int | None = None) -> dict[str, str]:
+    """The environment of a training run: the allowed part of `parent_env` plus Nightlab's variables.
+    `threads`: the CPU threads this run may use (several CPU slots share the cores: without a cap their
+    OpenMP threads wait on each other and every run slows down many times over)."""
     env = {name: value for name, value in parent_env.items() if _allowed(name)}
     # The runner's own variables are set after the filter: NIGHTLAB_BUDGET_TOKENS is a number, by design.
     if events_path is not None:
@@ -81,6 +83,8 @@ def build_env(parent_env: Mapping[str, str], *, events_path: Path | str | None, 
         env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices
     elif "CUDA_VISIBLE_DEVICES" in parent_env:
         env["CUDA_VISIBLE_DEVICES"] = parent_env["CUDA_VISIBLE_DEVICES"]
+    if threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(int(threads))
     return env
 
 
@@ -241,7 +245,7 @@ class Runner:
 
     async def run(self, workspace: Path, command: str, *, log_path: Path, events_path: Path,
                   budget_seconds: float | None, budget_tokens: int | None, seed: int, deadline_s: float,
-                  cuda_visible_devices: str | None = None,
+                  cuda_visible_devices: str | None = None, threads: int | None = None,
                   on_progress: Callable[[Progress], None] | None = None,
                   cancel: asyncio.Event | None = None) -> RunResult:
         log_path, events_path = Path(log_path), Path(events_path)
@@ -250,7 +254,7 @@ class Runner:
         events_path.unlink(missing_ok=True)  # a stale file from an earlier run would be read as this one's
         env = build_env(os.environ if self.parent_env is None else self.parent_env, events_path=events_path,
                         seed=seed, budget_seconds=budget_seconds, budget_tokens=budget_tokens,
-                        cuda_visible_devices=cuda_visible_devices)
+                        cuda_visible_devices=cuda_visible_devices, threads=threads)
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         if cancel is not None and cancel.is_set():

@@ -44,6 +44,9 @@ class RunSettings:
     max_experiments: int = 0  # 0 = no limit
     max_hours: float = 0.0  # 0 = no limit
     seed: int = 0
+    max_cost_usd: float = 0.0  # 0 = no cap; the loop stops cleanly once the agent has cost this much
+    slots: Any = "auto"  # "auto" (one per visible GPU, else one CPU slot) | N | ["0", "1"] | ["cpu", "cpu"]
+    propose_ahead: bool = True  # draft the next proposal while a run trains
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class BudgetSettings:
     kill_factor: float = 2.0
     grace_seconds: float = 60
     timeout_seconds: float = 0  # 0 = derived, see deadline_seconds
+    smoke_fraction: float = 0.0  # >0: a short run of this share of the budget first, to catch crashes cheaply
 
     @property
     def deadline_seconds(self) -> float:
@@ -89,6 +93,8 @@ class AgentSettings:
 @dataclass(frozen=True)
 class PolicySettings:
     name: str = "strict"
+    # Every other key of [policy] (repeats, z, ...), passed to the policy, which validates them.
+    options: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -267,6 +273,22 @@ class _Checker:
             out.append(p.strip().removeprefix("./"))
         return tuple(out)
 
+    def boolean(self, t: dict, section: str, key: str, default: bool) -> bool:
+        value = t.get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(section, key, "must be true or false", value)
+        return value
+
+    def slots(self, t: dict) -> Any:
+        value = t.get("slots", "auto")
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        if isinstance(value, list) and value and all(isinstance(v, (str, int)) and not isinstance(v, bool)
+                                                     for v in value):
+            return tuple(str(v) for v in value)
+        raise self.fail("run", "slots", 'must be "auto", a number of slots, or a list like ["0", "1"] or '
+                        '["cpu", "cpu"]', value)
+
     def relative(self, section: str, key: str, p: str) -> None:
         # Paths are workspace-relative: the store maps them into the worktree and must not escape it.
         pp = Path(p.strip())
@@ -284,7 +306,8 @@ class _Checker:
                 )
 
         t = self.table(raw, "run")
-        self.unknown(t, "run", {"command", "tag", "max_experiments", "max_hours", "seed"})
+        self.unknown(t, "run", {"command", "tag", "max_experiments", "max_hours", "seed", "max_cost_usd", "slots",
+                                "propose_ahead"})
         d = RunSettings()
         tag = self.string(t, "run", "tag", d.tag)
         if tag and (not _TAG_RE.match(tag) or tag.endswith(".lock") or ".." in tag):
@@ -295,10 +318,14 @@ class _Checker:
             max_experiments=self.integer(t, "run", "max_experiments", d.max_experiments),
             max_hours=float(self.number(t, "run", "max_hours", d.max_hours)),
             seed=self.integer(t, "run", "seed", d.seed, minimum=-(2**63)),
+            max_cost_usd=float(self.number(t, "run", "max_cost_usd", d.max_cost_usd)),
+            slots=self.slots(t),
+            propose_ahead=self.boolean(t, "run", "propose_ahead", d.propose_ahead),
         )
 
         t = self.table(raw, "budget")
-        self.unknown(t, "budget", {"mode", "seconds", "tokens", "kill_factor", "grace_seconds", "timeout_seconds"})
+        self.unknown(t, "budget", {"mode", "seconds", "tokens", "kill_factor", "grace_seconds", "timeout_seconds",
+                                   "smoke_fraction"})
         b = BudgetSettings()
         budget = BudgetSettings(
             mode=self.choice(t, "budget", "mode", b.mode, ("time", "tokens")),
@@ -307,7 +334,10 @@ class _Checker:
             kill_factor=self.number(t, "budget", "kill_factor", b.kill_factor, minimum=1.0),
             grace_seconds=self.number(t, "budget", "grace_seconds", b.grace_seconds),
             timeout_seconds=self.number(t, "budget", "timeout_seconds", b.timeout_seconds),
+            smoke_fraction=self.number(t, "budget", "smoke_fraction", b.smoke_fraction),
         )
+        if budget.smoke_fraction >= 1:
+            raise self.fail("budget", "smoke_fraction", "must be below 1 (a share of the budget)", budget.smoke_fraction)
         if budget.mode == "tokens" and budget.tokens <= 0:
             raise self.fail("budget", "tokens", "must be a positive whole number when mode = \"tokens\"",
                             budget.tokens)
@@ -341,8 +371,8 @@ class _Checker:
         agent = AgentSettings(name=name, options={k: v for k, v in t.items() if k != "name"})
 
         t = self.table(raw, "policy")
-        self.unknown(t, "policy", {"name"})
-        policy = PolicySettings(name=self.string(t, "policy", "name", PolicySettings().name, nonempty=True))
+        policy = PolicySettings(name=self.string(t, "policy", "name", PolicySettings().name, nonempty=True),
+                                options={k: v for k, v in t.items() if k != "name"})
 
         return Settings(workspace=workspace, run=run, budget=budget, metric=metric, files=files,
                         agent=agent, policy=policy)

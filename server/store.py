@@ -307,3 +307,85 @@ class Store:
         """Move the loop's branch (and its worktree files) to `sha`: resume after a run died undecided."""
         self._git("reset", "--quiet", "--hard", self._resolve(sha))
         self._git("clean", "-fdq")
+
+    # ---------------------------------------------------------------------------------------------
+    # slots: where experiments run
+
+    def slot(self, index: int) -> "Slot":
+        """The detached worktree where slot `index` runs its experiments (made on first use)."""
+        return Slot(self, index)
+
+    def advance(self, sha: str, parent: str) -> bool:
+        """Move the branch forward to a kept experiment. Only a fast-forward from the commit the
+        experiment was based on: if another keep moved the branch meanwhile, nothing moves (False)."""
+        if self.head() != self._resolve(parent):
+            return False
+        self._git("merge", "--quiet", "--ff-only", self._resolve(sha))
+        return True
+
+
+class Slot:
+    """A detached worktree at `.nightlab/slots/<tag>/<index>`: one experiment at a time is written,
+    committed (off-branch, kept reachable by its ref) and run here. The branch itself only moves by
+    fast-forward when an experiment is kept, so slots never disturb each other or the branch."""
+
+    def __init__(self, store: Store, index: int):
+        self.store = store
+        self.index = index
+        self.worktree = store.root / ".nightlab" / "slots" / store.tag / str(index)
+
+    @property
+    def workdir(self) -> Path:
+        prefix = self.store.prefix
+        return self.worktree / prefix if str(prefix) != "." else self.worktree
+
+    def _git(self, *args: str, env: Optional[dict[str, str]] = None) -> str:
+        return str(self.store._git(*args, cwd=self.worktree, env=env))
+
+    def checkout(self, sha: str) -> None:
+        """A clean checkout of `sha` (detached): no leftovers of the slot's last experiment."""
+        sha = self.store._resolve(sha)
+        registered = {Path(e.get("worktree", "")).resolve(): e for e in self.store._worktrees()}
+        entry = registered.get(self.worktree.resolve())
+        if entry is None or not self.worktree.is_dir() or "prunable" in entry:
+            if entry is not None:
+                self.store._git("worktree", "prune", cwd=self.store.toplevel)
+            if self.worktree.exists():
+                shutil.rmtree(self.worktree)
+            self.worktree.parent.mkdir(parents=True, exist_ok=True)
+            self.store._git("worktree", "add", "--quiet", "--detach", str(self.worktree), sha,
+                            cwd=self.store.toplevel)
+            return
+        self._git("checkout", "--quiet", "--force", "--detach", sha)
+        self._git("reset", "--quiet", "--hard", sha)
+        self._git("clean", "-fdq")
+
+    def commit(self, files: dict[str, str], message: str, number: int) -> str:
+        paths = []
+        for path, text in files.items():
+            rel = self.store._path(path)
+            target = self.worktree / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(text.encode("utf-8"))
+            paths.append(rel)
+        if paths:
+            self._git("add", "--", *paths)
+        self._git("commit", "--quiet", "--no-verify", "--allow-empty", "-m", message, env=_IDENTITY_ENV)
+        sha = self._git("rev-parse", "HEAD")
+        self.store.set_ref(number, sha)
+        return sha
+
+    def amend(self, message: str, number: int) -> str:
+        self._git("commit", "--quiet", "--no-verify", "--allow-empty", "--amend", "-m", message, env=_IDENTITY_ENV)
+        sha = self._git("rev-parse", "HEAD")
+        self.store.set_ref(number, sha)
+        return sha
+
+    def changed_since(self, paths: Iterable[str], sha: str) -> list[str]:
+        changed = []
+        for p in paths:
+            committed = self.store._ok_bytes("show", f"{sha}:{self.store._path(p)}")
+            f = self.workdir / p
+            if committed != (f.read_bytes() if f.is_file() else None):
+                changed.append(p)
+        return changed

@@ -44,6 +44,7 @@ class HistoryItem:
     delta: Optional[float]
     diff_summary: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""  # the verdict's reason: why it was kept or discarded, or how it crashed
 
 
 @dataclass
@@ -60,6 +61,7 @@ class ExperimentContext:
     noise_sigma: Optional[float] = None
     seed: int = 0
     in_flight: list[str] = field(default_factory=list)  # descriptions of proposals running now
+    feedback: str = ""  # set by the engine when the previous proposal's edits did not apply: why
 
 
 @dataclass

@@ -50,6 +50,7 @@ class LiveView:
         self.progress: dict[str, Any] = {}
         self.run_started = 0.0
         self.messages: list[str] = []
+        self.cost_usd = sum(float(e.usage.get("cost_usd") or 0) for e in experiments)
 
     def on_event(self, event: dict[str, Any]) -> None:
         kind = event["type"]
@@ -64,6 +65,7 @@ class LiveView:
         elif kind == "experimentFinished":
             exp = Experiment.from_json(event["experiment"])
             self.experiments[exp.number] = exp
+            self.cost_usd += float(exp.usage.get("cost_usd") or 0)
             if self.running and self.running.number == exp.number:
                 self.running = None
         elif kind == "message":
@@ -80,6 +82,8 @@ class LiveView:
         head = Text(f"state: {self.state}   ")
         head.append(f"best {self.metric}: {best.metric:.6f} (#{best.number} {best.description})" if best
                     else "best: none yet", style="bold green" if best else "")
+        if self.cost_usd:
+            head.append(f"   agent cost ${self.cost_usd:.2f}")
         parts.append(head)
         if self.running is not None:
             p = self.progress

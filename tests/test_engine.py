@@ -202,9 +202,11 @@ def test_agent_sees_history(ws):
     agent = Scripted([knob("X", "1.0", "0.5"), knob("X", "0.5", "0.7")])
     settings = load_settings(ws, {"max_experiments": 3})
     asyncio.run(Engine(settings, agent=agent).run())
-    ctx = agent.contexts[-1]
-    assert [h.status for h in ctx.history] == ["baseline", "keep"]
-    assert ctx.best == 0.5 and "X = 0.5" in ctx.files["train.py"]
+    first, drafted = agent.contexts
+    assert [h.status for h in first.history] == ["baseline"] and first.best == 1.0 and not first.in_flight
+    # the next proposal is drafted while #2 trains: #2 is in flight, not in the history
+    assert [h.status for h in drafted.history] == ["baseline"] and drafted.in_flight == ["X 1.0 -> 0.5"]
+    assert "X = 1.0" in drafted.files["train.py"]
 
 
 @pytest.mark.parametrize("command,expected", [

@@ -74,11 +74,17 @@ def _git(folder: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True)
 
 
-def init_workspace(folder: Path, profile: str = "auto", force: bool = False) -> list[str]:
-    """Copy the template into `folder`. Returns what was done, line by line, for the CLI to print."""
+def init_workspace(folder: Path, profile: str = "auto", force: bool = False,
+                   budget_tokens: int | None = None) -> list[str]:
+    """Copy the template into `folder`. Returns what was done, line by line, for the CLI to print.
+    `budget_tokens`: the low-noise setting, a fixed number of training tokens per experiment instead of
+    a wall-clock budget (throughput jitter then no longer moves the metric)."""
     folder = Path(folder).expanduser().resolve()
     profile = detect_profile() if profile == "auto" else profile
     files = render(profile)
+    if budget_tokens:
+        files["nightlab.toml"] = set_constants(files["nightlab.toml"], {"tokens": int(budget_tokens)})
+        files["nightlab.toml"] = files["nightlab.toml"].replace('mode = "time" ', 'mode = "tokens"', 1)
     existing = [name for name in files if (folder / name).exists()]
     if existing and not force:
         raise InitError(f"{folder} already has {', '.join(existing)} (use --force to overwrite)")

@@ -18,6 +18,15 @@ class AgentError(Exception):
     """An agent cannot propose (unknown name, bad options, nothing left to try, the API refused ...)."""
 
 
+class ProposalError(AgentError):
+    """The agent answered, but not with a valid proposal (even after being told what was wrong). The
+    engine records the attempt as a crash that cost no training and goes on. `usage` is what it cost."""
+
+    def __init__(self, message: str, usage: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.usage = dict(usage or {})
+
+
 @runtime_checkable
 class Agent(Protocol):
     name: str
@@ -31,6 +40,7 @@ AgentFactory = Callable[[dict[str, Any], int], Agent]
 # name -> "module:callable" (relative to this package) for built-ins (imported on first use), or a factory registered at run time.
 _BUILTIN: dict[str, str] = {
     "offline": ".offline:OfflineAgent",
+    "anthropic": ".anthropic_agent:AnthropicAgent", "claude": ".anthropic_agent:AnthropicAgent",
 }
 _REGISTERED: dict[str, AgentFactory] = {}
 

@@ -1,0 +1,520 @@
+"""The Claude agent: asks a Claude model, through the official SDK's Messages API, for the next experiment.
+
+One request per proposal: the system prompt (program.md plus the loop's rules) and the one tool,
+`propose_experiment`, form a static prefix marked for prompt caching; the user message carries the
+editable files at the branch head and a digest of the history. The answer must be a call of that tool;
+its input is checked here (schema, editable paths, and that the edits apply to the files). A bad answer
+is sent back once in the same conversation with the reason; a second bad one is a `ProposalError`.
+
+Failures of the API are retried twice over: the SDK retries 429, 5xx, dropped connections and timeouts
+itself (`max_retries`, `timeout_s`), and around it a patient loop waits with exponential backoff (capped
+at `retry_cap_s`) through an outage, telling `self.on_status` why, and gives up only after `max_wait_s`
+of continuous failure. A refusal that a person must fix (bad key, unknown model) stops at once.
+
+The API key comes from options["api_key"] or ANTHROPIC_API_KEY; it is handed to the SDK and nowhere else
+(no log, message, proposal or usage holds it).
+
+Must not import: git, torch, the store, runner, ledger or engine. Never writes to disk.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from typing import Any, Callable, Optional
+
+import anthropic
+
+from ..edits import EditError, apply_edits, parse_search_replace
+from ..types import ExperimentContext, FileEdit, HistoryItem, Proposal
+from .base import AgentError, ProposalError
+
+__all__ = ["AnthropicAgent", "ProposalError", "TOOL_NAME", "PRICES", "validate_tool_input", "price_for",
+           "cost_usd"]
+
+TOOL_NAME = "propose_experiment"
+DEFAULTS: dict[str, Any] = {
+    "model": "claude-sonnet-4-5",
+    "max_tokens": 4096,
+    "temperature": None,  # not sent unless set; see _check_temperature
+    "base_url": None,  # None: the SDK's own ANTHROPIC_BASE_URL handling, then its default
+    "timeout_s": 120.0,
+    "max_retries": 6,  # the SDK's own retries per request
+    "history_last_k": 20,
+    "max_wait_s": 3600.0,  # give up after this long of continuous failure
+    "retry_base_s": 2.0,
+    "retry_cap_s": 300.0,
+    "force_tool": None,  # None: force the tool unless the model is known to refuse forced tool use
+    "effort": None,  # low | medium | high | xhigh | max: output_config.effort for models that think
+    "prices": None,  # {input, output, cache_write, cache_read} in USD per million tokens
+}
+_PRICE_KEYS = ("input", "output", "cache_write", "cache_read")
+_KNOWN = set(DEFAULTS) | {"api_key"} | {f"price_{k}" for k in _PRICE_KEYS}
+
+# USD per million tokens: (input, output, 5-minute cache write, cache read), from Anthropic's pricing
+# and model pages. Keys are model ids without a date suffix.
+PRICES: dict[str, tuple[float, float, float, float]] = {
+    "claude-fable-5-1": (10.0, 50.0, 12.5, 0.25),
+    "claude-mythos-5-1": (10.0, 50.0, 12.5, 0.25),
+    "claude-fable-5": (10.0, 50.0, 12.5, 1.0),
+    "claude-mythos-5": (10.0, 50.0, 12.5, 1.0),
+    "claude-opus-5-5": (4.0, 20.0, 5.0, 0.20),
+    "claude-opus-5": (5.0, 25.0, 6.25, 0.50),
+    "claude-opus-4-8": (5.0, 25.0, 6.25, 0.50),
+    "claude-opus-4-7": (5.0, 25.0, 6.25, 0.50),
+    "claude-opus-4-6": (5.0, 25.0, 6.25, 0.50),
+    "claude-opus-4-5": (5.0, 25.0, 6.25, 0.50),
+    "claude-opus-4-1": (15.0, 75.0, 18.75, 1.50),
+    "claude-opus-4-0": (15.0, 75.0, 18.75, 1.50),
+    "claude-opus-4": (15.0, 75.0, 18.75, 1.50),
+    "claude-sonnet-5-5": (2.0, 10.0, 2.5, 0.10),  # cache reads cut from 0.20 on 2026-10-07
+    "claude-sonnet-5": (2.0, 10.0, 2.5, 0.20),
+    "claude-sonnet-4-6": (3.0, 15.0, 3.75, 0.30),
+    "claude-sonnet-4-5": (3.0, 15.0, 3.75, 0.30),
+    "claude-sonnet-4-0": (3.0, 15.0, 3.75, 0.30),
+    "claude-sonnet-4": (3.0, 15.0, 3.75, 0.30),
+    "claude-3-7-sonnet": (3.0, 15.0, 3.75, 0.30),
+    "claude-haiku-5-5": (0.10, 0.50, 0.125, 0.01),  # prompts up to 100k tokens; see LONG_PROMPT
+    "claude-haiku-4-5": (1.0, 5.0, 1.25, 0.10),
+    "claude-3-5-haiku": (0.80, 4.0, 1.0, 0.08),
+}
+# A request whose prompt (input + cache writes + cache reads) is longer than the threshold pays other rates.
+LONG_PROMPT: dict[str, tuple[int, tuple[float, float, float, float]]] = {
+    "claude-haiku-5-5": (100_000, (0.50, 2.50, 0.625, 0.05)),
+}
+# An unknown model is priced like the dearest Opus, so a cost cap trips early rather than late.
+DEFAULT_PRICE = (15.0, 75.0, 18.75, 1.50)
+# Models that answer a forced tool_choice with a 400; they are asked for the tool call in words instead.
+NO_FORCED_TOOL = {"claude-opus-5-5", "claude-sonnet-5-5", "claude-fable-5-1", "claude-mythos-5-1"}
+
+_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "description": {"type": "string",
+                        "description": "One line: what this experiment changes (it labels the experiment)."},
+        "hypothesis": {"type": "string", "description": "Why this change should improve the metric."},
+        "edits": {
+            "type": "array", "minItems": 1,
+            "description": "SEARCH/REPLACE edits, applied in order to the files at the branch head.",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "path": {"type": "string", "description": "An editable file, relative to the workspace."},
+                    "search": {"type": "string",
+                               "description": "Lines copied exactly from the file, enough to be unique."},
+                    "replace": {"type": "string", "description": "The lines that replace them."},
+                },
+                "required": ["path", "search", "replace"],
+            },
+        },
+    },
+    "required": ["description", "hypothesis", "edits"],
+}
+
+
+class _Invalid(Exception):
+    """A tool call that cannot become a proposal; the message goes back to the model."""
+
+
+# --------------------------------------------------------------------------------------------------
+# options, prices
+
+
+def _base_model(model: str) -> str:
+    m = model.split("/")[-1].removeprefix("anthropic.")
+    m = re.sub(r"(\[1m\]|-v\d+(:\d+)?|[-@]\d{8})+$", "", m)  # a date, a Bedrock version, the 1M-context tag
+    return m
+
+
+def price_for(model: str, overrides: Optional[dict[str, float]] = None,
+              prompt_tokens: int = 0) -> tuple[tuple[float, float, float, float], str]:
+    """The four prices for a model (with a request's prompt length), and a note when they are a guess."""
+    base = _base_model(model)
+    note = ""
+    if base in PRICES:
+        price = PRICES[base]
+        if base in LONG_PROMPT and prompt_tokens > LONG_PROMPT[base][0]:
+            price = LONG_PROMPT[base][1]
+    else:
+        price = DEFAULT_PRICE
+        note = (f"unknown model {model!r}: priced at the conservative default "
+                f"{'/'.join(f'{p:g}' for p in DEFAULT_PRICE)} USD per million tokens "
+                "(input/output/cache write/cache read); set [agent.anthropic] prices to correct it")
+    if overrides:
+        price = tuple(float(overrides.get(k, p)) for k, p in zip(_PRICE_KEYS, price))  # type: ignore[assignment]
+        note = ""
+    return price, note
+
+
+def cost_usd(usage: dict[str, int], price: tuple[float, float, float, float]) -> float:
+    return (usage.get("input_tokens", 0) * price[0] + usage.get("output_tokens", 0) * price[1]
+            + usage.get("cache_creation_input_tokens", 0) * price[2]
+            + usage.get("cache_read_input_tokens", 0) * price[3]) / 1e6
+
+
+def _options(options: dict[str, Any]) -> dict[str, Any]:
+    """Flat [agent] keys, overridden by the [agent.anthropic] table; checked and typed."""
+    nested = options.get("anthropic") or {}
+    if not isinstance(nested, dict):
+        raise AgentError("[agent.anthropic] must be a table")
+    unknown = sorted(set(nested) - _KNOWN)
+    if unknown:
+        raise AgentError(f"[agent.anthropic]: unknown option(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(sorted(_KNOWN - {'api_key'}))}")
+    merged = {**DEFAULTS, **{k: v for k, v in options.items() if k in _KNOWN}, **nested}
+
+    def number(key: str, kind: type, low: float) -> Any:
+        v = merged[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and not isinstance(v, int)) \
+                or v < low:
+            raise AgentError(f"[agent.anthropic] {key} must be {'an integer' if kind is int else 'a number'} "
+                             f">= {low:g}, not {v!r}")
+        return kind(v)
+
+    out = dict(merged)
+    if not isinstance(out["model"], str) or not out["model"].strip():
+        raise AgentError(f"[agent.anthropic] model must be a model id such as {DEFAULTS['model']!r}")
+    out["max_tokens"] = number("max_tokens", int, 1)
+    out["max_retries"] = number("max_retries", int, 0)
+    out["history_last_k"] = number("history_last_k", int, 0)
+    for key in ("timeout_s", "max_wait_s", "retry_base_s", "retry_cap_s"):
+        out[key] = number(key, float, 0)
+    if out["base_url"] is not None and not isinstance(out["base_url"], str):
+        raise AgentError("[agent.anthropic] base_url must be a URL string")
+    if out["effort"] is not None and not isinstance(out["effort"], str):
+        raise AgentError("[agent.anthropic] effort must be one of low, medium, high, xhigh, max")
+    if out["force_tool"] is not None and not isinstance(out["force_tool"], bool):
+        raise AgentError("[agent.anthropic] force_tool must be true or false")
+    if not isinstance(merged["prices"] or {}, dict):
+        raise AgentError("[agent.anthropic] prices must be a table such as {input = 3.0, output = 15.0}")
+    prices = dict(merged["prices"] or {})
+    prices.update({k[len("price_"):]: merged[k] for k in merged if k.startswith("price_")})
+    for k, v in prices.items():
+        if k not in _PRICE_KEYS or isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise AgentError(f"[agent.anthropic] prices: {k} = {v!r}; expected "
+                             f"{', '.join(_PRICE_KEYS)} as USD per million tokens")
+    out["prices"] = prices or None
+    return out
+
+
+def _check_temperature(value: Any) -> Optional[float]:
+    if value is None:
+        return None
+    if int(anthropic.__version__.split(".")[0]) >= 2:
+        # API version 2026-10-21, which SDK 2.x sends, removed temperature, top_p and top_k: a 400 every time.
+        raise AgentError("[agent.anthropic] temperature is not accepted by the Claude API version this SDK "
+                         f"(anthropic {anthropic.__version__}) speaks; remove it")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise AgentError(f"[agent.anthropic] temperature must be a number in [0, 1], not {value!r}")
+    return float(value)
+
+
+# --------------------------------------------------------------------------------------------------
+# the tool call
+
+
+def _norm_path(path: str) -> str:
+    return path.strip().replace("\\", "/").removeprefix("./")
+
+
+def validate_tool_input(data: Any, ctx: ExperimentContext) -> tuple[str, str, list[FileEdit]]:
+    """(description, hypothesis, edits) from a propose_experiment input, or `_Invalid` saying what is wrong."""
+    if not isinstance(data, dict):
+        raise _Invalid(f"the input must be an object with description, hypothesis and edits, not {type(data).__name__}")
+    missing = [k for k in _SCHEMA["required"] if k not in data]
+    if missing:
+        raise _Invalid(f"missing required key(s): {', '.join(missing)}")
+    for key in ("description", "hypothesis"):
+        if not isinstance(data[key], str):
+            raise _Invalid(f"{key} must be a string, not {type(data[key]).__name__}")
+    description = " ".join(data["description"].split())[:200]
+    if not description:
+        raise _Invalid("description is empty; say in one line what the experiment changes")
+    raw = data["edits"]
+    if isinstance(raw, str):  # aider-style SEARCH/REPLACE blocks in one string
+        try:
+            edits = parse_search_replace(raw)
+        except EditError as exc:
+            raise _Invalid(f"edits: {exc}") from None
+    elif isinstance(raw, list):
+        edits = []
+        for i, e in enumerate(raw, start=1):
+            if not isinstance(e, dict):
+                raise _Invalid(f"edit {i} must be an object with path, search and replace")
+            for key in ("path", "search", "replace"):
+                if not isinstance(e.get(key), str):
+                    raise _Invalid(f"edit {i}: {key} must be a string"
+                                   + ("" if key in e else f" (missing {key})"))
+            edits.append(FileEdit(path=_norm_path(e["path"]), search=e["search"], replace=e["replace"]))
+    else:
+        raise _Invalid(f"edits must be a list of {{path, search, replace}}, not {type(raw).__name__}")
+    if not edits:
+        raise _Invalid("edits is empty; give at least one SEARCH/REPLACE edit")
+    editable = {_norm_path(p) for p in ctx.editable}
+    for i, e in enumerate(edits, start=1):
+        if e.path not in editable:
+            raise _Invalid(f"edit {i}: {e.path!r} is not editable (editable: {', '.join(sorted(editable))})")
+    try:  # the same check the engine makes, so a bad SEARCH is fixed now rather than costing an experiment
+        changed = apply_edits(ctx.files, edits, ctx.editable, [])
+    except EditError as exc:
+        raise _Invalid(f"{exc}; copy SEARCH exactly from the file as shown") from None
+    if not changed:
+        raise _Invalid("the edits change nothing")
+    return description, data["hypothesis"].strip(), edits
+
+
+# --------------------------------------------------------------------------------------------------
+# the prompt
+
+
+def system_prompt(ctx: ExperimentContext) -> str:
+    better = "lower" if ctx.direction == "lower" else "higher"
+    files = ", ".join(ctx.editable)
+    return f"""{ctx.program.strip()}
+
+# Rules of this loop
+- You may edit only these files: {files}. Every other file is fixed; an edit to one is rejected.
+- The metric is {ctx.metric_name}; {better} is better. Each experiment trains for the same fixed budget, and \
+the loop keeps a change only if it improves on the best {ctx.metric_name} by more than the noise.
+- One experiment, one hypothesis: make one focused change that tests it. Do not bundle unrelated changes.
+- Simplicity criterion: all else equal, simpler is better. A tiny gain that adds ugly complexity is not \
+worth it; removing code for an equal result is a win.
+- Do not propose an idea that was already tried (see the history); build on what was kept.
+- Answer only by calling the {TOOL_NAME} tool, once. description: one line saying what changes. \
+hypothesis: why it should help. edits: SEARCH/REPLACE pairs; each SEARCH must match the file at the \
+branch head exactly (copy it, with its indentation) and be unique in it; edits apply in order.
+"""
+
+
+def _num(x: Optional[float], fmt: str = ".6f") -> str:
+    return "n/a" if x is None else format(x, fmt)
+
+
+def _line(h: HistoryItem) -> str:
+    s = f"#{h.number} [{h.status}] {h.description}: {_num(h.metric)} (delta {_num(h.delta, '+.6f')})"
+    return s + (f"; {h.diff_summary}" if h.diff_summary else "")
+
+
+def history_digest(ctx: ExperimentContext, last_k: int) -> str:
+    hist = list(ctx.history)
+    if not hist:
+        return "No experiments yet."
+    recent = hist[-last_k:] if last_k else []
+    older = hist[: len(hist) - len(recent)]
+    parts = []
+    kept = [h for h in hist if h.status in ("keep", "baseline")]
+    parts.append("Kept (the branch head is the last of these):\n"
+                 + ("\n".join(_line(h) for h in kept) if kept else "none yet"))
+    if recent:
+        parts.append(f"The last {len(recent)} experiments:\n" + "\n".join(_line(h) for h in recent))
+    tried = list(dict.fromkeys(h.description for h in older if h.status not in ("keep", "baseline")))
+    if tried:
+        parts.append("Ideas tried earlier and not kept (do not propose them again):\n"
+                     + "\n".join(f"- {d}" for d in tried))
+    return "\n\n".join(parts)
+
+
+def user_prompt(ctx: ExperimentContext, last_k: int) -> str:
+    parts = []
+    if ctx.feedback:
+        parts.append(f"IMPORTANT. Your previous proposal could not be applied: {ctx.feedback}\n"
+                     "Propose again, with every SEARCH copied exactly from the files below.")
+    for path in ctx.editable:
+        if path in ctx.files:
+            text = ctx.files[path]
+            parts.append(f'<file path="{path}">\n{text}{"" if text.endswith(chr(10)) else chr(10)}</file>')
+    parts.append("<history>\n" + history_digest(ctx, last_k) + "\n</history>")
+    status = [f"Best {ctx.metric_name} so far: {_num(ctx.best)} ({ctx.direction} is better)."]
+    if ctx.noise_sigma is not None:
+        status.append(f"Measured noise of {ctx.metric_name} (1 sigma): {ctx.noise_sigma:.6f}; "
+                      "a change smaller than about twice that is not an improvement.")
+    if ctx.in_flight:
+        status.append("Running now (propose something different from these):\n"
+                      + "\n".join(f"- {d}" for d in ctx.in_flight))
+    parts.append("\n".join(status))
+    parts.append(f"Propose the next experiment by calling {TOOL_NAME}.")
+    return "\n\n".join(parts)
+
+
+# --------------------------------------------------------------------------------------------------
+# the agent
+
+
+def _transient(exc: anthropic.APIStatusError) -> bool:
+    return exc.status_code in (408, 409, 429) or exc.status_code >= 500
+
+
+class AnthropicAgent:
+    name = "anthropic"
+    on_status: Optional[Callable[[str], None]] = None  # set by the engine: says why the agent waits
+    _count_calls = False
+
+    def __init__(self, options: Optional[dict[str, Any]] = None, seed: int = 0):
+        options = dict(options or {})
+        self.options = _options(options)
+        self.seed = seed
+        self.model: str = self.options["model"]
+        self.temperature = _check_temperature(self.options["temperature"])
+        key = options.get("api_key") or (options.get("anthropic") or {}).get("api_key") \
+            or os.environ.get("ANTHROPIC_API_KEY")
+        if not key or not isinstance(key, str):
+            raise AgentError("the anthropic agent needs an API key: set ANTHROPIC_API_KEY in the environment "
+                             "of the loop (or use agent = \"offline\")")
+        self.__key = key
+        force = self.options["force_tool"]
+        self.force_tool: bool = (_base_model(self.model) not in NO_FORCED_TOOL) if force is None else force
+        self.options.pop("api_key", None)
+
+    def __repr__(self) -> str:
+        return f"AnthropicAgent(model={self.model!r})"
+
+    # ---- the SDK
+
+    def _client(self, counter: list[int]) -> anthropic.AsyncAnthropic:
+        async def count_attempts(request: Any, call_next: Any) -> Any:
+            counter[0] += 1  # the SDK runs middleware once per HTTP attempt, its own retries included
+            return await call_next(request)
+
+        # A client per proposal: an httpx pool must not outlive the event loop it was made in.
+        common = dict(api_key=self.__key, base_url=self.options["base_url"], timeout=self.options["timeout_s"],
+                      max_retries=self.options["max_retries"])
+        try:
+            return anthropic.AsyncAnthropic(**common, middleware=[count_attempts])
+        except TypeError:  # an SDK before 2.0 has no middleware: count calls, not the SDK's own retries
+            self._count_calls = True
+            return anthropic.AsyncAnthropic(**common)
+
+    def _request(self, ctx: ExperimentContext, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        tool = {"name": TOOL_NAME, "description": "Propose the next experiment: one focused change to the "
+                "editable files, with a one-line description and a hypothesis.",
+                "input_schema": _SCHEMA, "cache_control": {"type": "ephemeral"}}
+        kwargs: dict[str, Any] = {
+            "model": self.model, "max_tokens": self.options["max_tokens"], "messages": messages,
+            "system": [{"type": "text", "text": system_prompt(ctx), "cache_control": {"type": "ephemeral"}}],
+            "tools": [tool],
+            "tool_choice": {"type": "tool", "name": TOOL_NAME} if self.force_tool else {"type": "auto"},
+        }
+        if self.temperature is not None:
+            kwargs["temperature"] = self.temperature
+        if self.options["effort"]:
+            kwargs["output_config"] = {"effort": self.options["effort"]}
+        return kwargs
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self.__key, "***") if self.__key else text
+
+    def _status(self, text: str) -> None:
+        if self.on_status is not None:
+            self.on_status(self._scrub(text))
+
+    async def _create(self, client: anthropic.AsyncAnthropic, ctx: ExperimentContext,
+                      messages: list[dict[str, Any]], counter: list[int]) -> Any:
+        """One answer, however long an outage lasts (up to max_wait_s of continuous failure)."""
+        failing_since: Optional[float] = None
+        attempt = 0
+        while True:
+            try:
+                if self._count_calls:
+                    counter[0] += 1
+                return await client.messages.create(**self._request(ctx, messages))
+            except anthropic.APIStatusError as exc:
+                message = self._scrub(str(getattr(exc, "message", exc)))
+                if exc.status_code == 400 and self.force_tool and "tool" in message.lower():
+                    # Newer models refuse a forced tool (with thinking on, or at all): ask for it in words.
+                    # At most one extra request: a second 400 is not taken for this again.
+                    self.force_tool = False
+                    self._status(f"{self.model} refuses a forced tool call; asking for it in the prompt instead")
+                    continue
+                if not _transient(exc):
+                    hint = " (check ANTHROPIC_API_KEY)" if exc.status_code in (401, 403) else ""
+                    raise AgentError(f"the Claude API refused the request (HTTP {exc.status_code}){hint}: "
+                                     f"{message}") from None
+                reason = f"HTTP {exc.status_code}"
+            except anthropic.APITimeoutError:
+                reason = f"no answer within {self.options['timeout_s']:g} s"
+            except anthropic.APIConnectionError as exc:
+                reason = f"connection failed ({self._scrub(str(exc.__cause__ or exc))})"
+            now = time.monotonic()
+            failing_since = now if failing_since is None else failing_since
+            failed_for = now - failing_since
+            delay = min(self.options["retry_base_s"] * 2 ** attempt, self.options["retry_cap_s"],
+                        self.options["max_wait_s"] - failed_for)
+            if delay <= 0:
+                raise AgentError(f"the Claude API has been failing for {failed_for:.0f} s (last: {reason}); "
+                                 "check the network and https://status.anthropic.com, then start the loop again")
+            self._status(f"Claude API: {reason}; trying again in {delay:.0f} s "
+                         f"(failing for {failed_for:.0f} s)")
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    # ---- one proposal
+
+    async def propose(self, ctx: ExperimentContext) -> Proposal:
+        started = time.monotonic()
+        counter = [0]
+        totals = {"input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 0,
+                  "cache_read_input_tokens": 0}
+        cost = 0.0
+        note = ""
+
+        def usage() -> dict[str, Any]:
+            u: dict[str, Any] = {**totals, "cost_usd": round(cost, 6), "model": self.model,
+                                 "latency_s": round(time.monotonic() - started, 3), "requests": counter[0]}
+            if note:
+                u["price_note"] = note
+            return u
+
+        prompt = user_prompt(ctx, self.options["history_last_k"])
+        messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
+        async with self._client(counter) as client:
+            for turn in (1, 2):
+                response = await self._create(client, ctx, messages, counter)
+                got = {k: int(getattr(response.usage, k, 0) or 0) for k in totals}
+                for k, v in got.items():
+                    totals[k] += v
+                prompt_tokens = sum(got[k] for k in ("input_tokens", "cache_creation_input_tokens",
+                                                     "cache_read_input_tokens"))
+                price, note = price_for(self.model, self.options["prices"], prompt_tokens)
+                cost += cost_usd(got, price)
+                calls = [b for b in response.content if getattr(b, "type", "") == "tool_use"]
+                try:
+                    description, hypothesis, edits = self._read(response, calls, ctx)
+                except _Invalid as exc:
+                    reason = str(exc)
+                    if turn == 2:
+                        raise ProposalError(f"{self.model} gave no usable proposal twice; last: {reason}",
+                                            usage=usage()) from None
+                    messages += self._correction(response, calls, reason)
+                    continue
+                return Proposal(description=description, edits=edits, hypothesis=hypothesis, agent=self.name,
+                                usage=usage(), meta={"model": self.model, "corrected": turn == 2,
+                                                     "stop_reason": response.stop_reason})
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _read(self, response: Any, calls: list[Any], ctx: ExperimentContext) -> tuple[str, str, list[FileEdit]]:
+        if not calls:
+            cut = " (the answer was cut off at max_tokens)" if response.stop_reason == "max_tokens" else ""
+            raise _Invalid(f"the answer has no {TOOL_NAME} tool call{cut}")
+        wrong = [c.name for c in calls if c.name != TOOL_NAME]
+        if wrong:
+            raise _Invalid(f"unknown tool {wrong[0]!r}; the only tool is {TOOL_NAME}")
+        if len(calls) > 1:
+            raise _Invalid(f"{len(calls)} tool calls; call {TOOL_NAME} exactly once")
+        try:
+            return validate_tool_input(calls[0].input, ctx)
+        except _Invalid as exc:
+            cut = "; the answer was cut off at max_tokens, keep it shorter"
+            raise _Invalid(f"{exc}{cut if response.stop_reason == 'max_tokens' else ''}") from None
+
+    def _correction(self, response: Any, calls: list[Any], reason: str) -> list[dict[str, Any]]:
+        """The bad answer and the reason, to go on the same conversation (the model gets one more try)."""
+        assistant = {"role": "assistant", "content": [b.to_dict(mode="json") for b in response.content]}
+        ask = f"Call {TOOL_NAME} once more, with a corrected input."
+        if calls:  # every tool_use needs its tool_result in the next user turn
+            content: list[dict[str, Any]] = [{"type": "tool_result", "tool_use_id": c.id, "is_error": True,
+                                              "content": f"Invalid {TOOL_NAME} call: {reason}. {ask}"}
+                                             for c in calls]
+        else:  # a tool_result can only answer a tool_use: say it in words
+            content = [{"type": "text", "text": f"Your answer could not be used: {reason}. {ask}"}]
+        return [assistant, {"role": "user", "content": content}]
