@@ -10,7 +10,8 @@ commits, refs, ledger, process start, event following, teardown. That overhead c
 
 The engine's events (state, experimentStarted, progress, experimentFinished) and the stand-ins' own
 timestamps split each experiment into phases; the phases add up to the wall time. The engine proposes
-sequentially (propose-ahead comes later), so the ideal duty cycle here is train / (train + agent).
+sequentially in that first measurement (ideal duty cycle train / (train + agent)); a second one runs
+the same loop with propose-ahead on, where the agent drafts the next experiment while a run trains.
 
     .venv/bin/python benchmarks/loop_overhead.py                                  # 10 x (2 s + 0.5 s)
     .venv/bin/python benchmarks/loop_overhead.py --train-seconds 5 --agent-seconds 0 --json out.json
@@ -34,7 +35,8 @@ from nightlab.server.types import FileEdit, Proposal
 
 STAND_IN = '''import json, os, time
 T0 = time.time()  # first thing after the interpreter and these imports: "process started"
-X = 1.0           # the knob: this run's val_bpb
+X = 1.0           # a knob: this run's val_bpb is X + Y
+Y = 0.0           # another knob
 STEPS = 5
 budget = float(os.environ.get("NIGHTLAB_BUDGET_SECONDS", "1"))
 events = open(os.environ["NIGHTLAB_EVENTS"], "a")
@@ -48,7 +50,7 @@ for step in range(1, STEPS + 1):
     emit(event="step", step=step, elapsed_s=elapsed, loss=X, tok_per_s=0.0, mfu=0.0, lr=0.0,
          progress=step / STEPS, t=time.time())
 t_end = time.time()
-summary = dict(val_bpb=X, training_seconds=t_end - t_train, total_seconds=t_end - T0, peak_vram_mb=0.0,
+summary = dict(val_bpb=X + Y, training_seconds=t_end - t_train, total_seconds=t_end - T0, peak_vram_mb=0.0,
                mfu_percent=0.0, total_tokens_M=0.0, num_steps=STEPS, num_params_M=0.0, depth=0)
 emit(event="summary", **summary, startup_s=t_train - T0, training_s=t_end - t_train, eval_s=0.0,
      total_s=t_end - T0, peak_mem_mb=0.0, t=t_end)
@@ -58,11 +60,13 @@ for key, fmt in (("val_bpb", "%.6f"), ("training_seconds", "%.1f"), ("total_seco
                  ("num_steps", "%d"), ("num_params_M", "%.1f"), ("depth", "%d")):
     print(f"{key + ':':<18}{fmt % summary[key]}")
 '''
-TOML = '[run]\ncommand = "python train.py"\n[budget]\nseconds = {s}\ntimeout_seconds = {t}\n'
+TOML = ('[run]\ncommand = "python train.py"\npropose_ahead = {ahead}\n[budget]\nseconds = {s}\ntimeout_seconds = {t}\n'
+        '[policy]\nname = "strict"\n')
 
 
 class SleepyAgent:
-    """Waits `latency` seconds, then moves X: down 3 % (a keep) and up 3 % (a discard) in turn."""
+    """Waits `latency` seconds, then moves X down 3 % (a keep) and Y up (a discard) in turn: two knobs
+    on two lines, as an LLM's ideas usually touch different code, so a draft survives the last keep."""
 
     name = "sleepy"
 
@@ -73,20 +77,21 @@ class SleepyAgent:
         t0 = time.time()
         await asyncio.sleep(self.latency)
         self.calls += 1
-        old = re.search(r"^X = (\S+)", ctx.files["train.py"], re.M).group(1)
-        new = f"{float(old) * (0.97 if self.calls % 2 else 1.03):.6f}"
+        knob = "X" if self.calls % 2 else "Y"
+        old = re.search(rf"^{knob} = (\S+)", ctx.files["train.py"], re.M).group(1)
+        new = f"{float(old) * 0.97:.6f}" if knob == "X" else f"{float(old) + 0.03:.6f}"
         self.spans.append((t0, time.time()))
-        return Proposal(description=f"X {old} -> {new}", hypothesis="", agent=self.name,
-                        edits=[FileEdit("train.py", f"X = {old}", f"X = {new}")])
+        return Proposal(description=f"{knob} {old} -> {new}", hypothesis="", agent=self.name,
+                        edits=[FileEdit("train.py", f"{knob} = {old}", f"{knob} = {new}")])
 
 
-def make_workspace(root: Path, train_s: float) -> Path:
-    ws = root / "ws"
+def make_workspace(root: Path, train_s: float, ahead: bool = False) -> Path:
+    ws = root / ("ws-ahead" if ahead else "ws")
     ws.mkdir()
     (ws / "train.py").write_text(STAND_IN)
     (ws / "prepare.py").write_text("# the fixed harness\n")
     (ws / "program.md").write_text("lower X\n")
-    (ws / "nightlab.toml").write_text(TOML.format(s=train_s, t=train_s * 3 + 30))
+    (ws / "nightlab.toml").write_text(TOML.format(s=train_s, t=train_s * 3 + 30, ahead=str(ahead).lower()))
     for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qm", "init"]):
         subprocess.run(["git", *args], cwd=ws, check=True, capture_output=True)
     return ws
@@ -165,6 +170,23 @@ def measure(ws: Path, m: int, agent: SleepyAgent) -> dict:
             "phases_s": phases, "runs": rows}
 
 
+def duty_cycle(ws: Path, m: int, agent: SleepyAgent) -> dict:
+    """Wall time and training time only: with propose-ahead the agent's time overlaps training, so the
+    sequential phase breakdown above does not apply."""
+    engine = Engine(load_settings(ws, {"max_experiments": m}), agent=agent)
+    messages: list[str] = []
+    engine.subscribe(lambda e: messages.append(e.get("text", "")) if e["type"] == "message" else None)
+    t0 = time.time()
+    asyncio.run(engine.run())
+    wall = time.time() - t0
+    train = 0.0
+    for exp in engine.ledger.experiments():
+        lines = (ws / ".nightlab/runs/main" / str(exp.number) / "events.jsonl").read_text().splitlines()
+        train += json.loads(lines[-1])["training_s"]
+    return {"wall_s": wall, "training_s": train, "duty_cycle": train / wall, "agent_calls": agent.calls,
+            "re_asked": sum("no longer applies" in t for t in messages), "experiments": len(engine.ledger.experiments())}
+
+
 def report(r: dict, train_arg: float, agent_arg: float) -> None:
     m = r["experiments"]
     ideal = train_arg / (train_arg + agent_arg)
@@ -202,9 +224,16 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="nightlab-overhead-") as tmp:
         ws = make_workspace(Path(tmp), args.train_seconds)
         result = measure(ws, args.experiments, SleepyAgent(args.agent_seconds))
+        ahead = duty_cycle(make_workspace(Path(tmp), args.train_seconds, ahead=True), args.experiments,
+                           SleepyAgent(args.agent_seconds))
     result["args"] = {"experiments": args.experiments, "train_seconds": args.train_seconds,
                       "agent_seconds": args.agent_seconds}
+    result["propose_ahead"] = ahead
     report(result, args.train_seconds, args.agent_seconds)
+    print(f"\n  duty cycle, proposals one after the other: {100 * result['duty_cycle']:6.1f} %")
+    print(f"  duty cycle, propose-ahead on:              {100 * ahead['duty_cycle']:6.1f} %  "
+          f"(wall {ahead['wall_s']:.1f} s, {ahead['agent_calls']} agent calls, {ahead['re_asked']} re-asked "
+          f"after a keep, {ahead['experiments']} experiments)")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

@@ -92,7 +92,7 @@ class AgentSettings:
 
 @dataclass(frozen=True)
 class PolicySettings:
-    name: str = "strict"
+    name: str = "noise"  # policy.DEFAULT_POLICY; strict is autoresearch's rule
     # Every other key of [policy] (repeats, z, ...), passed to the policy, which validates them.
     options: dict[str, Any] = field(default_factory=dict, hash=False)
 
@@ -421,5 +421,5 @@ name = "{a.name}"              # offline: no key, no network
 # Other keys here and sub-tables such as [agent.anthropic] are passed to the agent as they are.
 
 [policy]
-name = "{p.name}"               # strict: keep only a result strictly better than the best kept one
+name = "{p.name}"                # noise: keep only what beats the best by more than the noise; strict: autoresearch's rule
 """

@@ -32,7 +32,7 @@ PROGRAM = "# Nightlab experiment: program\nLower val_bpb. PROGRAM-MARKER-42."
 VALID = {"description": "LR 0.003 -> 0.004", "hypothesis": "a higher LR trains faster in a short budget",
          "edits": [{"path": "train.py", "search": "LR = 0.003\n", "replace": "LR = 0.004\n"}]}
 FAST = {"retry_base_s": 0.01, "max_retries": 0, "timeout_s": 5}
-# The SDK warns on every request to a model that is near its end of life; the default is one.
+# The SDK warns on every request to a model near its end of life (claude-sonnet-4-5, named below).
 pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
 
 
@@ -78,9 +78,11 @@ async def test_valid_proposal_applies_to_the_files(fake_anthropic):
     (req,) = fake_anthropic.requests
     body = req["body"]
     assert req["path"] == "/v1/messages"
-    assert (body["model"], body["max_tokens"]) == ("claude-sonnet-4-5", 4096)
-    assert "temperature" not in body  # API 2026-10-21 rejects it
-    assert body["tool_choice"] == {"type": "tool", "name": "propose_experiment"}
+    # the default: Claude Sonnet 5.5, which thinks (room for it in max_tokens) and refuses a forced tool
+    assert (body["model"], body["max_tokens"]) == ("claude-sonnet-5-5", 16000)
+    assert "temperature" not in body and "output_config" not in body  # effort: the model's default
+    assert body["tool_choice"] == {"type": "auto"}
+    assert "Answer only by calling the propose_experiment tool" in body["system"][-1]["text"]
     (tool,) = body["tools"]
     assert tool["name"] == "propose_experiment"
     assert set(tool["input_schema"]["required"]) == {"description", "hypothesis", "edits"}
@@ -98,11 +100,13 @@ async def test_edits_as_one_string_of_search_replace_blocks(fake_anthropic):
 
 
 async def test_prompt_holds_program_rules_files_history_and_feedback(fake_anthropic):
-    history = [HistoryItem(0, "baseline", "baseline", 1.50, None),
+    history = [HistoryItem(0, "baseline", "baseline", 1.50, None, reason="baseline: 1.500000"),
                *[HistoryItem(i, f"old idea {i}", "discard", 1.6, 0.1, f"train.py: X {i} -> {i + 1}")
-                 for i in range(1, 4)],
+                 for i in range(1, 3)],
+               HistoryItem(3, "old idea 3", "discard", 1.499, -0.001, reason="within noise (0.5 sigma)"),
                HistoryItem(4, "DEPTH 4 -> 5", "keep", 1.40, -0.10, "train.py: DEPTH 4 -> 5"),
-               HistoryItem(5, "swap GELU for ReLU", "crash", None, None, "train.py: +3 -1 lines")]
+               HistoryItem(5, "swap GELU for ReLU", "crash", None, None, "train.py: +3 -1 lines",
+                           reason="exit code 1: RuntimeError: shape mismatch " + "x" * 300)]
     c = ctx(history=history, best=1.40, noise_sigma=0.0021, in_flight=["WARMUP 10 -> 20"],
             feedback="edit 1 of 1 on train.py: SEARCH text not found")
     fake_anthropic.script(tool_call(VALID))
@@ -117,7 +121,13 @@ async def test_prompt_holds_program_rules_files_history_and_feedback(fake_anthro
     assert '<file path="train.py">\n' + TRAIN in text
     assert "#4 [keep] DEPTH 4 -> 5: 1.400000 (delta -0.100000); train.py: DEPTH 4 -> 5" in text
     assert "#5 [crash] swap GELU for ReLU" in text  # among the last K
-    assert "- old idea 1" in text and "- old idea 3" in text  # older ones: a compact list of ideas tried
+    # the verdict's reason, one short line: how it crashed, how close a discard came
+    crash_line = next(line for line in text.splitlines() if line.startswith("#5 "))
+    assert "; why: exit code 1: RuntimeError: shape mismatch xxx" in crash_line and crash_line.endswith("...")
+    assert len(crash_line) < 250
+    assert "- old idea 1 (discard)" in text  # older ones: a compact list of ideas tried, with the outcome
+    assert "- old idea 3 (discard: within noise (0.5 sigma))" in text
+    assert "why: baseline" not in text  # a baseline's reason only repeats its metric
     assert "Best val_bpb so far: 1.400000" in text and "0.002100" in text
     assert "- WARMUP 10 -> 20" in text
 
@@ -169,6 +179,16 @@ async def test_key_from_options_beats_the_environment(fake_anthropic, monkeypatc
     a = AnthropicAgent({"api_key": "sk-from-options", "anthropic": {"base_url": fake_anthropic.base_url}})
     await a.propose(ctx())
     assert "sk-from-options" in json.dumps(fake_anthropic.requests[0]["headers"])
+
+
+def test_prompt_module_needs_no_sdk_or_git():
+    """prompt.py builds text from a context: importing it loads neither the SDK nor git."""
+    import subprocess
+    import sys
+    code = ("import sys, nightlab.server.agents.prompt as p; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'anthropic', 'git', 'httpx', 'torch'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_missing_key_is_a_clear_error(monkeypatch):
@@ -226,7 +246,7 @@ async def test_refusals_a_person_must_fix_stop_at_once(fake_anthropic, status, m
 async def test_model_that_refuses_a_forced_tool_is_asked_in_words(fake_anthropic):
     fake_anthropic.script(http_error(400, "tool_choice forced tool use is not supported for this model"),
                           tool_call(VALID), tool_call(VALID))
-    a = agent(fake_anthropic)
+    a = agent(fake_anthropic, model="claude-sonnet-4-6")  # forced by default; this one says it refuses
     await a.propose(ctx())
     await a.propose(ctx())
     choices = [r["body"]["tool_choice"] for r in fake_anthropic.requests]

@@ -76,8 +76,9 @@ def test_two_cpu_slots_on_the_demo_workspace(tmp_path):
     ws = tmp_path / "demo"
     nightlab = [sys.executable, "-m", "nightlab.server.cli"]
     assert subprocess.run([*nightlab, "init", str(ws), "--profile", "cpu"], capture_output=True).returncode == 0
-    (ws / "nightlab.toml").write_text((ws / "nightlab.toml").read_text().replace(
-        'seed = 0 ', 'slots = 2\nseed = 0 ').replace('name = "noise"', 'name = "strict"'))
+    toml = (ws / "nightlab.toml").read_text()
+    toml = toml[:toml.index("[policy]")] + '[policy]\nname = "strict"\n'  # one run per candidate: quick
+    (ws / "nightlab.toml").write_text(toml.replace('slots = "auto"', "slots = 2"))
     git(ws, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qam", "two slots")
     proc = subprocess.run([*nightlab, "run", "--budget-tokens", "8192", "--max-experiments", "3", "--plain"],
                           cwd=ws, capture_output=True, text=True, timeout=400)

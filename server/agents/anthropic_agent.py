@@ -1,10 +1,15 @@
 """The Claude agent: asks a Claude model, through the official SDK's Messages API, for the next experiment.
 
-One request per proposal: the system prompt (program.md plus the loop's rules) and the one tool,
-`propose_experiment`, form a static prefix marked for prompt caching; the user message carries the
-editable files at the branch head and a digest of the history. The answer must be a call of that tool;
-its input is checked here (schema, editable paths, and that the edits apply to the files). A bad answer
-is sent back once in the same conversation with the reason; a second bad one is a `ProposalError`.
+One request per proposal, built by `prompt.py`: the system prompt and the one tool, `propose_experiment`,
+form a static prefix marked for prompt caching; the user message carries the editable files at the branch
+head and a digest of the history. The answer must be a call of that tool; its input is checked here
+(schema, editable paths, and that the edits apply to the files). A bad answer is sent back once in the
+same conversation with the reason; a second bad one is a `ProposalError`. When the engine still cannot
+apply the edits (the branch moved while the model thought), it asks once more with `ctx.feedback`.
+
+The default model, Claude Sonnet 5.5, thinks (adaptive thinking, default effort high) and refuses a forced
+tool_choice: it is asked for the tool call in words, and max_tokens (thinking plus answer) and timeout_s
+leave room for the thinking. Every option can be overridden in [agent] or [agent.anthropic].
 
 Failures of the API are retried twice over: the SDK retries 429, 5xx, dropped connections and timeouts
 itself (`max_retries`, `timeout_s`), and around it a patient loop waits with exponential backoff (capped
@@ -27,26 +32,26 @@ from typing import Any, Callable, Optional
 import anthropic
 
 from ..edits import EditError, apply_edits, parse_search_replace
-from ..types import ExperimentContext, FileEdit, HistoryItem, Proposal
+from ..types import ExperimentContext, FileEdit, Proposal
 from .base import AgentError, ProposalError
+from .prompt import TOOL_NAME, TOOL_SCHEMA, system_prompt, tool_definition, user_prompt
 
 __all__ = ["AnthropicAgent", "ProposalError", "TOOL_NAME", "PRICES", "validate_tool_input", "price_for",
-           "cost_usd"]
+           "cost_usd", "system_prompt", "user_prompt"]
 
-TOOL_NAME = "propose_experiment"
 DEFAULTS: dict[str, Any] = {
-    "model": "claude-sonnet-4-5",
-    "max_tokens": 4096,
+    "model": "claude-sonnet-5-5",
+    "max_tokens": 16000,  # thinking plus the answer: a thinking model cut off here has no tool call
     "temperature": None,  # not sent unless set; see _check_temperature
     "base_url": None,  # None: the SDK's own ANTHROPIC_BASE_URL handling, then its default
-    "timeout_s": 120.0,
+    "timeout_s": 600.0,  # per request: a long thinking answer takes minutes (the SDK's own default)
     "max_retries": 6,  # the SDK's own retries per request
     "history_last_k": 20,
     "max_wait_s": 3600.0,  # give up after this long of continuous failure
     "retry_base_s": 2.0,
     "retry_cap_s": 300.0,
     "force_tool": None,  # None: force the tool unless the model is known to refuse forced tool use
-    "effort": None,  # low | medium | high | xhigh | max: output_config.effort for models that think
+    "effort": None,  # low | medium | high | xhigh | max -> output_config.effort; None: the model's default
     "prices": None,  # {input, output, cache_write, cache_read} in USD per million tokens
 }
 _PRICE_KEYS = ("input", "output", "cache_write", "cache_read")
@@ -87,31 +92,6 @@ LONG_PROMPT: dict[str, tuple[int, tuple[float, float, float, float]]] = {
 DEFAULT_PRICE = (15.0, 75.0, 18.75, 1.50)
 # Models that answer a forced tool_choice with a 400; they are asked for the tool call in words instead.
 NO_FORCED_TOOL = {"claude-opus-5-5", "claude-sonnet-5-5", "claude-fable-5-1", "claude-mythos-5-1"}
-
-_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "description": {"type": "string",
-                        "description": "One line: what this experiment changes (it labels the experiment)."},
-        "hypothesis": {"type": "string", "description": "Why this change should improve the metric."},
-        "edits": {
-            "type": "array", "minItems": 1,
-            "description": "SEARCH/REPLACE edits, applied in order to the files at the branch head.",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "path": {"type": "string", "description": "An editable file, relative to the workspace."},
-                    "search": {"type": "string",
-                               "description": "Lines copied exactly from the file, enough to be unique."},
-                    "replace": {"type": "string", "description": "The lines that replace them."},
-                },
-                "required": ["path", "search", "replace"],
-            },
-        },
-    },
-    "required": ["description", "hypothesis", "edits"],
-}
-
 
 class _Invalid(Exception):
     """A tool call that cannot become a proposal; the message goes back to the model."""
@@ -222,7 +202,7 @@ def validate_tool_input(data: Any, ctx: ExperimentContext) -> tuple[str, str, li
     """(description, hypothesis, edits) from a propose_experiment input, or `_Invalid` saying what is wrong."""
     if not isinstance(data, dict):
         raise _Invalid(f"the input must be an object with description, hypothesis and edits, not {type(data).__name__}")
-    missing = [k for k in _SCHEMA["required"] if k not in data]
+    missing = [k for k in TOOL_SCHEMA["required"] if k not in data]
     if missing:
         raise _Invalid(f"missing required key(s): {', '.join(missing)}")
     for key in ("description", "hypothesis"):
@@ -265,79 +245,6 @@ def validate_tool_input(data: Any, ctx: ExperimentContext) -> tuple[str, str, li
 
 
 # --------------------------------------------------------------------------------------------------
-# the prompt
-
-
-def system_prompt(ctx: ExperimentContext) -> str:
-    better = "lower" if ctx.direction == "lower" else "higher"
-    files = ", ".join(ctx.editable)
-    return f"""{ctx.program.strip()}
-
-# Rules of this loop
-- You may edit only these files: {files}. Every other file is fixed; an edit to one is rejected.
-- The metric is {ctx.metric_name}; {better} is better. Each experiment trains for the same fixed budget, and \
-the loop keeps a change only if it improves on the best {ctx.metric_name} by more than the noise.
-- One experiment, one hypothesis: make one focused change that tests it. Do not bundle unrelated changes.
-- Simplicity criterion: all else equal, simpler is better. A tiny gain that adds ugly complexity is not \
-worth it; removing code for an equal result is a win.
-- Do not propose an idea that was already tried (see the history); build on what was kept.
-- Answer only by calling the {TOOL_NAME} tool, once. description: one line saying what changes. \
-hypothesis: why it should help. edits: SEARCH/REPLACE pairs; each SEARCH must match the file at the \
-branch head exactly (copy it, with its indentation) and be unique in it; edits apply in order.
-"""
-
-
-def _num(x: Optional[float], fmt: str = ".6f") -> str:
-    return "n/a" if x is None else format(x, fmt)
-
-
-def _line(h: HistoryItem) -> str:
-    s = f"#{h.number} [{h.status}] {h.description}: {_num(h.metric)} (delta {_num(h.delta, '+.6f')})"
-    return s + (f"; {h.diff_summary}" if h.diff_summary else "")
-
-
-def history_digest(ctx: ExperimentContext, last_k: int) -> str:
-    hist = list(ctx.history)
-    if not hist:
-        return "No experiments yet."
-    recent = hist[-last_k:] if last_k else []
-    older = hist[: len(hist) - len(recent)]
-    parts = []
-    kept = [h for h in hist if h.status in ("keep", "baseline")]
-    parts.append("Kept (the branch head is the last of these):\n"
-                 + ("\n".join(_line(h) for h in kept) if kept else "none yet"))
-    if recent:
-        parts.append(f"The last {len(recent)} experiments:\n" + "\n".join(_line(h) for h in recent))
-    tried = list(dict.fromkeys(h.description for h in older if h.status not in ("keep", "baseline")))
-    if tried:
-        parts.append("Ideas tried earlier and not kept (do not propose them again):\n"
-                     + "\n".join(f"- {d}" for d in tried))
-    return "\n\n".join(parts)
-
-
-def user_prompt(ctx: ExperimentContext, last_k: int) -> str:
-    parts = []
-    if ctx.feedback:
-        parts.append(f"IMPORTANT. Your previous proposal could not be applied: {ctx.feedback}\n"
-                     "Propose again, with every SEARCH copied exactly from the files below.")
-    for path in ctx.editable:
-        if path in ctx.files:
-            text = ctx.files[path]
-            parts.append(f'<file path="{path}">\n{text}{"" if text.endswith(chr(10)) else chr(10)}</file>')
-    parts.append("<history>\n" + history_digest(ctx, last_k) + "\n</history>")
-    status = [f"Best {ctx.metric_name} so far: {_num(ctx.best)} ({ctx.direction} is better)."]
-    if ctx.noise_sigma is not None:
-        status.append(f"Measured noise of {ctx.metric_name} (1 sigma): {ctx.noise_sigma:.6f}; "
-                      "a change smaller than about twice that is not an improvement.")
-    if ctx.in_flight:
-        status.append("Running now (propose something different from these):\n"
-                      + "\n".join(f"- {d}" for d in ctx.in_flight))
-    parts.append("\n".join(status))
-    parts.append(f"Propose the next experiment by calling {TOOL_NAME}.")
-    return "\n\n".join(parts)
-
-
-# --------------------------------------------------------------------------------------------------
 # the agent
 
 
@@ -347,6 +254,7 @@ def _transient(exc: anthropic.APIStatusError) -> bool:
 
 class AnthropicAgent:
     name = "anthropic"
+    accepts_feedback = True  # the engine asks once more, with ctx.feedback, when the edits do not apply
     on_status: Optional[Callable[[str], None]] = None  # set by the engine: says why the agent waits
     _count_calls = False
 
@@ -386,9 +294,7 @@ class AnthropicAgent:
             return anthropic.AsyncAnthropic(**common)
 
     def _request(self, ctx: ExperimentContext, messages: list[dict[str, Any]]) -> dict[str, Any]:
-        tool = {"name": TOOL_NAME, "description": "Propose the next experiment: one focused change to the "
-                "editable files, with a one-line description and a hypothesis.",
-                "input_schema": _SCHEMA, "cache_control": {"type": "ephemeral"}}
+        tool = {**tool_definition(), "cache_control": {"type": "ephemeral"}}
         kwargs: dict[str, Any] = {
             "model": self.model, "max_tokens": self.options["max_tokens"], "messages": messages,
             "system": [{"type": "text", "text": system_prompt(ctx), "cache_control": {"type": "ephemeral"}}],
