@@ -50,6 +50,9 @@ def init(
 
         subprocess.run([sys.executable, "prepare.py"], cwd=directory, check=False)
     console.print(f"next: cd {directory} && nightlab run   (or: python train.py for one run)")
+    if not budget_tokens:
+        console.print("for less noise between runs, a fixed token budget instead of wall clock: "
+                      "nightlab init --budget-tokens N (or [budget] mode = \"tokens\")")
 
 
 def _load(workspace: Path, overrides: dict | None = None):

@@ -263,7 +263,7 @@ class Engine:
                                  seed=self.settings.run.seed + self.ledger.next_number(),
                                  noise_sigma=self.sigma(), in_flight=list(in_flight or []))
 
-    async def _next_proposal(self, ctx: ExperimentContext | None = None) -> Proposal | None:
+    async def _next_proposal(self) -> Proposal | None:
         if self._pending:
             return self._pending.pop(0)
         while self._baseline_running and self.ledger.best(self.settings.metric.direction) is None:
@@ -280,12 +280,14 @@ class Engine:
             return Proposal(description="baseline", edits=[], hypothesis="the unchanged code, for reference",
                             agent="", meta={"baseline": True})
         self.set_state("proposing")
-        return await self._ask(ctx or self.context())
+        return await self._ask(self.context)
 
-    async def _ask(self, ctx: ExperimentContext) -> Proposal:
+    async def _ask(self, make_context: Callable[[], ExperimentContext]) -> Proposal:
         """The agent's proposal; one it could not make valid becomes a crash record, not a stop. One
-        agent call at a time, each told every idea in flight, so parallel slots get distinct ideas."""
+        agent call at a time, its context built once the call may start (so it sees the latest best,
+        history and every idea in flight): parallel slots get distinct ideas."""
         async with self._agent_lock:
+            ctx = make_context()
             ctx = replace(ctx, in_flight=self._in_flight())
             try:
                 proposal = await self.agent.propose(ctx)
@@ -308,8 +310,7 @@ class Engine:
         """The next proposal, drafted against the current best while `running` trains."""
         if self._pending or self.ledger.best(self.settings.metric.direction) is None:
             return None  # a re-run or the baseline comes next: nothing to ask the agent
-        ctx = self.context(in_flight=[running.description])
-        return await self._ask(ctx)
+        return await self._ask(self.context)
 
     async def _take_draft(self, draft: asyncio.Task) -> Proposal | None:
         proposal = await draft
@@ -348,14 +349,18 @@ class Engine:
                 files, error = old, f"edit rejected: {exc}"
                 if getattr(self.agent, "accepts_feedback", False) and not proposal.meta.get("baseline"):
                     self._release(proposal.description)
-                    retry = await self._ask(replace(self.context(), feedback=_feedback(exc, proposal)))
+                    feedback = _feedback(exc, proposal)
+                    retry = await self._ask(lambda: replace(self.context(), feedback=feedback))
                     proposal = replace(retry, usage=_add_usage(proposal.usage, retry.usage))
                     parent = self.store.head()  # the branch may have moved while the agent thought
                     old = {p: self.store.read_file(p, parent) for p in editable}
-                    try:
-                        files, error = {**old, **apply_edits(old, retry.edits, editable, protected)}, ""
-                    except EditError as again:
-                        files, error = old, f"edit rejected twice: {again}"
+                    if retry.meta.get("invalid"):
+                        files, error = old, f"the agent's proposal was invalid: {retry.meta['invalid']}"
+                    else:
+                        try:
+                            files, error = {**old, **apply_edits(old, retry.edits, editable, protected)}, ""
+                        except EditError as again:
+                            files, error = old, f"edit rejected twice: {again}"
         # From here on nothing awaits: the number, the commit and the ledger record are one step, so
         # slots running side by side never take the same number.
         files = files or old
