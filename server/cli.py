@@ -52,7 +52,7 @@ def init(
     console.print(f"next: cd {directory} && nightlab run   (or: python train.py for one run)")
     if not budget_tokens:
         console.print("for less noise between runs, a fixed token budget instead of wall clock: "
-                      "nightlab init --budget-tokens N (or [budget] mode = \"tokens\")")
+                      "nightlab init --budget-tokens N (or [budget] mode = \"tokens\")", markup=False)
 
 
 def _load(workspace: Path, overrides: dict | None = None):

@@ -125,6 +125,7 @@ class Engine:
         """End the running experiment now (recorded as interrupted, re-run on the next start), then stop."""
         self._stop.set()
         self._resume.set()
+        self._best_ready.set()  # a slot waiting for the baseline must wake up to see the stop
         for trial in self.trials.values():
             trial.cancel.set()
 

@@ -46,9 +46,9 @@ class LiveView:
         self.budget_seconds = budget_seconds
         self.experiments = {e.number: e for e in experiments}
         self.state = "idle"
-        self.running: Experiment | None = None
-        self.progress: dict[str, Any] = {}
-        self.run_started = 0.0
+        self.running: dict[int, Experiment] = {}
+        self.progress: dict[int, dict[str, Any]] = {}
+        self.run_started: dict[int, float] = {}
         self.messages: list[str] = []
         self.cost_usd = sum(float(e.usage.get("cost_usd") or 0) for e in experiments)
 
@@ -57,17 +57,16 @@ class LiveView:
         if kind == "state":
             self.state = event["state"] + (f" ({event['reason']})" if event.get("reason") else "")
         elif kind == "experimentStarted":
-            self.running = Experiment.from_json(event["experiment"])
-            self.experiments[self.running.number] = self.running
-            self.progress, self.run_started = {}, time.monotonic()
+            exp = Experiment.from_json(event["experiment"])
+            self.experiments[exp.number] = self.running[exp.number] = exp
+            self.progress[exp.number], self.run_started[exp.number] = {}, time.monotonic()
         elif kind == "progress":
-            self.progress = event["progress"]
+            self.progress[event["number"]] = event["progress"]
         elif kind == "experimentFinished":
             exp = Experiment.from_json(event["experiment"])
             self.experiments[exp.number] = exp
             self.cost_usd += float(exp.usage.get("cost_usd") or 0)
-            if self.running and self.running.number == exp.number:
-                self.running = None
+            self.running.pop(exp.number, None)
         elif kind == "message":
             self.messages = (self.messages + [f"[{event['level']}] {event['text']}"])[-3:]
 
@@ -85,17 +84,18 @@ class LiveView:
         if self.cost_usd:
             head.append(f"   agent cost ${self.cost_usd:.2f}")
         parts.append(head)
-        if self.running is not None:
-            p = self.progress
+        for number, exp in sorted(self.running.items()):
+            p = self.progress.get(number, {})
             fraction = p.get("fraction") or 0.0
-            line = Text(f"#{self.running.number} {self.running.description}: ")
+            line = Text(f"#{number} {exp.description}: ")
             line.append(f"{100 * fraction:5.1f}%  step {p.get('step', 0)}")
             if p.get("loss") is not None:
                 line.append(f"  loss {p['loss']:.4f}")
             if p.get("tok_per_s"):
                 line.append(f"  {p['tok_per_s']:,.0f} tok/s")
-            line.append(f"  {time.monotonic() - self.run_started:.0f}s elapsed")
+            line.append(f"  {time.monotonic() - self.run_started.get(number, time.monotonic()):.0f}s elapsed")
+            slot = exp.meta.get("slot")
             parts.append(Panel(Group(line, ProgressBar(total=1.0, completed=fraction, width=60)),
-                               title="running", expand=False))
+                               title=f"running{' on ' + slot if slot else ''}", expand=False))
         parts.extend(Text(m, style="yellow") for m in self.messages)
         return Group(*parts)
