@@ -6,7 +6,7 @@ Must not import: anything from nightlab.server or nightlab.trainer.
 
 STATE = "state"  # state: idle|proposing|running|deciding|paused|stopped|errored, reason: str
 EXPERIMENT_STARTED = "experimentStarted"  # experiment: Experiment record (status "running")
-PROGRESS = "progress"  # number: int, progress: {step, elapsed_s, loss, tok_per_s, mfu, lr, fraction}
+PROGRESS = "progress"  # number: int, progress: {step, elapsed_s, loss, tok_per_s, mfu, lr, fraction}, stage: str
 EXPERIMENT_FINISHED = "experimentFinished"  # experiment: Experiment record (final)
 MESSAGE = "message"  # level: info|warning|error, text: str
 

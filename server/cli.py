@@ -72,6 +72,8 @@ def run(
     budget_tokens: Optional[int] = typer.Option(None, help="Training tokens per experiment (token budget)."),
     agent: Optional[str] = typer.Option(None, help="The agent: offline (default)."),
     tag: Optional[str] = typer.Option(None, help="The loop's tag: branch nightlab/<tag>."),
+    policy: Optional[str] = typer.Option(None, help="noise (default) | strict (autoresearch's rule)."),
+    slots: Optional[int] = typer.Option(None, help="Experiments at once (one per GPU; CPU slots share the cores)."),
     plain: bool = typer.Option(False, help="Print a line per event instead of the live view."),
 ) -> None:
     """Run the loop: propose, train, keep or discard, record, repeat. Ctrl-C stops it cleanly."""
@@ -83,7 +85,8 @@ def run(
     from .view import LiveView, experiments_table
 
     settings = _load(workspace, {"max_experiments": max_experiments, "budget_seconds": budget,
-                                 "budget_tokens": budget_tokens, "agent": agent, "tag": tag})
+                                 "budget_tokens": budget_tokens, "agent": agent, "tag": tag,
+                                 "policy": policy, "slots": slots})
     try:
         engine = Engine(settings)
     except Exception as exc:  # unknown agent or policy, not a git repository ...
@@ -262,6 +265,14 @@ def monitor(
     snap = mon.snapshot()
     if snap.best is not None:
         console.print(f"best val_bpb: {snap.best:.6f}")
+
+
+@app.command()
+def lsp() -> None:
+    """The language server over stdio, for editors (VS Code, Neovim, ...)."""
+    from .lsp.server import main as serve
+
+    serve()
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 import re
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
@@ -60,6 +61,8 @@ class Trial:
         self.slot = slot
         self.spec = spec
         self.cancel = asyncio.Event()
+        self.started = time.monotonic()
+        self.progress: Optional[Progress] = None  # the latest sample of the running run
 
     # ------------------------------------------------------------------ running
 
@@ -71,6 +74,7 @@ class Trial:
         deadline = s.deadline_seconds if fraction >= 1 else max(30.0, s.deadline_seconds * fraction * 2 + 30)
 
         def on_progress(p: Progress) -> None:
+            self.progress = p
             eng.emit(ev.PROGRESS, number=self.exp.number, progress=asdict(p), stage=subdir or "run")
 
         if self.cancel.is_set():

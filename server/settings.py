@@ -178,6 +178,9 @@ _OVERRIDES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "agent": ("agent", "name", {}),
     "tag": ("run", "tag", {}),
     "command": ("run", "command", {}),
+    "policy": ("policy", "name", {}),
+    "slots": ("run", "slots", {}),
+    "max_cost_usd": ("run", "max_cost_usd", {}),
 }
 
 
@@ -194,6 +197,8 @@ def _apply_overrides(
         table = merged.setdefault(section, {})
         if not isinstance(table, dict):
             continue  # reported by the checker: [section] must be a table
+        if name == "policy" and table.get("name", "noise") != value:
+            table.clear()  # another policy: the file's options were for the one it names
         table[key] = value
         origins[(section, key)] = f"option {name}"
         for k, v in extra.items():

@@ -1,0 +1,269 @@
+// generated from protocol/types.py and protocol/methods.py by generate_ts.py: do not edit
+// Nightlab's LSP extensions: method names and payload types. See protocol/METHODS.md.
+
+export const PROTOCOL_VERSION = 1;
+export const EXPERIMENTAL_CAPABILITY = "nightlabProtocol";
+
+export const Methods = {
+  loopState: "nightlab/loopState",
+  experimentStarted: "nightlab/experimentStarted",
+  experimentProgress: "nightlab/experimentProgress",
+  experimentFinished: "nightlab/experimentFinished",
+  experiments: "nightlab/experiments",
+  experimentDiff: "nightlab/experimentDiff",
+} as const;
+
+export const Commands = {
+  loopStart: "nightlab.loop.start",
+  loopPause: "nightlab.loop.pause",
+  loopResume: "nightlab.loop.resume",
+  loopStop: "nightlab.loop.stop",
+  loopStatus: "nightlab.loop.status",
+  experimentAccept: "nightlab.experiment.accept",
+  experimentReject: "nightlab.experiment.reject",
+  experimentRerun: "nightlab.experiment.rerun",
+  experimentShowDiff: "nightlab.experiment.showDiff",
+  baselineMeasure: "nightlab.baseline.measure",
+} as const;
+
+export type LoopState = "idle" | "proposing" | "running" | "deciding" | "paused" | "stopped" | "errored";
+export type ExperimentStatus = "running" | "keep" | "discard" | "crash" | "interrupted";
+export type Verdict = "keep" | "discard" | "crash" | "interrupted";
+export type MetricDirection = "lower" | "higher";
+export type Review = "accepted" | "rejected";
+
+/** One experiment as a client shows it: the ledger record, flattened. */
+export interface ExperimentPayload {
+  number: number;
+  tag: string;
+  status: ExperimentStatus;
+  description: string;
+  hypothesis: string;
+  /** the metric (mean of its runs); null while running or after a crash */
+  metric?: number | null;
+  /** metric minus the best before it; negative is better when lower is better */
+  delta?: number | null;
+  /** the noise estimate the verdict used */
+  sigma?: number | null;
+  /** the gain in standard errors */
+  z?: number | null;
+  /** training runs behind the metric */
+  repeats?: number | null;
+  memoryGb?: number | null;
+  /** wall clock of all its runs */
+  durationS?: number | null;
+  agent: string;
+  /** what the agent's proposal cost */
+  costUsd?: number | null;
+  commit: string;
+  parentCommit: string;
+  /** ISO 8601 */
+  startedAt: string;
+  finishedAt?: string | null;
+  /** why it was kept or discarded, or how it crashed */
+  reason: string;
+  /** the slot that ran it ("cpu0", "gpu1", ...) */
+  slot?: string | null;
+  /** one line: "train.py: +3 -1 lines" */
+  diffSummary: string;
+  /** the unchanged code, run to measure where the loop starts */
+  baseline: boolean;
+  /** the experiment this one runs again */
+  rerunOf?: number | null;
+  /** the person's verdict, when they gave one */
+  review?: Review | null;
+}
+
+/** A progress sample of a running experiment. */
+export interface ProgressPayload {
+  number: number;
+  step: number;
+  /** budgeted training time so far */
+  elapsedS: number;
+  loss?: number | null;
+  tokPerS?: number | null;
+  /** percent of the device's peak FLOP/s */
+  mfu?: number | null;
+  /** as the script reports it (the default train.py: the schedule's multiplier) */
+  lr?: number | null;
+  /** 0..1 of the budget, when known */
+  fraction?: number | null;
+  /** "run", "smoke", or "repeat-<k>" for the k-th confirmation run */
+  stage: string;
+  /** the workspace folder (a path) */
+  root?: string | null;
+}
+
+export interface BestPayload {
+  number: number;
+  metric: number;
+}
+
+/** Where the loop of one workspace folder stands. */
+export interface LoopStatePayload {
+  state: LoopState;
+  /** what it does now, or why it stopped */
+  reason: string;
+  tag: string;
+  agent: string;
+  /** "60 s" or "1,000,000 tokens" per experiment */
+  budget: string;
+  metricName: string;
+  direction: MetricDirection;
+  best?: BestPayload | null;
+  /** the baseline's metric */
+  baseline?: number | null;
+  experimentsRun: number;
+  /** numbers of the experiments training now */
+  running: number[];
+  /** spent by the agent on this tag so far */
+  costUsd: number;
+  /** the workspace folder (a path) */
+  root?: string | null;
+}
+
+export interface ExperimentStartedParams {
+  experiment: ExperimentPayload;
+  /** the workspace folder (a path) */
+  root?: string | null;
+}
+
+export interface ExperimentFinishedParams {
+  experiment: ExperimentPayload;
+  verdict: Verdict;
+  reason: string;
+  /** kept, and now the best */
+  newBest: boolean;
+  /** the workspace folder (a path) */
+  root?: string | null;
+}
+
+export interface ExperimentsParams {
+  /** default 0 */
+  offset?: number | null;
+  /** default 100 */
+  limit?: number | null;
+  /** only experiments with this status */
+  status?: ExperimentStatus | null;
+  /** the workspace folder (a path or file URI); left out: the first one */
+  root?: string | null;
+}
+
+export interface ExperimentsPage {
+  /** experiments that match, over all pages */
+  total: number;
+  offset: number;
+  experiments: ExperimentPayload[];
+}
+
+export interface ExperimentDiffParams {
+  number: number;
+  /** the workspace folder (a path or file URI); left out: the first one */
+  root?: string | null;
+}
+
+export interface FileDiff {
+  /** relative to the workspace root */
+  path: string;
+  /** the text at the parent commit; null when the experiment created the file */
+  parent?: string | null;
+  /** the text at the experiment's commit; null when it deleted the file */
+  experiment?: string | null;
+}
+
+export interface ExperimentDiff {
+  number: number;
+  /** the parent commit */
+  parent: string;
+  commit: string;
+  files: FileDiff[];
+}
+
+/** Settings for this run of the loop, over nightlab.toml; each left out keeps the file's value. */
+export interface LoopStartOverrides {
+  agent?: string | null;
+  /** sets a time budget */
+  budgetSeconds?: number | null;
+  /** sets a token budget */
+  budgetTokens?: number | null;
+  maxExperiments?: number | null;
+  tag?: string | null;
+  /** keep/discard rule by name: "noise" or "strict" */
+  policy?: string | null;
+  /** stop once the agent has cost this much */
+  maxCostUsd?: number | null;
+  /** "auto", a number, or a list of GPU ids ("0", "1") or "cpu"s */
+  slots?: unknown | null;
+  /** the workspace folder (a path or file URI); left out: the first one */
+  root?: string | null;
+}
+
+export interface LoopArgs {
+  /** the workspace folder (a path or file URI); left out: the first one */
+  root?: string | null;
+}
+
+export interface ExperimentArgs {
+  number: number;
+  /** the workspace folder (a path or file URI); left out: the first one */
+  root?: string | null;
+}
+
+export interface AcceptArgs {
+  number: number;
+  /** only this file (relative to the workspace root); left out: every file */
+  path?: string | null;
+  /** 0-based indices among each file's hunks; left out: all of them */
+  hunks?: number[] | null;
+  /** the workspace folder (a path or file URI); left out: the first one */
+  root?: string | null;
+}
+
+export interface LoopCommandResult {
+  /** the state right after the command; `message` says what follows ("pausing ...") */
+  state: LoopState;
+  message: string;
+  tag: string;
+}
+
+export interface AcceptResult {
+  number: number;
+  /** the files the editor changed */
+  files: string[];
+  /** hunks found already in the file, left alone */
+  alreadyApplied: number[];
+  message: string;
+}
+
+export interface ExperimentCommandResult {
+  number: number;
+  message: string;
+}
+
+/** The params of each server -> client notification. */
+export interface NotificationParams {
+  "nightlab/loopState": LoopStatePayload;
+  "nightlab/experimentStarted": ExperimentStartedParams;
+  "nightlab/experimentProgress": ProgressPayload;
+  "nightlab/experimentFinished": ExperimentFinishedParams;
+}
+
+/** The params and result of each client -> server request. */
+export interface RequestTypes {
+  "nightlab/experiments": { params: ExperimentsParams; result: ExperimentsPage };
+  "nightlab/experimentDiff": { params: ExperimentDiffParams; result: ExperimentDiff };
+}
+
+/** The arguments (of workspace/executeCommand) and result of each command. */
+export interface CommandTypes {
+  "nightlab.loop.start": { args: [LoopStartOverrides?]; result: LoopCommandResult };
+  "nightlab.loop.pause": { args: [LoopArgs?]; result: LoopCommandResult };
+  "nightlab.loop.resume": { args: [LoopArgs?]; result: LoopCommandResult };
+  "nightlab.loop.stop": { args: [LoopArgs?]; result: LoopCommandResult };
+  "nightlab.loop.status": { args: [LoopArgs?]; result: LoopStatePayload };
+  "nightlab.experiment.accept": { args: [AcceptArgs]; result: AcceptResult };
+  "nightlab.experiment.reject": { args: [ExperimentArgs]; result: ExperimentCommandResult };
+  "nightlab.experiment.rerun": { args: [ExperimentArgs]; result: ExperimentCommandResult };
+  "nightlab.experiment.showDiff": { args: [ExperimentArgs]; result: ExperimentDiff };
+  "nightlab.baseline.measure": { args: [LoopArgs?]; result: LoopCommandResult };
+}

@@ -1,0 +1,5 @@
+"""`python -m nightlab.server`: the language server over stdio (also `nightlab lsp`)."""
+from nightlab.server.lsp.server import main
+
+if __name__ == "__main__":
+    main()

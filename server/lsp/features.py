@@ -1,0 +1,178 @@
+"""Document features: code actions (apply an experiment, or a hunk of it), code lenses, hover with
+a line's experiment history, inlay hints on the best chain, progress cancellation, and the custom
+requests panels use (nightlab/experiments, nightlab/experimentDiff). Thin: annotate.py decides."""
+from __future__ import annotations
+
+from typing import Any
+
+from lsprotocol import types
+
+from nightlab.protocol import methods as M
+
+STATUS = getattr(M, "STATUS", "nightlab.status")
+SHOW_DIFF = getattr(M, "EXPERIMENT_SHOW_DIFF", "nightlab.experiment.showDiff")
+from nightlab.protocol.types import experiment_payload
+
+from .. import annotate
+from ..session import Session
+from .server import NightlabServer, uri_to_path
+
+
+def _texts(session: Session, rel: str, exps) -> list[annotate.FileTexts]:
+    """Parent and experiment text of `rel` for each experiment (cached: commits never change)."""
+    cache = session.__dict__.setdefault("_text_cache", {})
+    out = []
+    for e in exps:
+        key = (e.number, e.commit, rel)
+        if key not in cache:
+            try:
+                _, parent, new = session.files(e.number)
+                cache[key] = (parent.get(rel, ""), new.get(rel, ""))
+            except Exception:
+                continue
+        parent, new = cache[key]
+        if parent != new:
+            out.append(annotate.FileTexts(e, parent, new))
+    return out
+
+
+def text_edits(plans) -> list[types.TextEdit]:
+    return [types.TextEdit(range=types.Range(start=types.Position(line=p.range[0], character=p.range[1]),
+                                             end=types.Position(line=p.range[2], character=p.range[3])),
+                           new_text=p.text) for p in plans]
+
+
+def workspace_edit(uri: str, version: int | None, plans) -> types.WorkspaceEdit:
+    """One TextDocumentEdit against the buffer's version: the whole change is one undo step."""
+    return types.WorkspaceEdit(document_changes=[types.TextDocumentEdit(
+        text_document=types.OptionalVersionedTextDocumentIdentifier(uri=uri, version=version),
+        edits=text_edits(plans))])
+
+
+def setup(server: NightlabServer) -> None:
+    @server.feature(types.INITIALIZED)
+    def initialized(ls: NightlabServer, params: types.InitializedParams) -> None:
+        folders = ls.workspace.folders or {}
+        for folder in folders.values():
+            ls.add_folder(uri_to_path(folder.uri))
+        if not folders and ls.workspace.root_uri:
+            ls.add_folder(uri_to_path(ls.workspace.root_uri))
+        options = ls.protocol.initialization_options if hasattr(ls.protocol, "initialization_options") else None
+        ls.options = dict(options or {}) if isinstance(options, dict) else {}
+        for session in ls.sessions.values():
+            if session.is_workspace():
+                ls.publish_crashes(session)
+
+    @server.feature(types.TEXT_DOCUMENT_CODE_ACTION)
+    def code_action(ls: NightlabServer, params: types.CodeActionParams):
+        found = ls.editable_path(params.text_document.uri)
+        if found is None:
+            return None
+        session, rel = found
+        doc = ls.workspace.get_text_document(params.text_document.uri)
+        metric = session.settings().metric.name
+        texts = _texts(session, rel, annotate.reviewable(session.experiments()))
+        out = []
+        for a in annotate.apply_actions(texts, doc.source, rel, metric):
+            if a.conflicts:
+                out.append(types.CodeAction(title=a.title, kind=types.CodeActionKind.QuickFix, command=types.Command(
+                    title=a.title, command=SHOW_DIFF, arguments=[{"number": a.number}])))
+                continue
+            out.append(types.CodeAction(title=a.title, kind=types.CodeActionKind.RefactorRewrite,
+                                        edit=workspace_edit(doc.uri, doc.version, a.edits),
+                                        data={"number": a.number, "hunk": a.hunk}))
+        return out
+
+    @server.feature(types.TEXT_DOCUMENT_CODE_LENS)
+    def code_lens(ls: NightlabServer, params: types.CodeLensParams):
+        found = ls.editable_path(params.text_document.uri)
+        if found is None:
+            return None
+        session, rel = found
+        state = session.state()
+        parts = []
+        if state["best"]:
+            parts.append(f"best {state['best']['metric']:.4f} (#{state['best']['number']})")
+        if state["baseline"] is not None:
+            parts.append(f"baseline {state['baseline']:.4f}")
+        parts.append(f"{state['experimentsRun']} experiments")
+        budget = session.settings().budget
+        for number in state["running"]:
+            trial = session.engine.trials.get(number) if session.engine else None
+            if trial is not None:
+                fraction = (trial.progress.fraction or 0.0) if trial.progress else 0.0
+                left = f", ~{budget.seconds * (1 - fraction):.0f} s left" if budget.mode == "time" else ""
+                parts.append(f"running #{number} {trial.exp.description} ({100 * fraction:.0f}%{left})")
+        zero = types.Range(start=types.Position(line=0, character=0), end=types.Position(line=0, character=0))
+        lenses = [types.CodeLens(range=zero, command=types.Command(
+            title="Nightlab: " + " | ".join(parts) + f" [{state['state']}]", command=STATUS, arguments=[]))]
+        doc = ls.workspace.get_text_document(params.text_document.uri)
+        texts = _texts(session, rel, annotate.reviewable(session.experiments(), limit=1))
+        for a in annotate.apply_actions(texts, doc.source, rel, session.settings().metric.name):
+            if a.conflicts or a.hunk is not None:
+                continue
+            for p in a.edits:
+                at = types.Range(start=types.Position(line=p.range[0], character=0),
+                                 end=types.Position(line=p.range[0], character=0))
+                lenses.append(types.CodeLens(range=at, command=types.Command(
+                    title=f"Accept #{a.number}", command=M.EXPERIMENT_ACCEPT,
+                    arguments=[{"number": a.number, "hunks": [p.hunk.index]}])))
+                lenses.append(types.CodeLens(range=at, command=types.Command(
+                    title=f"Reject #{a.number}", command=M.EXPERIMENT_REJECT, arguments=[{"number": a.number}])))
+        return lenses
+
+    @server.feature(types.TEXT_DOCUMENT_HOVER)
+    def hover(ls: NightlabServer, params: types.HoverParams):
+        found = ls.editable_path(params.text_document.uri)
+        if found is None:
+            return None
+        session, rel = found
+        doc = ls.workspace.get_text_document(params.text_document.uri)
+        lines = doc.lines
+        if params.position.line >= len(lines):
+            return None
+        exps = [e for e in reversed(session.experiments()) if e.commit and not e.meta.get("baseline")
+                and e.status in ("keep", "discard", "crash")][:200]
+        history = annotate.line_history(_texts(session, rel, exps), lines[params.position.line],
+                                        session.settings().metric.name)
+        if not history:
+            return None
+        body = "**Nightlab: experiments on this line** (newest first)\n\n" + "\n".join(history)
+        return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=body))
+
+    @server.feature(types.TEXT_DOCUMENT_INLAY_HINT)
+    def inlay_hint(ls: NightlabServer, params: types.InlayHintParams):
+        if ls.options.get("inlayHints") is False:
+            return None
+        found = ls.editable_path(params.text_document.uri)
+        if found is None:
+            return None
+        session, rel = found
+        doc = ls.workspace.get_text_document(params.text_document.uri)
+        kept = [e for e in reversed(session.experiments()) if e.status == "keep" and not e.meta.get("baseline")]
+        hints = annotate.chain_hints(_texts(session, rel, kept[:50]), doc.source, session.settings().metric.name)
+        lines = doc.lines
+        return [types.InlayHint(position=types.Position(line=i, character=len(lines[i].rstrip("\r\n"))),
+                                label=label, kind=types.InlayHintKind.Parameter, padding_left=True)
+                for i, label in hints if params.range.start.line <= i <= params.range.end.line]
+
+    @server.feature(types.WINDOW_WORK_DONE_PROGRESS_CANCEL)
+    def progress_cancel(ls: NightlabServer, params: types.WorkDoneProgressCancelParams) -> None:
+        ls.cancel_progress(params.token)
+
+    @server.feature(M.EXPERIMENTS)
+    def experiments(ls: NightlabServer, params: Any) -> dict:
+        p = params._asdict() if hasattr(params, "_asdict") else dict(params or {})
+        session = ls.session_for(p.get("root"))
+        exps = [e for e in session.experiments() if p.get("status") in (None, e.status)]
+        offset, limit = int(p.get("offset") or 0), int(p.get("limit") or 100)
+        return {"total": len(exps),
+                "experiments": [experiment_payload(e.to_json()).to_wire() for e in exps[offset:offset + limit]]}
+
+    @server.feature(M.EXPERIMENT_DIFF)
+    def experiment_diff(ls: NightlabServer, params: Any) -> dict:
+        p = params._asdict() if hasattr(params, "_asdict") else dict(params or {})
+        session = ls.session_for(p.get("root"))
+        exp, parent, new = session.files(int(p["number"]))
+        return {"number": exp.number, "parent": exp.parent_commit, "commit": exp.commit,
+                "files": [{"path": path, "parent": parent[path], "experiment": new[path]} for path in new]}

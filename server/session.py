@@ -1,0 +1,193 @@
+"""One workspace folder as an editor sees it: its settings, its loop, its ledger, its experiments' files.
+
+The language server keeps one Session per workspace folder and translates LSP to these calls and
+back. Nothing here blocks on training, git writes or the LLM: the loop runs as an asyncio task and
+reports through `emit` (engine events, the dicts of nightlab.protocol.events).
+
+Must not import: pygls, lsprotocol (lsp/ is the only code that does).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from .engine import Engine
+from .ledger import Ledger
+from .settings import Settings, SettingsError, load_settings
+from .store import Store, StoreError
+from .types import Experiment
+
+log = logging.getLogger(__name__)
+
+# camelCase keys of nightlab.loop.start's argument -> load_settings overrides
+START_OVERRIDES = {"agent": "agent", "budgetSeconds": "budget_seconds", "budgetTokens": "budget_tokens",
+                   "maxExperiments": "max_experiments", "tag": "tag", "policy": "policy", "slots": "slots",
+                   "maxCostUsd": "max_cost_usd"}
+
+
+class SessionError(Exception):
+    """Something the person must fix, said plainly (returned as a command's error)."""
+
+
+class Session:
+    def __init__(self, root: Path, emit: Callable[[dict[str, Any]], None]):
+        self.root = Path(root).resolve()
+        self.emit = emit
+        self.engine: Optional[Engine] = None
+        self.task: Optional[asyncio.Task] = None
+        self.tag: Optional[str] = None
+        self._settings: Optional[Settings] = None
+
+    # ------------------------------------------------------------------ reading
+
+    def settings(self) -> Settings:
+        if self._settings is None:
+            try:
+                self._settings = load_settings(self.root, {"tag": self.tag})
+            except SettingsError as exc:
+                raise SessionError(str(exc)) from None
+        return self._settings
+
+    def is_workspace(self) -> bool:
+        try:
+            self.settings()
+            return True
+        except SessionError:
+            return False
+
+    def ledger(self) -> Ledger:
+        if self.engine is not None:
+            return self.engine.ledger
+        s = self.settings()
+        return Ledger(self.root / ".nightlab" / s.tag, s.metric.name)
+
+    def experiments(self) -> list[Experiment]:
+        return self.ledger().experiments() if self.is_workspace() else []
+
+    def experiment(self, number: int) -> Experiment:
+        exp = self.ledger().get(int(number))
+        if exp is None:
+            raise SessionError(f"there is no experiment #{number} on tag {self.settings().tag}")
+        return exp
+
+    def store(self) -> Store:
+        return self.engine.store if self.engine is not None else Store(self.root, self.settings().tag)
+
+    def files(self, number: int) -> tuple[Experiment, dict[str, str], dict[str, str]]:
+        """The experiment, and the text of each editable file at its parent and at its commit."""
+        exp = self.experiment(number)
+        if not exp.commit:
+            raise SessionError(f"experiment #{number} has no commit")
+        store, out_parent, out_exp = self.store(), {}, {}
+        for path in self.settings().files.editable:
+            try:
+                out_parent[path] = store.read_file(path, exp.parent_commit)
+                out_exp[path] = store.read_file(path, exp.commit)
+            except StoreError as exc:
+                raise SessionError(str(exc)) from None
+        return exp, out_parent, out_exp
+
+    def state(self) -> dict[str, Any]:
+        exps = self.experiments()
+        s = self.settings() if self.is_workspace() else None
+        best = max((e for e in exps if e.status == "keep" and e.metric is not None),
+                   key=lambda e: -e.metric if (s is None or s.metric.direction == "lower") else e.metric,
+                   default=None)
+        baseline = next((e for e in exps if e.meta.get("baseline") and e.metric is not None), None)
+        running = sorted(self.engine.trials) if self.engine is not None else []
+        return {"state": self.engine.state if self.engine is not None else "idle",
+                "tag": s.tag if s else "", "agent": s.agent.name if s else "",
+                "best": {"number": best.number, "metric": best.metric} if best else None,
+                "baseline": baseline.metric if baseline else None, "experimentsRun": len(exps),
+                "running": running, "costUsd": sum(float(e.usage.get("cost_usd") or 0) for e in exps)}
+
+    # ------------------------------------------------------------------ the loop
+
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    async def start(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        if self.running():
+            raise SessionError("the loop is already running in this workspace")
+        unknown = set(overrides or {}) - set(START_OVERRIDES)
+        if unknown:
+            raise SessionError(f"unknown option(s) {', '.join(sorted(unknown))}; known: "
+                               f"{', '.join(sorted(START_OVERRIDES))}")
+        flat = {START_OVERRIDES[k]: v for k, v in (overrides or {}).items()}
+        try:
+            settings = load_settings(self.root, flat)
+            engine = Engine(settings)
+        except (SettingsError, StoreError) as exc:
+            raise SessionError(str(exc)) from None
+        except Exception as exc:  # unknown agent or policy, a missing key ...
+            raise SessionError(f"{type(exc).__name__}: {exc}") from None
+        self.engine, self._settings, self.tag = engine, settings, settings.tag
+        engine.subscribe(self.emit)
+        self.task = asyncio.create_task(self._run(engine))
+        return {"tag": settings.tag, "state": "starting"}
+
+    async def _run(self, engine: Engine) -> None:
+        try:
+            await engine.run()
+        except Exception as exc:  # the engine already emitted "errored"; keep the server alive
+            log.exception("loop failed")
+            self.emit({"type": "message", "level": "error", "text": f"the loop failed: {exc}"})
+
+    def _engine(self) -> Engine:
+        if self.engine is None or not self.running():
+            raise SessionError("the loop is not running in this workspace")
+        return self.engine
+
+    def pause(self) -> dict[str, Any]:
+        self._engine().pause()
+        return {"state": "pausing"}
+
+    def resume(self) -> dict[str, Any]:
+        self._engine().resume()
+        return {"state": "running"}
+
+    async def stop(self) -> dict[str, Any]:
+        engine = self._engine()
+        engine.stop()
+        if self.task is not None:
+            await asyncio.wait([self.task], timeout=60)
+        return {"state": engine.state}
+
+    def cancel_run(self, number: int) -> bool:
+        """Stop one running experiment (it is recorded as interrupted); the loop goes on."""
+        trial = self.engine.trials.get(number) if self.engine is not None else None
+        if trial is None:
+            return False
+        trial.cancel.set()
+        return True
+
+    # ------------------------------------------------------------------ review
+
+    def review(self, number: int, verdict: str, note: str = "") -> Experiment:
+        """Record the person's verdict (accepted / rejected) on an experiment: a new ledger record,
+        the old ones stay (the ledger is append-only)."""
+        exp = self.experiment(number)
+        exp.meta = {**exp.meta, "review": verdict, **({"review_note": note} if note else {})}
+        self.ledger().append(exp)
+        return exp
+
+    def rerun(self, number: int) -> dict[str, Any]:
+        """Run an experiment's change again (a new number, another look at a noisy result)."""
+        from .types import Proposal
+
+        engine = self._engine()
+        exp, _, files = self.files(number)
+        engine._pending.append(Proposal(description=exp.description, edits=[], hypothesis=exp.hypothesis,
+                                        agent=exp.agent, meta={"rerun_of": exp.number, "files": files}))
+        return {"queued": number}
+
+    def measure_baseline(self) -> dict[str, Any]:
+        """Measure the current best again, `repeats` times: a fresh anchor for the noise floor."""
+        from .types import Proposal
+
+        engine = self._engine()
+        engine._pending.append(Proposal(description="baseline (measured again)", edits=[], agent="",
+                                        hypothesis="the current best, unchanged", meta={"baseline": True}))
+        return {"queued": "baseline"}

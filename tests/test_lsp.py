@@ -1,0 +1,241 @@
+"""The language server end to end: the real server over stdio, driven by pytest-lsp's client.
+
+Two workspaces: the stand-in trainer (its val_bpb is its knob X, a CRASH knob raises on a known
+line), so that keeps, code actions and crashes are deterministic; and the real default experiment
+with a tiny token budget for the notifications, `$/progress` and its cancellation."""
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import pytest_lsp
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig, LanguageClient
+
+from test_engine import STAND_IN, git, make_workspace
+from test_engine_ahead import merge_toml
+
+CRASHY = STAND_IN.replace('MODE = "ok" ', 'CRASH = False      # the offline agent flips it: a crash on a known line\n'
+                          'MODE = "ok" ').replace(
+    'if MODE == "fail":', 'if CRASH or X < 0.3:\n    raise RuntimeError("X below 0.3 diverges")\nif MODE == "fail":')
+CRASH_LINE = next(i for i, line in enumerate(CRASHY.splitlines()) if "raise RuntimeError" in line)
+
+
+def client_capabilities() -> types.ClientCapabilities:
+    return types.ClientCapabilities(
+        window=types.WindowClientCapabilities(work_done_progress=True),
+        workspace=types.WorkspaceClientCapabilities(apply_edit=True),
+    )
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "nightlab.server"]))
+async def client(lsp_client: LanguageClient, tmp_path_factory):
+    ws = make_workspace(tmp_path_factory.mktemp("lsp"), CRASHY)
+    (ws / "nightlab.toml").write_text(merge_toml((ws / "nightlab.toml").read_text(),
+                                                 '[run]\npropose_ahead = false\n[policy]\nname = "strict"\n'))
+    git(ws, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qam", "settings")
+    lsp_client.ws = ws
+    lsp_client.edits = []
+    fix_code_action_structuring(lsp_client)
+    listen(lsp_client)
+
+    @lsp_client.feature(types.WORKSPACE_APPLY_EDIT)
+    def apply_edit(params: types.ApplyWorkspaceEditParams):
+        lsp_client.edits.append(params.edit)
+        return types.ApplyWorkspaceEditResult(applied=True)
+
+    await lsp_client.initialize_session(types.InitializeParams(
+        capabilities=client_capabilities(), root_uri=ws.as_uri(),
+        workspace_folders=[types.WorkspaceFolder(uri=ws.as_uri(), name="ws")]))
+    yield
+    await lsp_client.shutdown_session()
+
+
+def fix_code_action_structuring(client: LanguageClient) -> None:
+    """lsprotocol 2025.0.0's client-side converter turns a CodeAction carrying a command into a Command
+    (REFERENCE.md); real editors are unaffected. Tell a CodeAction from a Command by its fields."""
+    converter = client.protocol._converter
+
+    def hook(obj, _type):
+        if obj is None:
+            return None
+        return [converter.structure(x, types.CodeAction if ("kind" in x or "edit" in x or isinstance(
+            x.get("command"), dict)) else types.Command) for x in obj]
+
+    converter.register_structure_hook(types.CodeActionResult, hook)
+    converter.register_structure_hook(types.Optional[types.CodeActionResult], hook)
+
+
+def open_doc(client: LanguageClient, path: Path) -> str:
+    uri = path.as_uri()
+    client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
+        uri=uri, language_id="python", version=1, text=path.read_text())))
+    return uri
+
+
+async def run_loop(client: LanguageClient, n: int) -> list[dict]:
+    """Start the loop for n experiments and wait until it stopped; the finished notifications."""
+    client.finished = []
+    client.loop_stopped = asyncio.get_running_loop().create_future()
+    await client.workspace_execute_command_async(types.ExecuteCommandParams(
+        command="nightlab.loop.start", arguments=[{"agent": "offline", "maxExperiments": n, "policy": "strict"}]))
+    state = await asyncio.wait_for(client.loop_stopped, 120)
+    assert state["state"] == "stopped", state
+    return client.finished
+
+
+def listen(client: LanguageClient) -> None:
+    """Keep what the server notifies: loop states, finished experiments, progress."""
+    client.finished, client.states, client.progress = [], [], []
+
+    def as_dict(params):
+        return params._asdict() if hasattr(params, "_asdict") else params
+
+    @client.feature("nightlab/experimentFinished")
+    def on_finished(params):
+        client.finished.append(as_dict(params))
+
+    @client.feature("nightlab/experimentProgress")
+    def on_progress(params):
+        client.progress.append(as_dict(params))
+
+    @client.feature("nightlab/loopState")
+    def on_state(params):
+        state = as_dict(params)
+        client.states.append(state)
+        stopped = getattr(client, "loop_stopped", None)
+        if state["state"] in ("stopped", "errored") and stopped is not None and not stopped.done():
+            stopped.set_result(state)
+
+
+def apply_text_edits(text: str, edits: list[types.TextEdit]) -> str:
+    lines = text.splitlines(keepends=True)
+    offsets = [0]
+    for line in lines:
+        offsets.append(offsets[-1] + len(line))
+
+    def at(pos):
+        return offsets[min(pos.line, len(lines))] + pos.character
+
+    for e in sorted(edits, key=lambda e: (e.range.start.line, e.range.start.character), reverse=True):
+        text = text[:at(e.range.start)] + e.new_text + text[at(e.range.end):]
+    return text
+
+
+async def test_loop_actions_lenses_hover_accept_reject_and_crash(client: LanguageClient):
+    ws = client.ws
+    uri = open_doc(client, ws / "train.py")
+    finished = await run_loop(client, 5)
+    statuses = [f["experiment"]["status"] if "experiment" in f else f["status"] for f in finished]
+    # deterministic: the seeded offline agent walks X down (kept) until X < 0.3 raises on CRASH_LINE
+    assert statuses == ["keep", "keep", "keep", "keep", "crash"], statuses
+    ledger = [line for line in (ws / ".nightlab/main/results.tsv").read_text().splitlines()[1:]]
+    assert len(ledger) == 5
+
+    # the code lens at the top summarises the loop
+    lenses = await client.text_document_code_lens_async(types.CodeLensParams(
+        text_document=types.TextDocumentIdentifier(uri=uri)))
+    assert lenses[0].range.start.line == 0 and "best" in lenses[0].command.title and "5 experiments" in lenses[0].command.title
+
+    # a code action applies a kept experiment to the buffer: the result is that experiment's file
+    actions = await client.text_document_code_action_async(types.CodeActionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri),
+        range=types.Range(start=types.Position(line=0, character=0), end=types.Position(line=0, character=0)),
+        context=types.CodeActionContext(diagnostics=[])))
+    applies = [a for a in actions if isinstance(a, types.CodeAction) and a.title.startswith("Apply experiment #")]
+    assert applies, [(type(a).__name__, a.title) for a in actions or []]
+    action = applies[0]
+    number = int(action.title.split("#")[1].split(":")[0])
+    edit = action.edit.document_changes[0]
+    assert edit.text_document.version == 1
+    buffer = apply_text_edits((ws / "train.py").read_text(), edit.edits)
+    commit = git(ws, "rev-parse", f"refs/nightlab/main/{number}")
+    assert buffer == git(ws, "show", f"{commit}:train.py") + "\n"
+
+    # hover on the knob line shows the experiments that changed it, newest first
+    x_line = next(i for i, line in enumerate((ws / "train.py").read_text().splitlines()) if line.startswith("X = "))
+    hover = await client.text_document_hover_async(types.HoverParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=x_line, character=1)))
+    assert hover is not None and f"#{number}" in hover.contents.value and "keep" in hover.contents.value
+
+    # the crash is a diagnostic on the line that raised
+    diagnostics = client.diagnostics.get(uri, [])
+    assert diagnostics and diagnostics[0].range.start.line == CRASH_LINE, diagnostics
+    assert "crashed here" in diagnostics[0].message
+
+    # accept by command: the server asks the editor to apply the edit; reject records the verdict
+    result = await client.workspace_execute_command_async(types.ExecuteCommandParams(
+        command="nightlab.experiment.accept", arguments=[{"number": number}]))
+    assert result["number"] == number and client.edits
+    await client.workspace_execute_command_async(types.ExecuteCommandParams(
+        command="nightlab.experiment.reject", arguments=[{"number": number}]))
+    records = (ws / ".nightlab/main/experiments.jsonl").read_text()
+    assert '"review":"accepted"' in records and '"review":"rejected"' in records
+    # the user's file on disk is untouched by all of this (the editor owns the buffer)
+    assert (ws / "train.py").read_text() == CRASHY
+
+    # the crash diagnostic goes once a later experiment supersedes it
+    await run_loop(client, 1)
+    assert all(d.code != "experiment-5" for d in client.diagnostics.get(uri, []))
+
+
+async def test_commands_fail_clearly(client: LanguageClient):
+    with pytest.raises(Exception, match="not running"):
+        await client.workspace_execute_command_async(types.ExecuteCommandParams(command="nightlab.loop.pause"))
+    with pytest.raises(Exception, match="no experiment #99"):
+        await client.workspace_execute_command_async(types.ExecuteCommandParams(
+            command="nightlab.experiment.accept", arguments=[{"number": 99}]))
+    with pytest.raises(Exception, match="unknown option"):
+        await client.workspace_execute_command_async(types.ExecuteCommandParams(
+            command="nightlab.loop.start", arguments=[{"budgetMinutes": 3}]))
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "nightlab.server"]))
+async def demo_client(lsp_client: LanguageClient, tmp_path_factory):
+    ws = tmp_path_factory.mktemp("lsp-demo") / "demo"
+    proc = subprocess.run([sys.executable, "-m", "nightlab.server.cli", "init", str(ws), "--profile", "cpu"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    lsp_client.ws = ws
+    listen(lsp_client)
+    await lsp_client.initialize_session(types.InitializeParams(
+        capabilities=client_capabilities(), root_uri=ws.as_uri(),
+        workspace_folders=[types.WorkspaceFolder(uri=ws.as_uri(), name="demo")]))
+    yield
+    await lsp_client.shutdown_session()
+
+
+@pytest.mark.slow
+async def test_real_training_reports_progress_and_cancelling_stops_the_run(demo_client: LanguageClient):
+    client = demo_client
+    client.loop_stopped = asyncio.get_running_loop().create_future()
+    await client.workspace_execute_command_async(types.ExecuteCommandParams(
+        command="nightlab.loop.start",
+        arguments=[{"agent": "offline", "maxExperiments": 2, "policy": "strict", "budgetTokens": 40960}]))
+
+    async def until(predicate, timeout=120):
+        for _ in range(int(timeout * 10)):
+            if predicate():
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError("timed out")
+
+    await until(lambda: any(f["number"] == 1 for f in client.finished))
+    baseline = next(f for f in client.finished if f["number"] == 1)
+    assert baseline["status"] == "keep" and baseline["metric"] < 8.5
+    steps = [p for p in client.progress if p["number"] == 1]
+    assert steps and steps[-1]["fraction"] == pytest.approx(1.0) and steps[-1]["loss"] > 0
+    token = "nightlab/main/1"
+    reports = client.progress_reports[token]
+    assert reports[0].kind == "begin" and reports[-1].kind == "end" and "keep" in reports[-1].message
+    assert any(r.kind == "report" and "loss" in (r.message or "") for r in reports)
+
+    # experiment 2: cancel its progress as soon as it trains; the run stops, the loop records it
+    await until(lambda: any(p["number"] == 2 for p in client.progress))
+    client.window_work_done_progress_cancel(types.WorkDoneProgressCancelParams(token="nightlab/main/2"))
+    state = await asyncio.wait_for(client.loop_stopped, 60)
+    assert state["state"] == "stopped"
+    second = next(f for f in client.finished if f["number"] == 2)
+    assert second["status"] == "interrupted"
+    assert client.progress_reports["nightlab/main/2"][-1].kind == "end"
