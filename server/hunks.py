@@ -2,21 +2,21 @@
 experiment #17" code actions and "which experiments touched this line" hovers.
 
 The buffer may differ from the experiment's parent (the user edited it, or applied other experiments),
-so each hunk is *located* before it becomes an edit, in this order, stopping at the first that finds it:
-  1. the old lines with their context, exactly: at the original line, else the nearest occurrence;
-  2. the new lines with their context, exactly: the hunk is already applied;
-  3. and 4. the same two, whitespace-insensitively (indentation of the new lines follows the buffer's);
-  5.-8. the same four without the context, trusted only when unique and not made of blank lines alone
-     (and not when both the old and the new lines turn up: nothing says which is which).
-A hunk found nowhere is a `conflict`: the client opens a diff rather than apply a "99% similar" edit to
-the wrong place. Checking "already applied" before the context-free levels keeps a second "apply" of
-the same experiment from changing another copy of a common line.
+so each hunk is *located* before it becomes an edit. Its old lines ("found") and its new lines ("already
+applied") are searched together, level by level, the first level with a hit deciding:
+  1. with their context, exactly;  2. with their context, whitespace-insensitively (`git diff -w`; the
+  new lines are re-indented as the buffer indents the old);  3. and 4. the same without the context,
+  trusted only when unique, not all blank, and not when both the old and the new lines turn up.
+With context, the hit nearest the original line wins, distance counted from the top and from the end
+(lines inserted above move a hunk from the one, not the other). A hunk found nowhere is a `conflict`: the
+client opens a diff instead of applying a "99% similar" edit to the wrong place. Looking for the new lines
+as early as the old keeps a second "apply" of an experiment from changing another copy of a common line.
 
-Lines are compared without their line endings. Hunk lines keep a "\n" terminator (CRLF normalised), the
-last line of a file without a trailing newline has none; edits use the buffer's own line ending.
-Positions are 0-based (line, character); characters count Python code points, the LSP layer converts
-them to the negotiated position encoding. All edits of one `plan` are against the same buffer text
-and never overlap, so a client can send them as one WorkspaceEdit (one undo step).
+Lines are compared without their line endings. Hunk lines end in "\n" (CRLF normalised) except the last
+line of a file without a final newline; edits use the buffer's line ending. Positions are 0-based (line,
+character); characters count Python code points, the LSP layer converts them to the negotiated encoding.
+The edits of one `plan` are against one buffer text and never overlap: one WorkspaceEdit, one undo step.
+Pure insertions are placed by their context, so `context` must be at least 1.
 
 Must not import: pygls, lsprotocol, git, or any other nightlab.server module. Writes nothing to disk.
 """
@@ -101,10 +101,6 @@ def _split(text: str) -> list[tuple[str, str]]:
     return out
 
 
-def _lines(text: str) -> list[str]:
-    return [c + ("\n" if e else "") for c, e in _split(text)]
-
-
 def _key(line: str) -> str:
     return line.rstrip("\r\n")
 
@@ -133,7 +129,7 @@ def parse_hunks(parent_text: str, experiment_text: str, context: int = 3) -> lis
 def _hunks(parent_text: str, experiment_text: str, context: int) -> tuple[Hunk, ...]:
     pa, pb = _split(parent_text), _split(experiment_text)
     a, b = [c for c, _ in pa], [c for c, _ in pb]  # contents: a missing final newline is no change
-    ra, rb = _lines(parent_text), _lines(experiment_text)
+    ra, rb = [c + "\n" * bool(e) for c, e in pa], [c + "\n" * bool(e) for c, e in pb]
     eof = (not pa or pa[-1][1] != "", not pb or pb[-1][1] != "")  # ends with a newline (or is empty)
     sm = difflib.SequenceMatcher(None, a, b, autojunk=False)  # autojunk would junk blank lines
     out = []
@@ -180,8 +176,9 @@ def locate(hunk: Hunk, buffer_lines: list[str]) -> Optional[LocatedHunk]:
     old, new = [_key(x) for x in hunk.old_lines], [_key(x) for x in hunk.new_lines]
     before, after = [_key(x) for x in hunk.before], [_key(x) for x in hunk.after]
 
-    def dist(start: int, length: int) -> int:  # from the original line, counted from the top or the end
-        return min(abs(start - hunk.start), abs(len(exact) - start - length - hunk.tail))
+    def dist(start: int, length: int) -> tuple[int, int]:  # from the original line: top and end
+        top, end = abs(start - hunk.start), abs(len(exact) - start - length - hunk.tail)
+        return min(top, end), top + end
 
     def search(state: str, window: list[str], off: int, ws: bool, ctx: bool):
         """(LocatedHunk, window start, window end) for the nearest (or, without context, the only) hit."""
@@ -216,12 +213,12 @@ def locate(hunk: Hunk, buffer_lines: list[str]) -> Optional[LocatedHunk]:
                 anchors = [(old, 0)] if old else [(before, len(before)), (after, 0)]
                 found = next((h for w, off in anchors if (h := search("found", w, off, ws, False))), None)
                 applied = search("applied", new, 0, ws, False)
-            if found and applied and (applied[1] <= found[1] and found[2] <= applied[2] or not (ctx or old)):
-                return applied[0]  # what looked like the old text is part of the new (or the anchor of it)
-            if found and applied and not ctx:
-                return None  # the old and the new text are both there, and no context says which is which
-            if found and applied:  # both, with their context: the nearer the original line wins
+            if found and applied and ctx:  # both, with their context: the nearer the original line wins
                 return min((found[0], applied[0]), key=lambda h: dist(h.start, h.end - h.start))
+            if found and applied and (applied[1] <= found[1] and found[2] <= applied[2] or not old):
+                return applied[0]  # what looked like the old text is part of the new (or the anchor of it)
+            if found and applied:
+                return None  # the old and the new text are both there, and no context says which is which
             if found or applied:
                 return (found or applied)[0]
     return None
@@ -258,8 +255,7 @@ def _edit(buf: list[tuple[str, str]], start: int, end: int, hunk: Hunk, eol: str
     return (*first, *last), text
 
 
-def _starts(buf: list[tuple[str, str]]) -> list[int]:
-    """The offset where each line starts, and the text's length after them."""
+def _starts(buf: list[tuple[str, str]]) -> list[int]:  # each line's offset, then the text's length
     out = [0]
     for c, e in buf:
         out.append(out[-1] + len(c) + len(e))
@@ -268,8 +264,8 @@ def _starts(buf: list[tuple[str, str]]) -> list[int]:
 
 def plan(parent_text: str, experiment_text: str, buffer_text: str, context: int = 3) -> list[HunkPlan]:
     """One HunkPlan per hunk of parent -> experiment, against `buffer_text`. Apply plans never overlap
-    (a later hunk that would overlap an earlier one becomes a conflict)."""
-    buf = _split(buffer_text)
+    (a later hunk that would overlap an earlier one becomes a conflict; reasons count hunks from 1)."""
+    buf, context = _split(buffer_text), max(1, context)
     keys, starts = [c for c, _ in buf], _starts(buf)
     eol = next((e for _, e in buf + _split(experiment_text) + _split(parent_text) if e), "\n")
     plans: list[HunkPlan] = []
@@ -324,8 +320,8 @@ def line_history(experiments: Iterable[Record], line: Union[int, str], buffer_te
     """Which experiments touched a buffer line, in the order given (newest first): one LineChange per
     experiment (number, parent_text, experiment_text, status, metric, delta) with a hunk whose new lines
     contain the line ("new": it wrote this line), else whose old lines do ("old": it changed this line
-    away), else, for an assignment `NAME = ...`, one assigning the same NAME ("name": another value of
-    the knob was tried). `line` is the line's text, or its 0-based number in `buffer_text`. Lines are
+    away), else, for a knob `NAME = ...` (upper case), one assigning the same NAME ("name": another
+    value was tried). `line` is the line's text, or its 0-based number in `buffer_text`. Lines are
     compared whitespace-insensitively; blank and punctuation-only lines match nothing."""
     if isinstance(line, int):
         lines = _split(buffer_text)
@@ -335,13 +331,13 @@ def line_history(experiments: Iterable[Record], line: Union[int, str], buffer_te
     key = _ws(_key(line))
     if not any(ch.isalnum() for ch in key):
         return []
-    m = _ASSIGN.match(key)
-    name = m.group(1) if m else None
+    knob = _ASSIGN.match(key)
+    name = knob.group(1) if knob and knob.group(1).isupper() else None
     out = []
     for number, parent, experiment, status, metric, delta in experiments:
         for h in _hunks(parent, experiment, context):
             olds, news = {_ws(_key(x)) for x in h.old_lines}, {_ws(_key(x)) for x in h.new_lines}
-            names = {m.group(1) for x in h.old_lines + h.new_lines if (m := _ASSIGN.match(_key(x)))}
+            names = {a.group(1) for x in h.old_lines + h.new_lines if (a := _ASSIGN.match(_key(x)))}
             match = "new" if key in news else "old" if key in olds else "name" if name in names else None
             if match:
                 out.append(LineChange(number, status, metric, delta, match, h.summary))

@@ -13,6 +13,8 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from nightlab.protocol.types import BestPayload, LoopStatePayload, budget_text
+
 from .engine import Engine
 from .ledger import Ledger
 from .settings import Settings, SettingsError, load_settings
@@ -89,19 +91,20 @@ class Session:
                 raise SessionError(str(exc)) from None
         return exp, out_parent, out_exp
 
-    def state(self) -> dict[str, Any]:
+    def state(self, reason: str = "") -> LoopStatePayload:
         exps = self.experiments()
         s = self.settings() if self.is_workspace() else None
-        best = max((e for e in exps if e.status == "keep" and e.metric is not None),
-                   key=lambda e: -e.metric if (s is None or s.metric.direction == "lower") else e.metric,
-                   default=None)
+        best = self.ledger().best(s.metric.direction) if s else None
         baseline = next((e for e in exps if e.meta.get("baseline") and e.metric is not None), None)
         running = sorted(self.engine.trials) if self.engine is not None else []
-        return {"state": self.engine.state if self.engine is not None else "idle",
-                "tag": s.tag if s else "", "agent": s.agent.name if s else "",
-                "best": {"number": best.number, "metric": best.metric} if best else None,
-                "baseline": baseline.metric if baseline else None, "experimentsRun": len(exps),
-                "running": running, "costUsd": sum(float(e.usage.get("cost_usd") or 0) for e in exps)}
+        return LoopStatePayload(
+            state=self.engine.state if self.engine is not None else "idle", reason=reason,
+            tag=s.tag if s else "", agent=s.agent.name if s else "",
+            budget=budget_text(s.budget.mode, s.budget.seconds, s.budget.tokens) if s else "",
+            metric_name=s.metric.name if s else "val_bpb", direction=s.metric.direction if s else "lower",
+            best=BestPayload(number=best.number, metric=best.metric) if best else None,
+            baseline=baseline.metric if baseline else None, experiments_run=len(exps), running=running,
+            cost_usd=sum(float(e.usage.get("cost_usd") or 0) for e in exps), root=str(self.root))
 
     # ------------------------------------------------------------------ the loop
 
@@ -126,7 +129,7 @@ class Session:
         self.engine, self._settings, self.tag = engine, settings, settings.tag
         engine.subscribe(self.emit)
         self.task = asyncio.create_task(self._run(engine))
-        return {"tag": settings.tag, "state": "starting"}
+        return {"state": "idle", "message": "starting the loop", "tag": settings.tag}
 
     async def _run(self, engine: Engine) -> None:
         try:
@@ -141,19 +144,22 @@ class Session:
         return self.engine
 
     def pause(self) -> dict[str, Any]:
-        self._engine().pause()
-        return {"state": "pausing"}
+        engine = self._engine()
+        engine.pause()
+        return {"state": engine.state, "message": "pausing after the running experiment", "tag": engine.settings.tag}
 
     def resume(self) -> dict[str, Any]:
-        self._engine().resume()
-        return {"state": "running"}
+        engine = self._engine()
+        engine.resume()
+        return {"state": engine.state, "message": "resumed", "tag": engine.settings.tag}
 
     async def stop(self) -> dict[str, Any]:
         engine = self._engine()
         engine.stop()
         if self.task is not None:
             await asyncio.wait([self.task], timeout=60)
-        return {"state": engine.state}
+        return {"state": engine.state, "message": "stopped; an interrupted run goes again on the next start",
+                "tag": engine.settings.tag}
 
     def cancel_run(self, number: int) -> bool:
         """Stop one running experiment (it is recorded as interrupted); the loop goes on."""
@@ -181,7 +187,7 @@ class Session:
         exp, _, files = self.files(number)
         engine._pending.append(Proposal(description=exp.description, edits=[], hypothesis=exp.hypothesis,
                                         agent=exp.agent, meta={"rerun_of": exp.number, "files": files}))
-        return {"queued": number}
+        return {"number": number, "message": f"experiment #{number} queued to run again"}
 
     def measure_baseline(self) -> dict[str, Any]:
         """Measure the current best again, `repeats` times: a fresh anchor for the noise floor."""
@@ -190,4 +196,4 @@ class Session:
         engine = self._engine()
         engine._pending.append(Proposal(description="baseline (measured again)", edits=[], agent="",
                                         hypothesis="the current best, unchanged", meta={"baseline": True}))
-        return {"queued": "baseline"}
+        return {"number": 0, "message": "the baseline (the current best) queued to be measured again"}

@@ -45,9 +45,10 @@ async def client(lsp_client: LanguageClient, tmp_path_factory):
         lsp_client.edits.append(params.edit)
         return types.ApplyWorkspaceEditResult(applied=True)
 
-    await lsp_client.initialize_session(types.InitializeParams(
+    result = await lsp_client.initialize_session(types.InitializeParams(
         capabilities=client_capabilities(), root_uri=ws.as_uri(),
         workspace_folders=[types.WorkspaceFolder(uri=ws.as_uri(), name="ws")]))
+    assert result.capabilities.experimental == {"nightlabProtocol": 1}
     yield
     await lsp_client.shutdown_session()
 
@@ -89,8 +90,12 @@ def listen(client: LanguageClient) -> None:
     """Keep what the server notifies: loop states, finished experiments, progress."""
     client.finished, client.states, client.progress = [], [], []
 
-    def as_dict(params):
-        return params._asdict() if hasattr(params, "_asdict") else params
+    def as_dict(params):  # pygls gives custom params as namedtuples, nested ones too
+        if hasattr(params, "_asdict"):
+            return {k: as_dict(v) for k, v in params._asdict().items()}
+        if isinstance(params, (list, tuple)):
+            return [as_dict(v) for v in params]
+        return params
 
     @client.feature("nightlab/experimentFinished")
     def on_finished(params):
@@ -127,7 +132,7 @@ async def test_loop_actions_lenses_hover_accept_reject_and_crash(client: Languag
     ws = client.ws
     uri = open_doc(client, ws / "train.py")
     finished = await run_loop(client, 5)
-    statuses = [f["experiment"]["status"] if "experiment" in f else f["status"] for f in finished]
+    statuses = [f["experiment"]["status"] for f in finished]
     # deterministic: the seeded offline agent walks X down (kept) until X < 0.3 raises on CRASH_LINE
     assert statuses == ["keep", "keep", "keep", "keep", "crash"], statuses
     ledger = [line for line in (ws / ".nightlab/main/results.tsv").read_text().splitlines()[1:]]
@@ -152,6 +157,25 @@ async def test_loop_actions_lenses_hover_accept_reject_and_crash(client: Languag
     buffer = apply_text_edits((ws / "train.py").read_text(), edit.edits)
     commit = git(ws, "rev-parse", f"refs/nightlab/main/{number}")
     assert buffer == git(ws, "show", f"{commit}:train.py") + "\n"
+
+    # once the buffer holds that change, an inlay hint marks the line with the experiment and its delta
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+        content_changes=[types.TextDocumentContentChangeWholeDocument(text=buffer)]))
+    hints = await client.text_document_inlay_hint_async(types.InlayHintParams(
+        text_document=types.TextDocumentIdentifier(uri=uri),
+        range=types.Range(start=types.Position(line=0, character=0), end=types.Position(line=50, character=0))))
+    changed = next(i for i, (a, b) in enumerate(zip(CRASHY.splitlines(), buffer.splitlines())) if a != b)
+    assert any(h.position.line == changed and f"#{number}" in h.label for h in hints), hints
+    # ... and the action for it is gone, since the change is in the buffer
+    again = await client.text_document_code_action_async(types.CodeActionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri),
+        range=types.Range(start=types.Position(line=0, character=0), end=types.Position(line=0, character=0)),
+        context=types.CodeActionContext(diagnostics=[])))
+    assert not any(a.title == action.title for a in again or [])
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=3),
+        content_changes=[types.TextDocumentContentChangeWholeDocument(text=CRASHY)]))
 
     # hover on the knob line shows the experiments that changed it, newest first
     x_line = next(i for i, line in enumerate((ws / "train.py").read_text().splitlines()) if line.startswith("X = "))
@@ -221,8 +245,8 @@ async def test_real_training_reports_progress_and_cancelling_stops_the_run(demo_
             await asyncio.sleep(0.1)
         raise AssertionError("timed out")
 
-    await until(lambda: any(f["number"] == 1 for f in client.finished))
-    baseline = next(f for f in client.finished if f["number"] == 1)
+    await until(lambda: any(f["experiment"]["number"] == 1 for f in client.finished))
+    baseline = next(f["experiment"] for f in client.finished if f["experiment"]["number"] == 1)
     assert baseline["status"] == "keep" and baseline["metric"] < 8.5
     steps = [p for p in client.progress if p["number"] == 1]
     assert steps and steps[-1]["fraction"] == pytest.approx(1.0) and steps[-1]["loss"] > 0
@@ -236,6 +260,6 @@ async def test_real_training_reports_progress_and_cancelling_stops_the_run(demo_
     client.window_work_done_progress_cancel(types.WorkDoneProgressCancelParams(token="nightlab/main/2"))
     state = await asyncio.wait_for(client.loop_stopped, 60)
     assert state["state"] == "stopped"
-    second = next(f for f in client.finished if f["number"] == 2)
+    second = next(f["experiment"] for f in client.finished if f["experiment"]["number"] == 2)
     assert second["status"] == "interrupted"
     assert client.progress_reports["nightlab/main/2"][-1].kind == "end"

@@ -8,8 +8,8 @@ from lsprotocol import types
 
 from nightlab.protocol import methods as M
 
-STATUS = getattr(M, "STATUS", "nightlab.status")
-SHOW_DIFF = getattr(M, "EXPERIMENT_SHOW_DIFF", "nightlab.experiment.showDiff")
+
+from nightlab.protocol.types import AcceptResult
 
 from .. import hunks as hk
 from ..session import Session, SessionError
@@ -55,9 +55,9 @@ def setup(server: NightlabServer) -> None:
     async def stop(ls: NightlabServer, *args):
         return await _session(ls, args).stop()
 
-    @server.command(STATUS)
+    @server.command(M.STATUS)
     def status(ls: NightlabServer, *args):
-        return _session(ls, args).state()
+        return _session(ls, args).state().to_wire()
 
     @server.command(M.EXPERIMENT_ACCEPT)
     async def accept(ls: NightlabServer, *args):
@@ -92,14 +92,15 @@ def setup(server: NightlabServer) -> None:
             applied.append(rel)
         session.review(number, "accepted")
         ls.publish_crashes(session)
-        return {"number": number, "files": applied, "alreadyApplied": skipped}
+        return AcceptResult(number=number, files=applied, already_applied=skipped,
+                            message=f"applied experiment #{number}" if applied else "already in your files").to_wire()
 
     @server.command(M.EXPERIMENT_REJECT)
     def reject(ls: NightlabServer, *args):
         session = _session(ls, args)
         number = int(_arg(args, "number"))
         session.review(number, "rejected")
-        return {"number": number, "review": "rejected"}
+        return {"number": number, "message": f"experiment #{number} rejected"}
 
     @server.command(M.EXPERIMENT_RERUN)
     def rerun(ls: NightlabServer, *args):
@@ -110,7 +111,7 @@ def setup(server: NightlabServer) -> None:
     def measure_baseline(ls: NightlabServer, *args):
         return _session(ls, args).measure_baseline()
 
-    @server.command(SHOW_DIFF)
+    @server.command(M.EXPERIMENT_SHOW_DIFF)
     def show_diff(ls: NightlabServer, *args):
         session = _session(ls, args)
         exp, parents, news = session.files(int(_arg(args, "number")))

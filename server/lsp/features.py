@@ -9,9 +9,9 @@ from lsprotocol import types
 
 from nightlab.protocol import methods as M
 
-STATUS = getattr(M, "STATUS", "nightlab.status")
-SHOW_DIFF = getattr(M, "EXPERIMENT_SHOW_DIFF", "nightlab.experiment.showDiff")
 from nightlab.protocol.types import experiment_payload
+
+from ..edits import diff_summary
 
 from .. import annotate
 from ..session import Session
@@ -76,7 +76,7 @@ def setup(server: NightlabServer) -> None:
         for a in annotate.apply_actions(texts, doc.source, rel, metric):
             if a.conflicts:
                 out.append(types.CodeAction(title=a.title, kind=types.CodeActionKind.QuickFix, command=types.Command(
-                    title=a.title, command=SHOW_DIFF, arguments=[{"number": a.number}])))
+                    title=a.title, command=M.EXPERIMENT_SHOW_DIFF, arguments=[{"number": a.number}])))
                 continue
             out.append(types.CodeAction(title=a.title, kind=types.CodeActionKind.RefactorRewrite,
                                         edit=workspace_edit(doc.uri, doc.version, a.edits),
@@ -91,13 +91,13 @@ def setup(server: NightlabServer) -> None:
         session, rel = found
         state = session.state()
         parts = []
-        if state["best"]:
-            parts.append(f"best {state['best']['metric']:.4f} (#{state['best']['number']})")
-        if state["baseline"] is not None:
-            parts.append(f"baseline {state['baseline']:.4f}")
-        parts.append(f"{state['experimentsRun']} experiments")
+        if state.best:
+            parts.append(f"best {state.best.metric:.4f} (#{state.best.number})")
+        if state.baseline is not None:
+            parts.append(f"baseline {state.baseline:.4f}")
+        parts.append(f"{state.experiments_run} experiments")
         budget = session.settings().budget
-        for number in state["running"]:
+        for number in state.running:
             trial = session.engine.trials.get(number) if session.engine else None
             if trial is not None:
                 fraction = (trial.progress.fraction or 0.0) if trial.progress else 0.0
@@ -105,7 +105,7 @@ def setup(server: NightlabServer) -> None:
                 parts.append(f"running #{number} {trial.exp.description} ({100 * fraction:.0f}%{left})")
         zero = types.Range(start=types.Position(line=0, character=0), end=types.Position(line=0, character=0))
         lenses = [types.CodeLens(range=zero, command=types.Command(
-            title="Nightlab: " + " | ".join(parts) + f" [{state['state']}]", command=STATUS, arguments=[]))]
+            title="Nightlab: " + " | ".join(parts) + f" [{state.state}]", command=M.STATUS, arguments=[]))]
         doc = ls.workspace.get_text_document(params.text_document.uri)
         texts = _texts(session, rel, annotate.reviewable(session.experiments(), limit=1))
         for a in annotate.apply_actions(texts, doc.source, rel, session.settings().metric.name):
@@ -167,7 +167,8 @@ def setup(server: NightlabServer) -> None:
         exps = [e for e in session.experiments() if p.get("status") in (None, e.status)]
         offset, limit = int(p.get("offset") or 0), int(p.get("limit") or 100)
         return {"total": len(exps),
-                "experiments": [experiment_payload(e.to_json()).to_wire() for e in exps[offset:offset + limit]]}
+                "experiments": [experiment_payload(e.to_json(), diff_summary(e.diff) if e.diff else None).to_wire()
+                                for e in exps[offset:offset + limit]]}
 
     @server.feature(M.EXPERIMENT_DIFF)
     def experiment_diff(ls: NightlabServer, params: Any) -> dict:

@@ -13,9 +13,12 @@ from urllib.parse import unquote, urlparse
 
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
+from pygls.protocol.language_server import LanguageServerProtocol, lsp_method
 
 from nightlab.protocol import methods as M
-from nightlab.protocol.types import experiment_payload, progress_payload
+from nightlab.protocol.types import experiment_finished, experiment_started, progress_payload
+
+from ..edits import diff_summary
 
 from ..annotate import crash_location
 from ..session import Session
@@ -27,9 +30,20 @@ def uri_to_path(uri: str) -> Path:
     return Path(unquote(urlparse(uri).path)).resolve()
 
 
+class NightlabProtocol(LanguageServerProtocol):
+    """Advertises the Nightlab protocol version in capabilities.experimental, so a client can tell a
+    server it does not understand."""
+
+    @lsp_method(types.INITIALIZE)
+    def lsp_initialize(self, params: types.InitializeParams):
+        result = yield from super().lsp_initialize(params)
+        result.capabilities.experimental = {M.EXPERIMENTAL_CAPABILITY: M.PROTOCOL_VERSION}
+        return result
+
+
 class NightlabServer(LanguageServer):
     def __init__(self) -> None:
-        super().__init__("nightlab", "0.1.0")
+        super().__init__("nightlab", "0.1.0", protocol_cls=NightlabProtocol)
         self.sessions: dict[Path, Session] = {}
         self.progress_tokens: dict[str, tuple[Session, int]] = {}
         self.options: dict[str, Any] = {}
@@ -83,22 +97,26 @@ class NightlabServer(LanguageServer):
 
     def _on_event(self, session: Session, event: dict[str, Any]) -> None:
         kind = event["type"]
+        root = str(session.root)
         if kind == "state":
-            state = session.state()
-            state.update(state=event["state"], reason=event.get("reason", ""), root=str(session.root))
-            self.protocol.notify(M.LOOP_STATE, state)
+            state = session.state(event.get("reason", ""))
+            state.state = event["state"]
+            self.protocol.notify(M.LOOP_STATE, state.to_wire())
         elif kind == "experimentStarted":
             exp = event["experiment"]
-            self.protocol.notify(M.EXPERIMENT_STARTED, experiment_payload(exp).to_wire())
+            summary = diff_summary(exp["diff"]) if exp.get("diff") else None
+            self.protocol.notify(M.EXPERIMENT_STARTED, experiment_started(exp, summary, root=root).to_wire())
             self._progress_begin(session, exp)
         elif kind == "progress":
-            payload = progress_payload(event["number"], event["progress"], event.get("stage", "run"))
+            payload = progress_payload(event["number"], event["progress"], event.get("stage", "run"), root=root)
             self.protocol.notify(M.EXPERIMENT_PROGRESS, payload.to_wire())
             self._progress_report(session, event["number"], event["progress"])
         elif kind == "experimentFinished":
             exp = event["experiment"]
             self._progress_end(session, exp)
-            self.protocol.notify(M.EXPERIMENT_FINISHED, experiment_payload(exp).to_wire())
+            summary = diff_summary(exp["diff"]) if exp.get("diff") else None
+            self.protocol.notify(M.EXPERIMENT_FINISHED, experiment_finished(
+                exp, new_best=exp.get("status") == "keep", diff_summary=summary, root=root).to_wire())
             self.publish_crashes(session)
             self._refresh()
         elif kind == "message":
