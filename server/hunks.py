@@ -35,7 +35,6 @@ _ASSIGN = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(?::[^=]+)?=(?!=)\s*(.*?)
 @dataclass(frozen=True)
 class Hunk:
     """One change of an experiment: parent lines [start, end) become `new_lines`."""
-
     index: int  # 0-based position among the experiment's hunks
     start: int  # parent line range, 0-based, end exclusive (start == end: a pure insertion)
     end: int
@@ -51,9 +50,7 @@ class Hunk:
 
 @dataclass(frozen=True)
 class LocatedHunk:
-    """Where a hunk sits in a buffer: lines [start, end) hold its old lines (state "found") or its new
-    lines (state "applied")."""
-
+    """Where a hunk sits in a buffer: lines [start, end) hold its old lines ("found") or new ("applied")."""
     start: int
     end: int
     state: Literal["found", "applied"]
@@ -65,7 +62,6 @@ class LocatedHunk:
 class HunkPlan:
     """What to do with one hunk in one buffer version. For "apply", `range` is (start_line, start_char,
     end_line, end_char) in the buffer and `text` its replacement."""
-
     hunk: Hunk
     state: Literal["apply", "applied", "conflict"]
     reason: str  # for people: "exact", "moved by +3 lines", "already applied", "old lines not found"...
@@ -77,7 +73,6 @@ class HunkPlan:
 @dataclass(frozen=True)
 class LineChange:
     """One experiment that touched a line (see `line_history`)."""
-
     number: int
     status: str
     metric: Optional[float]
@@ -180,13 +175,11 @@ def locate(hunk: Hunk, buffer_lines: list[str]) -> Optional[LocatedHunk]:
         top, end = abs(start - hunk.start), abs(len(exact) - start - length - hunk.tail)
         return min(top, end), top + end
 
-    def search(state: str, window: list[str], off: int, ws: bool, ctx: bool):
-        """(LocatedHunk, window start, window end) for the nearest (or, without context, the only) hit."""
-        if not window and exact:  # an empty window (empty parent) fits an empty buffer only
-            return None
-        if state == "applied" and old == new:  # only the final newline changes: `plan` sees if it did
-            return None
-        if not ctx and not any(x.strip() for x in window):
+    def search(state: str, window: list[str], off: int, ws: bool, ctx: bool) -> Optional[LocatedHunk]:
+        # an empty window (an empty parent) fits an empty buffer only; when only the final newline
+        # changes, old == new and `plan` tells whether it is applied
+        if (not window and exact) or (state == "applied" and old == new) or (
+                not ctx and not any(x.strip() for x in window)):
             return None
         hits = _find(loose if ws else exact, [_ws(x) for x in window] if ws else window)
         if not hits or (not ctx and len(hits) > 1):  # without context only a unique match is trusted
@@ -200,9 +193,8 @@ def locate(hunk: Hunk, buffer_lines: list[str]) -> Optional[LocatedHunk]:
             near = [*range(off, off + len(body)), *range(off - 1, -1, -1), *range(off + len(body), len(window))]
             pairs = [(window[k], exact[pos + k]) for k in near if window[k].strip()]
             indent = (_indent(pairs[0][0]), _indent(pairs[0][1])) if pairs else indent
-        loc = LocatedHunk(start, start + len(body), state, how,  # type: ignore[arg-type]
-                          indent if indent[0] != indent[1] else ("", ""))
-        return loc, pos, pos + len(window)
+        return LocatedHunk(start, start + len(body), state, how,  # type: ignore[arg-type]
+                           indent if indent[0] != indent[1] else ("", ""))
 
     for ctx in (True, False):
         for ws in (False, True):
@@ -213,14 +205,12 @@ def locate(hunk: Hunk, buffer_lines: list[str]) -> Optional[LocatedHunk]:
                 anchors = [(old, 0)] if old else [(before, len(before)), (after, 0)]
                 found = next((h for w, off in anchors if (h := search("found", w, off, ws, False))), None)
                 applied = search("applied", new, 0, ws, False)
-            if found and applied and ctx:  # both, with their context: the nearer the original line wins
-                return min((found[0], applied[0]), key=lambda h: dist(h.start, h.end - h.start))
-            if found and applied and (applied[1] <= found[1] and found[2] <= applied[2] or not old):
-                return applied[0]  # what looked like the old text is part of the new (or the anchor of it)
-            if found and applied:
-                return None  # the old and the new text are both there, and no context says which is which
+            if found and applied:  # with context the nearer wins; without, an insertion's anchor says
+                if ctx:               # nothing, and old and new lines both there say nothing either
+                    return min((found, applied), key=lambda h: dist(h.start, h.end - h.start))
+                return None if old else applied
             if found or applied:
-                return (found or applied)[0]
+                return found or applied
     return None
 
 
@@ -335,11 +325,16 @@ def line_history(experiments: Iterable[Record], line: Union[int, str], buffer_te
     name = knob.group(1) if knob and knob.group(1).isupper() else None
     out = []
     for number, parent, experiment, status, metric, delta in experiments:
+        hits = []  # (rank, match, summary) per hunk: a hunk that wrote the line beats one of the same knob
         for h in _hunks(parent, experiment, context):
-            olds, news = {_ws(_key(x)) for x in h.old_lines}, {_ws(_key(x)) for x in h.new_lines}
             names = {a.group(1) for x in h.old_lines + h.new_lines if (a := _ASSIGN.match(_key(x)))}
-            match = "new" if key in news else "old" if key in olds else "name" if name in names else None
-            if match:
-                out.append(LineChange(number, status, metric, delta, match, h.summary))
-                break
+            for rank, (match, found) in enumerate([("new", key in {_ws(_key(x)) for x in h.new_lines}),
+                                                   ("old", key in {_ws(_key(x)) for x in h.old_lines}),
+                                                   ("name", name in names)]):
+                if found:
+                    hits.append((rank, match, h.summary))
+                    break
+        if hits:
+            _, match, summary = min(hits)
+            out.append(LineChange(number, status, metric, delta, match, summary))  # type: ignore[arg-type]
     return out

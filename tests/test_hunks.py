@@ -42,6 +42,8 @@ MULTI = (KNOB.replace("        x = F.relu(x).square()\n", "        x = F.gelu(x)
          .replace("    train(model, MATRIX_LR)\n", ""))
 HUNK2_ONLY = PARENT.replace("        x = F.relu(x).square()\n", "        x = F.gelu(x)\n        x = x * 2\n")
 ABOVE = "import math\nimport os\n"
+RUN = "x = 1\n" + "b\n" * 6 + "y = 2\n"
+TEN = "\n".join(f"{c} = 1" for c in "ABCDEFGHIJ")  # no final newline
 
 
 def crlf(text: str) -> str:
@@ -92,6 +94,14 @@ CASES = [
      "x\nOLD\ny\nNEW\nz\n", ["conflict"], "x\nOLD\ny\nNEW\nz\n"),
     ("moved, context gone, old line unique", "A\nB\nC\nOLD\nD\nE\nF\n", "A\nB\nC\nNEW\nD\nE\nF\n",
      "x\ny\nOLD\nz\n", ["apply"], "x\ny\nNEW\nz\n"),
+    ("a line added to a run of equal lines", RUN, RUN.replace("b\n", "b\nb\n", 1), RUN, ["apply"],
+     RUN.replace("b\n", "b\nb\n", 1)),
+    ("a line added to a run, applied", RUN, RUN.replace("b\n", "b\nb\n", 1), RUN.replace("b\n", "b\nb\n", 1),
+     ["applied"], None),
+    ("final newline added far from the change", TEN, "A = 2" + TEN[5:] + "\n", TEN, ["apply", "apply"],
+     "A = 2" + TEN[5:] + "\n"),
+    ("final newline added far from the change, applied", TEN, "A = 2" + TEN[5:] + "\n",
+     "A = 2" + TEN[5:] + "\n", ["applied", "applied"], None),
     ("blank line deleted, context gone", "A\nB\nC\n\nD\nE\nF\n", "A\nB\nC\nD\nE\nF\n", "x\n\ny\n",
      ["conflict"], "x\n\ny\n"),
 ]
@@ -171,6 +181,9 @@ def test_line_history():
     n = buffer.splitlines().index("        x = F.gelu(x)")
     assert [c.number for c in line_history(experiments, n, buffer)] == [2]
     assert [c.number for c in line_history(experiments, "MATRIX_LR = 0.3")] == [3, 1]  # same knob
+    far = "LR = 1\n" + "pass\n" * 10
+    two = [(4, far + "LR = 3\n", far.replace("1", "2") + "LR = 5\n", "keep", None, None)]
+    assert [c.match for c in line_history(two, "LR = 5")] == ["new"]  # the hunk that wrote it, not hunk 1
     assert line_history(experiments, "") == [] and line_history(experiments, "    )") == []
     assert line_history(experiments, 999, buffer) == []
 
