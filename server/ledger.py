@@ -15,6 +15,7 @@ Must not import: git, torch, the store, runner, agents or engine.
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -93,47 +94,75 @@ class Ledger:
         self.jsonl = self.dir / "experiments.jsonl"
         self.tsv = self.dir / "results.tsv"
         self.metric_name = metric_name
+        # Parsed records and how far into the file they go: the file only grows, so a later read
+        # parses just the new tail (editors ask on every hover; a night's ledger is megabytes).
+        self._cache_key: Optional[tuple[int, int]] = None  # (device, inode)
+        self._cache_offset = 0
+        self._cache: list[Experiment] = []
 
     # ---------------------------------------------------------------------------------------------
     # reading
 
     def records(self) -> list[Experiment]:
-        """Every record in file order (several per experiment). Torn or unreadable lines are skipped."""
-        if not self.jsonl.exists():
+        """Every record in file order (several per experiment). Torn or unreadable lines are skipped.
+        Copies: a caller may change what it gets without changing the ledger's cache."""
+        return [copy.copy(r) for r in self._records()]
+
+    def _records(self) -> list[Experiment]:
+        try:
+            st = os.stat(self.jsonl)
+        except FileNotFoundError:
+            self._cache_key, self._cache_offset, self._cache = None, 0, []
             return []
-        out = []
+        key = (st.st_dev, st.st_ino)
+        if key != self._cache_key or st.st_size < self._cache_offset:  # a new or rewritten file
+            self._cache_key, self._cache_offset, self._cache = key, 0, []
+        if st.st_size == self._cache_offset:
+            return self._cache
         with open(self.jsonl, "rb") as f:
-            lines = f.read().split(b"\n")
-        for i, raw in enumerate(lines, start=1):
+            f.seek(self._cache_offset)
+            data = f.read()
+        end = data.rfind(b"\n") + 1  # a last line without its newline may still be being written
+        for raw in data[:end].split(b"\n"):
             if not raw.strip():
                 continue
             try:
-                data = json.loads(raw.decode("utf-8"))
-                if not isinstance(data, dict) or not isinstance(data.get("number"), int):
+                rec = json.loads(raw.decode("utf-8"))
+                if not isinstance(rec, dict) or not isinstance(rec.get("number"), int):
                     raise ValueError("not an experiment record")
-                out.append(Experiment.from_json(data))
+                self._cache.append(Experiment.from_json(rec))
             except (ValueError, UnicodeDecodeError, TypeError) as e:
                 # The usual cause is a kill -9 mid-append: the tail of the line never reached the disk.
-                log.warning("%s line %d skipped (torn or not a record): %s", self.jsonl, i, e)
-        return out
+                log.warning("%s: a line skipped (torn or not a record): %s", self.jsonl, e)
+        tail = data[end:]
+        if tail.strip():
+            try:  # a complete record without its newline (the file ends there): read it, but parse
+                rec = json.loads(tail.decode("utf-8"))  # it again once its line is finished
+                if isinstance(rec, dict) and isinstance(rec.get("number"), int):
+                    self._cache_offset += end
+                    return self._cache + [Experiment.from_json(rec)]
+            except (ValueError, UnicodeDecodeError):
+                log.warning("%s: the last line is torn (skipped)", self.jsonl)
+        self._cache_offset += end
+        return self._cache
 
     def experiments(self) -> list[Experiment]:
         """The latest state of every experiment, sorted by number."""
         latest: dict[int, Experiment] = {}
-        for rec in self.records():
+        for rec in self._records():
             latest[rec.number] = rec
-        return [latest[n] for n in sorted(latest)]
+        return [copy.copy(latest[n]) for n in sorted(latest)]
 
     def get(self, number: int) -> Optional[Experiment]:
         found = None
-        for rec in self.records():
+        for rec in self._records():
             if rec.number == number:
                 found = rec
-        return found
+        return copy.copy(found) if found is not None else None
 
     def next_number(self) -> int:
         """One more than any number ever recorded (interrupted ones included: numbers are never reused)."""
-        numbers = [r.number for r in self.records()]
+        numbers = [r.number for r in self._records()]
         return max(numbers) + 1 if numbers else FIRST_NUMBER
 
     def unfinished(self) -> list[Experiment]:

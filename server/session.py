@@ -41,6 +41,7 @@ class Session:
         self.task: Optional[asyncio.Task] = None
         self.tag: Optional[str] = None
         self._settings: Optional[Settings] = None
+        self._ledger: Optional[Ledger] = None  # one per session: its parsed records are cached
 
     # ------------------------------------------------------------------ reading
 
@@ -63,7 +64,10 @@ class Session:
         if self.engine is not None:
             return self.engine.ledger
         s = self.settings()
-        return Ledger(self.root / ".nightlab" / s.tag, s.metric.name)
+        folder = self.root / ".nightlab" / s.tag
+        if self._ledger is None or self._ledger.dir != folder:
+            self._ledger = Ledger(folder, s.metric.name)
+        return self._ledger
 
     def experiments(self) -> list[Experiment]:
         return self.ledger().experiments() if self.is_workspace() else []
@@ -94,7 +98,9 @@ class Session:
     def state(self, reason: str = "") -> LoopStatePayload:
         exps = self.experiments()
         s = self.settings() if self.is_workspace() else None
-        best = self.ledger().best(s.metric.direction) if s else None
+        kept = [e for e in exps if e.status == "keep" and e.metric is not None]
+        pick = min if (s is None or s.metric.direction == "lower") else max
+        best = pick(kept, key=lambda e: e.metric) if kept else None
         baseline = next((e for e in exps if e.meta.get("baseline") and e.metric is not None), None)
         running = sorted(self.engine.trials) if self.engine is not None else []
         return LoopStatePayload(

@@ -132,7 +132,7 @@ def setup(server: NightlabServer) -> None:
         if params.position.line >= len(lines):
             return None
         exps = [e for e in reversed(session.experiments()) if e.commit and not e.meta.get("baseline")
-                and e.status in ("keep", "discard", "crash")][:200]
+                and e.status in ("keep", "discard", "crash")][:50]
         history = annotate.line_history(_texts(session, rel, exps), lines[params.position.line],
                                         session.settings().metric.name)
         if not history:

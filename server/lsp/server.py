@@ -7,6 +7,7 @@ This package is the only code that imports pygls or lsprotocol.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import unquote, urlparse
@@ -211,5 +212,9 @@ def create_server() -> NightlabServer:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # stderr is the client's log (Neovim files every stderr line as an error): warnings only, unless
+    # NIGHTLAB_LSP_LOG=INFO or DEBUG asks for more.
+    level = os.environ.get("NIGHTLAB_LSP_LOG", "WARNING").upper()
+    logging.basicConfig(level=getattr(logging, level, logging.WARNING),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
     create_server().start_io()
