@@ -167,6 +167,7 @@ async def test_loop_actions_lenses_hover_accept_reject_and_crash(client: Languag
         range=types.Range(start=types.Position(line=0, character=0), end=types.Position(line=50, character=0))))
     changed = next(i for i, (a, b) in enumerate(zip(CRASHY.splitlines(), buffer.splitlines())) if a != b)
     assert any(h.position.line == changed and f"#{number}" in h.label for h in hints), hints
+    assert (ws / "train.py").read_text() == CRASHY  # the buffer changed, the file on disk did not
     # ... and the action for it is gone, since the change is in the buffer
     again = await client.text_document_code_action_async(types.CodeActionParams(
         text_document=types.TextDocumentIdentifier(uri=uri),
@@ -263,3 +264,36 @@ async def test_real_training_reports_progress_and_cancelling_stops_the_run(demo_
     second = next(f["experiment"] for f in client.finished if f["experiment"]["number"] == 2)
     assert second["status"] == "interrupted"
     assert client.progress_reports["nightlab/main/2"][-1].kind == "end"
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "nightlab.server"]))
+async def quiet_client(lsp_client: LanguageClient, tmp_path_factory):
+    ws = make_workspace(tmp_path_factory.mktemp("lsp-quiet"), CRASHY)
+    (ws / "nightlab.toml").write_text(merge_toml((ws / "nightlab.toml").read_text(),
+                                                 '[run]\npropose_ahead = false\n[policy]\nname = "strict"\n'))
+    git(ws, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qam", "settings")
+    lsp_client.ws = ws
+    listen(lsp_client)
+    await lsp_client.initialize_session(types.InitializeParams(
+        capabilities=client_capabilities(), root_uri=ws.as_uri(), initialization_options={"inlayHints": INLAY_HINTS_OPTION},
+        workspace_folders=[types.WorkspaceFolder(uri=ws.as_uri(), name="ws")]))
+    yield
+    await lsp_client.shutdown_session()
+
+
+INLAY_HINTS_OPTION = False  # the setting under test (True makes the test fail: hints appear)
+
+
+async def test_inlay_hints_can_be_turned_off(quiet_client: LanguageClient):
+    client, ws = quiet_client, quiet_client.ws
+    finished = await run_loop(client, 2)
+    assert finished[1]["experiment"]["status"] == "keep"  # so there is a chain line a hint would mark
+    kept = git(ws, "show", "nightlab/main:train.py")  # the best chain's file: its lines would get hints
+    (ws / "best.py").write_text(kept)
+    uri = (ws / "train.py").as_uri()
+    client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
+        uri=uri, language_id="python", version=1, text=kept)))
+    hints = await client.text_document_inlay_hint_async(types.InlayHintParams(
+        text_document=types.TextDocumentIdentifier(uri=uri),
+        range=types.Range(start=types.Position(line=0, character=0), end=types.Position(line=50, character=0))))
+    assert not hints, hints

@@ -57,8 +57,6 @@ def setup(server: NightlabServer) -> None:
             ls.add_folder(uri_to_path(folder.uri))
         if not folders and ls.workspace.root_uri:
             ls.add_folder(uri_to_path(ls.workspace.root_uri))
-        options = ls.protocol.initialization_options if hasattr(ls.protocol, "initialization_options") else None
-        ls.options = dict(options or {}) if isinstance(options, dict) else {}
         for session in ls.sessions.values():
             if session.is_workspace():
                 ls.publish_crashes(session)

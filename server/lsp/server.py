@@ -37,6 +37,8 @@ class NightlabProtocol(LanguageServerProtocol):
 
     @lsp_method(types.INITIALIZE)
     def lsp_initialize(self, params: types.InitializeParams):
+        options = params.initialization_options
+        self._server.options = dict(options) if isinstance(options, dict) else {}  # e.g. {"inlayHints": false}
         result = yield from super().lsp_initialize(params)
         result.capabilities.experimental = {M.EXPERIMENTAL_CAPABILITY: M.PROTOCOL_VERSION}
         return result
