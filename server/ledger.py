@@ -99,6 +99,8 @@ class Ledger:
         self._cache_key: Optional[tuple[int, int]] = None  # (device, inode)
         self._cache_offset = 0
         self._cache: list[Experiment] = []
+        self._latest: list[Experiment] = []
+        self._latest_key: Optional[tuple] = None
 
     # ---------------------------------------------------------------------------------------------
     # reading
@@ -147,11 +149,16 @@ class Ledger:
         return self._cache
 
     def experiments(self) -> list[Experiment]:
-        """The latest state of every experiment, sorted by number."""
-        latest: dict[int, Experiment] = {}
-        for rec in self._records():
-            latest[rec.number] = rec
-        return [copy.copy(latest[n]) for n in sorted(latest)]
+        """The latest state of every experiment, sorted by number. The records are shared with the
+        ledger's cache: read them, or change a copy (`get()` returns one); never change them in place."""
+        records = self._records()
+        key = (self._cache_key, self._cache_offset, len(records))
+        if key != self._latest_key:
+            latest: dict[int, Experiment] = {}
+            for rec in records:
+                latest[rec.number] = rec
+            self._latest, self._latest_key = [latest[n] for n in sorted(latest)], key
+        return list(self._latest)
 
     def get(self, number: int) -> Optional[Experiment]:
         found = None
