@@ -22,6 +22,15 @@ CRASHY = STAND_IN.replace('MODE = "ok" ', 'CRASH = False      # the offline agen
 CRASH_LINE = next(i for i, line in enumerate(CRASHY.splitlines()) if "raise RuntimeError" in line)
 
 
+def standin_workspace(tmp: Path) -> Path:
+    """The CRASHY stand-in workspace, one run per candidate (strict), proposals one at a time."""
+    ws = make_workspace(tmp, CRASHY)
+    (ws / "nightlab.toml").write_text(merge_toml((ws / "nightlab.toml").read_text(),
+                                                 '[run]\npropose_ahead = false\n[policy]\nname = "strict"\n'))
+    git(ws, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qam", "settings")
+    return ws
+
+
 def client_capabilities() -> types.ClientCapabilities:
     return types.ClientCapabilities(
         window=types.WindowClientCapabilities(work_done_progress=True),
@@ -31,10 +40,7 @@ def client_capabilities() -> types.ClientCapabilities:
 
 @pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "nightlab.server"]))
 async def client(lsp_client: LanguageClient, tmp_path_factory):
-    ws = make_workspace(tmp_path_factory.mktemp("lsp"), CRASHY)
-    (ws / "nightlab.toml").write_text(merge_toml((ws / "nightlab.toml").read_text(),
-                                                 '[run]\npropose_ahead = false\n[policy]\nname = "strict"\n'))
-    git(ws, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qam", "settings")
+    ws = standin_workspace(tmp_path_factory.mktemp("lsp"))
     lsp_client.ws = ws
     lsp_client.edits = []
     fix_code_action_structuring(lsp_client)
@@ -268,10 +274,7 @@ async def test_real_training_reports_progress_and_cancelling_stops_the_run(demo_
 
 @pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "nightlab.server"]))
 async def quiet_client(lsp_client: LanguageClient, tmp_path_factory):
-    ws = make_workspace(tmp_path_factory.mktemp("lsp-quiet"), CRASHY)
-    (ws / "nightlab.toml").write_text(merge_toml((ws / "nightlab.toml").read_text(),
-                                                 '[run]\npropose_ahead = false\n[policy]\nname = "strict"\n'))
-    git(ws, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qam", "settings")
+    ws = standin_workspace(tmp_path_factory.mktemp("lsp-quiet"))
     lsp_client.ws = ws
     listen(lsp_client)
     await lsp_client.initialize_session(types.InitializeParams(

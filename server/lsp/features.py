@@ -49,6 +49,14 @@ def workspace_edit(uri: str, version: int | None, plans) -> types.WorkspaceEdit:
         edits=text_edits(plans))])
 
 
+def _document(ls: NightlabServer, uri: str):
+    """(session, workspace path, open document) for an editable file of a workspace, else None."""
+    found = ls.editable_path(uri)
+    if found is None:
+        return None
+    return found[0], found[1], ls.workspace.get_text_document(uri)
+
+
 def setup(server: NightlabServer) -> None:
     @server.feature(types.INITIALIZED)
     def initialized(ls: NightlabServer, params: types.InitializedParams) -> None:
@@ -63,11 +71,10 @@ def setup(server: NightlabServer) -> None:
 
     @server.feature(types.TEXT_DOCUMENT_CODE_ACTION)
     def code_action(ls: NightlabServer, params: types.CodeActionParams):
-        found = ls.editable_path(params.text_document.uri)
+        found = _document(ls, params.text_document.uri)
         if found is None:
             return None
-        session, rel = found
-        doc = ls.workspace.get_text_document(params.text_document.uri)
+        session, rel, doc = found
         metric = session.settings().metric.name
         texts = _texts(session, rel, annotate.reviewable(session.experiments()))
         out = []
@@ -83,10 +90,10 @@ def setup(server: NightlabServer) -> None:
 
     @server.feature(types.TEXT_DOCUMENT_CODE_LENS)
     def code_lens(ls: NightlabServer, params: types.CodeLensParams):
-        found = ls.editable_path(params.text_document.uri)
+        found = _document(ls, params.text_document.uri)
         if found is None:
             return None
-        session, rel = found
+        session, rel, doc = found
         state = session.state()
         parts = []
         if state.best:
@@ -104,7 +111,6 @@ def setup(server: NightlabServer) -> None:
         zero = types.Range(start=types.Position(line=0, character=0), end=types.Position(line=0, character=0))
         lenses = [types.CodeLens(range=zero, command=types.Command(
             title="Nightlab: " + " | ".join(parts) + f" [{state.state}]", command=M.STATUS, arguments=[]))]
-        doc = ls.workspace.get_text_document(params.text_document.uri)
         texts = _texts(session, rel, annotate.reviewable(session.experiments(), limit=1))
         for a in annotate.apply_actions(texts, doc.source, rel, session.settings().metric.name):
             if a.conflicts or a.hunk is not None:
@@ -121,11 +127,10 @@ def setup(server: NightlabServer) -> None:
 
     @server.feature(types.TEXT_DOCUMENT_HOVER)
     def hover(ls: NightlabServer, params: types.HoverParams):
-        found = ls.editable_path(params.text_document.uri)
+        found = _document(ls, params.text_document.uri)
         if found is None:
             return None
-        session, rel = found
-        doc = ls.workspace.get_text_document(params.text_document.uri)
+        session, rel, doc = found
         lines = doc.lines
         if params.position.line >= len(lines):
             return None
@@ -142,11 +147,10 @@ def setup(server: NightlabServer) -> None:
     def inlay_hint(ls: NightlabServer, params: types.InlayHintParams):
         if ls.options.get("inlayHints") is False:
             return None
-        found = ls.editable_path(params.text_document.uri)
+        found = _document(ls, params.text_document.uri)
         if found is None:
             return None
-        session, rel = found
-        doc = ls.workspace.get_text_document(params.text_document.uri)
+        session, rel, doc = found
         kept = [e for e in reversed(session.experiments()) if e.status == "keep" and not e.meta.get("baseline")]
         hints = annotate.chain_hints(_texts(session, rel, kept[:50]), doc.source, session.settings().metric.name)
         lines = doc.lines
