@@ -44,7 +44,8 @@ case "$cmd" in
     DEMO="${NIGHTLAB_DEMO_DIR:-$ROOT/demo}"
     [ -f "$DEMO/nightlab.toml" ] || "$VENV/bin/nightlab" init "$DEMO"
     cd "$DEMO"
-    # With no arguments: 5 experiments of the default 60 s budget (about 6 minutes on a laptop CPU).
+    # With no arguments: 5 experiments of the default 60 s budget (about 15 minutes on a laptop CPU:
+    # the baseline runs 3 times to measure the noise).
     # Pass your own, e.g. ./dev.sh demo --max-experiments 100, or nothing but Ctrl-C to stop.
     if [ $# -eq 0 ]; then set -- --max-experiments 5; fi
     exec "$VENV/bin/nightlab" run "$@"
