@@ -261,6 +261,11 @@ async def test_real_training_reports_progress_and_cancelling_stops_the_run(demo_
     reports = client.progress_reports[token]
     assert reports[0].kind == "begin" and reports[-1].kind == "end" and "keep" in reports[-1].message
     assert any(r.kind == "report" and "loss" in (r.message or "") for r in reports)
+    # the code lens on the demo's train.py already shows the baseline as the best
+    uri = open_doc(client, client.ws / "train.py")
+    lenses = await client.text_document_code_lens_async(types.CodeLensParams(
+        text_document=types.TextDocumentIdentifier(uri=uri)))
+    assert f"best {baseline['metric']:.4f} (#1)" in lenses[0].command.title
 
     # experiment 2: cancel its progress as soon as it trains; the run stops, the loop records it
     await until(lambda: any(p["number"] == 2 for p in client.progress))
