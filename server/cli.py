@@ -191,7 +191,8 @@ def status(
                   "  ".join(f"{k} {v}" for k, v in counts.items()))
     console.print(f"loop: {'running (pid ' + str(owner) + ')' if owner else 'not running'}")
     if best:
-        gain = f" ({best.metric - baseline.metric:+.6f} vs baseline #{baseline.number})" if baseline else ""
+        gain = (f" ({best.metric - baseline.metric:+.6f} vs baseline #{baseline.number})"
+                if baseline and baseline.number != best.number else "")
         console.print(f"best {settings.metric.name}: {best.metric:.6f} (#{best.number} {best.description}){gain}")
     cost = sum(float(e.usage.get("cost_usd") or 0) for e in experiments)
     if cost:
