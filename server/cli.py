@@ -22,7 +22,9 @@ def _root() -> None:
 
 
 def fail(message: str, code: int = 1) -> None:
-    err_console.print(f"[bold red]error:[/] {message}")
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(message)}")  # "[budget] seconds ..." is text, not markup
     raise typer.Exit(code)
 
 

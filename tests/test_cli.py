@@ -61,7 +61,7 @@ def test_run_status_results(ws):
 def test_bad_settings_are_a_clear_error(ws):
     (ws / "nightlab.toml").write_text("[budget]\nseconds = 'abc'\n")
     proc = cli(ws, "run", "--plain")
-    assert proc.returncode == 1 and "seconds" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 1 and "[budget] seconds" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def _start_slow_loop(ws):
