@@ -143,15 +143,15 @@ def _print_event(event: dict) -> None:
     kind = event["type"]
     if kind == "experimentStarted":
         e = event["experiment"]
-        console.print(f"#{e['number']} started: {e['description']}")
+        console.print(f"#{e['number']} started: {e['description']}", markup=False)
     elif kind == "experimentFinished":
         e = event["experiment"]
         metric = f"{e['metric']:.6f}" if e.get("metric") is not None else "-"
-        console.print(f"#{e['number']} {e['status']}: {metric}  {e['description']}  ({e['decision_reason']})")
+        console.print(f"#{e['number']} {e['status']}: {metric}  {e['description']}  ({e['decision_reason']})", markup=False)
     elif kind == "message":
-        console.print(f"[{event['level']}] {event['text']}")
+        console.print(f"[{event['level']}] {event['text']}", markup=False)
     elif kind == "state" and event["state"] in ("errored", "stopped"):
-        console.print(f"loop {event['state']}: {event.get('reason', '')}")
+        console.print(f"loop {event['state']}: {event.get('reason', '')}", markup=False)
 
 
 def _plot(settings, experiments) -> Optional[Path]:

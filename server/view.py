@@ -34,7 +34,7 @@ def experiments_table(experiments: list[Experiment], metric: str = "val_bpb", la
         total = e.timings.get("total_s") if e.timings else None
         table.add_row(str(e.number), Text(e.status, style=STATUS_STYLE.get(e.status, "")), _fmt(e.metric),
                       _fmt(e.delta, "+.6f"), f"{e.memory_gb:.1f}" if e.status not in ("running", "interrupted") else "", _fmt(total, ".0f") + ("s" if total else ""),
-                      e.description)
+                      Text(e.description))  # Text: an agent's "[x]" is not markup
     return table
 
 
