@@ -256,20 +256,25 @@ class Store:
         file set still makes a commit (the baseline has no edits but needs its own commit and ref)."""
         if not self.worktree.is_dir():
             raise StoreError(f"{self.worktree} is missing; call open_or_create() first")
+        sha = self._commit_in(self.worktree, files, message)
+        if number is not None:
+            self.set_ref(number, sha)
+        return sha
+
+    def _commit_in(self, worktree: Path, files: dict[str, str], message: str) -> str:
+        """Write `files` (workspace path -> text) into `worktree` and commit them there; the new sha."""
         paths = []
         for path, text in files.items():
             rel = self._path(path)
-            target = self.worktree / rel
+            target = worktree / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(text.encode("utf-8"))  # bytes: keep the text's own newlines
             paths.append(rel)
         if paths:
-            self._git("add", "--", *paths)
-        self._git("commit", "--quiet", "--no-verify", "--allow-empty", "-m", message, env=_IDENTITY_ENV)
-        sha = self.head()
-        if number is not None:
-            self.set_ref(number, sha)
-        return sha
+            self._git("add", "--", *paths, cwd=worktree)
+        self._git("commit", "--quiet", "--no-verify", "--allow-empty", "-m", message, cwd=worktree,
+                  env=_IDENTITY_ENV)
+        return str(self._git("rev-parse", "HEAD", cwd=worktree))
 
     def set_ref(self, number: int, sha: str) -> None:
         self._git("update-ref", self._ref(number), self._resolve(sha), cwd=self.toplevel)
@@ -292,20 +297,6 @@ class Store:
         """Back to the branch head: drop edits and untracked files a crashed experiment left behind.
         Ignored files (data caches, virtualenvs) stay, so a resume does not rebuild them."""
         self._git("reset", "--quiet", "--hard", "HEAD")
-        self._git("clean", "-fdq")
-
-    def amend_message(self, message: str, number: Optional[int] = None) -> str:
-        """Rewrite the message of the branch's head commit (the experiment just decided) and return the
-        new sha. The commit is made before the run so a kill -9 loses nothing; its verdict comes after."""
-        self._git("commit", "--quiet", "--no-verify", "--allow-empty", "--amend", "-m", message, env=_IDENTITY_ENV)
-        sha = self.head()
-        if number is not None:
-            self.set_ref(number, sha)
-        return sha
-
-    def reset_branch(self, sha: str) -> None:
-        """Move the loop's branch (and its worktree files) to `sha`: resume after a run died undecided."""
-        self._git("reset", "--quiet", "--hard", self._resolve(sha))
         self._git("clean", "-fdq")
 
     # ---------------------------------------------------------------------------------------------
@@ -361,17 +352,7 @@ class Slot:
         self._git("clean", "-fdq")
 
     def commit(self, files: dict[str, str], message: str, number: int) -> str:
-        paths = []
-        for path, text in files.items():
-            rel = self.store._path(path)
-            target = self.worktree / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(text.encode("utf-8"))
-            paths.append(rel)
-        if paths:
-            self._git("add", "--", *paths)
-        self._git("commit", "--quiet", "--no-verify", "--allow-empty", "-m", message, env=_IDENTITY_ENV)
-        sha = self._git("rev-parse", "HEAD")
+        sha = self.store._commit_in(self.worktree, files, message)
         self.store.set_ref(number, sha)
         return sha
 
