@@ -46,6 +46,9 @@ EXAMPLES: dict[str, tuple[Optional[Any], Optional[Any]]] = {
                                             reason="baseline: 0.997755", baseline=True),
                         KEPT])),
     m.EXPERIMENT_DIFF: (t.ExperimentDiffParams(number=7), DIFF),
+    m.EXPERIMENT_CURVE: (t.ExperimentCurveParams(number=7), t.ExperimentCurve(number=7, stage="run", points=[
+        t.CurvePoint(step=10, elapsed_s=2.4, loss=6.912), t.CurvePoint(step=20, elapsed_s=4.8, loss=5.137),
+        t.CurvePoint(step=30, elapsed_s=7.2, loss=4.381)])),
     m.LOOP_START: (t.LoopStartOverrides(agent="offline", budget_seconds=8, max_experiments=3, tag="x"),
                    t.LoopCommandResult(state="idle", message="starting the loop on nightlab/x", tag="x")),
     m.LOOP_PAUSE: (t.LoopArgs(root="/home/ada/lab"),

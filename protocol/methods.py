@@ -15,7 +15,7 @@ from typing import Literal, Optional
 
 from . import types as t
 
-PROTOCOL_VERSION = 1  # bump on any change a client of the previous version would misread
+PROTOCOL_VERSION = 2  # bump on any change a client of the previous version would misread
 # The server puts {"nightlabProtocol": PROTOCOL_VERSION} in InitializeResult.capabilities.experimental.
 EXPERIMENTAL_CAPABILITY = "nightlabProtocol"
 
@@ -28,6 +28,7 @@ EXPERIMENT_FINISHED = "nightlab/experimentFinished"
 # ---------------------------------------------------------------------------- requests, client -> server
 EXPERIMENTS = "nightlab/experiments"
 EXPERIMENT_DIFF = "nightlab/experimentDiff"
+EXPERIMENT_CURVE = "nightlab/experimentCurve"
 
 # ---------------------------------------------------------------------------- commands (workspace/executeCommand)
 LOOP_START = "nightlab.loop.start"
@@ -98,6 +99,11 @@ Asks for the change an experiment made: the full text of each changed file at th
 the experiment's commit, for a diff editor to show side by side. `parent` is null for a file the
 experiment created, `experiment` null for one it deleted. An unknown number answers the error
 InvalidParams."""),
+    Method(EXPERIMENT_CURVE, "request", t.ExperimentCurveParams, t.ExperimentCurve, "Experiment curve", """\
+Asks for the training loss of one of an experiment's runs over budgeted time, read from what the run
+recorded (its events file, else its log): for a chart that draws the running experiment over the best
+one's curve. A run that recorded no loss answers no points; an unknown number answers InvalidParams.
+Version 2 of the protocol added this request."""),
     Method(LOOP_START, "command", t.LoopStartOverrides, t.LoopCommandResult, "Start the loop", """\
 Starts the loop in the workspace, with nightlab.toml's settings and these overrides on top (the same
 as `nightlab run`'s flags). Answers once the loop has started; its progress comes as notifications.

@@ -1,7 +1,7 @@
 // generated from protocol/types.py and protocol/methods.py by generate_ts.py: do not edit
 // Nightlab's LSP extensions: method names and payload types. See protocol/METHODS.md.
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 export const EXPERIMENTAL_CAPABILITY = "nightlabProtocol";
 
 export const Methods = {
@@ -11,6 +11,7 @@ export const Methods = {
   experimentFinished: "nightlab/experimentFinished",
   experiments: "nightlab/experiments",
   experimentDiff: "nightlab/experimentDiff",
+  experimentCurve: "nightlab/experimentCurve",
 } as const;
 
 export const Commands = {
@@ -179,6 +180,28 @@ export interface ExperimentDiff {
   files: FileDiff[];
 }
 
+export interface ExperimentCurveParams {
+  number: number;
+  /** "run", "smoke" or "repeat-<k>": which of the experiment's runs */
+  stage: string;
+  /** the workspace folder (a path or file URI); left out: the first one */
+  root?: string | null;
+}
+
+export interface CurvePoint {
+  step: number;
+  /** budgeted training time so far */
+  elapsedS: number;
+  loss: number;
+}
+
+export interface ExperimentCurve {
+  number: number;
+  stage: string;
+  /** in order of step; empty when the run recorded no loss */
+  points: CurvePoint[];
+}
+
 /** Settings for this run of the loop, over nightlab.toml; each left out keeps the file's value. */
 export interface LoopStartOverrides {
   agent?: string | null;
@@ -252,6 +275,7 @@ export interface NotificationParams {
 export interface RequestTypes {
   "nightlab/experiments": { params: ExperimentsParams; result: ExperimentsPage };
   "nightlab/experimentDiff": { params: ExperimentDiffParams; result: ExperimentDiff };
+  "nightlab/experimentCurve": { params: ExperimentCurveParams; result: ExperimentCurve };
 }
 
 /** The arguments (of workspace/executeCommand) and result of each command. */

@@ -21,8 +21,8 @@ from typing import Any, Literal, Mapping
 from .wire import Wire, WireError, camel
 
 __all__ = [  # WireError and camel re-exported: a handler needs one import for payloads and their errors
-    "ALIASES", "AcceptArgs", "AcceptResult", "BestPayload", "ExperimentArgs", "ExperimentCommandResult",
-    "ExperimentDiff", "ExperimentDiffParams", "ExperimentFinishedParams", "ExperimentPayload",
+    "ALIASES", "AcceptArgs", "AcceptResult", "BestPayload", "CurvePoint", "ExperimentArgs", "ExperimentCommandResult",
+    "ExperimentCurve", "ExperimentCurveParams", "ExperimentDiff", "ExperimentDiffParams", "ExperimentFinishedParams", "ExperimentPayload",
     "ExperimentStartedParams", "ExperimentStatus", "ExperimentsPage", "ExperimentsParams", "FileDiff",
     "LoopArgs", "LoopCommandResult", "LoopStartOverrides", "LoopState", "LoopStatePayload", "MetricDirection", "PAYLOADS",
     "ProgressPayload", "Review", "Verdict", "Wire", "WireError", "budget_text", "camel", "experiment_finished",
@@ -172,6 +172,27 @@ class ExperimentDiff(Wire):
 
 
 @dataclass
+class ExperimentCurveParams(Wire):
+    number: int
+    stage: str = "run"  # "run", "smoke" or "repeat-<k>": which of the experiment's runs
+    root: str | None = None  # the workspace folder (a path or file URI); left out: the first one
+
+
+@dataclass
+class CurvePoint(Wire):
+    step: int
+    elapsed_s: float  # budgeted training time so far
+    loss: float
+
+
+@dataclass
+class ExperimentCurve(Wire):
+    number: int
+    stage: str
+    points: list[CurvePoint]  # in order of step; empty when the run recorded no loss
+
+
+@dataclass
 class LoopStartOverrides(Wire):
     """Settings for this run of the loop, over nightlab.toml; each left out keeps the file's value."""
 
@@ -236,6 +257,7 @@ PAYLOADS: tuple[type, ...] = (
     ExperimentPayload, ProgressPayload, BestPayload, LoopStatePayload,
     ExperimentStartedParams, ExperimentFinishedParams,
     ExperimentsParams, ExperimentsPage, ExperimentDiffParams, FileDiff, ExperimentDiff,
+    ExperimentCurveParams, CurvePoint, ExperimentCurve,
     LoopStartOverrides, LoopArgs, ExperimentArgs, AcceptArgs,
     LoopCommandResult, AcceptResult, ExperimentCommandResult,
 )

@@ -232,6 +232,28 @@ def _progress_from_event(event: dict) -> Optional[Progress]:
                     fraction=_num(event, "progress"))
 
 
+def read_curve(run_dir: Path, max_points: int = 2000) -> list[Progress]:
+    """The step samples a finished (or running) run recorded: its events file, else its log's step
+    lines; thinned evenly to at most `max_points`, the last sample always kept."""
+    events, log_path = Path(run_dir) / "events.jsonl", Path(run_dir) / "run.log"
+    samples: list[Progress] = []
+    if events.exists():
+        for line in events.read_text(errors="replace").splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and event.get("event") == "step":
+                samples.append(_progress_from_event(event))
+    elif log_path.exists():
+        samples = [parse_step_line(line) for line in log_path.read_text(errors="replace").replace("\r", "\n").splitlines()]
+    samples = [p for p in samples if p is not None and p.loss is not None]
+    if len(samples) > max_points:
+        stride = len(samples) / max_points
+        samples = [samples[int(i * stride)] for i in range(max_points - 1)] + [samples[-1]]
+    return samples
+
+
 # --------------------------------------------------------------------------- the runner
 class Runner:
     """Runs training commands. Holds settings only, so one Runner may serve several slots at once."""

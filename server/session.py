@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -17,9 +18,10 @@ from nightlab.protocol.types import BestPayload, LoopStatePayload, budget_text
 
 from .engine import Engine
 from .ledger import Ledger
+from .runner import read_curve
 from .settings import Settings, SettingsError, load_settings
 from .store import Store, StoreError
-from .types import Experiment
+from .types import Experiment, Progress
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,14 @@ class Session:
             except StoreError as exc:
                 raise SessionError(str(exc)) from None
         return exp, out_parent, out_exp
+
+    def curve(self, number: int, stage: str = "run") -> list[Progress]:
+        """The loss samples one run of an experiment recorded (stage "run", "smoke" or "repeat-<k>")."""
+        exp = self.experiment(number)
+        if stage != "run" and not re.fullmatch(r"smoke|repeat-\d+", stage):
+            raise SessionError(f"unknown stage {stage!r}: use run, smoke or repeat-<k>")
+        run_dir = self.root / ".nightlab" / "runs" / self.settings().tag / str(exp.number)
+        return read_curve(run_dir if stage == "run" else run_dir / stage)
 
     def state(self, reason: str = "") -> LoopStatePayload:
         exps = self.experiments()

@@ -54,7 +54,7 @@ async def client(lsp_client: LanguageClient, tmp_path_factory):
     result = await lsp_client.initialize_session(types.InitializeParams(
         capabilities=client_capabilities(), root_uri=ws.as_uri(),
         workspace_folders=[types.WorkspaceFolder(uri=ws.as_uri(), name="ws")]))
-    assert result.capabilities.experimental == {"nightlabProtocol": 1}
+    assert result.capabilities.experimental == {"nightlabProtocol": 2}
     yield
     await lsp_client.shutdown_session()
 
@@ -266,6 +266,15 @@ async def test_real_training_reports_progress_and_cancelling_stops_the_run(demo_
     lenses = await client.text_document_code_lens_async(types.CodeLensParams(
         text_document=types.TextDocumentIdentifier(uri=uri)))
     assert f"best {baseline['metric']:.4f} (#1)" in lenses[0].command.title
+    # the baseline's loss curve, as the panel draws it under the running experiment's
+    curve = await client.protocol.send_request_async("nightlab/experimentCurve", {"number": 1})
+    points = [p._asdict() for p in curve.points]  # the test client's converter answers namedtuples
+    assert curve.number == 1 and len(points) >= 5
+    assert [p["step"] for p in points] == sorted(p["step"] for p in points)
+    assert points[-1]["loss"] == pytest.approx([p for p in steps if p["loss"] is not None][-1]["loss"], rel=1e-3)
+    assert points[-1]["elapsedS"] >= points[0]["elapsedS"]
+    with pytest.raises(Exception, match="unknown stage"):
+        await client.protocol.send_request_async("nightlab/experimentCurve", {"number": 1, "stage": "../x"})
 
     # experiment 2: cancel its progress as soon as it trains; the run stops, the loop records it
     await until(lambda: any(p["number"] == 2 for p in client.progress))

@@ -9,7 +9,7 @@ from lsprotocol import types
 
 from nightlab.protocol import methods as M
 
-from nightlab.protocol.types import experiment_payload
+from nightlab.protocol.types import CurvePoint, ExperimentCurve, experiment_payload
 
 from ..edits import diff_summary
 
@@ -179,3 +179,11 @@ def setup(server: NightlabServer) -> None:
         exp, parent, new = session.files(int(p["number"]))
         return {"number": exp.number, "parent": exp.parent_commit, "commit": exp.commit,
                 "files": [{"path": path, "parent": parent[path], "experiment": new[path]} for path in new]}
+
+    @server.feature(M.EXPERIMENT_CURVE)
+    def experiment_curve(ls: NightlabServer, params: Any) -> dict:
+        p = params._asdict() if hasattr(params, "_asdict") else dict(params or {})
+        stage = p.get("stage") or "run"
+        samples = ls.session_for(p.get("root")).curve(int(p["number"]), stage)
+        return ExperimentCurve(number=int(p["number"]), stage=stage, points=[
+            CurvePoint(step=s.step, elapsed_s=s.elapsed_s, loss=s.loss) for s in samples]).to_wire()
