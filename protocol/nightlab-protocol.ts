@@ -215,6 +215,8 @@ export interface LoopStartOverrides {
   policy?: string | null;
   /** stop once the agent has cost this much */
   maxCostUsd?: number | null;
+  /** the Claude model, when the agent is anthropic */
+  model?: string | null;
   /** "auto", a number, or a list of GPU ids ("0", "1") or "cpu"s */
   slots?: unknown | null;
   /** the workspace folder (a path or file URI); left out: the first one */

@@ -203,6 +203,7 @@ class LoopStartOverrides(Wire):
     tag: str | None = None
     policy: str | None = None  # keep/discard rule by name: "noise" or "strict"
     max_cost_usd: float | None = None  # stop once the agent has cost this much
+    model: str | None = None  # the Claude model, when the agent is anthropic
     slots: Any | None = None  # "auto", a number, or a list of GPU ids ("0", "1") or "cpu"s
     root: str | None = None  # the workspace folder (a path or file URI); left out: the first one
 

@@ -181,6 +181,7 @@ _OVERRIDES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "policy": ("policy", "name", {}),
     "slots": ("run", "slots", {}),
     "max_cost_usd": ("run", "max_cost_usd", {}),
+    "model": ("agent", "model", {}),  # the Claude model; [agent.anthropic] model in the file gives way to it
 }
 
 
@@ -201,6 +202,8 @@ def _apply_overrides(
             table.clear()  # another policy: the file's options were for the one it names
         table[key] = value
         origins[(section, key)] = f"option {name}"
+        if name == "model" and isinstance(table.get("anthropic"), dict):
+            table["anthropic"] = {k: v for k, v in table["anthropic"].items() if k != "model"}
         for k, v in extra.items():
             table[k] = v
             origins[(section, k)] = f"option {name}"

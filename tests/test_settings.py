@@ -146,6 +146,15 @@ def test_overrides(tmp_path, overrides, attr, expected):
     assert value == expected
 
 
+def test_model_override_wins_over_the_files_anthropic_table(tmp_path):
+    text = '[run]\ncommand = "python x.py"\n[agent]\nname = "anthropic"\n[agent.anthropic]\nmodel = "a"\nmax_tokens = 9\n'
+    s = load_settings(write(tmp_path, text), {"model": "claude-opus-5"})
+    from nightlab.server.agents.anthropic_agent import _options
+    assert _options(s.agent.options)["model"] == "claude-opus-5"
+    assert _options(s.agent.options)["max_tokens"] == 9  # the rest of the table stays
+    assert _options(load_settings(tmp_path).agent.options)["model"] == "a"
+
+
 def test_bad_override_is_named_as_an_option(tmp_path):
     with pytest.raises(SettingsError, match=r"option budget_seconds: \[budget\] seconds must be a positive number"):
         load_settings(write(tmp_path, ""), {"budget_seconds": -1})
