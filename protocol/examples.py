@@ -28,7 +28,9 @@ STATE = t.LoopStatePayload(
     cost_usd=0.0912, root="/home/ada/lab")
 
 DIFF = t.ExperimentDiff(number=7, parent="41d07aa", commit="9c1f2e4", files=[t.FileDiff(
-    path="train.py", parent="LR = 0.003  # peak learning rate\n", experiment="LR = 0.004  # peak learning rate\n")])
+    path="train.py", parent="LR = 0.003  # peak learning rate\n", experiment="LR = 0.004  # peak learning rate\n",
+    hunks=[t.HunkInfo(index=0, parent_start=0, parent_end=1, experiment_start=0, experiment_lines=1,
+                      summary="LR = 0.003 -> 0.004")])])
 
 # wire name -> (params, result); None where the method has none (or, for a command, where its argument is optional).
 EXAMPLES: dict[str, tuple[Optional[Any], Optional[Any]]] = {

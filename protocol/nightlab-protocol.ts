@@ -163,6 +163,20 @@ export interface ExperimentDiffParams {
   root?: string | null;
 }
 
+/** One hunk of a file's change, as `nightlab.experiment.accept` numbers them. */
+export interface HunkInfo {
+  /** 0-based, in the order of the file's diff: accept's `hunks` takes these */
+  index: number;
+  /** 0-based line range [start, end) in the parent's text (start == end: an insertion) */
+  parentStart: number;
+  parentEnd: number;
+  /** 0-based first line of the new lines in the experiment's text */
+  experimentStart: number;
+  experimentLines: number;
+  /** "MATRIX_LR = 0.02 -> 0.04" or "+3 -1 lines" */
+  summary: string;
+}
+
 export interface FileDiff {
   /** relative to the workspace root */
   path: string;
@@ -170,6 +184,7 @@ export interface FileDiff {
   parent?: string | null;
   /** the text at the experiment's commit; null when it deleted the file */
   experiment?: string | null;
+  hunks: HunkInfo[];
 }
 
 export interface ExperimentDiff {

@@ -23,7 +23,7 @@ from .wire import Wire, WireError, camel
 __all__ = [  # WireError and camel re-exported: a handler needs one import for payloads and their errors
     "ALIASES", "AcceptArgs", "AcceptResult", "BestPayload", "CurvePoint", "ExperimentArgs", "ExperimentCommandResult",
     "ExperimentCurve", "ExperimentCurveParams", "ExperimentDiff", "ExperimentDiffParams", "ExperimentFinishedParams", "ExperimentPayload",
-    "ExperimentStartedParams", "ExperimentStatus", "ExperimentsPage", "ExperimentsParams", "FileDiff",
+    "ExperimentStartedParams", "ExperimentStatus", "ExperimentsPage", "ExperimentsParams", "FileDiff", "HunkInfo",
     "LoopArgs", "LoopCommandResult", "LoopStartOverrides", "LoopState", "LoopStatePayload", "MetricDirection", "PAYLOADS",
     "ProgressPayload", "Review", "Verdict", "Wire", "WireError", "budget_text", "camel", "experiment_finished",
     "experiment_payload", "experiment_started", "progress_payload",
@@ -157,10 +157,23 @@ class ExperimentDiffParams(Wire):
 
 
 @dataclass
+class HunkInfo(Wire):
+    """One hunk of a file's change, as `nightlab.experiment.accept` numbers them."""
+
+    index: int  # 0-based, in the order of the file's diff: accept's `hunks` takes these
+    parent_start: int  # 0-based line range [start, end) in the parent's text (start == end: an insertion)
+    parent_end: int
+    experiment_start: int  # 0-based first line of the new lines in the experiment's text
+    experiment_lines: int
+    summary: str  # "MATRIX_LR = 0.02 -> 0.04" or "+3 -1 lines"
+
+
+@dataclass
 class FileDiff(Wire):
     path: str  # relative to the workspace root
     parent: str | None = None  # the text at the parent commit; null when the experiment created the file
     experiment: str | None = None  # the text at the experiment's commit; null when it deleted the file
+    hunks: list[HunkInfo] = field(default_factory=list)
 
 
 @dataclass
@@ -257,7 +270,7 @@ class ExperimentCommandResult(Wire):
 PAYLOADS: tuple[type, ...] = (
     ExperimentPayload, ProgressPayload, BestPayload, LoopStatePayload,
     ExperimentStartedParams, ExperimentFinishedParams,
-    ExperimentsParams, ExperimentsPage, ExperimentDiffParams, FileDiff, ExperimentDiff,
+    ExperimentsParams, ExperimentsPage, ExperimentDiffParams, HunkInfo, FileDiff, ExperimentDiff,
     ExperimentCurveParams, CurvePoint, ExperimentCurve,
     LoopStartOverrides, LoopArgs, ExperimentArgs, AcceptArgs,
     LoopCommandResult, AcceptResult, ExperimentCommandResult,

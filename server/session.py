@@ -14,9 +14,11 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from nightlab.protocol.types import BestPayload, LoopStatePayload, budget_text
+from nightlab.protocol.types import (BestPayload, ExperimentDiff, FileDiff, HunkInfo, LoopStatePayload,
+                                     budget_text)
 
 from .engine import Engine
+from .hunks import parse_hunks
 from .ledger import Ledger
 from .runner import read_curve
 from .settings import Settings, SettingsError, load_settings
@@ -96,6 +98,20 @@ class Session:
             except StoreError as exc:
                 raise SessionError(str(exc)) from None
         return exp, out_parent, out_exp
+
+    def diff(self, number: int) -> ExperimentDiff:
+        """The experiment's change: each editable file it changed, at its parent and at its commit, with
+        the hunks `accept` numbers."""
+        exp, parents, news = self.files(number)
+        files = []
+        for path, new in news.items():
+            if parents[path] == new:
+                continue
+            hunks = [HunkInfo(index=h.index, parent_start=h.start, parent_end=h.end, experiment_start=h.new_start,
+                              experiment_lines=len(h.new_lines), summary=h.summary)
+                     for h in parse_hunks(parents[path], new)]
+            files.append(FileDiff(path=path, parent=parents[path], experiment=new, hunks=hunks))
+        return ExperimentDiff(number=exp.number, parent=exp.parent_commit, commit=exp.commit, files=files)
 
     def curve(self, number: int, stage: str = "run") -> list[Progress]:
         """The loss samples one run of an experiment recorded (stage "run", "smoke" or "repeat-<k>")."""

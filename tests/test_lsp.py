@@ -195,6 +195,16 @@ async def test_loop_actions_lenses_hover_accept_reject_and_crash(client: Languag
     assert diagnostics and diagnostics[0].range.start.line == CRASH_LINE, diagnostics
     assert "crashed here" in diagnostics[0].message
 
+    # the diff request (what the extension's diff editor shows) lists the change and its hunks
+    diff = await client.protocol.send_request_async("nightlab/experimentDiff", {"number": number})
+    (changed_file,) = diff.files
+    assert changed_file.path == "train.py" and changed_file.experiment == git(ws, "show", f"{commit}:train.py") + "\n"
+    assert [h.index for h in changed_file.hunks] == [0] and changed_file.hunks[0].summary.startswith("X = ")
+    assert changed_file.parent.splitlines()[changed_file.hunks[0].parentStart].startswith("X = ")
+    shown = await client.workspace_execute_command_async(types.ExecuteCommandParams(
+        command="nightlab.experiment.showDiff", arguments=[{"number": number}]))
+    assert shown["commit"] == diff.commit and shown["files"][0]["hunks"][0]["summary"] == changed_file.hunks[0].summary
+
     # accept by command: the server asks the editor to apply the edit; reject records the verdict
     result = await client.workspace_execute_command_async(types.ExecuteCommandParams(
         command="nightlab.experiment.accept", arguments=[{"number": number}]))

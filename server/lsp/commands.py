@@ -113,7 +113,4 @@ def setup(server: NightlabServer) -> None:
 
     @server.command(M.EXPERIMENT_SHOW_DIFF)
     def show_diff(ls: NightlabServer, *args):
-        session = _session(ls, args)
-        exp, parents, news = session.files(int(_arg(args, "number")))
-        return {"number": exp.number, "files": [{"path": p, "parent": parents[p], "experiment": news[p]}
-                                                for p in news]}
+        return _session(ls, args).diff(int(_arg(args, "number"))).to_wire()

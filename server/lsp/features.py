@@ -175,10 +175,7 @@ def setup(server: NightlabServer) -> None:
     @server.feature(M.EXPERIMENT_DIFF)
     def experiment_diff(ls: NightlabServer, params: Any) -> dict:
         p = params._asdict() if hasattr(params, "_asdict") else dict(params or {})
-        session = ls.session_for(p.get("root"))
-        exp, parent, new = session.files(int(p["number"]))
-        return {"number": exp.number, "parent": exp.parent_commit, "commit": exp.commit,
-                "files": [{"path": path, "parent": parent[path], "experiment": new[path]} for path in new]}
+        return ls.session_for(p.get("root")).diff(int(p["number"])).to_wire()
 
     @server.feature(M.EXPERIMENT_CURVE)
     def experiment_curve(ls: NightlabServer, params: Any) -> dict:
