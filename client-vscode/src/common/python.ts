@@ -1,0 +1,96 @@
+/**
+ * Which Python runs the language server: the `nightlab.python` setting, then the Python extension's
+ * interpreter for the workspace, then `python3`. Checks that it has the `nightlab` package and, when
+ * it has not, installs the wheel the .vsix carries (only when the user says so).
+ */
+import { execFile, spawn } from "node:child_process";
+import { readdirSync } from "node:fs";
+import * as path from "node:path";
+import * as vscode from "vscode";
+
+import { log } from "./log";
+
+export interface Interpreter {
+  path: string;
+  /** where it came from, for messages: "the nightlab.python setting", ... */
+  source: string;
+}
+
+interface PythonExtensionApi {
+  environments?: {
+    getActiveEnvironmentPath(resource?: vscode.Uri): { path: string } | undefined;
+    resolveEnvironment(env: { path: string } | string): Promise<{ executable?: { uri?: vscode.Uri } } | undefined>;
+  };
+}
+
+export async function findPython(configured: string, resource?: vscode.Uri): Promise<Interpreter> {
+  if (configured) return { path: configured, source: "the nightlab.python setting" };
+  const ext = vscode.extensions.getExtension<PythonExtensionApi>("ms-python.python");
+  if (ext) {
+    try {
+      const api = ext.isActive ? ext.exports : await ext.activate();
+      const active = api.environments?.getActiveEnvironmentPath(resource);
+      const env = active ? await api.environments?.resolveEnvironment(active) : undefined;
+      const exe = env?.executable?.uri?.fsPath;
+      if (exe) return { path: exe, source: "the Python extension's interpreter" };
+    } catch (err) {
+      log.warn(`the Python extension did not name an interpreter: ${String(err)}`);
+    }
+  }
+  return { path: "python3", source: "python3 on PATH" };
+}
+
+export type NightlabCheck =
+  | { ok: true; version: string }
+  | { ok: false; missing: "python" | "package"; detail: string };
+
+const CHECK = "import importlib.metadata as m, nightlab.server; print(m.version('nightlab'))";
+
+/** Does this interpreter run and have the nightlab package? */
+export function checkNightlab(python: string): Promise<NightlabCheck> {
+  return new Promise((resolve) => {
+    execFile(python, ["-c", CHECK], { timeout: 60_000 }, (err, stdout, stderr) => {
+      if (!err) return resolve({ ok: true, version: stdout.trim() });
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "ENOENT" || code === "EACCES") {
+        return resolve({ ok: false, missing: "python", detail: `${python} cannot be run (${code})` });
+      }
+      resolve({ ok: false, missing: "package", detail: (stderr || err.message).trim().split("\n").slice(-1)[0] });
+    });
+  });
+}
+
+/** The nightlab wheel packaged with the extension, if any. */
+export function bundledWheel(extensionPath: string): string | undefined {
+  const dir = path.join(extensionPath, "dist", "wheels");
+  try {
+    const wheel = readdirSync(dir).find((f) => f.startsWith("nightlab-") && f.endsWith(".whl"));
+    return wheel ? path.join(dir, wheel) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** `python -m pip install <wheel>`, its output in the log, with a progress notification. */
+export async function installWheel(python: string, wheel: string): Promise<void> {
+  await vscode.window.withProgress(
+    { location: vscode.ProgressLocation.Notification, title: `Installing Nightlab into ${python}`, cancellable: false },
+    () =>
+      new Promise<void>((resolve, reject) => {
+        log.info(`${python} -m pip install ${wheel}`);
+        const proc = spawn(python, ["-m", "pip", "install", wheel], { stdio: ["ignore", "pipe", "pipe"] });
+        let tail = "";
+        const take = (chunk: Buffer) => {
+          const text = chunk.toString();
+          tail = (tail + text).slice(-2000);
+          for (const line of text.split(/\r?\n/)) if (line) log.info(`pip: ${line}`);
+        };
+        proc.stdout.on("data", take);
+        proc.stderr.on("data", take);
+        proc.on("error", reject);
+        proc.on("close", (code) =>
+          code === 0 ? resolve() : reject(new Error(`pip exited with ${code}: ${tail.trim().split("\n").slice(-1)[0]}`)),
+        );
+      }),
+  );
+}

@@ -1,0 +1,244 @@
+/**
+ * The panel's two uPlot charts: the live loss curve (the running experiment over the best one's) and
+ * the progress chart (autoresearch's progress.png: kept and discarded metrics per experiment and the
+ * kept frontier as a step line; crashes as red marks on the x axis). Colors come from the VS Code theme;
+ * a theme change rebuilds the charts. Each chart says what it shows in data-* attributes (the webview
+ * test reads them).
+ * Must not import: vscode.
+ */
+import uPlot from "uplot";
+import type { CurveData, ProgressData } from "../model";
+import { cssVar, el, setAttr, setText } from "./dom";
+
+const HEIGHT = 120;
+
+interface Theme {
+  fg: string;
+  muted: string;
+  grid: string;
+  font: string;
+  green: string;
+  red: string;
+  blue: string;
+}
+
+function theme(): Theme {
+  const fg = cssVar("--vscode-foreground", "#cccccc");
+  const family = cssVar("--vscode-font-family", "system-ui, sans-serif");
+  return {
+    fg,
+    muted: cssVar("--vscode-descriptionForeground", "#9d9d9d"),
+    grid: cssVar("--vscode-editorWidget-border", cssVar("--vscode-panel-border", "rgba(128,128,128,0.35)")),
+    font: `10px ${family}`,
+    green: cssVar("--vscode-charts-green", "#89d185"),
+    red: cssVar("--vscode-charts-red", "#f14c4c"),
+    blue: cssVar("--vscode-charts-blue", "#3794ff"),
+  };
+}
+
+function axes(t: Theme, xLabel: (v: number) => string): uPlot.Axis[] {
+  const common = { stroke: t.muted, font: t.font, grid: { stroke: t.grid, width: 1 }, ticks: { stroke: t.grid, width: 1, size: 3 } };
+  return [
+    { ...common, size: 22, values: (_u, vals) => vals.map(xLabel) },
+    { ...common, size: 42, gap: 3 },
+  ];
+}
+
+/** A chart in a <figure>: a caption with a legend and a readout, the plot, and a line when empty. */
+abstract class Chart<D> {
+  readonly root: HTMLElement;
+  protected readonly legend = el("span", { class: "legend" });
+  protected readonly readout = el("span", { class: "readout" });
+  protected readonly plot = el("div", { class: "plot" });
+  protected readonly empty = el("div", { class: "chart-empty" });
+  protected u: uPlot | null = null;
+  protected data: D | null = null;
+  protected t: Theme = theme();
+
+  constructor(cls: string, title: string) {
+    this.root = el("figure", { class: `chart ${cls}` },
+      el("figcaption", {}, el("span", { class: "title" }, title), this.legend, this.readout), this.plot, this.empty);
+    new ResizeObserver(() => this.resize()).observe(this.plot);
+  }
+
+  protected abstract build(): uPlot;
+  protected abstract aligned(d: D): uPlot.AlignedData;
+
+  set(d: D): void {
+    this.data = d;
+    if (!this.u) this.u = this.build();
+    else this.u.setData(this.aligned(d));
+  }
+
+  /** New colors: the theme changed. */
+  retheme(): void {
+    this.t = theme();
+    this.u?.destroy();
+    this.u = null;
+    if (this.data) this.set(this.data);
+  }
+
+  protected size(): { width: number; height: number } {
+    return { width: Math.max(120, Math.floor(this.plot.clientWidth)), height: HEIGHT };
+  }
+
+  private resize(): void {
+    if (!this.u) return;
+    const s = this.size();
+    if (s.width !== this.u.width || s.height !== this.u.height) this.u.setSize(s);
+  }
+
+  protected showReadout(u: uPlot, text: (idx: number) => string): void {
+    const idx = u.cursor.idx;
+    setText(this.readout, idx === null || idx === undefined ? "" : text(idx));
+  }
+}
+
+export interface LiveCurve {
+  curve: CurveData;
+  /** the running (or last) experiment the curve belongs to */
+  number: number | null;
+  running: boolean;
+  best: number | null;
+}
+
+export class LossChart extends Chart<LiveCurve> {
+  constructor() {
+    super("loss", "Loss");
+  }
+
+  protected aligned(d: LiveCurve): uPlot.AlignedData {
+    return d.curve.data;
+  }
+
+  override set(d: LiveCurve): void {
+    if (this.u && this.data?.curve.xKey !== d.curve.xKey) {
+      this.u.destroy(); // the x axis's unit changed: new axes
+      this.u = null;
+    }
+    super.set(d);
+    const [x, run, best] = d.curve.data;
+    const runPoints = run.filter((v) => v !== null).length;
+    const bestPoints = best.filter((v) => v !== null).length;
+    setAttr(this.root, "data-running-points", String(runPoints));
+    setAttr(this.root, "data-best-points", String(bestPoints));
+    setAttr(this.root, "data-x", d.curve.xKey);
+    this.legend.replaceChildren(
+      d.number === null ? "" : el("span", { class: "key run" }, `#${d.number}${d.running ? " running" : ""}`),
+      d.best === null ? "" : el("span", { class: "key best" }, `best #${d.best}`));
+    this.empty.hidden = x.length > 0;
+    setText(this.empty, d.number === null ? "The running experiment's loss appears here."
+      : d.running ? "Waiting for the first loss\u2026" : "No loss recorded.");
+  }
+
+  protected build(): uPlot {
+    const t = this.t;
+    const xKey = this.data?.curve.xKey ?? "elapsedS";
+    const opts: uPlot.Options = {
+      ...this.size(),
+      legend: { show: false },
+      cursor: { y: false, points: { size: 5 }, drag: { x: false, y: false } },
+      scales: { x: { time: false } },
+      axes: axes(t, (v) => (xKey === "elapsedS" ? `${+v.toFixed(2)}s` : String(v))),
+      series: [
+        {},
+        { label: "running", stroke: t.blue, width: 1.5, spanGaps: true, points: { show: false } },
+        { label: "best", stroke: t.green, width: 1, dash: [4, 3], spanGaps: true, points: { show: false } },
+      ],
+      hooks: {
+        setCursor: [(u) => this.showReadout(u, (i) => {
+          const [x, r, b] = u.data;
+          const at = xKey === "elapsedS" ? `${(x[i] as number).toFixed(1)}s` : `step ${x[i]}`;
+          const parts = [at];
+          if (r[i] != null) parts.push(`run ${(r[i] as number).toFixed(4)}`);
+          if (b[i] != null) parts.push(`best ${(b[i] as number).toFixed(4)}`);
+          return parts.join("  ");
+        })],
+      },
+    };
+    return new uPlot(opts, this.aligned(this.data!), this.plot);
+  }
+}
+
+export class ProgressChart extends Chart<ProgressData> {
+  constructor(private metricName = "val_bpb") {
+    super("progress", "Progress");
+  }
+
+  protected aligned(d: ProgressData): uPlot.AlignedData {
+    return [d.x, d.kept, d.discarded, d.frontier];
+  }
+
+  setMetric(name: string): void {
+    this.metricName = name;
+  }
+
+  override set(d: ProgressData): void {
+    super.set(d);
+    const count = (a: (number | null)[]) => a.filter((v) => v !== null).length;
+    setAttr(this.root, "data-kept", String(count(d.kept)));
+    setAttr(this.root, "data-discarded", String(count(d.discarded)));
+    setAttr(this.root, "data-frontier", String(count(d.frontier)));
+    setAttr(this.root, "data-crashes", String(d.crashes.length));
+    this.legend.replaceChildren(
+      el("span", { class: "key kept" }, `kept ${count(d.kept)}`),
+      el("span", { class: "key discarded" }, `discarded ${count(d.discarded)}`),
+      d.crashes.length ? el("span", { class: "key crash" }, `crashed ${d.crashes.length}`) : "");
+    this.empty.hidden = d.x.length > 0;
+    setText(this.empty, `Each finished experiment's ${this.metricName} appears here.`);
+  }
+
+  protected build(): uPlot {
+    const t = this.t;
+    const dots = (color: string, size: number) => ({
+      stroke: color, fill: color, paths: () => null, points: { show: true, size, width: 1, stroke: color, fill: color },
+    });
+    const opts: uPlot.Options = {
+      ...this.size(),
+      legend: { show: false },
+      cursor: { y: false, points: { size: 7 }, drag: { x: false, y: false } },
+      scales: { x: { time: false } },
+      axes: axes(t, (v) => (Number.isInteger(v) ? String(v) : "")),
+      series: [
+        {},
+        { label: "kept", ...dots(t.green, 6) },
+        { label: "discarded", ...dots(t.muted, 4) },
+        { label: "frontier", stroke: t.green, width: 1.5, spanGaps: true, points: { show: false },
+          paths: uPlot.paths.stepped!({ align: 1 }) },
+      ],
+      hooks: {
+        draw: [(u) => this.drawCrashes(u)],
+        setCursor: [(u) => this.showReadout(u, (i) => {
+          const [x, k, d] = u.data;
+          const v = k[i] ?? d[i];
+          const what = k[i] != null ? "kept" : d[i] != null ? "discarded" : "crashed";
+          return `#${x[i]} ${what}${v != null ? ` ${(v as number).toFixed(6)}` : ""}`;
+        })],
+      },
+    };
+    return new uPlot(opts, this.aligned(this.data!), this.plot);
+  }
+
+  /** Crashes have no metric: a red tick on the x axis, one per crash. */
+  private drawCrashes(u: uPlot): void {
+    const crashes = this.data?.crashes ?? [];
+    if (!crashes.length) return;
+    const ctx = u.ctx;
+    const pr = devicePixelRatio || 1;
+    const bottom = u.bbox.top + u.bbox.height;
+    ctx.save();
+    ctx.strokeStyle = this.t.red;
+    ctx.lineWidth = 1.5 * pr;
+    for (const n of crashes) {
+      const cx = u.valToPos(n, "x", true);
+      const r = 3 * pr;
+      ctx.beginPath();
+      ctx.moveTo(cx - r, bottom - 2 * r - pr);
+      ctx.lineTo(cx + r, bottom - pr);
+      ctx.moveTo(cx + r, bottom - 2 * r - pr);
+      ctx.lineTo(cx - r, bottom - pr);
+      ctx.stroke();
+    }
+    ctx.restore();
+  }
+}

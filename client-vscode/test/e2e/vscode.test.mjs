@@ -1,0 +1,156 @@
+// End to end in a real VS Code (code-server 4.100.3 in headless Chromium): install the .vsix, open a
+// demo workspace made by `nightlab init`, start the loop from the panel (offline agent, a token budget of
+// 40,960 so each run takes seconds on the CPU), watch experiments appear live in the panel, open a diff,
+// accept an experiment, and check train.py on disk. Meanwhile keystrokes typed into an open editor must
+// all land there: nothing the loop does may take the focus.
+//
+//   npm run package && npm run test:e2e     (the Python with nightlab: $NIGHTLAB_PYTHON, else ../.venv)
+// Screenshots go to test-results/ (vscode-panel.png: the panel with experiments in it).
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+import {
+  CLIENT_DIR, findFrame, focusEditor, launchBrowser, openFile, openWorkbench, runCommand, screenshot,
+  startCodeServer, withTimeout,
+} from './harness.mjs';
+
+const REPO = path.resolve(CLIENT_DIR, '..');
+const PYTHON = process.env.NIGHTLAB_PYTHON || path.join(REPO, '.venv', 'bin', 'python');
+const VSIX = path.join(CLIENT_DIR, 'dist', 'nightlab.vsix');
+const RESULTS = path.join(CLIENT_DIR, 'test-results');
+const TYPED = 'the loop never takes my keyboard. ';
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const step = (what) => console.log(`[e2e ${new Date().toISOString().slice(11, 19)}] ${what}`);
+const git = (ws, ...args) => execFileSync('git', ['-C', ws, ...args], { encoding: 'utf8' });
+
+function makeWorkspace() {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'nightlab-e2e-ws-'));
+  const ws = path.join(tmp, 'demo');
+  execFileSync(PYTHON, ['-m', 'nightlab.server.cli', 'init', ws, '--profile', 'cpu'], { stdio: 'inherit' });
+  // autoresearch's keep rule: one run per experiment, so a short test still sees keeps and discards
+  const toml = path.join(ws, 'nightlab.toml');
+  fs.writeFileSync(toml, fs.readFileSync(toml, 'utf8').replace(/^name = "noise".*$/m, 'name = "strict"'));
+  fs.writeFileSync(path.join(ws, 'notes.txt'), '');
+  return { tmp, ws };
+}
+
+/** The rows the panel shows now: [{number, status, text}]. */
+const rows = (frame) => frame.locator('[data-number]').evaluateAll((els) => els.map((e) => ({
+  number: Number(e.getAttribute('data-number')), status: e.getAttribute('data-status'), text: e.textContent,
+})));
+
+async function until(what, predicate, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await predicate();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(500);
+  }
+}
+
+async function main() {
+  assert.ok(fs.existsSync(VSIX), `no ${VSIX}: run npm run package first`);
+  assert.ok(fs.existsSync(PYTHON), `no Python at ${PYTHON}: run ./dev.sh setup or set NIGHTLAB_PYTHON`);
+  const { tmp, ws } = makeWorkspace();
+  const head = git(ws, 'rev-parse', 'HEAD').trim();
+  const server = await startCodeServer({
+    workspace: ws, vsix: VSIX,
+    env: { NIGHTLAB_CACHE: path.join(tmp, 'cache') },
+    settings: {
+      'nightlab.python': PYTHON, 'nightlab.agent': 'offline', 'nightlab.budgetTokens': 40960,
+      'nightlab.maxExperiments': 5, 'nightlab.notifyOnNewBest': true,
+      'files.autoSave': 'off', 'editor.minimap.enabled': false,
+    },
+  });
+  const browser = await launchBrowser();
+  let page;
+  try {
+    page = await openWorkbench(browser, server.url, ws);
+    step('workbench open; opening notes.txt and the panel');
+    await openFile(page, 'notes.txt');
+    await runCommand(page, 'Nightlab: Open the Experiments Panel');
+    const panel = await findFrame(page, '[data-action="start"]', 90_000);
+    await until('the server to connect (Start enabled)',
+      () => panel.locator('[data-action="start"]').isEnabled(), 90_000);
+
+    step('starting the loop from the panel');
+    await panel.locator('[data-action="start"]').click();
+    await until('experiment #1 to appear', async () => (await rows(panel)).some((r) => r.number === 1), 60_000);
+
+    // The keyboard goes back to notes.txt, and stays there while experiments start, train, finish and a
+    // "new best" notification shows: a character every 250 ms, over the whole run.
+    await openFile(page, 'notes.txt');
+    await focusEditor(page);
+    let typed = '';
+    let finished = [];
+    const deadline = Date.now() + 6 * 60_000;
+    while (Date.now() < deadline) {
+      const ch = TYPED[typed.length % TYPED.length];
+      await page.keyboard.type(ch);
+      typed += ch;
+      await sleep(250);
+      if (typed.length % 8 === 0) {
+        finished = (await rows(panel)).filter((r) => r.number > 1 && (r.status === 'keep' || r.status === 'discard'));
+        if (finished.length >= 2) break;
+      }
+    }
+    assert.ok(finished.length >= 1, `no finished experiment besides the baseline after 6 minutes: ${JSON.stringify(await rows(panel))}`);
+    const statusBar = await page.locator('.statusbar-item', { hasText: 'Nightlab' }).first().textContent();
+    assert.match(statusBar, /Nightlab/);
+    await page.keyboard.press('Control+S');
+    await until('notes.txt saved', () => fs.readFileSync(path.join(ws, 'notes.txt'), 'utf8') === typed, 15_000);
+    step(`typed ${typed.length} characters; every one is in notes.txt`);
+
+    await screenshot(page, path.join(RESULTS, 'vscode-panel.png'));
+    const table = await rows(panel);
+    assert.ok(table.length >= 3, `the panel shows ${table.length} rows`);
+    assert.ok(table.some((r) => /\d\.\d{6}/.test(r.text)), 'no val_bpb shown in the table');
+
+    // Review: select the experiment in the panel: a diff editor opens beside, the focus stays in the panel.
+    const target = finished[0].number;
+    const commit = git(ws, 'rev-parse', `refs/nightlab/main/${target}`).trim();
+    const expected = git(ws, 'show', `${commit}:train.py`);
+    step(`opening the diff of #${target}`);
+    await panel.locator(`[data-number="${target}"]`).click();
+    const diffEditor = page.locator('.monaco-diff-editor').first();
+    await diffEditor.waitFor({ state: 'visible', timeout: 60_000 });
+    const tab = await page.locator('.tab.active').first().getAttribute('aria-label');
+    assert.match(tab ?? '', new RegExp(`train\\.py.*#${target}`), `the active tab is ${tab}`);
+    const focusInPanel = await page.evaluate(() => !!document.activeElement?.closest?.('.webview, iframe')
+      || document.activeElement?.tagName === 'IFRAME');
+    assert.ok(focusInPanel, 'opening the diff took the focus from the panel');
+    await screenshot(page, path.join(RESULTS, 'vscode-diff.png'));
+
+    step(`accepting #${target} from the panel`);
+    await panel.locator(`[data-number="${target}"] [data-act="accept"]`).click();
+    await until(`train.py on disk to become experiment #${target}'s`,
+      () => fs.readFileSync(path.join(ws, 'train.py'), 'utf8') === expected, 60_000);
+    assert.equal(git(ws, 'rev-parse', 'HEAD').trim(), head, 'accepting moved the user\'s branch');
+    await until('the panel to show the review', async () => (await panel.locator(`[data-number="${target}"]`).textContent()).includes('accepted'), 30_000);
+
+    step('stopping the loop');
+    await runCommand(page, 'Nightlab: Stop the Loop');
+    await until('the loop to stop', async () => /stopped|idle/.test(await panel.locator('[data-state]').first().getAttribute('data-state') ?? ''), 120_000);
+    await screenshot(page, path.join(RESULTS, 'vscode-final.png'));
+    step('passed');
+  } catch (err) {
+    if (page) await screenshot(page, path.join(RESULTS, 'vscode-failure.png')).catch(() => {});
+    console.error(server.logs().slice(-4000));
+    console.error((server.vscodeLogs?.() ?? '').slice(-8000));
+    throw err;
+  } finally {
+    await browser.close().catch(() => {});
+    await server.stop();
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+await withTimeout(main(), 15 * 60_000, 'the end-to-end test').catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -1,0 +1,221 @@
+// The panel's model (src/panel/model.ts): host messages, the table, formatting, the controls.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import type { ExperimentPayload, LoopStatePayload, ProgressPayload } from "../../../protocol/nightlab-protocol";
+import type { ToWebview } from "../../src/panel/messages";
+import {
+  addSample, applyMessage, canReview, countByStatus, deltaClass, enabledControls, filterRows, fmtDelta, fmtDuration,
+  fmtMetric, fmtSigma, initialModel, LIVE_SAMPLE_CAP, moveSelection, scrollToRow, upsert, visibleWindow,
+  type Filter, type PanelModel,
+} from "../../src/panel/model";
+
+export const exp = (number: number, over: Partial<ExperimentPayload> = {}): ExperimentPayload => ({
+  number, tag: "main", status: "keep", description: `change ${number}`, hypothesis: "", metric: 1 - number / 100,
+  agent: "offline", commit: `c${number}`, parentCommit: `c${number - 1}`, startedAt: "2025-03-05T23:00:00Z",
+  reason: "", diffSummary: "train.py: +1 -1 lines", baseline: false, ...over,
+});
+
+export const loop = (over: Partial<LoopStatePayload> = {}): LoopStatePayload => ({
+  state: "running", reason: "", tag: "main", agent: "offline", budget: "60 s", metricName: "val_bpb",
+  direction: "lower", best: null, baseline: null, experimentsRun: 0, running: [], costUsd: 0, ...over,
+});
+
+const sample = (number: number, step: number, over: Partial<ProgressPayload> = {}): ProgressPayload => ({
+  number, step, elapsedS: step * 0.5, loss: 5 - step / 100, stage: "run", fraction: step / 100, ...over,
+});
+
+const apply = (...msgs: ToWebview[]): PanelModel => msgs.reduce(applyMessage, initialModel());
+const numbers = (m: PanelModel) => m.experiments.map((e) => e.number);
+
+// ---- messages -------------------------------------------------------------------------------------
+
+test("reset: the whole picture, newest first, trust and problem", () => {
+  const m = apply({ type: "reset", state: loop({ running: [3] }), experiments: [exp(1), exp(3, { status: "running" }), exp(2)],
+    trusted: false, problem: "no nightlab package" });
+  assert.equal(m.loaded, true);
+  assert.deepEqual(numbers(m), [3, 2, 1]);
+  assert.equal(m.trusted, false);
+  assert.equal(m.problem, "no nightlab package");
+  assert.equal(m.live?.number, 3, "the live curve follows the running experiment");
+  assert.equal(apply({ type: "reset", state: null, experiments: [], trusted: true }).problem, null);
+});
+
+test("experiment: inserted in order, replaced by number", () => {
+  let m = apply({ type: "reset", state: null, experiments: [exp(1), exp(4)], trusted: true });
+  m = applyMessage(m, { type: "experiment", experiment: exp(2) });
+  m = applyMessage(m, { type: "experiment", experiment: exp(5, { status: "running" }) });
+  assert.deepEqual(numbers(m), [5, 4, 2, 1]);
+  const before = m.experiments;
+  m = applyMessage(m, { type: "experiment", experiment: exp(5, { status: "discard", metric: 2 }) });
+  assert.deepEqual(numbers(m), [5, 4, 2, 1]);
+  assert.equal(m.experiments[0].status, "discard");
+  assert.notEqual(m.experiments, before, "a new array: the view redraws by reference");
+  assert.equal(before[0].status, "running", "the old model is untouched");
+});
+
+test("upsert keeps newest first for any insertion order", () => {
+  const orders = [[1, 2, 3, 4, 5], [5, 4, 3, 2, 1], [3, 1, 5, 2, 4, 3, 1]];
+  for (const order of orders) {
+    const list = order.reduce((l: ExperimentPayload[], n) => upsert(l, exp(n)), []);
+    assert.deepEqual(list.map((e) => e.number), [...new Set(order)].sort((a, b) => b - a), order.join());
+  }
+});
+
+test("loopState: kept whole; a newer running experiment restarts the live curve", () => {
+  let m = apply({ type: "reset", state: loop({ running: [1] }), experiments: [exp(1, { status: "running" })], trusted: true });
+  m = applyMessage(m, { type: "progress", progress: sample(1, 1) });
+  assert.equal(m.live?.samples.length, 1);
+  const s = loop({ state: "deciding", running: [1], reason: "deciding" });
+  m = applyMessage(m, { type: "loopState", state: s });
+  assert.equal(m.state, s);
+  assert.equal(m.live?.samples.length, 1, "same experiment: same curve");
+  m = applyMessage(m, { type: "loopState", state: loop({ state: "proposing", running: [] }) });
+  assert.equal(m.live?.number, 1, "nothing runs: the last curve stays");
+  m = applyMessage(m, { type: "loopState", state: loop({ running: [2] }) });
+  assert.deepEqual([m.live?.number, m.live?.samples.length], [2, 0]);
+});
+
+test("progress: only the newest running experiment, stage run, restarts on a stage change or a step back", () => {
+  const running = loop({ running: [4, 5] });
+  let m = apply({ type: "reset", state: running, experiments: [], trusted: true });
+  const steps: [ProgressPayload, number | null, number][] = [
+    // sample, live number after it, samples after it
+    [sample(4, 1), 5, 0], // an older one of two running: ignored
+    [sample(5, 1, { stage: "smoke" }), 5, 0], // a smoke run is not drawn
+    [sample(5, 2, { stage: "smoke" }), 5, 0],
+    [sample(5, 1), 5, 1], // the run starts: the series restarts
+    [sample(5, 2), 5, 2],
+    [sample(5, 3, { loss: null }), 5, 2], // a sample without a loss adds nothing
+    [sample(5, 4), 5, 3],
+    [sample(5, 1), 5, 1], // the step went back: the same stage ran again
+    [sample(5, 2, { stage: "repeat-1" }), 5, 0], // a confirmation repeat
+    [sample(6, 1), 6, 1], // a newer number than the state knows (it lags)
+    [sample(5, 9), 6, 1], // never back to an older one
+  ];
+  for (const [i, [p, number, count]] of steps.entries()) {
+    m = applyMessage(m, { type: "progress", progress: p });
+    assert.deepEqual([m.live?.number, m.live?.samples.length], [number, count], `step ${i}: ${JSON.stringify(p)}`);
+  }
+  assert.equal(m.live?.stage, "run");
+});
+
+test("progress: a message that changes nothing keeps the model object", () => {
+  const m = apply({ type: "reset", state: loop({ running: [5] }), experiments: [], trusted: true });
+  assert.equal(applyMessage(m, { type: "progress", progress: sample(4, 1) }), m);
+});
+
+test("progress: the live samples stay bounded over a long night", () => {
+  let live = null;
+  for (let i = 1; i <= LIVE_SAMPLE_CAP * 2 + 1; i++) live = addSample(live, sample(1, i), 1);
+  assert.ok(live !== null && live.samples.length <= LIVE_SAMPLE_CAP, String(live?.samples.length));
+  assert.equal(live.samples[live.samples.length - 1].step, LIVE_SAMPLE_CAP * 2 + 1, "the newest is kept");
+  assert.equal(live.samples[0].step, 1, "the first is kept");
+});
+
+test("bestCurve, trust and error", () => {
+  let m = apply({ type: "bestCurve", number: 3, points: [{ step: 1, elapsedS: 0, loss: 4 }] });
+  assert.deepEqual(m.best, { number: 3, points: [{ step: 1, elapsedS: 0, loss: 4 }] });
+  m = applyMessage(m, { type: "trust", trusted: false });
+  assert.equal(m.trusted, false);
+  m = applyMessage(m, { type: "error", message: "no experiment #99" });
+  assert.equal(m.error, "no experiment #99");
+});
+
+// ---- the table -------------------------------------------------------------------------------------
+
+const ledger = [exp(6, { status: "running" }), exp(5, { status: "crash" }), exp(4, { status: "discard" }),
+  exp(3, { status: "keep" }), exp(2, { status: "interrupted" }), exp(1, { status: "keep", baseline: true })];
+
+test("filter by status", () => {
+  const cases: [Filter, number[]][] = [
+    ["all", [6, 5, 4, 3, 2, 1]], ["keep", [3, 1]], ["discard", [4]], ["crash", [5]], ["running", [6]], ["interrupted", [2]],
+  ];
+  for (const [filter, expected] of cases) assert.deepEqual(filterRows(ledger, filter).map((e) => e.number), expected, filter);
+  assert.deepEqual(countByStatus(ledger), { all: 6, keep: 2, discard: 1, crash: 1, running: 1, interrupted: 1 });
+});
+
+test("the virtual window: rows in view plus overscan, clamped at both ends", () => {
+  // total, scrollTop, viewport, rowHeight, overscan -> start, end, offset
+  const cases: [number, number, number, number, number, number, number, number][] = [
+    [0, 0, 400, 22, 8, 0, 0, 0], // nothing
+    [5, 0, 400, 22, 8, 0, 5, 0], // fewer rows than fit
+    [1000, 0, 440, 22, 8, 0, 29, 0], // top: 20 in view + 1 partial + 8 below
+    [1000, 2200, 440, 22, 8, 92, 129, 92 * 22], // middle: row 100 first, 8 above
+    [1000, 2211, 440, 22, 8, 92, 129, 92 * 22], // half a row further: the same window
+    [1000, 21560, 440, 22, 8, 972, 1000, 972 * 22], // bottom: the last 20 and overscan above
+    [1000, 999999, 440, 22, 8, 972, 1000, 972 * 22], // past the end (the list shrank): the last rows
+    [1000, -50, 440, 22, 8, 0, 29, 0], // overscrolled above
+    [1000, 0, 0, 22, 8, 0, 10, 0], // not laid out yet: still a row
+  ];
+  for (const [total, top, viewport, h, over, start, end, offset] of cases) {
+    assert.deepEqual(visibleWindow(total, top, viewport, h, over), { start, end, offset }, `${total} rows at ${top}`);
+  }
+});
+
+test("the window never renders more than the viewport and overscan, for any scroll", () => {
+  for (let top = 0; top < 5000 * 22; top += 997) {
+    const w = visibleWindow(5000, top, 300, 22, 8);
+    assert.ok(w.end - w.start <= Math.ceil(300 / 22) + 1 + 16, `${top}: ${w.start}..${w.end}`);
+    assert.ok(w.start * 22 <= Math.max(0, top) && (w.end * 22 >= Math.min(top + 300, 5000 * 22)), `${top} is covered`);
+  }
+});
+
+test("scrolling a row into view", () => {
+  const cases: [number, number, number][] = [[0, 100, 0], [10, 0, 10 * 22 + 22 - 110], [3, 0, 0], [2, 100, 44]];
+  for (const [index, top, expected] of cases) assert.equal(scrollToRow(index, top, 110, 22), expected, `row ${index} from ${top}`);
+});
+
+test("moving the selection with the keys", () => {
+  const cases: [number | null, number, number | null][] = [
+    [null, 1, 6], [null, -1, 1], [6, 1, 5], [6, -1, 6], [1, 1, 1], [4, -Infinity, 6], [4, Infinity, 1], [99, 1, 6], [3, 10, 1],
+  ];
+  for (const [from, delta, to] of cases) assert.equal(moveSelection(ledger, from, delta), to, `${from} ${delta}`);
+  assert.equal(moveSelection([], 3, 1), null);
+});
+
+test("accept and reject only for finished changes", () => {
+  assert.deepEqual(ledger.map((e) => [e.number, canReview(e)]), [[6, false], [5, false], [4, true], [3, true], [2, false], [1, false]]);
+});
+
+// ---- formatting ------------------------------------------------------------------------------------
+
+test("formatting", () => {
+  const cases: [string, string][] = [
+    [fmtMetric(0.9979), "0.997900"], [fmtMetric(null), ""], [fmtMetric(undefined), ""],
+    [fmtDelta(0.0012), "+0.001200"], [fmtDelta(-0.0137), "\u22120.013700"], [fmtDelta(0), "\u00b10.000000"], [fmtDelta(null), ""],
+    [fmtSigma(0.00213), "0.0021"], [fmtSigma(0.00001), "1.0e-5"], [fmtSigma(null), ""],
+    [fmtDuration(42.4), "42s"], [fmtDuration(245), "4m05s"], [fmtDuration(3720), "1h02m"], [fmtDuration(null), ""],
+  ];
+  for (const [got, expected] of cases) assert.equal(got, expected);
+});
+
+test("a delta is better or worse by the metric's direction", () => {
+  const cases: [number | null, "lower" | "higher", string][] = [
+    [-0.01, "lower", "better"], [0.01, "lower", "worse"], [-0.01, "higher", "worse"], [0.01, "higher", "better"],
+    [0, "lower", ""], [null, "lower", ""],
+  ];
+  for (const [v, dir, expected] of cases) assert.equal(deltaClass(v, dir), expected, `${v} ${dir}`);
+});
+
+// ---- controls --------------------------------------------------------------------------------------
+
+test("which controls are enabled, per state and trust", () => {
+  const all = (start: boolean, pause: boolean, resume: boolean, stop: boolean) => ({ start, pause, resume, stop });
+  const cases: [LoopStatePayload["state"] | null, boolean, ReturnType<typeof all>][] = [
+    [null, true, all(true, false, false, false)],
+    ["idle", true, all(true, false, false, false)],
+    ["proposing", true, all(false, true, false, true)],
+    ["running", true, all(false, true, false, true)],
+    ["deciding", true, all(false, true, false, true)],
+    ["paused", true, all(false, false, true, true)],
+    ["stopped", true, all(true, false, false, false)],
+    ["errored", true, all(true, false, false, false)],
+    ...(["idle", "running", "paused", "stopped", null] as const).map((s) =>
+      [s, false, all(false, false, false, false)] as [LoopStatePayload["state"] | null, boolean, ReturnType<typeof all>]),
+  ];
+  for (const [state, trusted, expected] of cases) {
+    assert.deepEqual(enabledControls(state === null ? null : loop({ state }), trusted), expected, `${state} trusted=${trusted}`);
+  }
+  assert.deepEqual(enabledControls(null, true, false), all(false, false, false, false), "no server: nothing");
+});

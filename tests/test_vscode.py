@@ -1,0 +1,81 @@
+"""The VS Code extension (client-vscode/), driven from the one test command: npm ci, type-check, bundle and
+`vsce package` offline; its unit tests (Node's test runner); the panel's webview in headless Chromium fed a
+recorded notification stream; and the end-to-end test in a real VS Code (code-server in headless Chromium).
+
+Each step is the extension's own npm script, run as a subprocess; a failure shows its output. Needs Node 20
+and npm (CI has them); the browser tests need Debian's chromium (.ci/run installs it), and the end-to-end
+test installs code-server 4.100.3 with client-vscode/scripts/install-code-server.sh (minutes, once).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIENT = ROOT / "client-vscode"
+VSIX = CLIENT / "dist" / "nightlab.vsix"
+RESULTS = CLIENT / "test-results"
+
+
+def npm(*args: str, timeout: float = 900, env: dict | None = None) -> str:
+    if shutil.which("npm") is None:
+        pytest.fail("npm is not installed: the extension's tests need Node 20 and npm")
+    proc = subprocess.run(["npm", *args], cwd=CLIENT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "NIGHTLAB_PYTHON": sys.executable, **(env or {})})
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"npm {' '.join(args)} failed ({proc.returncode}):\n{out[-12000:]}"
+    return out
+
+
+@pytest.fixture(scope="module")
+def vsix() -> Path:
+    """npm ci (skipped when node_modules matches the lockfile), then type-check, bundle, wheel and package."""
+    lock, installed = CLIENT / "package-lock.json", CLIENT / "node_modules" / ".package-lock.json"
+    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime or os.environ.get("CI"):
+        npm("ci", "--no-audit", "--no-fund")
+    npm("run", "package")
+    return VSIX
+
+
+def test_extension_packages_offline_into_a_vsix(vsix: Path):
+    names = set(zipfile.ZipFile(vsix).namelist())
+    for needed in ("extension/package.json", "extension/dist/extension.js", "extension/dist/webview.js",
+                   "extension/dist/webview.css", "extension/media/nightlab.svg"):
+        assert needed in names, sorted(names)
+    wheels = [n for n in names if re.fullmatch(r"extension/dist/wheels/nightlab-.*\.whl", n)]
+    assert len(wheels) == 1, "the .vsix carries the nightlab wheel the extension offers to install"
+    assert not any("node_modules" in n or n.endswith(".ts") for n in names), "sources or node_modules leaked in"
+    manifest = json.loads(zipfile.ZipFile(vsix).read("extension/package.json"))
+    pinned = json.loads((CLIENT / "package.json").read_text())["devDependencies"]["@types/vscode"]
+    assert manifest["engines"]["vscode"] == f"^{pinned}", "engines.vscode and @types/vscode go together"
+
+
+def test_extension_unit_tests(vsix: Path):
+    out = npm("run", "test:unit")
+    passed = int(re.search(r"# pass (\d+)", out).group(1))
+    assert "# fail 0" in out and passed >= 20, out[-3000:]
+
+
+@pytest.mark.slow
+def test_webview_in_headless_chromium(vsix: Path):
+    shot = RESULTS / "webview.png"
+    shot.unlink(missing_ok=True)
+    npm("run", "test:webview", timeout=600)
+    assert shot.exists() and shot.stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_vscode_end_to_end_in_code_server(vsix: Path):
+    shot = RESULTS / "vscode-panel.png"
+    shot.unlink(missing_ok=True)
+    out = npm("run", "test:e2e", timeout=1800)
+    assert "[e2e" in out and "passed" in out, out[-3000:]
+    assert shot.exists() and shot.stat().st_size > 10_000
