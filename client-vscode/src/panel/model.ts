@@ -337,6 +337,29 @@ export function progressSeries(experiments: readonly ExperimentPayload[], direct
   return out;
 }
 
+/**
+ * The metric axis's range for the progress chart: around the kept experiments, with room of one kept
+ * spread on each side (at least 0.2% of the metric), so that one wild discard does not flatten the
+ * frontier; discards beyond it are drawn as marks on the chart's edge. null: nothing to plot.
+ */
+export function progressRange(d: ProgressData): [number, number] | null {
+  const finite = (a: (number | null)[]) => a.filter((v): v is number => v !== null && Number.isFinite(v));
+  const kept = finite(d.kept);
+  const all = [...kept, ...finite(d.discarded)];
+  if (!all.length) return null;
+  let lo = Math.min(...all);
+  let hi = Math.max(...all);
+  if (kept.length) {
+    const kLo = Math.min(...kept);
+    const kHi = Math.max(...kept);
+    const span = Math.max(kHi - kLo, Math.abs(kHi) * 0.002);
+    lo = Math.max(lo, kLo - span);
+    hi = Math.min(hi, kHi + span);
+  }
+  const pad = (hi - lo) * 0.08 || Math.abs(lo) * 0.01 || 1;
+  return [lo - pad, hi + pad];
+}
+
 export type CurveX = "elapsedS" | "step";
 
 export interface CurveData {
@@ -376,6 +399,33 @@ export function curveSeries(running: readonly CurvePoint[], best: readonly Curve
     }
   }
   return { xKey, data: [x, ry, by] };
+}
+
+/**
+ * The loss axis's range: from the lowest loss to the highest after the first `skip` of the x range, so
+ * the first steps' high loss (10 at initialization, the unbudgeted warm-up piled at 0 s) does not flatten
+ * the part where runs differ. Their lines leave the top of the chart. null: too few points, uPlot decides.
+ */
+export function lossRange(curve: CurveData, skip = 0.1): [number, number] | null {
+  const [x, ...ys] = curve.data;
+  if (x.length < 2) return null;
+  const cut = x[0] + skip * (x[x.length - 1] - x[0]);
+  let lo = Infinity;
+  let hi = -Infinity;
+  let tail = -Infinity;
+  for (const y of ys) {
+    for (let i = 0; i < x.length; i++) {
+      const v = y[i];
+      if (v === null || !Number.isFinite(v)) continue;
+      lo = Math.min(lo, v);
+      hi = Math.max(hi, v);
+      if (x[i] >= cut) tail = Math.max(tail, v);
+    }
+  }
+  if (!Number.isFinite(lo)) return null;
+  const top = Number.isFinite(tail) ? tail : hi;
+  const pad = (top - lo) * 0.08 || Math.abs(lo) * 0.05 || 1;
+  return [lo - pad, top + pad];
 }
 
 /** At most `max` items, evenly spaced, the first and the last always kept; the same array when short. */

@@ -25,7 +25,6 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const CLIENT_DIR = path.resolve(HERE, '..', '..');
@@ -107,6 +106,10 @@ function killTree(pid, signal) {
 
 function alive(pid) {
   try { process.kill(pid, 0); return true; } catch { return false; }
+}
+
+function groupAlive(pgid) {
+  try { process.kill(-pgid, 0); return true; } catch { return false; }
 }
 
 let exitHooked = false;
@@ -333,12 +336,19 @@ export async function startCodeServer({
     vscodeLogs: () => readLogs(path.join(userDataDir, 'logs')),
     /** Kills code-server and everything it started (the whole tree); removes the temp dir. */
     stop: () => (stopped ??= (async () => {
-      if (alive(child.pid)) {
-        killTree(child.pid, 'SIGTERM');
-        for (let i = 0; i < 50 && child.exitCode === null && child.signalCode === null; i++) await sleep(100);
-        killTree(child.pid, 'SIGKILL');
-        for (let i = 0; i < 50 && alive(child.pid); i++) await sleep(100);
-      }
+      const running = () => child.exitCode === null && child.signalCode === null;
+      // Remember the tree first: once code-server is gone its children are reparented, and
+      // terminals (setsid) are outside its process group.
+      const tree = new Set(running() ? descendants(child.pid) : []);
+      const signal = (sig) => {
+        if (running()) for (const p of descendants(child.pid)) tree.add(p);
+        try { process.kill(-child.pid, sig); } catch { /* group gone */ }
+        for (const p of [...(running() ? [child.pid] : []), ...tree]) { try { process.kill(p, sig); } catch { /* gone */ } }
+      };
+      signal('SIGTERM');
+      for (let i = 0; i < 50 && running(); i++) await sleep(100);
+      signal('SIGKILL');
+      for (let i = 0; i < 50 && (running() || [...tree].some(alive) || groupAlive(child.pid)); i++) await sleep(100);
       live.delete(record);
       if (!keepTemp) await fsp.rm(tmp, { recursive: true, force: true }).catch(() => {});
       else log(`kept ${tmp}`);
@@ -372,6 +382,12 @@ export async function launchBrowser({ executablePath, args = [], headless = true
   const exe = executablePath || process.env.NIGHTLAB_CHROMIUM || '/usr/bin/chromium';
   if (!fs.existsSync(exe)) {
     throw new Error(`no Chromium at ${exe}: run scripts/install-code-server.sh (it installs Debian's chromium) or set NIGHTLAB_CHROMIUM`);
+  }
+  let chromium;
+  try {
+    ({ chromium } = await import('playwright-core'));
+  } catch (e) {
+    throw new Error(`cannot load playwright-core (${e.message}): run "npm ci" in ${CLIENT_DIR}`);
   }
   return chromium.launch({
     executablePath: exe,
@@ -459,8 +475,8 @@ async function closeQuickInput(page) {
   }
 }
 
-/** Labels of the rows currently shown in the quick input (command palette / quick open). */
-async function quickInputRows(page) {
+/** The rows the quick input (command palette, Quick Open, an extension's quick pick) now shows. */
+export async function quickPickItems(page) {
   return page.locator('.quick-input-widget .quick-input-list .monaco-list-row').evaluateAll((rows) => rows.map((r) => ({
     index: Number(r.getAttribute('data-index')),
     label: (r.querySelector('.label-name')?.textContent ?? '').trim(),
@@ -474,26 +490,77 @@ function matches(row, want) {
   return row.label === want;
 }
 
+// After accepting, the widget hides, or (a command that asks for input) shows something else:
+// another value, or the list without the row that was clicked.
+async function quickInputDone(widget, input, typed, row = null, timeoutMs = 10_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (!(await widget.isVisible().catch(() => false))) return;
+    if ((await input.inputValue().catch(() => typed)) !== typed) return;
+    if (row && !(await row.isVisible().catch(() => false))) return;
+    await sleep(100);
+  }
+}
+
+async function clickRow(widget, input, typed, hit) {
+  const row = widget.locator(`.quick-input-list .monaco-list-row[data-index="${hit.index}"]`);
+  await row.click();
+  await quickInputDone(widget, input, typed, row.filter({ hasText: hit.label }));
+}
+
 /**
- * Runs a command from the command palette by its title as shown there, e.g.
- * 'Nightlab: Start the Loop' (category + title); a RegExp matches the label too.
+ * Clicks the row of the open quick input (an extension's showQuickPick, or the palette) whose
+ * label equals `label` (or matches a RegExp), typing `filter` first when given.
  */
-export async function runCommand(page, title, { timeoutMs = 30_000 } = {}) {
+export async function pickQuickItem(page, label, { filter = null, timeoutMs = 30_000 } = {}) {
+  const widget = await quickInput(page);
+  const input = widget.locator('.quick-input-box input').first();
+  if (filter !== null) await input.fill(filter);
+  const typed = await input.inputValue().catch(() => '');
+  const deadline = Date.now() + timeoutMs;
+  let rows = [];
+  while (Date.now() < deadline) {
+    rows = await quickPickItems(page);
+    const hit = rows.find((r) => matches(r, label));
+    if (hit) {
+      await clickRow(widget, input, typed, hit);
+      return hit;
+    }
+    await sleep(200);
+  }
+  throw new Error(`pickQuickItem: no item ${label}; the quick input showed: ${JSON.stringify(rows.map((r) => r.label))}`);
+}
+
+/** Types `text` into an open input box (an extension's showInputBox) and presses Enter. */
+export async function answerInputBox(page, text, { timeoutMs = 30_000 } = {}) {
+  const widget = page.locator('.quick-input-widget').first();
+  await widget.waitFor({ state: 'visible', timeout: timeoutMs });
+  const input = widget.locator('.quick-input-box input').first();
+  await input.fill(text);
+  await input.press('Enter');
+  await quickInputDone(widget, input, text);
+}
+
+/**
+ * Runs a command from the command palette (F1) by its label there: category and title, e.g.
+ * 'Nightlab: Start the Loop'. A RegExp is matched against the label; pass `query` then, the text
+ * typed into the palette (default: the RegExp's source without ^ $ \).
+ */
+export async function runCommand(page, title, { query = null, timeoutMs = 30_000 } = {}) {
   await focusWorkbench(page);
   await closeQuickInput(page);
   await page.keyboard.press('F1');
   const widget = await quickInput(page);
-  const input = widget.locator('input.input, .quick-input-box input').first();
-  const query = title instanceof RegExp ? title.source.replace(/[\^$\\]/g, '') : title;
-  await input.fill(`>${query}`);
+  const input = widget.locator('.quick-input-box input').first();
+  const typed = `>${query ?? (title instanceof RegExp ? title.source.replace(/[\^$\\]/g, '') : title)}`;
+  await input.fill(typed);
   const deadline = Date.now() + timeoutMs;
   let rows = [];
   while (Date.now() < deadline) {
-    rows = await quickInputRows(page);
+    rows = await quickPickItems(page);
     const hit = rows.find((r) => matches(r, title));
     if (hit) {
-      await widget.locator(`.quick-input-list .monaco-list-row[data-index="${hit.index}"]`).click();
-      await widget.waitFor({ state: 'hidden', timeout: 10_000 }).catch(() => {});
+      await clickRow(widget, input, typed, hit);
       return;
     }
     await sleep(200);
@@ -513,20 +580,26 @@ export async function openFile(page, relPath, { timeoutMs = 30_000 } = {}) {
   await closeQuickInput(page);
   await page.keyboard.press('Control+P');
   const widget = await quickInput(page);
-  const input = widget.locator('input.input, .quick-input-box input').first();
+  const input = widget.locator('.quick-input-box input').first();
   await input.fill(rel);
   const dir = rel.includes('/') ? rel.slice(0, rel.lastIndexOf('/')) : '';
   const deadline = Date.now() + timeoutMs;
+  let retypeAt = Date.now() + 5_000;
   let rows = [];
   while (Date.now() < deadline) {
-    rows = await quickInputRows(page);
+    rows = await quickPickItems(page);
     const hit = rows.find((r) => r.label === base && (!dir || r.description.replace(/\\/g, '/').endsWith(dir)));
     if (hit) {
-      await widget.locator(`.quick-input-list .monaco-list-row[data-index="${hit.index}"]`).click();
-      await widget.waitFor({ state: 'hidden', timeout: 10_000 }).catch(() => {});
+      await clickRow(widget, input, rel, hit);
       return waitForEditor(page, rel, { timeoutMs: Math.max(5_000, deadline - Date.now()) });
     }
     await sleep(200);
+    if (Date.now() > retypeAt) {
+      // A search that ran before the file index was ready is not repeated by itself: type again.
+      retypeAt = Date.now() + 5_000;
+      await input.fill('');
+      await input.fill(rel);
+    }
   }
   await closeQuickInput(page);
   throw new Error(`openFile: Quick Open found no "${rel}"; it showed: ${JSON.stringify(rows.map((r) => `${r.label} ${r.description}`))}`);
@@ -534,7 +607,9 @@ export async function openFile(page, relPath, { timeoutMs = 30_000 } = {}) {
 
 /** Waits until the active editor shows a file whose URI ends with relPath; returns its locator. */
 export async function waitForEditor(page, relPath, { timeoutMs = 30_000 } = {}) {
-  const suffix = '/' + relPath.split(path.sep).join('/').split('/').map(encodeURIComponent).join('/');
+  // Encoded the way VS Code's URI.toString() does: everything but [A-Za-z0-9-._~].
+  const enc = (seg) => encodeURIComponent(seg).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+  const suffix = '/' + relPath.split(path.sep).join('/').split('/').map(enc).join('/');
   const editor = page.locator(`.editor-group-container.active .editor-instance .monaco-editor[data-uri$="${suffix}"]`).first();
   await editor.waitFor({ state: 'visible', timeout: timeoutMs });
   return editor;

@@ -8,7 +8,8 @@
 // 3. unless --no-extension: packages a tiny throw-away extension with vsce, installs it with
 //    --install-extension, and checks through it that commands run from the palette, that `env`
 //    reaches the extension host, that webview content is found in the nested iframes, that the
-//    keyboard gets out of a focused webview, and that notifications are seen and dismissed.
+//    keyboard gets out of a focused webview, that notifications are seen and dismissed, and that
+//    an extension's quick pick and input box can be answered.
 // Exit code 0 on success; 1 with a message (and test-results/smoke-failure.png) otherwise;
 // 2 when the whole run exceeds its time limit (NIGHTLAB_SMOKE_TIMEOUT_MS, default 6 minutes,
 // not counting a first-time code-server install).
@@ -55,6 +56,7 @@ const EXT_PACKAGE = {
       { command: 'nightlabSmoke.writeMarker', title: 'Write Marker', category: 'Nightlab Smoke' },
       { command: 'nightlabSmoke.openWebview', title: 'Open Webview', category: 'Nightlab Smoke' },
       { command: 'nightlabSmoke.notify', title: 'Notify', category: 'Nightlab Smoke' },
+      { command: 'nightlabSmoke.ask', title: 'Ask', category: 'Nightlab Smoke' },
     ],
   },
 };
@@ -78,6 +80,12 @@ exports.activate = (ctx) => {
       + '<p><input id="smoke-input" value="focus me"></p></body></html>';
   });
   reg('nightlabSmoke.notify', () => vscode.window.showInformationMessage('Nightlab smoke notification'));
+  reg('nightlabSmoke.ask', async () => {
+    const pick = await vscode.window.showQuickPick(['alpha', 'beta', 'gamma'], { placeHolder: 'Pick one' });
+    const text = await vscode.window.showInputBox({ prompt: 'Say something' });
+    const dir = vscode.workspace.workspaceFolders[0].uri.fsPath;
+    fs.writeFileSync(path.join(dir, 'smoke-answer.json'), JSON.stringify({ pick, text }));
+  });
 };
 `;
 
@@ -170,6 +178,14 @@ async function main() {
     await h.dismissNotifications(page);
     await waitFor('the notification to go away', async () => (await h.notifications(page)).length === 0, 10_000);
     step('runCommand out of a focused webview; notification seen and dismissed');
+
+    await h.runCommand(page, 'Nightlab Smoke: Ask');
+    await h.pickQuickItem(page, 'beta');
+    await h.answerInputBox(page, `said ${token}`);
+    const answerFile = path.join(ws, 'smoke-answer.json');
+    const answer = JSON.parse(await waitFor('smoke-answer.json', () => fs.existsSync(answerFile) && fs.readFileSync(answerFile, 'utf8')));
+    if (answer.pick !== 'beta' || answer.text !== `said ${token}`) fail(`quick pick / input box answers arrived as ${JSON.stringify(answer)}`);
+    step('pickQuickItem and answerInputBox answered the extension');
     await h.screenshot(page, path.join(RESULTS, 'smoke-webview.png'));
   }
 }

@@ -137,7 +137,6 @@ async function main() {
     await runCommand(page, 'Nightlab: Stop the Loop');
     await until('the loop to stop', async () => /stopped|idle/.test(await panel.locator('[data-state]').first().getAttribute('data-state') ?? ''), 120_000);
     await screenshot(page, path.join(RESULTS, 'vscode-final.png'));
-    step('passed');
   } catch (err) {
     if (page) await screenshot(page, path.join(RESULTS, 'vscode-failure.png')).catch(() => {});
     console.error(server.logs().slice(-4000));
@@ -146,8 +145,66 @@ async function main() {
   } finally {
     await browser.close().catch(() => {});
     await server.stop();
+  }
+  try {
+    await untrusted(ws);
+    await missingPackage(tmp, ws);
+  } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }
+  step('passed');
+}
+
+/** Runs `scenario(page)` in a fresh code-server on `ws`; a screenshot on failure. */
+async function inVSCode(name, ws, options, scenario) {
+  const server = await startCodeServer({ workspace: ws, vsix: VSIX, ...options });
+  const browser = await launchBrowser();
+  let page;
+  try {
+    page = await openWorkbench(browser, server.url, ws);
+    await scenario(page);
+  } catch (err) {
+    if (page) await screenshot(page, path.join(RESULTS, `vscode-${name}-failure.png`)).catch(() => {});
+    console.error(server.logs().slice(-4000));
+    throw err;
+  } finally {
+    await browser.close().catch(() => {});
+    await server.stop();
+  }
+}
+
+/** Workspace Trust: in an untrusted workspace the panel shows the ledger, the loop cannot start. */
+async function untrusted(ws) {
+  step('untrusted workspace: results shown, the loop cannot start');
+  await inVSCode('untrusted', ws, { trust: 'restricted', settings: { 'nightlab.python': PYTHON } }, async (page) => {
+    await runCommand(page, 'Nightlab: Open the Experiments Panel');
+    const panel = await findFrame(page, '[data-action="start"]', 90_000);
+    await until('the ledger in the panel', async () => (await rows(panel)).length >= 3, 90_000);
+    assert.equal(await panel.locator('[data-action="start"]').isEnabled(), false, 'Start is enabled in an untrusted workspace');
+    assert.match(await panel.locator('body').textContent(), /untrusted/i);
+    const ledger = path.join(ws, '.nightlab', 'main', 'experiments.jsonl');
+    const before = fs.readFileSync(ledger, 'utf8');
+    await runCommand(page, 'Nightlab: Start the Loop');
+    await until('the refusal', async () => (await page.locator('.notifications-toasts').textContent()).includes('trust'), 30_000);
+    await sleep(3000);
+    assert.equal(fs.readFileSync(ledger, 'utf8'), before, 'the loop ran in an untrusted workspace');
+    await screenshot(page, path.join(RESULTS, 'vscode-untrusted.png'));
+  });
+}
+
+/** An interpreter without the nightlab package: the extension says so and offers to install it there. */
+async function missingPackage(tmp, ws) {
+  step('an interpreter without nightlab: a plain message that offers to install it');
+  const venv = path.join(tmp, 'bare-venv');
+  execFileSync(PYTHON, ['-m', 'venv', '--without-pip', venv]);
+  const bare = path.join(venv, 'bin', 'python');
+  await inVSCode('missing', ws, { settings: { 'nightlab.python': bare } }, async (page) => {
+    const toast = page.locator('.notifications-toasts .notification-toast', { hasText: 'has no nightlab package' }).first();
+    await toast.waitFor({ state: 'visible', timeout: 90_000 });
+    assert.match(await toast.textContent(), new RegExp(`${bare.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
+    await toast.getByRole('button', { name: 'Install Nightlab There' }).waitFor({ state: 'visible', timeout: 10_000 });
+    await screenshot(page, path.join(RESULTS, 'vscode-missing-package.png'));
+  });
 }
 
 await withTimeout(main(), 15 * 60_000, 'the end-to-end test').catch((err) => {

@@ -4,7 +4,7 @@ import { test } from "node:test";
 
 import type { CurvePoint, ExperimentPayload, ExperimentStatus } from "../../../protocol/nightlab-protocol";
 import { makeNonce, renderHtml } from "../../src/panel/html";
-import { curveSeries, progressSeries, thin } from "../../src/panel/model";
+import { curveSeries, lossRange, progressRange, progressSeries, thin } from "../../src/panel/model";
 
 const exp = (number: number, status: ExperimentStatus, metric: number | null, baseline = false): ExperimentPayload => ({
   number, tag: "main", status, description: "", hypothesis: "", metric, agent: "offline", commit: "", parentCommit: "",
@@ -118,4 +118,32 @@ test("nonces: 32 letters and digits, never the same", () => {
     seen.add(n);
   }
   assert.equal(seen.size, 200);
+});
+
+test("the loss axis leaves out the first steps' high loss, and pads", () => {
+  // x 0..10; the first 10% (x < 1) holds the initial loss 10
+  const curve = curveSeries(pts([1, 0, 10], [2, 0.5, 8], [3, 1, 4], [4, 5, 3], [5, 10, 2.5]), pts([1, 0, 10], [6, 10, 2]));
+  const [lo, hi] = lossRange(curve)!;
+  assert.ok(Math.abs(lo - (2 - 0.16)) < 1e-9 && Math.abs(hi - (4 + 0.16)) < 1e-9, `${lo} ${hi}`);
+  assert.equal(lossRange(curveSeries(pts([1, 0, 3]), [])), null, "one point: uPlot decides");
+  const flat = lossRange(curveSeries(pts([1, 0, 3], [2, 1, 3]), []))!;
+  assert.ok(flat[0] < 3 && flat[1] > 3, "a flat curve still gets a range");
+});
+
+test("the progress axis stays around the kept ones: a wild discard does not flatten the frontier", () => {
+  const range = (exps: ExperimentPayload[]) => progressRange(progressSeries(exps, "lower"));
+  const kept = [exp(1, "keep", 4.0, true), exp(2, "keep", 3.9)];
+  const cases: [string, ExperimentPayload[], [number, number] | null][] = [
+    ["nothing", [], null],
+    ["kept only", kept, [3.9 - 0.008, 4.0 + 0.008]],
+    ["a discard within a kept spread", [...kept, exp(3, "discard", 4.05)], [3.9 - 0.012, 4.05 + 0.012]],
+    ["a wild discard: one kept spread above", [...kept, exp(3, "discard", 9)], [3.9 - 0.016, 4.1 + 0.016]],
+    ["one kept: 0.2% room", [exp(1, "keep", 1, true), exp(2, "discard", 5)], [1 - 0.00016, 1.002 + 0.00016]],
+    ["discards only", [exp(1, "discard", 2), exp(2, "discard", 3)], [2 - 0.08, 3 + 0.08]],
+  ];
+  for (const [name, exps, expected] of cases) {
+    const got = range(exps);
+    if (expected === null) assert.equal(got, null, name);
+    else assert.ok(got !== null && Math.abs(got[0] - expected[0]) < 1e-9 && Math.abs(got[1] - expected[1]) < 1e-9, `${name}: ${got}`);
+  }
 });

@@ -100,6 +100,12 @@ test("progress: only the newest running experiment, stage run, restarts on a sta
   assert.equal(m.live?.stage, "run");
 });
 
+test("addSample on its own: an older number than the newest running one starts nothing", () => {
+  assert.equal(addSample(null, sample(4, 1), 5), null);
+  assert.deepEqual(addSample(null, sample(5, 1), 5)?.samples, [{ step: 1, elapsedS: 0.5, loss: 4.99 }]);
+  assert.equal(addSample(null, sample(6, 1), null)?.number, 6, "no state yet: the sample's own number");
+});
+
 test("progress: a message that changes nothing keeps the model object", () => {
   const m = apply({ type: "reset", state: loop({ running: [5] }), experiments: [], trusted: true });
   assert.equal(applyMessage(m, { type: "progress", progress: sample(4, 1) }), m);

@@ -13,7 +13,7 @@ Run it from anywhere with the project's Python (it has nightlab installed editab
 Defaults: 9 experiments of 81,920 tokens each (20 optimizer steps: the trainer's first 10 are warm-up
 and not budgeted, so their `elapsedS` is 0 and a 40,960-token run has no time axis at all), with the
 offline agent and the strict policy; once the 9th has reported a few steps the script stops the loop, so
-the stream also holds an interrupted experiment and the Stop path. About 3 minutes on two CPU cores.
+the stream also holds an interrupted experiment and the Stop path. 3 to 10 minutes on two busy CPU cores.
 Must not import: the extension or anything of the test.
 """
 from __future__ import annotations
@@ -120,6 +120,14 @@ async def record(ws: Path, experiments: int, tokens: int, stop_after: int, timeo
             "finished": [(f["number"], f["status"]) for f in finished]}
 
 
+def write_stream(data: dict, path: Path) -> None:
+    """JSON with one notification a line: small, and a new recording reads as a diff."""
+    compact = lambda v: json.dumps(v, separators=(",", ":"))  # noqa: E731
+    events = ",\n".join(compact(e) for e in data["events"])
+    path.write_text(f'{{"meta":{json.dumps(data["meta"], indent=1)},\n"bestCurve":{compact(data["bestCurve"])},\n'
+                    f'"events":[\n{events}\n]}}\n')
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--experiments", type=int, default=9)
@@ -153,7 +161,7 @@ def main() -> int:
         "events": events,
         "bestCurve": rec["bestCurve"],
     }
-    a.out.write_text(json.dumps(data, indent=None, separators=(",", ":")) + "\n")
+    write_stream(data, a.out)
     print(f"{len(events)} notifications ({progress} progress, {dropped} thinned), finished {rec['finished']}, "
           f"best curve {len((rec['bestCurve'] or {}).get('points') or [])} points -> {a.out} "
           f"({a.out.stat().st_size // 1024} KB)")

@@ -5,7 +5,7 @@
 // acquireVsCodeApi records what the webview posts and keeps its state across reloads, as VS Code does.
 // Then it replays stream.json, a recording of a real run of the language server (record_stream.py), as
 // the host's messages, time-compressed, and checks what the panel shows and posts; then a 2,000-row
-// ledger for virtual scrolling. Saves test-results/webview.png (and webview-narrow.png).
+// ledger for virtual scrolling. Saves test-results/webview.png (and -running, -narrow, -light).
 //
 //   npm run test:webview        (self-contained: it bundles first; needs /usr/bin/chromium)
 import * as esbuild from "esbuild";
@@ -47,6 +47,23 @@ const DARK = {
   "--vscode-inputValidation-errorBackground": "#5a1d1d", "--vscode-inputValidation-errorBorder": "#be1100",
   "--vscode-inputValidation-warningBackground": "#352a05", "--vscode-inputValidation-warningBorder": "#b89500",
   "--vscode-toolbar-hoverBackground": "#5a5d5e50",
+};
+
+// VS Code's Light Modern theme, for the same variables
+const LIGHT = {
+  ...DARK,
+  "--vscode-foreground": "#3b3b3b", "--vscode-descriptionForeground": "#3b3b3b",
+  "--vscode-editor-background": "#ffffff", "--vscode-sideBar-background": "#f8f8f8",
+  "--vscode-button-secondaryBackground": "#e5e5e5", "--vscode-button-secondaryForeground": "#3b3b3b",
+  "--vscode-button-secondaryHoverBackground": "#cccccc", "--vscode-button-border": "#0000001a",
+  "--vscode-list-hoverBackground": "#f2f2f2", "--vscode-list-activeSelectionBackground": "#e8e8e8",
+  "--vscode-list-activeSelectionForeground": "#000000", "--vscode-list-inactiveSelectionBackground": "#e4e6f1",
+  "--vscode-charts-green": "#388a34", "--vscode-charts-red": "#e51400", "--vscode-charts-blue": "#1a85ff",
+  "--vscode-charts-yellow": "#bf8803", "--vscode-dropdown-background": "#ffffff", "--vscode-dropdown-foreground": "#3b3b3b",
+  "--vscode-dropdown-border": "#cecece", "--vscode-editorWidget-border": "#e5e5e5",
+  "--vscode-sideBarSectionHeader-border": "#e5e5e5", "--vscode-panel-border": "#e5e5e5",
+  "--vscode-inputValidation-errorBackground": "#f2dede", "--vscode-inputValidation-errorBorder": "#be1100",
+  "--vscode-inputValidation-warningBackground": "#f6f5d2", "--vscode-inputValidation-warningBorder": "#b89500",
 };
 
 // Runs in the page before its scripts, on every load: the stand-in for VS Code's webview host.
@@ -268,6 +285,9 @@ describe("the Nightlab panel webview", { timeout: 120_000 }, () => {
     assert.ok(early >= 1 && late > early, `the running curve grows: ${early} then ${late} points`);
     assert.ok((await pixelsOf("loss", DARK["--vscode-charts-blue"])) > 50, "the running curve is drawn on the canvas");
     assert.match(await page.locator(".chart.loss .legend").textContent(), new RegExp(`#${n} running`));
+    assert.match(await page.locator(`.row[data-number="${n}"] .c-time`).textContent(), /^\d+%$/, "the running row shows its progress");
+    mkdirSync(RESULTS, { recursive: true });
+    await page.screenshot({ path: join(RESULTS, "webview-running.png") });
   });
 
   it("Pause posts a control while the loop runs", async () => {
@@ -279,6 +299,8 @@ describe("the Nightlab panel webview", { timeout: 120_000 }, () => {
   it("turns running rows into their verdicts, to the end of the recording", async () => {
     const first = await replayUntil(is("experimentFinished"));
     assert.equal(await rowStatus(first.params.experiment.number), first.params.experiment.status);
+    const title = await attr(`.row[data-number="${first.params.experiment.number}"] .c-desc`, "title");
+    assert.ok(title.includes(first.params.experiment.reason) && title.includes(first.params.experiment.hypothesis), title);
     await replayUntil();
     const finished = STREAM.events.filter(is("experimentFinished")).map((e) => e.params.experiment);
     for (const e of finished) assert.equal(await rowStatus(e.number), e.status, `#${e.number}`);
@@ -301,32 +323,16 @@ describe("the Nightlab panel webview", { timeout: 120_000 }, () => {
     assert.equal(await int(".chart.loss", "data-best-points"), STREAM.bestCurve.points.length, "the best curve under the live one");
   });
 
-  it("shows a crash (made up here: the recording has none) as a badge and a mark on the chart", async () => {
-    // the offline agent on the demo rarely crashes; the payload is the recording's last, renumbered
-    const last = STREAM.events.filter(is("experimentFinished")).at(-1).params.experiment;
-    const n = Math.max(...host.experiments.keys()) + 1;
-    const running = { ...last, number: n, status: "running", metric: null, delta: null, description: "DEPTH 4 -> 64", reason: "" };
-    const crash = { ...running, status: "crash", reason: "RuntimeError: CUDA out of memory (made up by the test)", durationS: 3.2 };
-    await send({ type: "experiment", experiment: running });
-    assert.equal(await rowStatus(n), "running");
-    await send({ type: "experiment", experiment: crash });
-    host.experiments.set(n, crash);
-    assert.equal(await rowStatus(n), "crash");
-    assert.equal(await int(".chart.progress", "data-crashes"), 1);
-  });
-
   it("filters by status", async () => {
-    await page.selectOption("select.filter", "keep");
-    await frames();
-    const statuses = await page.$$eval(".row:not([hidden])", (rs) => rs.map((r) => r.dataset.status));
-    assert.ok(statuses.length > 0 && statuses.every((s) => s === "keep"), statuses.join());
-    assert.equal(statuses.length, [...host.experiments.values()].filter((e) => e.status === "keep").length);
-    await page.selectOption("select.filter", "crash");
-    await frames();
-    assert.deepEqual(await page.$$eval(".row:not([hidden])", (rs) => rs.map((r) => r.dataset.status)), ["crash"]);
-    await page.selectOption("select.filter", "all");
-    await frames();
-    assert.equal(await page.locator(".row:not([hidden])").count(), host.experiments.size);
+    const all = [...host.experiments.values()];
+    for (const status of ["keep", "discard", "interrupted", "crash", "all"]) {
+      await page.selectOption("select.filter", status);
+      await frames();
+      const shown = await page.$$eval(".row:not([hidden])", (rs) => rs.map((r) => r.dataset.status));
+      const expected = all.filter((e) => status === "all" || e.status === status).map((e) => e.status);
+      assert.deepEqual(shown.sort(), expected.sort(), status);
+      assert.equal(await page.locator(".experiments .empty").isVisible(), expected.length === 0, `${status}: the empty line`);
+    }
   });
 
   it("selects a row (posts select), Accept and Reject post theirs, arrows move the selection", async () => {
@@ -382,18 +388,45 @@ describe("the Nightlab panel webview", { timeout: 120_000 }, () => {
     assert.ok(await page.locator(".banner.error").isHidden());
   });
 
-  it("looks right (screenshots in test-results/)", async () => {
+  it("looks right (test-results/webview.png)", async () => {
     mkdirSync(RESULTS, { recursive: true });
     await page.focus(".viewport");
     await frames();
     await page.screenshot({ path: join(RESULTS, "webview.png") });
+  });
+
+  it("shows a crash (made up here: the recording has none) as a badge and a mark on the chart", async () => {
+    // the offline agent on the demo rarely crashes; the payload is the recording's last, renumbered
+    const last = STREAM.events.filter(is("experimentFinished")).at(-1).params.experiment;
+    const n = Math.max(...host.experiments.keys()) + 1;
+    const running = { ...last, number: n, status: "running", metric: null, delta: null, description: "DEPTH 4 -> 64", reason: "" };
+    const crash = { ...running, status: "crash", reason: "RuntimeError: CUDA out of memory (made up by the test)", durationS: 3.2 };
+    await send({ type: "experiment", experiment: running });
+    assert.equal(await rowStatus(n), "running");
+    await send({ type: "experiment", experiment: crash });
+    host.experiments.set(n, crash);
+    assert.equal(await rowStatus(n), "crash");
+    assert.equal(await int(".chart.progress", "data-crashes"), 1);
+  });
+
+  it("fits a narrow side bar and follows a theme change (webview-narrow.png, webview-light.png)", async () => {
     await page.setViewportSize({ width: 320, height: 720 });
     await frames();
     await frames();
     await page.screenshot({ path: join(RESULTS, "webview-narrow.png") });
     const width = await page.$eval(".chart.loss canvas", (c) => c.getBoundingClientRect().width);
     assert.ok(width < 320, `the charts follow the panel's width (${width}px)`);
+    const visible = await page.$$eval(".thead > span", (hs) => hs.filter((h) => h.offsetWidth > 0).map((h) => h.textContent));
+    assert.ok(visible.includes("Description") && !visible.includes("\u03c3"), visible.join());
     await page.setViewportSize({ width: 460, height: 860 });
+    await page.evaluate((light) => {
+      for (const [k, v] of Object.entries(light)) document.documentElement.style.setProperty(k, v);
+      document.body.classList.replace("vscode-dark", "vscode-light");
+    }, LIGHT);
+    await frames();
+    await frames();
+    assert.ok((await pixelsOf("progress", LIGHT["--vscode-charts-green"], 30)) > 30, "the charts redrawn in the light theme's colors");
+    await page.screenshot({ path: join(RESULTS, "webview-light.png") });
   });
 
   it("keeps filter and selection over a reload (getState), and the host's reset restores the rest", async () => {
@@ -421,9 +454,12 @@ describe("the Nightlab panel webview", { timeout: 120_000 }, () => {
       status: i === 1999 ? "running" : i === 0 ? "keep" : statuses[i % statuses.length],
       metric: 4 - i * 1e-4 + (i % 7) * 1e-3, description: `experiment ${i + 1}` }));
     const state = { ...host.state, state: "running", running: [2000], experimentsRun: 2000 };
-    const t0 = Date.now();
-    await send({ type: "reset", state, experiments: ledger, trusted: true, problem: null });
-    const resetMs = Date.now() - t0;
+    // timed in the page: from the message to two frames later (the transfer from Node is not the panel's)
+    const resetMs = await page.evaluate((m) => new Promise((resolve) => {
+      const t0 = performance.now();
+      window.postMessage(m, "*");
+      requestAnimationFrame(() => requestAnimationFrame(() => resolve(Math.round(performance.now() - t0))));
+    }), { type: "reset", state, experiments: ledger, trusted: true, problem: null });
     const rows = await page.locator(".row").count();
     assert.ok(rows > 5 && rows < 100, `a window of rows in the DOM, not 2,000: ${rows}`);
     await page.$eval(".viewport", (v) => { v.scrollTop = v.scrollHeight; });
@@ -433,19 +469,19 @@ describe("the Nightlab panel webview", { timeout: 120_000 }, () => {
     assert.equal(Math.min(...last), 1, "the oldest at the bottom");
     assert.ok(await page.locator(".row").count() < 100);
     // 2,000 progress samples for the running one, posted at once: one redraw per frame, not per sample
-    const t1 = Date.now();
-    await page.evaluate(() => {
+    const streamMs = await page.evaluate(() => new Promise((resolve) => {
+      const t0 = performance.now();
       for (let i = 1; i <= 2000; i++) {
         window.postMessage({ type: "progress", progress: { number: 2000, step: i, elapsedS: i * 0.1, loss: 5 - Math.log(i),
           fraction: i / 2000, stage: "run" } }, "*");
       }
-    });
-    await frames();
-    const streamMs = Date.now() - t1;
+      requestAnimationFrame(() => requestAnimationFrame(() => resolve(Math.round(performance.now() - t0))));
+    }));
     const points = await int(".chart.loss", "data-running-points");
     assert.ok(points >= 900 && points <= 1000, `the curve is thinned to its cap: ${points} points of 2,000`);
     console.log(`# 2,000-row reset drawn in ${resetMs} ms; 2,000 progress samples in ${streamMs} ms`);
-    assert.ok(streamMs < 10_000, `progress keeps up (${streamMs} ms)`);
+    assert.ok(streamMs < 5_000, `progress keeps up (${streamMs} ms)`);
+    assert.ok(resetMs < 5_000, `a 2,000-row reset is drawn in reasonable time (${resetMs} ms)`);
     // the scroll position survives a reload
     const top = await page.$eval(".viewport", (v) => v.scrollTop);
     await new Promise((r) => setTimeout(r, 250)); // the webview saves the scroll position shortly after

@@ -7,7 +7,7 @@
  * Must not import: vscode.
  */
 import uPlot from "uplot";
-import type { CurveData, ProgressData } from "../model";
+import { lossRange, progressRange, type CurveData, type ProgressData } from "../model";
 import { cssVar, el, setAttr, setText } from "./dom";
 
 const HEIGHT = 120;
@@ -40,7 +40,7 @@ function axes(t: Theme, xLabel: (v: number) => string): uPlot.Axis[] {
   const common = { stroke: t.muted, font: t.font, grid: { stroke: t.grid, width: 1 }, ticks: { stroke: t.grid, width: 1, size: 3 } };
   return [
     { ...common, size: 22, values: (_u, vals) => vals.map(xLabel) },
-    { ...common, size: 42, gap: 3 },
+    { ...common, size: 42, gap: 3, space: 18 },
   ];
 }
 
@@ -103,6 +103,8 @@ export interface LiveCurve {
 }
 
 export class LossChart extends Chart<LiveCurve> {
+  private yRange: [number, number] | null = null;
+
   constructor() {
     super("loss", "Loss");
   }
@@ -116,6 +118,7 @@ export class LossChart extends Chart<LiveCurve> {
       this.u.destroy(); // the x axis's unit changed: new axes
       this.u = null;
     }
+    this.yRange = lossRange(d.curve);
     super.set(d);
     const [x, run, best] = d.curve.data;
     const runPoints = run.filter((v) => v !== null).length;
@@ -127,6 +130,7 @@ export class LossChart extends Chart<LiveCurve> {
       d.number === null ? "" : el("span", { class: "key run" }, `#${d.number}${d.running ? " running" : ""}`),
       d.best === null ? "" : el("span", { class: "key best" }, `best #${d.best}`));
     this.empty.hidden = x.length > 0;
+    this.root.classList.toggle("is-empty", x.length === 0);
     setText(this.empty, d.number === null ? "The running experiment's loss appears here."
       : d.running ? "Waiting for the first loss\u2026" : "No loss recorded.");
   }
@@ -138,7 +142,7 @@ export class LossChart extends Chart<LiveCurve> {
       ...this.size(),
       legend: { show: false },
       cursor: { y: false, points: { size: 5 }, drag: { x: false, y: false } },
-      scales: { x: { time: false } },
+      scales: { x: { time: false }, y: { range: (_u, min, max) => this.yRange ?? uPlot.rangeNum(min, max, 0.1, true) } },
       axes: axes(t, (v) => (xKey === "elapsedS" ? `${+v.toFixed(2)}s` : String(v))),
       series: [
         {},
@@ -161,12 +165,17 @@ export class LossChart extends Chart<LiveCurve> {
 }
 
 export class ProgressChart extends Chart<ProgressData> {
+  private yRange: [number, number] | null = null;
+
   constructor(private metricName = "val_bpb") {
     super("progress", "Progress");
   }
 
+  /** Discards outside the range are left out here and drawn as marks on the edge. */
   protected aligned(d: ProgressData): uPlot.AlignedData {
-    return [d.x, d.kept, d.discarded, d.frontier];
+    const r = this.yRange;
+    const inside = r ? d.discarded.map((v) => (v !== null && (v < r[0] || v > r[1]) ? null : v)) : d.discarded;
+    return [d.x, d.kept, inside, d.frontier];
   }
 
   setMetric(name: string): void {
@@ -174,6 +183,7 @@ export class ProgressChart extends Chart<ProgressData> {
   }
 
   override set(d: ProgressData): void {
+    this.yRange = progressRange(d);
     super.set(d);
     const count = (a: (number | null)[]) => a.filter((v) => v !== null).length;
     setAttr(this.root, "data-kept", String(count(d.kept)));
@@ -185,6 +195,7 @@ export class ProgressChart extends Chart<ProgressData> {
       el("span", { class: "key discarded" }, `discarded ${count(d.discarded)}`),
       d.crashes.length ? el("span", { class: "key crash" }, `crashed ${d.crashes.length}`) : "");
     this.empty.hidden = d.x.length > 0;
+    this.root.classList.toggle("is-empty", d.x.length === 0);
     setText(this.empty, `Each finished experiment's ${this.metricName} appears here.`);
   }
 
@@ -197,7 +208,7 @@ export class ProgressChart extends Chart<ProgressData> {
       ...this.size(),
       legend: { show: false },
       cursor: { y: false, points: { size: 7 }, drag: { x: false, y: false } },
-      scales: { x: { time: false } },
+      scales: { x: { time: false }, y: { range: (_u, min, max) => this.yRange ?? uPlot.rangeNum(min, max, 0.1, true) } },
       axes: axes(t, (v) => (Number.isInteger(v) ? String(v) : "")),
       series: [
         {},
@@ -207,37 +218,53 @@ export class ProgressChart extends Chart<ProgressData> {
           paths: uPlot.paths.stepped!({ align: 1 }) },
       ],
       hooks: {
-        draw: [(u) => this.drawCrashes(u)],
+        draw: [(u) => this.drawMarks(u)],
         setCursor: [(u) => this.showReadout(u, (i) => {
-          const [x, k, d] = u.data;
-          const v = k[i] ?? d[i];
-          const what = k[i] != null ? "kept" : d[i] != null ? "discarded" : "crashed";
-          return `#${x[i]} ${what}${v != null ? ` ${(v as number).toFixed(6)}` : ""}`;
+          const d = this.data!;
+          const v = d.kept[i] ?? d.discarded[i];
+          const what = d.kept[i] != null ? "kept" : d.discarded[i] != null ? "discarded" : "crashed";
+          return `#${d.x[i]} ${what}${v != null ? ` ${v.toFixed(6)}` : ""}`;
         })],
       },
     };
     return new uPlot(opts, this.aligned(this.data!), this.plot);
   }
 
-  /** Crashes have no metric: a red tick on the x axis, one per crash. */
-  private drawCrashes(u: uPlot): void {
-    const crashes = this.data?.crashes ?? [];
-    if (!crashes.length) return;
+  /** Crashes have no metric: a red cross on the x axis. A discard off the range: a gray triangle on the edge. */
+  private drawMarks(u: uPlot): void {
+    const d = this.data;
+    if (!d) return;
     const ctx = u.ctx;
     const pr = devicePixelRatio || 1;
+    const top = u.bbox.top;
     const bottom = u.bbox.top + u.bbox.height;
+    const r = 3 * pr;
     ctx.save();
     ctx.strokeStyle = this.t.red;
     ctx.lineWidth = 1.5 * pr;
-    for (const n of crashes) {
+    for (const n of d.crashes) {
       const cx = u.valToPos(n, "x", true);
-      const r = 3 * pr;
       ctx.beginPath();
       ctx.moveTo(cx - r, bottom - 2 * r - pr);
       ctx.lineTo(cx + r, bottom - pr);
       ctx.moveTo(cx + r, bottom - 2 * r - pr);
       ctx.lineTo(cx - r, bottom - pr);
       ctx.stroke();
+    }
+    const range = this.yRange;
+    ctx.fillStyle = this.t.muted;
+    for (let i = 0; range && i < d.x.length; i++) {
+      const v = d.discarded[i];
+      if (v === null || (v >= range[0] && v <= range[1])) continue;
+      const cx = u.valToPos(d.x[i], "x", true);
+      const up = v > range[1];
+      const y = up ? top + pr : bottom - pr;
+      ctx.beginPath();
+      ctx.moveTo(cx, y);
+      ctx.lineTo(cx - r, y + (up ? 2 * r : -2 * r));
+      ctx.lineTo(cx + r, y + (up ? 2 * r : -2 * r));
+      ctx.closePath();
+      ctx.fill();
     }
     ctx.restore();
   }

@@ -77,7 +77,8 @@ export class Header {
     setAttr(this.reason, "title", reason || null);
 
     setText(this.metricName, s?.metricName ?? "val_bpb");
-    setText(this.bestValue, s?.best ? fmtMetric(s.best.metric) : "\u2014");
+    setText(this.bestValue, s?.best ? fmtMetric(s.best.metric) : "");
+    this.bestValue.hidden = !s?.best;
     setText(this.bestNumber, s?.best ? `best #${s.best.number}` : "no best yet");
     const gain = gainPercent(s?.best?.metric, s?.baseline);
     const baseline = s?.baseline;

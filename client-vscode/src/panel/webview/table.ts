@@ -127,6 +127,8 @@ export class ExperimentTable {
     }
     if (this.select.value !== p.filter) this.select.value = p.filter;
     setText(this.metricHead, p.metricName);
+    // the strict policy measures no noise: no empty σ column then
+    this.root.classList.toggle("no-sigma", !p.rows.some((e) => e.sigma !== null && e.sigma !== undefined));
     this.spacer.style.height = `${p.rows.length * ROW_HEIGHT}px`;
     this.empty.hidden = p.rows.length > 0;
     setText(this.empty, p.anyAtAll ? `No ${p.filter} experiments.` : "No experiments yet: start the loop to measure the baseline.");
@@ -155,8 +157,10 @@ export class ExperimentTable {
       number: cell("c-num"), badge: el("span", { class: "badge" }), metric: cell("c-metric"), delta: cell("c-delta"),
       sigma: cell("c-sigma"), description: cell("c-desc"), time: cell("c-time"),
       actions: el("span", { class: "row-actions" },
-        el("button", { class: "secondary small", "data-act": "accept", title: "Bring this change into your files" }, "Accept"),
-        el("button", { class: "secondary small", "data-act": "reject", title: "Record that you rejected this change" }, "Reject")),
+        el("button", { class: "secondary small", "data-act": "accept", title: "Accept: bring this change into your files" },
+          el("span", { class: "glyph", "aria-hidden": "true" }, "\u2713"), el("span", { class: "label" }, "Accept")),
+        el("button", { class: "secondary small", "data-act": "reject", title: "Reject: record that this change is not wanted" },
+          el("span", { class: "glyph", "aria-hidden": "true" }, "\u2715"), el("span", { class: "label" }, "Reject"))),
       key: [],
     };
     r.root.append(r.number, el("span", { class: "c-status" }, r.badge), r.metric, r.delta, r.sigma, r.description,
@@ -186,7 +190,7 @@ export class ExperimentTable {
     setAttr(r.delta, "class", `c-delta ${deltaClass(e.delta, p.direction)}`);
     setText(r.sigma, fmtSigma(e.sigma));
     setText(r.description, e.baseline ? `${e.description || "baseline"}` : e.description);
-    setAttr(r.root, "title", rowTitle(e));
+    setAttr(r.description, "title", rowTitle(e));
     setText(r.time, e.status === "running"
       ? live && live.stage !== "run" ? live.stage : live?.fraction != null ? `${Math.round(100 * live.fraction)}%` : "\u2026"
       : fmtDuration(e.durationS));
