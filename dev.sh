@@ -3,6 +3,7 @@
 # then runs the demo loop or the test suite. Safe to run again: set-up is skipped when current.
 #   ./dev.sh demo   the loop on the built-in defaults (offline agent, 5 experiments of 60 s; args go to `nightlab run`)
 #   ./dev.sh test   the whole test suite
+#   ./dev.sh vsix   the VS Code extension: client-vscode/dist/nightlab.vsix (needs Node 20 and npm)
 #   ./dev.sh setup  only the set-up
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -55,5 +56,12 @@ case "$cmd" in
     cd "$ROOT"
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
-  *) echo "usage: ./dev.sh demo|test|setup [args...]" >&2; exit 2 ;;
+  vsix)
+    setup  # the .vsix carries the nightlab wheel, built with this Python
+    cd "$ROOT/client-vscode"
+    npm ci --no-audit --no-fund >&2
+    NIGHTLAB_PYTHON="$VENV/bin/python" npm run package >&2
+    echo "built client-vscode/dist/nightlab.vsix; install it with: code --install-extension client-vscode/dist/nightlab.vsix"
+    ;;
+  *) echo "usage: ./dev.sh demo|test|vsix|setup [args...]" >&2; exit 2 ;;
 esac
