@@ -75,6 +75,7 @@ const log = (...a) => console.error('[harness]', ...a);
 // Process bookkeeping: whatever we start is killed when this process exits, even on a crash.
 
 const live = new Set(); // { pid, tmp, keep }
+const browserDirs = new Set();
 
 function descendants(rootPid) {
   // Walk /proc for the whole tree: node-pty terminals call setsid() and leave our process group.
@@ -83,12 +84,10 @@ function descendants(rootPid) {
   try { entries = fs.readdirSync('/proc'); } catch { return []; }
   for (const e of entries) {
     if (!/^\d+$/.test(e)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${e}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (!children.has(ppid)) children.set(ppid, []);
-      children.get(ppid).push(Number(e));
-    } catch { /* gone */ }
+    const st = procStat(e);
+    if (!st) continue;
+    if (!children.has(st[1])) children.set(st[1], []);
+    children.get(st[1]).push(Number(e));
   }
   const out = [];
   const stack = [rootPid];
@@ -104,12 +103,29 @@ function killTree(pid, signal) {
   for (const p of [pid, ...pids]) { try { process.kill(p, signal); } catch { /* gone */ } }
 }
 
+function procStat(pid) {
+  // [state, ppid, pgid] from /proc/PID/stat, or null when the process is gone.
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return [f[0], Number(f[1]), Number(f[2])];
+  } catch { return null; }
+}
+
+// Alive and not a zombie (PID 1 in a container may reap late).
 function alive(pid) {
-  try { process.kill(pid, 0); return true; } catch { return false; }
+  const st = procStat(pid);
+  return st !== null && st[0] !== 'Z';
 }
 
 function groupAlive(pgid) {
-  try { process.kill(-pgid, 0); return true; } catch { return false; }
+  let entries = [];
+  try { entries = fs.readdirSync('/proc'); } catch { return false; }
+  return entries.some((e) => {
+    if (!/^\d+$/.test(e)) return false;
+    const st = procStat(e);
+    return st !== null && st[2] === pgid && st[0] !== 'Z';
+  });
 }
 
 let exitHooked = false;
@@ -121,6 +137,7 @@ function hookExit() {
       killTree(s.pid, 'SIGKILL');
       if (!s.keep) { try { fs.rmSync(s.tmp, { recursive: true, force: true }); } catch { /* ignore */ } }
     }
+    for (const d of browserDirs) { try { fs.rmSync(d, { recursive: true, force: true }); } catch { /* ignore */ } }
   });
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
     process.once(sig, () => process.exit(128 + os.constants.signals[sig]));
@@ -205,6 +222,10 @@ function codeServerEnv(tmp, extra) {
     XDG_CACHE_HOME: path.join(tmp, 'xdg-cache'),
     TMPDIR: path.join(tmp, 'tmp'),
     CS_DISABLE_FILE_DOWNLOADS: '1',
+    // Without it the server runs the login shell (`$SHELL -ilc env`) to resolve "the user's
+    // environment" before it starts the extension host; where that shell hangs (it does on these
+    // machines) every start waits 10 s for the timeout, and a profile could override our env.
+    VSCODE_CLI: '1',
   });
   return { ...env, ...extra };
 }
@@ -389,12 +410,26 @@ export async function launchBrowser({ executablePath, args = [], headless = true
   } catch (e) {
     throw new Error(`cannot load playwright-core (${e.message}): run "npm ci" in ${CLIENT_DIR}`);
   }
-  return chromium.launch({
-    executablePath: exe,
-    headless,
-    args: [...BROWSER_ARGS.filter((a) => headless || a !== '--headless'), ...args],
-    timeout: timeoutMs,
-  });
+  // Chromium keeps a crash database under XDG_CONFIG_HOME whatever the profile: keep it in a temp dir.
+  const home = fs.mkdtempSync(path.join(os.tmpdir(), 'nightlab-chromium-'));
+  browserDirs.add(home);
+  hookExit();
+  const cleanup = () => { browserDirs.delete(home); fs.rmSync(home, { recursive: true, force: true }); };
+  let browser;
+  try {
+    browser = await chromium.launch({
+      executablePath: exe,
+      headless,
+      args: [...BROWSER_ARGS.filter((a) => headless || a !== '--headless'), ...args],
+      env: { ...process.env, XDG_CONFIG_HOME: path.join(home, 'config'), XDG_CACHE_HOME: path.join(home, 'cache') },
+      timeout: timeoutMs,
+    });
+  } catch (e) {
+    cleanup();
+    throw e;
+  }
+  browser.on('disconnected', cleanup);
+  return browser;
 }
 
 const pageLogs = new WeakMap();

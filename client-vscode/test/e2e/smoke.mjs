@@ -117,6 +117,7 @@ async function main() {
   const guard = setTimeout(() => {
     console.error(`[smoke] FAIL: the smoke test did not finish within ${TOTAL_MS} ms`);
     if (server) console.error(`[smoke] code-server output (tail):\n${server.logs().slice(-4000)}`);
+    if (tmp && process.env.NIGHTLAB_E2E_KEEP !== '1') fs.rmSync(tmp, { recursive: true, force: true });
     process.exit(2); // the harness's exit hook kills code-server; playwright kills Chromium
   }, TOTAL_MS);
   guard.unref();
