@@ -54,8 +54,11 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     }));
     const result = await server.command<AcceptResult>(Commands.experimentAccept, target);
     if (!result) return;
+    log.info(`accept #${target.number}: ${result.message} (${result.files.join(", ") || "no file changed"})`);
     for (const path of result.files) {
-      if (root && clean.has(path)) await vscode.workspace.save(vscode.Uri.joinPath(root, path));
+      if (!root || !clean.has(path)) continue;
+      const doc = await vscode.workspace.openTextDocument(vscode.Uri.joinPath(root, path));
+      if (!(await doc.save())) log.warn(`accept #${target.number}: ${path} was not saved`);
     }
     const e = panel?.experiment(target.number);
     if (e) panel?.updateExperiment({ ...e, review: "accepted" });
@@ -71,7 +74,19 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     void vscode.window.setStatusBarMessage(`Nightlab: rejected #${target.number}`, 5000);
   };
 
-  panel = new PanelProvider(context.extensionUri, server, { control, select: openDiff, accept, reject });
+  // the panel's clicks: an exception is a message for the person, not an unhandled rejection
+  const guarded = <A extends unknown[]>(what: string, f: (...a: A) => Promise<void>) => async (...a: A) => {
+    try {
+      await f(...a);
+    } catch (err) {
+      log.error(`${what}: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+      void vscode.window.showErrorMessage(`Nightlab: ${what} failed: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  };
+  panel = new PanelProvider(context.extensionUri, server, {
+    control: guarded("the loop command", control), select: guarded("opening the diff", openDiff),
+    accept: guarded("accepting", accept), reject: guarded("rejecting", reject),
+  });
   const status = new StatusBar(server);
 
   context.subscriptions.push(

@@ -65,11 +65,11 @@ def setup(server: NightlabServer) -> None:
         workspace/applyEdit: the editor applies it as one undo step and keeps the focus where it is."""
         session = _session(ls, args)
         number = int(_arg(args, "number"))
-        wanted = _arg(args, "hunks")
+        wanted, only = _arg(args, "hunks"), _arg(args, "path")
         exp, parents, news = session.files(number)
         applied, skipped = [], []
         for rel, new in news.items():
-            if parents[rel] == new:
+            if parents[rel] == new or (only and rel != only):
                 continue
             uri = (session.root / rel).as_uri()
             doc = ls.workspace.text_documents.get(uri)

@@ -43,7 +43,10 @@ export class ServerManager implements vscode.Disposable {
   private restartTimer: NodeJS.Timeout | undefined;
   private readonly notifications = new vscode.EventEmitter<Notification>();
   private readonly statusChanged = new vscode.EventEmitter<ServerStatus>();
+  private readonly failures = new vscode.EventEmitter<string>();
   readonly onNotification = this.notifications.event;
+  /** a command failed: the message, for the panel to show where the user clicked */
+  readonly onCommandError = this.failures.event;
   readonly onStatus = this.statusChanged.event;
   status: ServerStatus = "stopped";
   /** why the server is not running, in words a person can act on */
@@ -156,15 +159,21 @@ export class ServerManager implements vscode.Disposable {
   /** Runs one of the server's commands (vscode-languageclient registered their ids); errors reach the user. */
   async command<R>(id: string, arg?: object): Promise<R | undefined> {
     if (!this.running) {
-      void vscode.window.showErrorMessage(this.problem ?? "The Nightlab language server is not running (Nightlab: Restart the Language Server).");
+      this.reportFailure(this.problem ?? "The Nightlab language server is not running (Nightlab: Restart the Language Server).");
       return undefined;
     }
     try {
       return await vscode.commands.executeCommand<R>(id, ...(arg ? [arg] : []));
     } catch (err) {
-      void vscode.window.showErrorMessage(`Nightlab: ${err instanceof Error ? err.message : String(err)}`);
+      // the server's message is for a person ("SessionError: ..." prefixes are the server's plumbing)
+      this.reportFailure((err instanceof Error ? err.message : String(err)).replace(/^[\w.]*Error: /, ""));
       return undefined;
     }
+  }
+
+  private reportFailure(message: string): void {
+    void vscode.window.showErrorMessage(`Nightlab: ${message}`);
+    this.failures.fire(message);
   }
 
   private async offerInstall(python: string, detail: string) {
@@ -201,5 +210,6 @@ export class ServerManager implements vscode.Disposable {
     void this.stop();
     this.notifications.dispose();
     this.statusChanged.dispose();
+    this.failures.dispose();
   }
 }

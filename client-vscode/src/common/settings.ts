@@ -10,6 +10,7 @@ export interface NightlabSettings {
   python: string;
   agent: string;
   model: string;
+  policy: string;
   budgetSeconds: number | null;
   budgetTokens: number | null;
   maxExperiments: number | null;
@@ -28,6 +29,7 @@ export function readSettings(scope?: vscode.ConfigurationScope): NightlabSetting
     python: c.get<string>("python", "").trim(),
     agent: c.get<string>("agent", "").trim(),
     model: c.get<string>("model", "").trim(),
+    policy: c.get<string>("policy", "").trim(),
     budgetSeconds: num("budgetSeconds"),
     budgetTokens: num("budgetTokens"),
     maxExperiments: num("maxExperiments"),
@@ -42,6 +44,7 @@ export function loopOverrides(s: NightlabSettings): LoopStartOverrides {
   const out: LoopStartOverrides = {};
   if (s.agent) out.agent = s.agent;
   if (s.model) out.model = s.model;
+  if (s.policy) out.policy = s.policy;
   if (s.budgetTokens !== null) out.budgetTokens = Math.round(s.budgetTokens);
   else if (s.budgetSeconds !== null) out.budgetSeconds = s.budgetSeconds;
   if (s.maxExperiments !== null) out.maxExperiments = Math.round(s.maxExperiments);

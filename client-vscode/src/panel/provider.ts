@@ -46,6 +46,7 @@ export class PanelProvider implements vscode.WebviewViewProvider, vscode.Disposa
   ) {
     this.disposables.push(
       server.onNotification((n) => this.onNotification(n)),
+      server.onCommandError((message) => this.post({ type: "error", message })),
       server.onStatus((s) => (s === "running" ? void this.reload() : this.postReset())),
       vscode.workspace.onDidGrantWorkspaceTrust(() => this.post({ type: "trust", trusted: true })),
     );

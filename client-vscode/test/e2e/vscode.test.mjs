@@ -31,9 +31,6 @@ function makeWorkspace() {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'nightlab-e2e-ws-'));
   const ws = path.join(tmp, 'demo');
   execFileSync(PYTHON, ['-m', 'nightlab.server.cli', 'init', ws, '--profile', 'cpu'], { stdio: 'inherit' });
-  // autoresearch's keep rule: one run per experiment, so a short test still sees keeps and discards
-  const toml = path.join(ws, 'nightlab.toml');
-  fs.writeFileSync(toml, fs.readFileSync(toml, 'utf8').replace(/^name = "noise".*$/m, 'name = "strict"'));
   fs.writeFileSync(path.join(ws, 'notes.txt'), '');
   return { tmp, ws };
 }
@@ -63,6 +60,8 @@ async function main() {
     env: { NIGHTLAB_CACHE: path.join(tmp, 'cache') },
     settings: {
       'nightlab.python': PYTHON, 'nightlab.agent': 'offline', 'nightlab.budgetTokens': 40960,
+      // autoresearch's keep rule: one run per experiment, so a short test sees keeps and discards
+      'nightlab.policy': 'strict',
       'nightlab.maxExperiments': 5, 'nightlab.notifyOnNewBest': true,
       'files.autoSave': 'off', 'editor.minimap.enabled': false,
     },
@@ -71,6 +70,7 @@ async function main() {
   let page;
   try {
     page = await openWorkbench(browser, server.url, ws);
+    await page.locator('.statusbar-item', { hasText: 'Nightlab' }).first().waitFor({ state: 'visible', timeout: 90_000 });
     step('workbench open; opening notes.txt and the panel');
     await openFile(page, 'notes.txt');
     await runCommand(page, 'Nightlab: Open the Experiments Panel');
@@ -119,8 +119,8 @@ async function main() {
     await panel.locator(`[data-number="${target}"]`).click();
     const diffEditor = page.locator('.monaco-diff-editor').first();
     await diffEditor.waitFor({ state: 'visible', timeout: 60_000 });
-    const tab = await page.locator('.tab.active').first().getAttribute('aria-label');
-    assert.match(tab ?? '', new RegExp(`train\\.py.*#${target}`), `the active tab is ${tab}`);
+    const tabs = await page.locator('.tab').evaluateAll((els) => els.map((e) => e.getAttribute('aria-label') ?? ''));
+    assert.ok(tabs.some((t) => new RegExp(`train\\.py.*#${target}`).test(t)), `no diff tab for #${target}: ${JSON.stringify(tabs)}`);
     const focusInPanel = await page.evaluate(() => !!document.activeElement?.closest?.('.webview, iframe')
       || document.activeElement?.tagName === 'IFRAME');
     assert.ok(focusInPanel, 'opening the diff took the focus from the panel');
@@ -162,6 +162,8 @@ async function inVSCode(name, ws, options, scenario) {
   let page;
   try {
     page = await openWorkbench(browser, server.url, ws);
+    // the extension is active once its status bar item shows; its commands are in the palette by then
+    await page.locator('.statusbar-item', { hasText: 'Nightlab' }).first().waitFor({ state: 'visible', timeout: 90_000 });
     await scenario(page);
   } catch (err) {
     if (page) await screenshot(page, path.join(RESULTS, `vscode-${name}-failure.png`)).catch(() => {});
