@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 
 import {
-  CLIENT_DIR, findFrame, focusEditor, launchBrowser, openFile, openWorkbench, runCommand, screenshot,
+  answerInputBox, CLIENT_DIR, findFrame, focusEditor, launchBrowser, openFile, openWorkbench, runCommand, screenshot,
   startCodeServer, withTimeout,
 } from './harness.mjs';
 
@@ -22,6 +22,25 @@ const PYTHON = process.env.NIGHTLAB_PYTHON || path.join(REPO, '.venv', 'bin', 'p
 const VSIX = path.join(CLIENT_DIR, 'dist', 'nightlab.vsix');
 const RESULTS = path.join(CLIENT_DIR, 'test-results');
 const TYPED = 'the loop never takes my keyboard. ';
+const API_KEY = 'sk-ant-e2e-not-a-real-key-4c1d';
+
+/** Pids of running language servers (python -m nightlab.server). */
+function serverPids() {
+  return fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
+    try { return fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0').includes('nightlab.server'); } catch { return false; }
+  });
+}
+const environ = (pid) => { try { return fs.readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0'); } catch { return []; } };
+
+/** The first file under dir (SecretStorage's own database excepted) whose bytes contain text, or null. */
+function filesContaining(dir, text) {
+  for (const entry of fs.readdirSync(dir, { withFileTypes: true, recursive: true })) {
+    if (!entry.isFile()) continue;
+    const file = path.join(entry.parentPath ?? entry.path, entry.name);
+    try { if (fs.readFileSync(file).includes(text)) return file; } catch { /* gone meanwhile */ }
+  }
+  return null;
+}
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const step = (what) => console.log(`[e2e ${new Date().toISOString().slice(11, 19)}] ${what}`);
@@ -137,6 +156,17 @@ async function main() {
     await runCommand(page, 'Nightlab: Stop the Loop');
     await until('the loop to stop', async () => /stopped|idle/.test(await panel.locator('[data-state]').first().getAttribute('data-state') ?? ''), 120_000);
     await screenshot(page, path.join(RESULTS, 'vscode-final.png'));
+
+    // The API key goes to SecretStorage and into the restarted server's environment, nowhere else.
+    step('setting an API key: the server restarts with it in its environment');
+    const before = serverPids();
+    await runCommand(page, 'Nightlab: Set Anthropic API Key');
+    await answerInputBox(page, API_KEY);
+    const pid = await until('a server with the key', () => serverPids().find((p) => !before.includes(p) && environ(p).includes(`ANTHROPIC_API_KEY=${API_KEY}`)), 60_000);
+    assert.ok(pid);
+    for (const dir of [ws, server.userDataDir]) {
+      assert.equal(filesContaining(dir, API_KEY), null, `the key was written under ${dir}`);
+    }
   } catch (err) {
     if (page) await screenshot(page, path.join(RESULTS, 'vscode-failure.png')).catch(() => {});
     console.error(server.logs().slice(-4000));

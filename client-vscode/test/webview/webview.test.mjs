@@ -479,9 +479,8 @@ describe("the Nightlab panel webview", { timeout: 120_000 }, () => {
     }));
     const points = await int(".chart.loss", "data-running-points");
     assert.ok(points >= 900 && points <= 1000, `the curve is thinned to its cap: ${points} points of 2,000`);
+    // a figure, not a check: speed is measured here and reported, never asserted (see the README's bar)
     console.log(`# 2,000-row reset drawn in ${resetMs} ms; 2,000 progress samples in ${streamMs} ms`);
-    assert.ok(streamMs < 5_000, `progress keeps up (${streamMs} ms)`);
-    assert.ok(resetMs < 5_000, `a 2,000-row reset is drawn in reasonable time (${resetMs} ms)`);
     // the scroll position survives a reload
     const top = await page.$eval(".viewport", (v) => v.scrollTop);
     await new Promise((r) => setTimeout(r, 250)); // the webview saves the scroll position shortly after
