@@ -31,10 +31,6 @@ export class DiffDocuments implements vscode.TextDocumentContentProvider, vscode
     this.diffs.set(diff.number, diff);
   }
 
-  forget(): void {
-    this.diffs.clear();
-  }
-
   async diff(number: number): Promise<ExperimentDiff> {
     let diff = this.diffs.get(number);
     if (!diff) {

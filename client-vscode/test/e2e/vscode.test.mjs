@@ -152,6 +152,23 @@ async function main() {
     assert.equal(git(ws, 'rev-parse', 'HEAD').trim(), head, 'accepting moved the user\'s branch');
     await until('the panel to show the review', async () => (await panel.locator(`[data-number="${target}"]`).textContent()).includes('accepted'), 30_000);
 
+    // The diff editor's own Reject button (its title bar), on another experiment.
+    const other = table.find((r) => r.number > 1 && r.number !== target && r.status !== 'running')?.number;
+    assert.ok(other, `no second experiment to reject: ${JSON.stringify(table)}`);
+    {
+      step(`rejecting #${other} from its diff editor`);
+      await panel.locator(`[data-number="${other}"]`).click();
+      await page.locator('.tab', { hasText: `#${other}` }).first().waitFor({ state: 'visible', timeout: 60_000 });
+      // editor actions show in the active group only (VS Code's default): the user clicks into the diff first
+      await page.locator('.monaco-diff-editor .view-lines').last().click();
+      await page.keyboard.press('Escape'); // a hover the click opened would cover the title bar
+      await page.mouse.move(700, 5);
+      await page.locator('.editor-group-container.active .editor-actions a[aria-label="Reject Experiment"]').first().click();
+      const ledger = path.join(ws, '.nightlab', 'main', 'experiments.jsonl');
+      await until(`the ledger to record #${other} rejected`, () => fs.readFileSync(ledger, 'utf8').split('\n')
+        .some((l) => l.includes('"review":"rejected"') && JSON.parse(l).number === other), 30_000);
+    }
+
     step('stopping the loop');
     await runCommand(page, 'Nightlab: Stop the Loop');
     await until('the loop to stop', async () => /stopped|idle/.test(await panel.locator('[data-state]').first().getAttribute('data-state') ?? ''), 120_000);
