@@ -184,3 +184,11 @@ def setup(server: NightlabServer) -> None:
         samples = ls.session_for(p.get("root")).curve(int(p["number"]), stage)
         return ExperimentCurve(number=int(p["number"]), stage=stage, points=[
             CurvePoint(step=s.step, elapsed_s=s.elapsed_s, loss=s.loss) for s in samples]).to_wire()
+
+    @server.feature(types.SHUTDOWN)
+    async def shutdown(ls: NightlabServer, params: Any) -> None:
+        """An editor that restarts or closes its server ends the loop the way `stop` does: the running
+        experiments are recorded as interrupted and their training killed, not left running unseen."""
+        for session in list(ls.sessions.values()):
+            if session.running():
+                await session.stop()
