@@ -5,6 +5,7 @@
  */
 import { execFile, spawn } from "node:child_process";
 import { readdirSync } from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
 import * as vscode from "vscode";
 
@@ -14,6 +15,21 @@ export interface Interpreter {
   path: string;
   /** where it came from, for messages: "the nightlab.python setting", ... */
   source: string;
+  /** the environment to run it with (see `safeEnv`) */
+  env: NodeJS.ProcessEnv;
+}
+
+/**
+ * Python puts the working directory (or the script's folder) first on sys.path: a workspace holding a
+ * `nightlab/` or `pygls/` folder would be imported instead of the installed package. Every Python the
+ * extension starts runs outside the workspace, with PYTHONSAFEPATH (3.11+) for good measure.
+ */
+export function safeCwd(): string {
+  return os.tmpdir();
+}
+
+function safeEnv(): NodeJS.ProcessEnv {
+  return { ...process.env, PYTHONSAFEPATH: "1" };
 }
 
 interface PythonExtensionApi {
@@ -23,21 +39,23 @@ interface PythonExtensionApi {
   };
 }
 
-export async function findPython(configured: string, resource?: vscode.Uri): Promise<Interpreter> {
-  if (configured) return { path: configured, source: "the nightlab.python setting" };
-  const ext = vscode.extensions.getExtension<PythonExtensionApi>("ms-python.python");
+export async function findPython(configured: string, resource?: vscode.Uri, trusted = true): Promise<Interpreter> {
+  const env = safeEnv();
+  // (in an untrusted workspace VS Code ignores a workspace value of nightlab.python: it is restricted)
+  if (configured) return { path: configured, source: "the nightlab.python setting", env };
+  const ext = trusted ? vscode.extensions.getExtension<PythonExtensionApi>("ms-python.python") : undefined;
   if (ext) {
     try {
       const api = ext.isActive ? ext.exports : await ext.activate();
       const active = api.environments?.getActiveEnvironmentPath(resource);
-      const env = active ? await api.environments?.resolveEnvironment(active) : undefined;
-      const exe = env?.executable?.uri?.fsPath;
-      if (exe) return { path: exe, source: "the Python extension's interpreter" };
+      const resolved = active ? await api.environments?.resolveEnvironment(active) : undefined;
+      const exe = resolved?.executable?.uri?.fsPath;
+      if (exe) return { path: exe, source: "the Python extension's interpreter", env };
     } catch (err) {
       log.warn(`the Python extension did not name an interpreter: ${String(err)}`);
     }
   }
-  return { path: "python3", source: "python3 on PATH" };
+  return { path: "python3", source: trusted ? "python3 on PATH" : "python3 on PATH (an untrusted workspace does not choose it)", env };
 }
 
 export type NightlabCheck =
@@ -49,7 +67,7 @@ const CHECK = "import importlib.metadata as m, nightlab.server; print(m.version(
 /** Does this interpreter run and have the nightlab package? */
 export function checkNightlab(python: string): Promise<NightlabCheck> {
   return new Promise((resolve) => {
-    execFile(python, ["-c", CHECK], { timeout: 60_000 }, (err, stdout, stderr) => {
+    execFile(python, ["-c", CHECK], { timeout: 60_000, cwd: safeCwd(), env: safeEnv() }, (err, stdout, stderr) => {
       if (!err) return resolve({ ok: true, version: stdout.trim() });
       const code = (err as NodeJS.ErrnoException).code;
       if (code === "ENOENT" || code === "EACCES") {
@@ -78,7 +96,7 @@ export async function installWheel(python: string, wheel: string): Promise<void>
     () =>
       new Promise<void>((resolve, reject) => {
         log.info(`${python} -m pip install ${wheel}`);
-        const proc = spawn(python, ["-m", "pip", "install", wheel], { stdio: ["ignore", "pipe", "pipe"] });
+        const proc = spawn(python, ["-m", "pip", "install", wheel], { stdio: ["ignore", "pipe", "pipe"], cwd: safeCwd(), env: safeEnv() });
         let tail = "";
         const take = (chunk: Buffer) => {
           const text = chunk.toString();

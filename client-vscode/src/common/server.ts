@@ -20,10 +20,11 @@ import {
   EXPERIMENTAL_CAPABILITY,
   Methods,
   PROTOCOL_VERSION,
+  type AcceptResult,
   type ExperimentDiff,
 } from "../../../protocol/nightlab-protocol";
 import { logChannel, log } from "./log";
-import { bundledWheel, checkNightlab, findPython, installWheel } from "./python";
+import { bundledWheel, checkNightlab, findPython, installWheel, safeCwd } from "./python";
 import { initializationOptions, readSettings } from "./settings";
 
 export type ServerStatus = "starting" | "running" | "stopped" | "errored" | "unavailable";
@@ -38,12 +39,35 @@ const RUNS_CODE: ReadonlySet<string> = new Set([Commands.loopStart, Commands.exp
 
 export const API_KEY_SECRET = "nightlab.anthropicApiKey";
 
+/** The workspace folder of the loop: the first with a nightlab.toml (or autoresearch's files), else the first. */
+export async function loopFolder(): Promise<vscode.WorkspaceFolder | undefined> {
+  const folders = vscode.workspace.workspaceFolders ?? [];
+  for (const folder of folders) {
+    for (const marker of ["nightlab.toml", "prepare.py"]) {
+      try {
+        await vscode.workspace.fs.stat(vscode.Uri.joinPath(folder.uri, marker));
+        return folder;
+      } catch {
+        // not this one
+      }
+    }
+  }
+  return folders[0];
+}
+
 export class ServerManager implements vscode.Disposable {
   private client: LanguageClient | undefined;
+  /** the start in progress: a second start() waits for it instead of making a second client */
+  private starting: Promise<void> | undefined;
   private restartTimer: NodeJS.Timeout | undefined;
+  /** files that had unsaved changes when an accept was sent (see `afterAccept`) */
+  private dirtyBeforeAccept = new Set<string>();
   private readonly notifications = new vscode.EventEmitter<Notification>();
   private readonly statusChanged = new vscode.EventEmitter<ServerStatus>();
   private readonly failures = new vscode.EventEmitter<string>();
+  private readonly reviewed = new vscode.EventEmitter<{ number: number; review: "accepted" | "rejected" }>();
+  /** an experiment was accepted or rejected (the ledger records it; no notification says so) */
+  readonly onReview = this.reviewed.event;
   readonly onNotification = this.notifications.event;
   /** a command failed: the message, for the panel to show where the user clicked */
   readonly onCommandError = this.failures.event;
@@ -62,16 +86,23 @@ export class ServerManager implements vscode.Disposable {
     return this.client?.state === State.Running;
   }
 
-  async start(): Promise<void> {
-    if (this.client) return;
-    const folder = vscode.workspace.workspaceFolders?.[0];
+  start(): Promise<void> {
+    if (this.client) return Promise.resolve();
+    this.starting ??= this.doStart().finally(() => (this.starting = undefined));
+    return this.starting;
+  }
+
+  private async doStart(): Promise<void> {
+    const folder = await loopFolder();
     if (!folder) {
       this.problem = "Open a folder with a nightlab.toml (made by `nightlab init`) to use Nightlab.";
       return this.setStatus("unavailable");
     }
     this.setStatus("starting");
     const settings = readSettings(folder.uri);
-    const python = await findPython(settings.python, folder.uri);
+    // An untrusted workspace does not choose the interpreter: the Python extension may have picked the
+    // workspace's own .venv, whose site-packages run code at start-up.
+    const python = await findPython(settings.python, folder.uri, vscode.workspace.isTrusted);
     let check = await checkNightlab(python.path);
     if (!check.ok && check.missing === "package") check = await this.offerInstall(python.path, check.detail);
     if (!check.ok) {
@@ -82,9 +113,10 @@ export class ServerManager implements vscode.Disposable {
     }
     log.info(`starting the language server: ${python.path} -m nightlab.server (nightlab ${check.version}, ${python.source})`);
     const key = await this.context.secrets.get(API_KEY_SECRET);
-    const env: NodeJS.ProcessEnv = { ...process.env };
+    const env: NodeJS.ProcessEnv = { ...python.env };
     if (key) env.ANTHROPIC_API_KEY = key; // the server's environment only: never a file, never a setting
-    const serverOptions: ServerOptions = { command: python.path, args: ["-m", "nightlab.server"], options: { env, cwd: folder.uri.fsPath } };
+    // Not the workspace as the working directory: `python -m` would import a nightlab/ folder found there.
+    const serverOptions: ServerOptions = { command: python.path, args: ["-m", "nightlab.server"], options: { env, cwd: safeCwd() } };
     const clientOptions: LanguageClientOptions = {
       documentSelector: [
         { scheme: "file", language: "python" },
@@ -99,8 +131,15 @@ export class ServerManager implements vscode.Disposable {
             void vscode.window.showWarningMessage("Nightlab runs the workspace's code only in a trusted workspace. Trust it first (Manage Workspace Trust).");
             return undefined;
           }
+          if (command === Commands.experimentAccept) this.beforeAccept();
           const result = await next(command, args);
           if (command === Commands.experimentShowDiff && result) await this.showDiff(result as ExperimentDiff);
+          // accept/reject from anywhere (panel, diff editor, the server's code lenses) end the same way
+          if (command === Commands.experimentAccept && result) await this.afterAccept(folder, result as AcceptResult);
+          if (command === Commands.experimentAccept || command === Commands.experimentReject) {
+            const number = (args[0] as { number?: number } | undefined)?.number;
+            if (typeof number === "number") this.reviewed.fire({ number, review: command === Commands.experimentAccept ? "accepted" : "rejected" });
+          }
           return result;
         },
       },
@@ -111,12 +150,21 @@ export class ServerManager implements vscode.Disposable {
       client.onNotification(method, (params: unknown) => this.notifications.fire({ method, params }));
     }
     client.onDidChangeState((e) => {
-      if (e.newState === State.Stopped && this.client === client && this.status === "running") this.setStatus("errored");
+      if (this.client !== client) return;
+      // vscode-languageclient restarts a server that crashed (a few times): follow it both ways
+      if (e.newState === State.Stopped && this.status === "running") {
+        this.problem = "The Nightlab language server stopped; see Output > Nightlab (Nightlab: Restart the Language Server).";
+        this.setStatus("errored");
+      } else if (e.newState === State.Running && this.status === "errored") {
+        this.problem = null;
+        this.setStatus("running");
+      }
     });
     try {
       await client.start();
     } catch (err) {
       this.client = undefined;
+      void client.dispose().catch(() => undefined);
       return this.fail("errored", `The Nightlab language server did not start: ${String(err)}. See Output > Nightlab.`);
     }
     const version = client.initializeResult?.capabilities.experimental?.[EXPERIMENTAL_CAPABILITY];
@@ -130,11 +178,12 @@ export class ServerManager implements vscode.Disposable {
   }
 
   async stop(): Promise<void> {
+    await this.starting?.catch(() => undefined);
     const client = this.client;
     this.client = undefined;
     if (client) {
       try {
-        await client.stop(5000);
+        await client.stop(30_000); // the server ends a running loop first (its runs recorded as interrupted)
       } catch (err) {
         log.warn(`stopping the server: ${String(err)}`);
       }
@@ -145,10 +194,37 @@ export class ServerManager implements vscode.Disposable {
   /** Debounced: a burst of setting changes restarts once. */
   restart(delayMs = 300): void {
     clearTimeout(this.restartTimer);
-    this.restartTimer = setTimeout(async () => {
-      await this.stop();
-      await this.start();
+    this.restartTimer = setTimeout(() => {
+      this.stop().then(() => this.start()).catch((err) => log.error(`restarting the server: ${String(err)}`));
     }, delayMs);
+  }
+
+  /**
+   * A restart ends a running loop (the server records its runs as interrupted). Asks first when a loop
+   * runs; answers whether to go on.
+   */
+  async confirmRestart(why: string, loopActive: boolean): Promise<boolean> {
+    if (!loopActive) return true;
+    const go = "Restart Now";
+    const answer = await vscode.window.showWarningMessage(
+      `${why} needs the Nightlab server to restart, which stops the running loop (the current experiment is recorded as interrupted and runs again on the next start).`,
+      { modal: true }, go);
+    return answer === go;
+  }
+
+  private beforeAccept(): void {
+    this.dirtyBeforeAccept = new Set(vscode.workspace.textDocuments.filter((d) => d.isDirty).map((d) => d.uri.toString()));
+  }
+
+  /** A file that had no unsaved change is saved with the accepted change; a dirty buffer stays the user's. */
+  private async afterAccept(folder: vscode.WorkspaceFolder, result: AcceptResult): Promise<void> {
+    log.info(`accept #${result.number}: ${result.message} (${result.files.join(", ") || "no file changed"})`);
+    for (const path of result.files) {
+      const uri = vscode.Uri.joinPath(folder.uri, path);
+      if (this.dirtyBeforeAccept.has(uri.toString())) continue;
+      const doc = await vscode.workspace.openTextDocument(uri);
+      if (!(await doc.save())) log.warn(`accept #${result.number}: ${path} was not saved`);
+    }
   }
 
   async request<R>(method: string, params: object): Promise<R> {
@@ -157,14 +233,19 @@ export class ServerManager implements vscode.Disposable {
   }
 
   /** Runs one of the server's commands (vscode-languageclient registered their ids); errors reach the user. */
-  async command<R>(id: string, arg?: object): Promise<R | undefined> {
+  async command<R>(id: string, arg?: object, { quiet = false } = {}): Promise<R | undefined> {
     if (!this.running) {
+      if (quiet) return undefined;
       this.reportFailure(this.problem ?? "The Nightlab language server is not running (Nightlab: Restart the Language Server).");
       return undefined;
     }
     try {
       return await vscode.commands.executeCommand<R>(id, ...(arg ? [arg] : []));
     } catch (err) {
+      if (quiet) {
+        log.warn(`${id}: ${String(err)}`);
+        return undefined;
+      }
       // the server's message is for a person ("SessionError: ..." prefixes are the server's plumbing)
       this.reportFailure((err instanceof Error ? err.message : String(err)).replace(/^[\w.]*Error: /, ""));
       return undefined;
@@ -207,9 +288,10 @@ export class ServerManager implements vscode.Disposable {
 
   dispose(): void {
     clearTimeout(this.restartTimer);
-    void this.stop();
+    void this.stop(); // deactivate() awaits stop() itself; this is for a dispose without it
     this.notifications.dispose();
     this.statusChanged.dispose();
     this.failures.dispose();
+    this.reviewed.dispose();
   }
 }

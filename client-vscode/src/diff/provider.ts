@@ -28,7 +28,10 @@ export class DiffDocuments implements vscode.TextDocumentContentProvider, vscode
   constructor(private readonly server: ServerManager) {}
 
   remember(diff: ExperimentDiff): void {
+    // a few dozen diffs at most (arrow keys in the panel open one per key press); oldest out first
+    this.diffs.delete(diff.number);
     this.diffs.set(diff.number, diff);
+    while (this.diffs.size > 50) this.diffs.delete(this.diffs.keys().next().value as number);
   }
 
   async diff(number: number): Promise<ExperimentDiff> {
@@ -74,8 +77,11 @@ export class DiffDocuments implements vscode.TextDocumentContentProvider, vscode
         diffUri(diff.number, "experiment", f.path), `${f.path} (${label})`, options);
       return;
     }
-    await vscode.commands.executeCommand("vscode.changes", label,
-      diff.files.map((f) => [vscode.Uri.file(f.path), diffUri(diff.number, "parent", f.path), diffUri(diff.number, "experiment", f.path)]));
+    // (a multi-file diff editor takes no show options: it opens in the active group)
+    const root = vscode.workspace.workspaceFolders?.[0]?.uri;
+    await vscode.commands.executeCommand("vscode.changes", label, diff.files.map((f) => [
+      root ? vscode.Uri.joinPath(root, f.path) : vscode.Uri.file(f.path),
+      diffUri(diff.number, "parent", f.path), diffUri(diff.number, "experiment", f.path)]));
   }
 }
 

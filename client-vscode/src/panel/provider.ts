@@ -38,6 +38,7 @@ export class PanelProvider implements vscode.WebviewViewProvider, vscode.Disposa
   private readonly experiments = new Map<number, ExperimentPayload>();
   private bestCurve: { number: number; points: CurvePoint[] } | null = null;
   private readonly disposables: vscode.Disposable[] = [];
+  private viewDisposables: vscode.Disposable[] = [];
 
   constructor(
     private readonly extensionUri: vscode.Uri,
@@ -70,8 +71,13 @@ export class PanelProvider implements vscode.WebviewViewProvider, vscode.Disposa
       cspSource: view.webview.cspSource,
       nonce: makeNonce(),
     });
-    view.webview.onDidReceiveMessage((m: FromWebview) => void this.onMessage(m), undefined, this.disposables);
-    view.onDidDispose(() => (this.view = undefined), undefined, this.disposables);
+    for (const d of this.viewDisposables) d.dispose();
+    this.viewDisposables = [
+      view.webview.onDidReceiveMessage((m: FromWebview) => void this.onMessage(m)),
+      view.onDidDispose(() => {
+        if (this.view === view) this.view = undefined;
+      }),
+    ];
   }
 
   /** Everything from the server again: after a (re)start of the server. */
@@ -79,7 +85,7 @@ export class PanelProvider implements vscode.WebviewViewProvider, vscode.Disposa
     this.experiments.clear();
     this.bestCurve = null;
     try {
-      this.state = await this.server.command<LoopStatePayload>(Commands.loopStatus) ?? null;
+      this.state = await this.server.command<LoopStatePayload>(Commands.loopStatus, undefined, { quiet: true }) ?? null;
       for (let offset = 0; ; ) {
         const page = await this.server.request<ExperimentsPage>(Methods.experiments, { offset, limit: 500 });
         for (const e of page.experiments) this.experiments.set(e.number, e);
@@ -88,8 +94,10 @@ export class PanelProvider implements vscode.WebviewViewProvider, vscode.Disposa
       }
     } catch (err) {
       log.warn(`reading the ledger: ${String(err)}`);
+      this.post({ type: "error", message: `Reading the experiments failed: ${err instanceof Error ? err.message : String(err)}` });
     }
     this.postReset();
+    void this.replayRunning();
     await this.refreshBestCurve();
   }
 
@@ -97,6 +105,7 @@ export class PanelProvider implements vscode.WebviewViewProvider, vscode.Disposa
     switch (m.type) {
       case "ready":
         this.postReset();
+        void this.replayRunning();
         return;
       case "control":
         return this.actions.control(m.action);
@@ -141,6 +150,7 @@ export class PanelProvider implements vscode.WebviewViewProvider, vscode.Disposa
     if (best === undefined || !this.server.running) return;
     try {
       const curve = await this.server.request<ExperimentCurve>(Methods.experimentCurve, { number: best });
+      if (curve.number !== this.state?.best?.number) return; // a newer best arrived meanwhile
       this.bestCurve = { number: curve.number, points: curve.points };
       this.post({ type: "bestCurve", number: curve.number, points: curve.points });
     } catch (err) {
@@ -152,13 +162,13 @@ export class PanelProvider implements vscode.WebviewViewProvider, vscode.Disposa
     if (!this.view) return;
     this.post({
       type: "reset",
-      state: this.state,
+      // no server, no loop state: controls that need one are off until it is back
+      state: this.server.running ? this.state : null,
       experiments: [...this.experiments.values()].sort((a, b) => a.number - b.number),
       trusted: vscode.workspace.isTrusted,
       problem: this.server.problem,
     });
     if (this.bestCurve) this.post({ type: "bestCurve", ...this.bestCurve });
-    void this.replayRunning();
   }
 
   /** A view shown again mid-run gets the running experiment's curve so far, from its events file. */
@@ -186,6 +196,6 @@ export class PanelProvider implements vscode.WebviewViewProvider, vscode.Disposa
   }
 
   dispose(): void {
-    for (const d of this.disposables) d.dispose();
+    for (const d of [...this.disposables, ...this.viewDisposables]) d.dispose();
   }
 }

@@ -51,6 +51,10 @@ function makeWorkspace() {
   const ws = path.join(tmp, 'demo');
   execFileSync(PYTHON, ['-m', 'nightlab.server.cli', 'init', ws, '--profile', 'cpu'], { stdio: 'inherit' });
   fs.writeFileSync(path.join(ws, 'notes.txt'), '');
+  // A folder named like the package: a server started in the workspace would import it, not nightlab.
+  fs.mkdirSync(path.join(ws, 'nightlab'));
+  fs.writeFileSync(path.join(ws, 'nightlab', '__init__.py'),
+    `open(${JSON.stringify(path.join(tmp, 'SHADOWED'))}, "w").write("workspace code ran")\n`);
   return { tmp, ws };
 }
 
@@ -196,6 +200,7 @@ async function main() {
   try {
     await untrusted(ws);
     await missingPackage(tmp, ws);
+    assert.ok(!fs.existsSync(path.join(tmp, 'SHADOWED')), "a Python started by the extension imported the workspace's nightlab/ folder");
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }
