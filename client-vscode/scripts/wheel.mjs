@@ -1,6 +1,8 @@
 // Builds the nightlab wheel that the .vsix carries (dist/wheels/), so the extension can install the
-// language server into an interpreter that lacks it, offline. Python: $NIGHTLAB_PYTHON, else the
-// repository's .venv (./dev.sh setup), else python3; it needs setuptools (no build isolation: no network).
+// language server into an interpreter that lacks it (the wheel itself; pip fetches its dependencies
+// such as torch as usual). Python: $NIGHTLAB_PYTHON, else the
+// repository's .venv (./dev.sh setup), else python3; it needs setuptools (no build isolation, so
+// building needs no network).
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";

@@ -6,6 +6,7 @@
  * the panel can show the ledger. What runs workspace code (starting the loop, reruns, baselines) is
  * refused here, before it reaches the server, while the workspace is untrusted.
  */
+import { realpathSync } from "node:fs";
 import * as vscode from "vscode";
 import {
   LanguageClient,
@@ -38,6 +39,14 @@ export interface Notification {
 const RUNS_CODE: ReadonlySet<string> = new Set([Commands.loopStart, Commands.experimentRerun, Commands.baselineMeasure]);
 
 export const API_KEY_SECRET = "nightlab.anthropicApiKey";
+
+function realRoot(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    return path;
+  }
+}
 
 /** The workspace folder of the loop: the first with a nightlab.toml (or autoresearch's files), else the first. */
 export async function loopFolder(): Promise<vscode.WorkspaceFolder | undefined> {
@@ -73,6 +82,8 @@ export class ServerManager implements vscode.Disposable {
   readonly onCommandError = this.failures.event;
   readonly onStatus = this.statusChanged.event;
   status: ServerStatus = "stopped";
+  /** the loop folder's path (the server's `root`), once started */
+  root: string | null = null;
   /** why the server is not running, in words a person can act on */
   problem: string | null = null;
 
@@ -100,6 +111,7 @@ export class ServerManager implements vscode.Disposable {
     }
     this.setStatus("starting");
     const settings = readSettings(folder.uri);
+    this.root = realRoot(folder.uri.fsPath); // the server names folders by their resolved path
     // An untrusted workspace does not choose the interpreter: the Python extension may have picked the
     // workspace's own .venv, whose site-packages run code at start-up.
     const python = await findPython(settings.python, folder.uri, vscode.workspace.isTrusted);
@@ -147,7 +159,11 @@ export class ServerManager implements vscode.Disposable {
     const client = new LanguageClient("nightlab", "Nightlab", serverOptions, clientOptions);
     this.client = client;
     for (const method of [Methods.loopState, Methods.experimentStarted, Methods.experimentProgress, Methods.experimentFinished]) {
-      client.onNotification(method, (params: unknown) => this.notifications.fire({ method, params }));
+      client.onNotification(method, (params: { root?: string | null }) => {
+        // one loop per folder on the server: this extension follows the loop folder's
+        if (params?.root && this.root && params.root !== this.root) return;
+        this.notifications.fire({ method, params });
+      });
     }
     client.onDidChangeState((e) => {
       if (this.client !== client) return;
@@ -212,6 +228,11 @@ export class ServerManager implements vscode.Disposable {
     return answer === go;
   }
 
+  /** The loop folder's path in a request or command argument that names none. */
+  private withRoot<T extends object>(params: T): T {
+    return this.root && !("root" in params && (params as { root?: unknown }).root) ? { ...params, root: this.root } : params;
+  }
+
   private beforeAccept(): void {
     this.dirtyBeforeAccept = new Set(vscode.workspace.textDocuments.filter((d) => d.isDirty).map((d) => d.uri.toString()));
   }
@@ -229,7 +250,7 @@ export class ServerManager implements vscode.Disposable {
 
   async request<R>(method: string, params: object): Promise<R> {
     if (!this.client || !this.running) throw new Error(this.problem ?? "the Nightlab language server is not running");
-    return this.client.sendRequest<R>(method, params);
+    return this.client.sendRequest<R>(method, this.withRoot(params));
   }
 
   /** Runs one of the server's commands (vscode-languageclient registered their ids); errors reach the user. */
@@ -240,7 +261,7 @@ export class ServerManager implements vscode.Disposable {
       return undefined;
     }
     try {
-      return await vscode.commands.executeCommand<R>(id, ...(arg ? [arg] : []));
+      return await vscode.commands.executeCommand<R>(id, this.withRoot(arg ?? {}));
     } catch (err) {
       if (quiet) {
         log.warn(`${id}: ${String(err)}`);
