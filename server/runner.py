@@ -191,11 +191,8 @@ class _Follower:
 
     def _poll(self) -> None:
         for line in self.events.read_lines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(event, dict):
+            event = _json_event(line)
+            if event is None:
                 continue
             kind = event.get("event")
             if kind == "step":
@@ -216,6 +213,15 @@ class _Follower:
         if self.first_step_s is None:
             self.first_step_s = time.monotonic() - self.started
         self.emit(progress)
+
+
+def _json_event(line: str) -> Optional[dict]:
+    """One line of an events file as an object, or None (a torn line, or JSON that is not an object)."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) else None
 
 
 def _num(event: Mapping, key: str) -> Optional[float]:
@@ -239,11 +245,8 @@ def read_curve(run_dir: Path, max_points: int = 2000) -> list[Progress]:
     samples: list[Progress] = []
     if events.exists():
         for line in events.read_text(errors="replace").splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict) and event.get("event") == "step":
+            event = _json_event(line)
+            if event is not None and event.get("event") == "step":
                 samples.append(_progress_from_event(event))
     elif log_path.exists():
         samples = [parse_step_line(line) for line in log_path.read_text(errors="replace").replace("\r", "\n").splitlines()]
