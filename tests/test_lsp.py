@@ -32,6 +32,15 @@ def standin_workspace(tmp: Path) -> Path:
     return ws
 
 
+async def start_session(lsp_client: LanguageClient, ws: Path, options: dict | None = None) -> types.InitializeResult:
+    """Follow the server's notifications, then initialize it on the workspace `ws`."""
+    lsp_client.ws = ws
+    listen(lsp_client)
+    return await lsp_client.initialize_session(types.InitializeParams(
+        capabilities=client_capabilities(), root_uri=ws.as_uri(), initialization_options=options,
+        workspace_folders=[types.WorkspaceFolder(uri=ws.as_uri(), name=ws.name)]))
+
+
 def client_capabilities() -> types.ClientCapabilities:
     return types.ClientCapabilities(
         window=types.WindowClientCapabilities(work_done_progress=True),
@@ -42,19 +51,15 @@ def client_capabilities() -> types.ClientCapabilities:
 @pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "nightlab.server"]))
 async def client(lsp_client: LanguageClient, tmp_path_factory):
     ws = standin_workspace(tmp_path_factory.mktemp("lsp"))
-    lsp_client.ws = ws
     lsp_client.edits = []
     fix_code_action_structuring(lsp_client)
-    listen(lsp_client)
 
     @lsp_client.feature(types.WORKSPACE_APPLY_EDIT)
     def apply_edit(params: types.ApplyWorkspaceEditParams):
         lsp_client.edits.append(params.edit)
         return types.ApplyWorkspaceEditResult(applied=True)
 
-    result = await lsp_client.initialize_session(types.InitializeParams(
-        capabilities=client_capabilities(), root_uri=ws.as_uri(),
-        workspace_folders=[types.WorkspaceFolder(uri=ws.as_uri(), name="ws")]))
+    result = await start_session(lsp_client, ws)
     assert result.capabilities.experimental == {"nightlabProtocol": 2}
     yield
     await lsp_client.shutdown_session()
@@ -239,11 +244,7 @@ async def demo_client(lsp_client: LanguageClient, tmp_path_factory):
     proc = subprocess.run([sys.executable, "-m", "nightlab.server.cli", "init", str(ws), "--profile", "cpu"],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    lsp_client.ws = ws
-    listen(lsp_client)
-    await lsp_client.initialize_session(types.InitializeParams(
-        capabilities=client_capabilities(), root_uri=ws.as_uri(),
-        workspace_folders=[types.WorkspaceFolder(uri=ws.as_uri(), name="demo")]))
+    await start_session(lsp_client, ws)
     yield
     await lsp_client.shutdown_session()
 
@@ -300,11 +301,7 @@ async def test_real_training_reports_progress_and_cancelling_stops_the_run(demo_
 @pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "nightlab.server"]))
 async def quiet_client(lsp_client: LanguageClient, tmp_path_factory):
     ws = standin_workspace(tmp_path_factory.mktemp("lsp-quiet"))
-    lsp_client.ws = ws
-    listen(lsp_client)
-    await lsp_client.initialize_session(types.InitializeParams(
-        capabilities=client_capabilities(), root_uri=ws.as_uri(), initialization_options={"inlayHints": INLAY_HINTS_OPTION},
-        workspace_folders=[types.WorkspaceFolder(uri=ws.as_uri(), name="ws")]))
+    await start_session(lsp_client, ws, {"inlayHints": INLAY_HINTS_OPTION})
     yield
     await lsp_client.shutdown_session()
 
@@ -332,11 +329,7 @@ async def slow_client(lsp_client: LanguageClient, tmp_path_factory):
     ws = standin_workspace(tmp_path_factory.mktemp("lsp-slow"))
     (ws / "train.py").write_text(CRASHY.replace('MODE = "ok" ', 'MODE = "slow" '))  # each run sleeps 30 s
     git(ws, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qam", "slow runs")
-    lsp_client.ws = ws
-    listen(lsp_client)
-    await lsp_client.initialize_session(types.InitializeParams(
-        capabilities=client_capabilities(), root_uri=ws.as_uri(),
-        workspace_folders=[types.WorkspaceFolder(uri=ws.as_uri(), name="ws")]))
+    await start_session(lsp_client, ws)
     yield
     if not getattr(lsp_client, "shut_down", False):
         await lsp_client.shutdown_session()

@@ -28,8 +28,12 @@ RESULTS = CLIENT / "test-results"
 def npm(*args: str, timeout: float = 900, env: dict | None = None) -> str:
     if shutil.which("npm") is None:
         pytest.fail("npm is not installed: the extension's tests need Node 20 and npm")
-    proc = subprocess.run(["npm", *args], cwd=CLIENT, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "NIGHTLAB_PYTHON": sys.executable, **(env or {})})
+    try:
+        proc = subprocess.run(["npm", *args], cwd=CLIENT, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, "NIGHTLAB_PYTHON": sys.executable, **(env or {})})
+    except subprocess.TimeoutExpired as exc:
+        partial = "".join(x.decode(errors="replace") if isinstance(x, bytes) else (x or "") for x in (exc.stdout, exc.stderr))
+        pytest.fail(f"npm {' '.join(args)} ran past {timeout} s:\n{partial[-12000:]}")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"npm {' '.join(args)} failed ({proc.returncode}):\n{out[-12000:]}"
     return out
@@ -65,6 +69,7 @@ def test_extension_unit_tests(vsix: Path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # above npm()'s own limit, so a hang reports the test's output
 def test_webview_in_headless_chromium(vsix: Path):
     shot = RESULTS / "webview.png"
     shot.unlink(missing_ok=True)
@@ -73,9 +78,10 @@ def test_webview_in_headless_chromium(vsix: Path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # code-server's install (first run) and three sessions; npm() stops at 1200 s
 def test_vscode_end_to_end_in_code_server(vsix: Path):
     shot = RESULTS / "vscode-panel.png"
     shot.unlink(missing_ok=True)
-    out = npm("run", "test:e2e", timeout=1800)
+    out = npm("run", "test:e2e", timeout=1200)
     assert "[e2e" in out and "passed" in out, out[-3000:]
     assert shot.exists() and shot.stat().st_size > 10_000

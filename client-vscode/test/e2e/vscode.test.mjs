@@ -119,7 +119,9 @@ async function main() {
       await sleep(250);
       if (typed.length % 8 === 0) {
         finished = (await rows(panel)).filter((r) => r.number > 1 && (r.status === 'keep' || r.status === 'discard'));
-        if (finished.length >= 2) break;
+        const state = await panel.locator('[data-state]').first().getAttribute('data-state');
+        if (typed.length % 64 === 0) step(`loop ${state}: ${(await rows(panel)).map((r) => `#${r.number} ${r.status}`).join(', ')}`);
+        if (finished.length >= 2 || (finished.length >= 1 && /stopped|idle/.test(state ?? ''))) break;
       }
     }
     assert.ok(finished.length >= 1, `no finished experiment besides the baseline after 6 minutes: ${JSON.stringify(await rows(panel))}`);
