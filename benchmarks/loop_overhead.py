@@ -29,9 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from nightlab.server.engine import Engine
-from nightlab.server.settings import load_settings
-from nightlab.server.types import FileEdit, Proposal
+from nightlab.server.loop.engine import Engine
+from nightlab.server.core.settings import load_settings
+from nightlab.server.core.types import FileEdit, Proposal
 
 STAND_IN = '''import json, os, time
 T0 = time.time()  # first thing after the interpreter and these imports: "process started"

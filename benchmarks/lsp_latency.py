@@ -50,10 +50,10 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from nightlab.server.engine import Engine
-from nightlab.server.ledger import tsv_row
-from nightlab.server.settings import load_settings
-from nightlab.server.types import Experiment
+from nightlab.server.loop.engine import Engine
+from nightlab.server.record.ledger import tsv_row
+from nightlab.server.core.settings import load_settings
+from nightlab.server.core.types import Experiment
 
 STAND_IN = '''import json, os, time
 X = 1.0           # knobs: this run's val_bpb is 1 + (X - 0.3)^2 + (Y - 0.8)^2 + |Z - 0.25|

@@ -221,7 +221,7 @@ class LoopStartOverrides(Wire):
     root: str | None = None  # the workspace folder (a path or file URI); left out: the first one
 
     def to_settings_overrides(self) -> dict[str, Any]:
-        """The flat dict `nightlab.server.settings.load_settings` takes (the CLI's flags); root is not one."""
+        """The flat dict `nightlab.server.core.settings.load_settings` takes (the CLI's flags); root is not one."""
         return {f.name: getattr(self, f.name) for f in fields(self)
                 if f.name != "root" and getattr(self, f.name) is not None}
 

@@ -1,5 +1,6 @@
-"""nightlab.server: the experiment engine, its CLI and (later) the language server.
+"""nightlab.server: the loop, its CLI and its language server, as layered packages.
 
-Layers, each knowing only the ones below it: cli/lsp -> engine -> (runner, store, ledger, agents, policy).
+Each package imports only the ones below it (tests/test_layers.py holds the table):
+core <- changes <- run <- record <- agents <- loop <- editor <- lsp, cli. docs/ARCHITECTURE.md maps them.
 Must not import: nightlab.trainer's template modules (prepare.py, train.py run in their own process).
 """

@@ -14,8 +14,8 @@ from fake_anthropic import (disconnect, fake_anthropic, http_error, overloaded, 
 from nightlab.server.agents.anthropic_agent import (DEFAULT_PRICE, PRICES, AnthropicAgent, _Invalid,
                                                     price_for, validate_tool_input)
 from nightlab.server.agents.base import AgentError, ProposalError, make_agent
-from nightlab.server.edits import apply_edits
-from nightlab.server.types import ExperimentContext, HistoryItem
+from nightlab.server.changes.edits import apply_edits
+from nightlab.server.core.types import ExperimentContext, HistoryItem
 
 KEY = "sk-ant-test-0123456789-secret"
 TRAIN = """# the model

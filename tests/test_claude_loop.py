@@ -16,8 +16,8 @@ import pytest
 
 from fake_anthropic import (disconnect, fake_anthropic, http_error, rate_limited, server_error,  # noqa: F401
                             slow, text_reply, tool_call)
-from nightlab.server.engine import Engine
-from nightlab.server.settings import load_settings
+from nightlab.server.loop.engine import Engine
+from nightlab.server.core.settings import load_settings
 from test_engine import STAND_IN, git, make_workspace
 from test_engine_ahead import merge_toml
 

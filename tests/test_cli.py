@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nightlab.server.ledger import Ledger
+from nightlab.server.record.ledger import Ledger
 from test_engine import STAND_IN, git, make_workspace, user_state
 
 NIGHTLAB = [sys.executable, "-m", "nightlab.server.cli"]

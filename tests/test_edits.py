@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from nightlab.server.edits import EditError, apply_edits, diff_summary, parse_search_replace
-from nightlab.server.types import FileEdit
+from nightlab.server.changes.edits import EditError, apply_edits, diff_summary, parse_search_replace
+from nightlab.server.core.types import FileEdit
 
 SRC = """\
 LR = 0.003  # learning rate

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from nightlab.server.engine import Engine, crash_summary, resolve_command
-from nightlab.server.settings import load_settings
-from nightlab.server.types import FileEdit, Proposal
+from nightlab.server.loop.engine import Engine, crash_summary, resolve_command
+from nightlab.server.core.settings import load_settings
+from nightlab.server.core.types import FileEdit, Proposal
 
 STAND_IN = '''import os, sys, time
 X = 1.0            # the metric this run reports

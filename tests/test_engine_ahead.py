@@ -6,9 +6,9 @@ import asyncio
 import pytest
 
 from nightlab.server.agents.base import ProposalError
-from nightlab.server.engine import Engine
-from nightlab.server.settings import load_settings
-from nightlab.server.types import FileEdit, Proposal
+from nightlab.server.loop.engine import Engine
+from nightlab.server.core.settings import load_settings
+from nightlab.server.core.types import FileEdit, Proposal
 from test_engine import STAND_IN, knob, make_workspace
 
 # the metric is X plus a deterministic per-seed wobble of at most +-0.01: run-to-run "noise"

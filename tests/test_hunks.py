@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from nightlab.server.hunks import apply_plans, line_history, locate, parse_hunks, plan
+from nightlab.server.changes.hunks import apply_plans, line_history, locate, parse_hunks, plan
 
 PARENT = """\
 # ---------------------------------------------------------------------------

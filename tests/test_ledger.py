@@ -5,8 +5,8 @@ import logging
 
 import pytest
 
-from nightlab.server.ledger import Ledger, LedgerError, tsv_header, tsv_row
-from nightlab.server.types import Experiment
+from nightlab.server.record.ledger import Ledger, LedgerError, tsv_header, tsv_row
+from nightlab.server.core.types import Experiment
 
 
 def exp(number: int, status: str = "running", metric: float | None = None, **kw) -> Experiment:

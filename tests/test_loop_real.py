@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from nightlab.server.ledger import Ledger
+from nightlab.server.record.ledger import Ledger
 
 pytestmark = pytest.mark.slow
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from nightlab.server.monitor import (Monitor, ResultRow, RowAdded, RunFinished, RunProgress, Snapshot,
+from nightlab.server.cli.monitor import (Monitor, ResultRow, RowAdded, RunFinished, RunProgress, Snapshot,
                                      parse_row, render)
-from nightlab.server.summary import format_summary
+from nightlab.server.run.summary import format_summary
 
 HEADER = "commit\tval_bpb\tmemory_gb\tstatus\tdescription\n"
 ROWS = [

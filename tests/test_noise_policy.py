@@ -12,7 +12,7 @@ from statistics import fmean
 
 import pytest
 
-from nightlab.server.policy import (Decision, NoisePolicy, NoiseSigma, Policy, PolicyError, StrictPolicy,
+from nightlab.server.core.policy import (Decision, NoisePolicy, NoiseSigma, Policy, PolicyError, StrictPolicy,
                                     estimate_sigma, make_policy, simulate, t_quantile)
 
 INF = math.inf

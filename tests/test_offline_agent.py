@@ -6,8 +6,8 @@ import pytest
 
 from nightlab.server.agents.base import Agent, AgentError, agent_names, make_agent, register_agent
 from nightlab.server.agents.offline import OfflineAgent, _candidates, find_knobs
-from nightlab.server.edits import apply_edits
-from nightlab.server.types import ExperimentContext, HistoryItem, Proposal
+from nightlab.server.changes.edits import apply_edits
+from nightlab.server.core.types import ExperimentContext, HistoryItem, Proposal
 
 TRAIN = """\
 import math

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from nightlab.server.plot import plot_progress
-from nightlab.server.types import Experiment
+from nightlab.server.cli.plot import plot_progress
+from nightlab.server.core.types import Experiment
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

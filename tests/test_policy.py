@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from nightlab.server.policy import (Decision, Policy, PolicyError, StrictPolicy, make_policy, policy_names,
+from nightlab.server.core.policy import (Decision, Policy, PolicyError, StrictPolicy, make_policy, policy_names,
                                     register_policy)
 
 STRICT = [

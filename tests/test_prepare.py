@@ -104,7 +104,7 @@ def test_summary_block_is_autoresearchs(prepare_module):
                   mfu_percent=39.8, total_tokens_M=499.63, num_steps=953, num_params_M=50.33, depth=8)
     assert prepare_module.format_summary(values) == REFERENCE_BLOCK
     # the runner parses what the harness prints
-    from nightlab.server.summary import parse_summary
+    from nightlab.server.run.summary import parse_summary
 
     assert parse_summary("step 00001 | loss: 2.0\r" + prepare_module.format_summary(values))["val_bpb"] == 0.9979
 

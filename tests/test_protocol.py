@@ -219,7 +219,7 @@ def test_from_wire_reads_ints_as_floats_and_nulls_as_none():
 
 
 def test_loop_start_overrides_are_settings_overrides(tmp_path):
-    from nightlab.server.settings import default_toml, load_settings
+    from nightlab.server.core.settings import default_toml, load_settings
 
     (tmp_path / "nightlab.toml").write_text(default_toml(), encoding="utf-8")
     overrides = t.LoopStartOverrides.from_wire(EXAMPLES[m.LOOP_START][0].to_wire())
@@ -248,7 +248,7 @@ diff --git a/train.py b/train.py
 
 
 def _experiment(**kw):
-    from nightlab.server.types import Experiment
+    from nightlab.server.core.types import Experiment
 
     base = dict(
         number=7, tag="mar5", description="raise the learning rate", hypothesis="under-trained",
@@ -264,7 +264,7 @@ def _experiment(**kw):
 
 
 def test_experiment_payload_from_a_ledger_record():
-    from nightlab.server.edits import diff_summary
+    from nightlab.server.changes.edits import diff_summary
 
     record = _experiment().to_json()
     p = t.experiment_payload(record, diff_summary=diff_summary(record["diff"]))
@@ -297,7 +297,7 @@ def test_experiment_payload_of_a_running_a_baseline_and_a_crashed_record():
 
 
 def test_progress_payload_from_a_progress_event():
-    from nightlab.server.types import Progress
+    from nightlab.server.core.types import Progress
 
     event = {"type": events.PROGRESS, "number": 8, "progress": asdict(Progress(
         step=412, elapsed_s=96.3, loss=3.214, tok_per_s=184000.0, mfu=38.5, lr=0.004, fraction=0.321)),

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from nightlab.server.runner import Runner, build_env, compile_check
-from nightlab.server.summary import format_summary
-from nightlab.server.types import Progress, RunResult
+from nightlab.server.run.runner import Runner, build_env, compile_check
+from nightlab.server.run.summary import format_summary
+from nightlab.server.core.types import Progress, RunResult
 
 PYTHON = shlex.quote(sys.executable)
 BLOCK = format_summary({

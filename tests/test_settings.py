@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from nightlab.server import settings as settings_mod
-from nightlab.server.settings import (
+from nightlab.server.core import settings as settings_mod
+from nightlab.server.core.settings import (
     AgentSettings, BudgetSettings, FileSettings, MetricSettings, PolicySettings, RunSettings, Settings, SettingsError,
     default_toml, load_settings,
 )

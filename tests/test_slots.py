@@ -7,9 +7,9 @@ import sys
 import pytest
 
 from nightlab.server.agents.offline import OfflineAgent
-from nightlab.server.engine import Engine, resolve_slots
-from nightlab.server.ledger import Ledger
-from nightlab.server.settings import load_settings
+from nightlab.server.loop.engine import Engine, resolve_slots
+from nightlab.server.record.ledger import Ledger
+from nightlab.server.core.settings import load_settings
 from test_engine import STAND_IN, git, make_workspace
 from test_engine_ahead import merge_toml
 

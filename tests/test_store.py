@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nightlab.server.store import Store, StoreError
+from nightlab.server.record.store import Store, StoreError
 
 USER = ["-c", "user.name=Tester", "-c", "user.email=t@example.com"]
 

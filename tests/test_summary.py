@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from nightlab.server.summary import SUMMARY_KEYS, format_summary, has_fail, parse_step_line, parse_summary
-from nightlab.server.types import Progress
+from nightlab.server.run.summary import SUMMARY_KEYS, format_summary, has_fail, parse_step_line, parse_summary
+from nightlab.server.core.types import Progress
 
 # The block exactly as docs/REFERENCE.md section 1 shows it (autoresearch's published H100 baseline).
 REFERENCE_BLOCK = """\

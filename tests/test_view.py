@@ -1,8 +1,8 @@
 """The live view folds engine events into what it shows: running experiments, best, cost."""
 from rich.console import Console
 
-from nightlab.server.types import Experiment
-from nightlab.server.view import LiveView
+from nightlab.server.core.types import Experiment
+from nightlab.server.cli.view import LiveView
 
 
 def render(view) -> str:

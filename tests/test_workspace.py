@@ -3,7 +3,7 @@ import subprocess
 
 import pytest
 
-from nightlab.server.settings import load_settings
+from nightlab.server.core.settings import load_settings
 from nightlab.trainer.workspace import InitError, init_workspace, render, set_constants
 
 

@@ -31,10 +31,10 @@ from typing import Any, Callable, Optional
 
 import anthropic
 
-from ..edits import EditError, apply_edits, parse_search_replace
-from ..types import ExperimentContext, FileEdit, Proposal
-from .base import AgentError, ProposalError
-from .prompt import TOOL_NAME, TOOL_SCHEMA, system_prompt, tool_definition, user_prompt
+from nightlab.server.changes.edits import EditError, apply_edits, parse_search_replace
+from nightlab.server.core.types import ExperimentContext, FileEdit, Proposal
+from nightlab.server.agents.base import AgentError, ProposalError
+from nightlab.server.agents.prompt import TOOL_NAME, TOOL_SCHEMA, system_prompt, tool_definition, user_prompt
 
 __all__ = ["AnthropicAgent", "ProposalError", "TOOL_NAME", "PRICES", "validate_tool_input", "price_for",
            "cost_usd", "system_prompt", "user_prompt"]

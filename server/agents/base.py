@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable, Protocol, runtime_checkable
 
-from ..types import ExperimentContext, Proposal
+from nightlab.server.core.types import ExperimentContext, Proposal
 
 
 class AgentError(Exception):

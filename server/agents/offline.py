@@ -23,8 +23,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
-from ..types import ExperimentContext, FileEdit, HistoryItem, Proposal
-from .base import AgentError
+from nightlab.server.core.types import ExperimentContext, FileEdit, HistoryItem, Proposal
+from nightlab.server.agents.base import AgentError
 
 Value = Union[bool, int, float]
 _UPPER = re.compile(r"^[A-Z][A-Z0-9_]*$")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ..types import ExperimentContext, HistoryItem
+from nightlab.server.core.types import ExperimentContext, HistoryItem
 
 TOOL_NAME = "propose_experiment"
 TOOL_SCHEMA: dict[str, Any] = {

@@ -11,10 +11,10 @@ from nightlab.protocol import methods as M
 
 from nightlab.protocol.types import AcceptResult
 
-from .. import hunks as hk
-from ..session import Session, SessionError
-from .features import workspace_edit
-from .server import NightlabServer
+from nightlab.server.changes import hunks as hk
+from nightlab.server.editor.session import Session, SessionError
+from nightlab.server.lsp.features import workspace_edit
+from nightlab.server.lsp.server import NightlabServer
 
 
 def _arg(args: tuple, key: str | None = None, default: Any = None) -> Any:

@@ -11,11 +11,11 @@ from nightlab.protocol import methods as M
 
 from nightlab.protocol.types import CurvePoint, ExperimentCurve, experiment_payload
 
-from ..edits import diff_summary
+from nightlab.server.changes.edits import diff_summary
 
-from .. import annotate
-from ..session import Session
-from .server import NightlabServer, uri_to_path
+from nightlab.server.editor import annotate
+from nightlab.server.editor.session import Session
+from nightlab.server.lsp.server import NightlabServer, uri_to_path
 
 
 def _texts(session: Session, rel: str, exps) -> list[annotate.FileTexts]:

@@ -19,10 +19,10 @@ from pygls.protocol.language_server import LanguageServerProtocol, lsp_method
 from nightlab.protocol import methods as M
 from nightlab.protocol.types import experiment_finished, experiment_started, progress_payload
 
-from ..edits import diff_summary
+from nightlab.server.changes.edits import diff_summary
 
-from ..annotate import crash_location
-from ..session import Session
+from nightlab.server.editor.annotate import crash_location
+from nightlab.server.editor.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,8 @@ class NightlabServer(LanguageServer):
 
 
 def create_server() -> NightlabServer:
-    from . import commands, features
+    from nightlab.server.lsp import commands
+    from nightlab.server.lsp import features
 
     server = NightlabServer()
     features.setup(server)

@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from .types import Experiment
+from nightlab.server.core.types import Experiment
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-from . import hunks as hk
-from .types import Experiment
+from nightlab.server.changes import hunks as hk
+from nightlab.server.core.types import Experiment
 
 _ASSIGN = re.compile(r"^\s*([A-Za-z_]\w*)\s*=(?!=)")
 _FRAME = re.compile(r'File "([^"]+)", line (\d+)')

@@ -17,13 +17,13 @@ from typing import Any, Callable, Optional
 from nightlab.protocol.types import (BestPayload, ExperimentDiff, FileDiff, HunkInfo, LoopStatePayload,
                                      budget_text)
 
-from .engine import Engine
-from .hunks import parse_hunks
-from .ledger import Ledger
-from .runner import read_curve
-from .settings import Settings, SettingsError, load_settings
-from .store import Store, StoreError
-from .types import Experiment, Progress
+from nightlab.server.loop.engine import Engine
+from nightlab.server.changes.hunks import parse_hunks
+from nightlab.server.record.ledger import Ledger
+from nightlab.server.run.runner import read_curve
+from nightlab.server.core.settings import Settings, SettingsError, load_settings
+from nightlab.server.record.store import Store, StoreError
+from nightlab.server.core.types import Experiment, Progress
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ class Session:
 
     def rerun(self, number: int) -> dict[str, Any]:
         """Run an experiment's change again (a new number, another look at a noisy result)."""
-        from .types import Proposal
+        from nightlab.server.core.types import Proposal
 
         engine = self._engine()
         exp, _, files = self.files(number)
@@ -223,7 +223,7 @@ class Session:
 
     def measure_baseline(self) -> dict[str, Any]:
         """Measure the current best again, `repeats` times: a fresh anchor for the noise floor."""
-        from .types import Proposal
+        from nightlab.server.core.types import Proposal
 
         engine = self._engine()
         engine._pending.append(Proposal(description="baseline (measured again)", edits=[], agent="",

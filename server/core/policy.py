@@ -19,7 +19,7 @@ from functools import lru_cache
 from statistics import NormalDist, fmean
 from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkable
 
-from .types import Verdict
+from nightlab.server.core.types import Verdict
 
 DEFAULT_POLICY = "noise"  # what [policy] name defaults to (settings.PolicySettings)
 

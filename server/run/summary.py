@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping, Optional
 
-from .types import Progress
+from nightlab.server.core.types import Progress
 
 # Keys of the block in the order autoresearch prints them, with their formats. Integers are "d".
 SUMMARY_FORMATS: dict[str, str] = {

@@ -13,7 +13,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from .types import Experiment
+from nightlab.server.core.types import Experiment
 
 STATUS_STYLE = {"keep": "bold green", "discard": "dim", "crash": "red", "interrupted": "yellow",
                 "running": "cyan"}

@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Optional
 
 from nightlab.protocol import events as ev
 
-from .runner import compile_check
-from .types import Experiment, Progress, RunResult
+from nightlab.server.run.runner import compile_check
+from nightlab.server.core.types import Experiment, Progress, RunResult
 
 if TYPE_CHECKING:
-    from .engine import Engine
-    from .slots import SlotSpec
-    from .store import Slot
+    from nightlab.server.loop.engine import Engine
+    from nightlab.server.run.slots import SlotSpec
+    from nightlab.server.record.store import Slot
 
 
 def now() -> str:

@@ -58,7 +58,7 @@ def init(
 
 
 def _load(workspace: Path, overrides: dict | None = None):
-    from .settings import SettingsError, load_settings
+    from nightlab.server.core.settings import SettingsError, load_settings
 
     try:
         return load_settings(workspace, overrides)
@@ -82,9 +82,9 @@ def run(
     import asyncio
     import signal
 
-    from .engine import Engine, EngineBusy
-    from .store import StoreError
-    from .view import LiveView, experiments_table
+    from nightlab.server.loop.engine import Engine, EngineBusy
+    from nightlab.server.record.store import StoreError
+    from nightlab.server.cli.view import LiveView, experiments_table
 
     settings = _load(workspace, {"max_experiments": max_experiments, "budget_seconds": budget,
                                  "budget_tokens": budget_tokens, "agent": agent, "tag": tag,
@@ -122,7 +122,7 @@ def run(
     console.print(experiments_table(experiments, settings.metric.name, title="experiments"))
     best = engine.ledger.best(settings.metric.direction)
     if best is not None and best.metrics:
-        from .summary import format_summary
+        from nightlab.server.run.summary import format_summary
 
         console.print(f"best: #{best.number} {best.description}")
         console.print(format_summary(best.metrics), highlight=False)
@@ -156,7 +156,7 @@ def _print_event(event: dict) -> None:
 
 def _plot(settings, experiments) -> Optional[Path]:
     try:
-        from .plot import plot_progress
+        from nightlab.server.cli.plot import plot_progress
     except ImportError:
         return None
     out = Path(settings.workspace) / ".nightlab" / settings.tag / "progress.png"
@@ -169,7 +169,7 @@ def _plot(settings, experiments) -> Optional[Path]:
 
 
 def _ledger(workspace: Path, tag: Optional[str]):
-    from .ledger import Ledger
+    from nightlab.server.record.ledger import Ledger
 
     settings = _load(workspace, {"tag": tag})
     return settings, Ledger(Path(settings.workspace) / ".nightlab" / settings.tag, settings.metric.name)
@@ -181,7 +181,7 @@ def status(
     tag: Optional[str] = typer.Option(None),
 ) -> None:
     """Where the loop stands: experiments, kept, best, and whether a loop is running now."""
-    from .engine import loop_owner
+    from nightlab.server.loop.engine import loop_owner
 
     settings, ledger = _ledger(workspace, tag)
     experiments = ledger.experiments()
@@ -211,7 +211,7 @@ def results(
     status_filter: Optional[str] = typer.Option(None, "--status", help="keep | discard | crash | interrupted"),
 ) -> None:
     """The experiments table."""
-    from .view import experiments_table
+    from nightlab.server.cli.view import experiments_table
 
     settings, ledger = _ledger(workspace, tag)
     experiments = [e for e in ledger.experiments() if status_filter in (None, e.status)]
@@ -225,7 +225,7 @@ def plot(
     out: Optional[Path] = typer.Option(None, help="Default: .nightlab/<tag>/progress.png"),
 ) -> None:
     """Write progress.png: every experiment a dot, the kept frontier a step line."""
-    from .plot import plot_progress
+    from nightlab.server.cli.plot import plot_progress
 
     settings, ledger = _ledger(workspace, tag)
     out = out or ledger.dir / "progress.png"
@@ -242,7 +242,7 @@ def monitor(
     """Watch an autoresearch run that another agent drives, live, from its results.tsv and run.log."""
     import threading
 
-    from .monitor import Monitor, RowAdded, RunFinished, render
+    from nightlab.server.cli.monitor import Monitor, RowAdded, RunFinished, render
 
     mon = Monitor(directory)
     stop = threading.Event()
@@ -273,7 +273,7 @@ def monitor(
 @app.command()
 def lsp() -> None:
     """The language server over stdio, for editors (VS Code, Neovim, ...)."""
-    from .lsp.server import main as serve
+    from nightlab.server.lsp.server import main as serve
 
     serve()
 

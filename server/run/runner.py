@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping, Optional
 
-from .follow import FileTail, Watch, read_tail
-from .summary import SUMMARY_KEYS, has_fail, parse_step_line, parse_summary
-from .types import Progress, RunResult
+from nightlab.server.run.follow import FileTail, Watch, read_tail
+from nightlab.server.run.summary import SUMMARY_KEYS, has_fail, parse_step_line, parse_summary
+from nightlab.server.core.types import Progress, RunResult
 
 log = logging.getLogger(__name__)
 

@@ -24,17 +24,17 @@ from typing import Any, Callable
 
 from nightlab.protocol import events as ev
 
-from .agents.base import AgentError, ProposalError, make_agent
-from .edits import EditError, apply_edits, diff_summary
-from .experiment import Trial, crash_summary, now, run_values  # noqa: F401  (crash_summary: re-exported)
-from .ledger import Ledger
-from .policy import estimate_sigma, make_policy
-from .runner import Runner, kill_orphan
-from .settings import Settings
-from .lock import EngineBusy, acquire, loop_owner  # noqa: F401  (re-exported for the CLI)
-from .slots import SlotSpec, resolve_slots  # noqa: F401
-from .store import Slot, Store
-from .types import Experiment, ExperimentContext, FileEdit, HistoryItem, Proposal
+from nightlab.server.agents.base import AgentError, ProposalError, make_agent
+from nightlab.server.changes.edits import EditError, apply_edits, diff_summary
+from nightlab.server.loop.plan import Trial, crash_summary, now, run_values  # noqa: F401  (crash_summary: re-exported)
+from nightlab.server.record.ledger import Ledger
+from nightlab.server.core.policy import estimate_sigma, make_policy
+from nightlab.server.run.runner import Runner, kill_orphan
+from nightlab.server.core.settings import Settings
+from nightlab.server.record.lock import EngineBusy, acquire, loop_owner  # noqa: F401  (re-exported for the CLI)
+from nightlab.server.run.slots import SlotSpec, resolve_slots  # noqa: F401
+from nightlab.server.record.store import Slot, Store
+from nightlab.server.core.types import Experiment, ExperimentContext, FileEdit, HistoryItem, Proposal
 
 log = logging.getLogger(__name__)
 Listener = Callable[[dict[str, Any]], None]

@@ -17,7 +17,7 @@ from os.path import commonprefix
 from pathlib import PurePosixPath
 from typing import Iterable, Optional
 
-from .types import FileEdit
+from nightlab.server.core.types import FileEdit
 
 
 class EditError(Exception):

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from .types import Experiment
+from nightlab.server.core.types import Experiment
 
 KEEP_COLOUR = "#2ca02c"
 DISCARD_COLOUR = "#c8c8c8"

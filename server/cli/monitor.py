@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AsyncIterator, Iterator, Optional, Union
 
-from .follow import FileTail, Watch
-from .summary import has_fail, parse_step_line, parse_summary
-from .types import Progress
+from nightlab.server.run.follow import FileTail, Watch
+from nightlab.server.run.summary import has_fail, parse_step_line, parse_summary
+from nightlab.server.core.types import Progress
 
 RESULTS_HEADER = ("commit", "val_bpb", "memory_gb", "status", "description")
 

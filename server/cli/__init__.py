@@ -1,0 +1,1 @@
+"""The `nightlab` command: typer commands, the rich live view, plots, the autoresearch monitor."""
