@@ -1,4 +1,4 @@
-"""nightlab.toml: defaults, validation messages, overrides, the autoresearch fallback, default_toml()."""
+"""nightlab.toml: defaults, validation messages, overrides, the autoresearch fallback."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +7,8 @@ import pytest
 
 from nightlab.server.core import settings as settings_mod
 from nightlab.server.core.settings import (
-    AgentSettings, BudgetSettings, FileSettings, MetricSettings, PolicySettings, RunSettings, Settings, SettingsError,
-    default_toml, load_settings,
+    AgentSettings, BudgetSettings, FileSettings, MetricSettings, PolicySettings, RunSettings, SettingsError,
+    load_settings,
 )
 
 
@@ -25,13 +25,6 @@ def test_empty_file_gives_defaults(tmp_path):
     assert s.deadline_seconds == 60 * 2.0 + 60
     assert s.source == tmp_path.resolve() / "nightlab.toml" and not s.autoresearch
     assert s.run.command == "python train.py" and s.files.editable == ("train.py",)
-
-
-def test_default_toml_parses_back_to_the_defaults(tmp_path):
-    text = default_toml()
-    assert text.count("#") > 10  # it is commented for a person
-    s = load_settings(write(tmp_path, text))
-    assert s == Settings(workspace=tmp_path.resolve(), source=tmp_path.resolve() / "nightlab.toml")
 
 
 def test_full_file(tmp_path):

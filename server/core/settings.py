@@ -1,8 +1,9 @@
 """Workspace settings: nightlab.toml read into typed, frozen, validated dataclasses.
 
 `load_settings(workspace, overrides)` is the one way in. Every bad value raises `SettingsError` naming the
-file, the section and the key, so a person can fix it without reading code. `default_toml()` renders the
-commented default file that `nightlab init` writes; it parses back to exactly the defaults.
+file, the section and the key, so a person can fix it without reading code. `OVERRIDES` is the one table
+of what a run may set over the file: `nightlab run`'s flags, `nightlab.loop.start`'s arguments and the
+VS Code extension's settings all arrive as its flat names.
 
 A folder without nightlab.toml that holds autoresearch's prepare.py, train.py and program.md is taken
 as an autoresearch checkout, with defaults that fit it.
@@ -34,7 +35,12 @@ _TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 class SettingsError(Exception):
-    """A setting a person must fix; the message names the file, section and key."""
+    """A setting a person must fix; the message names the file, section and key. `option`: the override
+    (an OVERRIDES name) the bad value came from, None when it came from the file."""
+
+    def __init__(self, message: str, option: Optional[str] = None):
+        super().__init__(message)
+        self.option = option
 
 
 @dataclass(frozen=True)
@@ -134,8 +140,8 @@ class Settings:
 def load_settings(workspace: Path, overrides: Optional[dict[str, Any]] = None) -> Settings:
     """Read `<workspace>/nightlab.toml` (or recognise an autoresearch checkout), apply CLI overrides.
 
-    overrides: a flat dict from CLI flags; keys max_experiments, budget_seconds (sets mode=time),
-    budget_tokens (sets mode=tokens), agent, tag, command. None values are ignored (flag not given).
+    overrides: a flat dict whose keys are OVERRIDES' names (the CLI's flags, the editor's start
+    arguments in snake_case). None values are ignored (flag not given).
     """
     workspace = Path(workspace).resolve()
     if not workspace.is_dir():
@@ -170,18 +176,29 @@ def load_settings(workspace: Path, overrides: Optional[dict[str, Any]] = None) -
     return replace(settings, autoresearch=autoresearch, source=source)
 
 
-# Flat CLI override -> (section, key, extra assignments). budget_* also pick the mode they imply.
-_OVERRIDES: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "max_experiments": ("run", "max_experiments", {}),
-    "budget_seconds": ("budget", "seconds", {"mode": "time"}),
-    "budget_tokens": ("budget", "tokens", {"mode": "tokens"}),
-    "agent": ("agent", "name", {}),
-    "tag": ("run", "tag", {}),
-    "command": ("run", "command", {}),
-    "policy": ("policy", "name", {}),
-    "slots": ("run", "slots", {}),
-    "max_cost_usd": ("run", "max_cost_usd", {}),
-    "model": ("agent", "model", {}),  # the Claude model; [agent.anthropic] model in the file gives way to it
+@dataclass(frozen=True)
+class Override:
+    """One setting a run may set over nightlab.toml: [section] key, and what else it implies."""
+
+    section: str
+    key: str
+    implies: tuple[tuple[str, Any], ...] = ()  # other keys of the section it sets (a budget picks its mode)
+
+
+# The one table of overrides. Its names are `nightlab run`'s flags (--budget-tokens), and in camelCase
+# `nightlab.loop.start`'s arguments (protocol.types.LoopStartOverrides' fields, budgetTokens) and the VS
+# Code settings the extension sends (nightlab.budgetTokens); tests/test_overrides.py holds them to it.
+OVERRIDES: dict[str, Override] = {
+    "max_experiments": Override("run", "max_experiments"),
+    "budget_seconds": Override("budget", "seconds", (("mode", "time"),)),
+    "budget_tokens": Override("budget", "tokens", (("mode", "tokens"),)),
+    "agent": Override("agent", "name"),
+    "model": Override("agent", "model"),  # the Claude model; [agent.anthropic] model in the file gives way to it
+    "tag": Override("run", "tag"),
+    "command": Override("run", "command"),
+    "policy": Override("policy", "name"),
+    "slots": Override("run", "slots"),
+    "max_cost_usd": Override("run", "max_cost_usd"),
 }
 
 
@@ -190,23 +207,23 @@ def _apply_overrides(
 ) -> dict[str, Any]:
     merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
     for name, value in overrides.items():
-        if name not in _OVERRIDES:
-            raise SettingsError(f"unknown override {name!r}; known: {', '.join(sorted(_OVERRIDES))}")
+        if name not in OVERRIDES:
+            raise SettingsError(f"unknown override {name!r}; known: {', '.join(sorted(OVERRIDES))}", option=name)
         if value is None:
             continue
-        section, key, extra = _OVERRIDES[name]
-        table = merged.setdefault(section, {})
+        o = OVERRIDES[name]
+        table = merged.setdefault(o.section, {})
         if not isinstance(table, dict):
             continue  # reported by the checker: [section] must be a table
         if name == "policy" and table.get("name", "noise") != value:
             table.clear()  # another policy: the file's options were for the one it names
-        table[key] = value
-        origins[(section, key)] = f"option {name}"
+        table[o.key] = value
+        origins[(o.section, o.key)] = name
         if name == "model" and isinstance(table.get("anthropic"), dict):
             table["anthropic"] = {k: v for k, v in table["anthropic"].items() if k != "model"}
-        for k, v in extra.items():
+        for k, v in o.implies:
             table[k] = v
-            origins[(section, k)] = f"option {name}"
+            origins[(o.section, k)] = name
     return merged
 
 
@@ -218,10 +235,10 @@ class _Checker:
         self.origins = origins
 
     def fail(self, section: str, key: str, what: str, value: Any = None, show: bool = True) -> SettingsError:
-        where = self.origins.get((section, key))
+        option = self.origins.get((section, key))
         got = f", got {value!r}" if show else ""
-        if where:
-            return SettingsError(f"{where}: [{section}] {key} {what}{got}")
+        if option:
+            return SettingsError(f"option {option}: [{section}] {key} {what}{got}", option=option)
         return SettingsError(f"{self.filename}: [{section}] {key} {what}{got}")
 
     def table(self, raw: dict[str, Any], section: str) -> dict[str, Any]:
@@ -312,15 +329,25 @@ class _Checker:
                     f"{self.filename}: unknown section [{name}]; known sections: "
                     + ", ".join(f"[{s}]" for s in sorted(sections))
                 )
+        run, budget = self.run(self.table(raw, "run")), self.budget(self.table(raw, "budget"))
+        metric, files = self.metric(self.table(raw, "metric")), self.files(self.table(raw, "files"))
+        t = self.table(raw, "agent")
+        agent = AgentSettings(name=self.string(t, "agent", "name", AgentSettings().name, nonempty=True),
+                              options={k: v for k, v in t.items() if k != "name"})
+        t = self.table(raw, "policy")
+        policy = PolicySettings(name=self.string(t, "policy", "name", PolicySettings().name, nonempty=True),
+                                options={k: v for k, v in t.items() if k != "name"})
+        return Settings(workspace=workspace, run=run, budget=budget, metric=metric, files=files, agent=agent,
+                        policy=policy)
 
-        t = self.table(raw, "run")
+    def run(self, t: dict[str, Any]) -> RunSettings:
         self.unknown(t, "run", {"command", "tag", "max_experiments", "max_hours", "seed", "max_cost_usd", "slots",
                                 "propose_ahead"})
         d = RunSettings()
         tag = self.string(t, "run", "tag", d.tag)
         if tag and (not _TAG_RE.match(tag) or tag.endswith(".lock") or ".." in tag):
             raise self.fail("run", "tag", "must be letters, digits, '.', '_' or '-' (it names a git branch)", tag)
-        run = RunSettings(
+        return RunSettings(
             command=self.string(t, "run", "command", d.command, nonempty=True),
             tag=tag,
             max_experiments=self.integer(t, "run", "max_experiments", d.max_experiments),
@@ -331,7 +358,7 @@ class _Checker:
             propose_ahead=self.boolean(t, "run", "propose_ahead", d.propose_ahead),
         )
 
-        t = self.table(raw, "budget")
+    def budget(self, t: dict[str, Any]) -> BudgetSettings:
         self.unknown(t, "budget", {"mode", "seconds", "tokens", "kill_factor", "grace_seconds", "timeout_seconds",
                                    "smoke_fraction"})
         b = BudgetSettings()
@@ -349,16 +376,17 @@ class _Checker:
         if budget.mode == "tokens" and budget.tokens <= 0:
             raise self.fail("budget", "tokens", "must be a positive whole number when mode = \"tokens\"",
                             budget.tokens)
+        return budget
 
-        t = self.table(raw, "metric")
+    def metric(self, t: dict[str, Any]) -> MetricSettings:
         self.unknown(t, "metric", {"name", "direction"})
         m = MetricSettings()
-        metric = MetricSettings(
+        return MetricSettings(
             name=self.string(t, "metric", "name", m.name, nonempty=True),
             direction=self.choice(t, "metric", "direction", m.direction, ("lower", "higher")),
         )
 
-        t = self.table(raw, "files")
+    def files(self, t: dict[str, Any]) -> FileSettings:
         self.unknown(t, "files", {"editable", "protected", "program"})
         f = FileSettings()
         program = self.string(t, "files", "program", f.program, nonempty=True)
@@ -373,61 +401,4 @@ class _Checker:
         both = sorted(set(files.editable) & set(files.protected))
         if both:
             raise self.fail("files", "editable", f"and protected both list {', '.join(both)}", show=False)
-
-        t = self.table(raw, "agent")
-        name = self.string(t, "agent", "name", AgentSettings().name, nonempty=True)
-        agent = AgentSettings(name=name, options={k: v for k, v in t.items() if k != "name"})
-
-        t = self.table(raw, "policy")
-        policy = PolicySettings(name=self.string(t, "policy", "name", PolicySettings().name, nonempty=True),
-                                options={k: v for k, v in t.items() if k != "name"})
-
-        return Settings(workspace=workspace, run=run, budget=budget, metric=metric, files=files,
-                        agent=agent, policy=policy)
-
-
-# --------------------------------------------------------------------------------------------------
-# The default file
-
-
-def default_toml() -> str:
-    """The commented nightlab.toml that `nightlab init` writes. Parses back to exactly the defaults."""
-    r, b, m, f, a, p = RunSettings(), BudgetSettings(), MetricSettings(), FileSettings(), AgentSettings(), PolicySettings()
-
-    def lst(xs: tuple[str, ...]) -> str:
-        return "[" + ", ".join(f'"{x}"' for x in xs) + "]"
-
-    return f"""\
-# Nightlab workspace settings. Every key is optional; these are the defaults.
-
-[run]
-command = "{r.command}"   # the run command, run in the loop's worktree
-tag = "{r.tag}"                      # the loop lives on branch nightlab/<tag>; empty = "main"
-max_experiments = {r.max_experiments}                # 0 = no limit
-max_hours = {r.max_hours!r}                    # 0 = no limit
-seed = {r.seed}                           # base seed; each run gets it as NIGHTLAB_SEED
-
-[budget]
-mode = "{b.mode}"                 # time | tokens
-seconds = {b.seconds}                    # training wall clock per experiment (time mode)
-tokens = {b.tokens}                      # training tokens per experiment (tokens mode)
-kill_factor = {b.kill_factor!r}               # a run is killed after seconds * kill_factor + grace_seconds
-grace_seconds = {b.grace_seconds}              # start-up, data, evaluation
-timeout_seconds = {b.timeout_seconds}             # 0 = derived as above; in tokens mode 0 means {TOKENS_MODE_TIMEOUT}
-
-[metric]
-name = "{m.name}"
-direction = "{m.direction}"           # lower | higher
-
-[files]
-editable = {lst(f.editable)}     # the files the agent may change
-protected = {lst(f.protected)}  # never changed; checked before every run
-program = "{f.program}"          # the agent's instructions
-
-[agent]
-name = "{a.name}"              # offline: no key, no network
-# Other keys here and sub-tables such as [agent.anthropic] are passed to the agent as they are.
-
-[policy]
-name = "{p.name}"                # noise: keep only what beats the best by more than the noise; strict: autoresearch's rule
-"""
+        return files
