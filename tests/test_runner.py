@@ -93,6 +93,26 @@ async def test_ok_result_fields(tmp_path: Path) -> None:
     assert result.total_s > 0
 
 
+async def test_the_metric_is_the_settings_metric_not_val_bpb(tmp_path: Path) -> None:
+    """Bug: a workspace whose [metric] name is not val_bpb had every run counted as a crash."""
+    block = format_summary({"val_loss": 2.5, "num_steps": 5})
+    result = await run_script(tmp_path, f"print({block!r})\n", metric_name="val_loss")
+    assert result.status == "ok", result.error
+    assert result.metric("val_loss") == pytest.approx(2.5)
+    nan = await run_script(tmp_path, "print('---')\nprint('val_loss:         nan')\n", metric_name="val_loss")
+    assert nan.status == "crash" and "val_loss is nan" in nan.error
+    missing = await run_script(tmp_path, f"print({BLOCK!r})\n", metric_name="val_loss")
+    assert missing.status == "crash" and "no val_loss in the summary" in missing.error
+    # a metric only the events file's summary carries counts too
+    body = """
+    import json, os
+    with open(os.environ["NIGHTLAB_EVENTS"], "a") as f:
+        f.write(json.dumps({"event": "summary", "accuracy": 0.75}) + "\\n")
+    """
+    from_events = await run_script(tmp_path, body, metric_name="accuracy")
+    assert from_events.status == "ok" and from_events.metric("accuracy") == pytest.approx(0.75), from_events.error
+
+
 async def test_command_not_found_is_a_crash(tmp_path: Path) -> None:
     result = await Runner().run(tmp_path, "no-such-program-xyz", log_path=tmp_path / "run.log",
                                 events_path=tmp_path / "events.jsonl", budget_seconds=1, budget_tokens=None,

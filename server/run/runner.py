@@ -26,6 +26,7 @@ from typing import Callable, Mapping, Optional
 from nightlab.server.run.follow import FileTail, Watch, read_tail
 from nightlab.server.run.summary import SUMMARY_KEYS, has_fail, parse_step_line, parse_summary
 from nightlab.server.core.types import Progress, RunResult
+from nightlab.server.run.launcher import ProgressCallback, RunRequest
 
 log = logging.getLogger(__name__)
 
@@ -268,11 +269,23 @@ class Runner:
         self.tail_lines = tail_lines
         self.parent_env = parent_env  # None: os.environ at the time of each run
 
+    async def launch(self, request: RunRequest, on_progress: Optional[ProgressCallback] = None,
+                     cancel: Optional[asyncio.Event] = None) -> RunResult:
+        """The `Launcher` protocol: `run` with the request's fields."""
+        r = request
+        return await self.run(r.workdir, r.command, log_path=r.log_path, events_path=r.events_path,
+                              budget_seconds=r.budget_seconds, budget_tokens=r.budget_tokens, seed=r.seed,
+                              deadline_s=r.deadline_s, metric_name=r.metric_name,
+                              cuda_visible_devices=r.cuda_visible_devices, threads=r.threads,
+                              on_progress=on_progress, cancel=cancel)
+
     async def run(self, workspace: Path, command: str, *, log_path: Path, events_path: Path,
                   budget_seconds: float | None, budget_tokens: int | None, seed: int, deadline_s: float,
                   cuda_visible_devices: str | None = None, threads: int | None = None,
                   on_progress: Callable[[Progress], None] | None = None,
-                  cancel: asyncio.Event | None = None) -> RunResult:
+                  cancel: asyncio.Event | None = None, metric_name: str = "val_bpb") -> RunResult:
+        """One run of `command` in `workspace`. It is a crash unless it exits 0 with `metric_name` (the
+        settings' [metric] name) in its summary, finite."""
         log_path, events_path = Path(log_path), Path(events_path)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         events_path.parent.mkdir(parents=True, exist_ok=True)
@@ -313,7 +326,7 @@ class Runner:
             await kill_group(proc.pid, self.kill_grace_s)
         follower.poll()
         await asyncio.sleep(0)  # let progress callbacks already queued run before the result is returned
-        return self._result(status, proc.returncode, follower, log_path, time.monotonic() - started)
+        return self._result(status, proc.returncode, follower, log_path, time.monotonic() - started, metric_name)
 
     async def _wait(self, proc: asyncio.subprocess.Process, follower: _Follower, deadline: float,
                     cancel: asyncio.Event | None) -> str:
@@ -345,11 +358,12 @@ class Runner:
                     task.cancel()
 
     def _result(self, outcome: str, returncode: Optional[int], follower: _Follower, log_path: Path,
-                total_s: float) -> RunResult:
+                total_s: float, metric_name: str = "val_bpb") -> RunResult:
         text = read_tail(log_path, 8 << 20)  # the block is at the end; a runaway log is not read whole
         metrics = parse_summary(text)
         events_summary = follower.summary
-        for key in SUMMARY_KEYS:  # the block on stdout is the contract; the events summary fills gaps
+        # the block on stdout is the contract; the events summary fills gaps (the metric's too)
+        for key in dict.fromkeys((*SUMMARY_KEYS, metric_name)):
             value = _num(events_summary, key)
             if key not in metrics and value is not None:
                 metrics[key] = value
@@ -369,14 +383,14 @@ class Runner:
             result.status = "interrupted"
             result.error = "cancelled"
         else:
-            reason = _crash_reason(returncode, text, metrics, follower.fail)
+            reason = _crash_reason(returncode, text, metrics, follower.fail, metric_name)
             if reason:
                 result.status = "crash"
                 result.error = reason + "\n" + _last_lines(text, self.tail_lines)
         return result
 
 
-def _crash_reason(returncode: Optional[int], text: str, metrics: dict, fail: dict) -> str:
+def _crash_reason(returncode: Optional[int], text: str, metrics: dict, fail: dict, metric_name: str) -> str:
     """Why an exited run counts as a crash, or "" when it does not."""
     if returncode:
         why = f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
@@ -385,11 +399,11 @@ def _crash_reason(returncode: Optional[int], text: str, metrics: dict, fail: dic
         return why
     if has_fail(text) or fail:
         return "FAIL printed" + (f": {fail['reason']}" if fail.get("reason") else "")
-    value = metrics.get("val_bpb")
+    value = metrics.get(metric_name)
     if value is None:
-        return "no val_bpb in the summary"
+        return f"no {metric_name} in the summary"
     if not math.isfinite(value):
-        return f"val_bpb is {value}"
+        return f"{metric_name} is {value}"
     return ""
 
 
