@@ -28,7 +28,8 @@ from nightlab.server.agents.base import AgentError, ProposalError, make_agent
 from nightlab.server.changes.edits import EditError, apply_edits, diff_summary
 from nightlab.server.loop.plan import Trial, crash_summary, now, run_values  # noqa: F401  (crash_summary: re-exported)
 from nightlab.server.record.ledger import Ledger
-from nightlab.server.core.policy import estimate_sigma, make_policy
+from nightlab.server.core.policy import make_policy
+from nightlab.server.core.stats import estimate_sigma
 from nightlab.server.run.runner import Runner, kill_orphan
 from nightlab.server.core.settings import Settings
 from nightlab.server.record.lock import EngineBusy, acquire, loop_owner  # noqa: F401  (re-exported for the CLI)
