@@ -2,10 +2,11 @@
 
 One request per proposal, built by `prompt.py`: the system prompt and the one tool, `propose_experiment`,
 form a static prefix marked for prompt caching; the user message carries the editable files at the branch
-head and a digest of the history. The answer must be a call of that tool; its input is checked here
-(schema, editable paths, and that the edits apply to the files). A bad answer is sent back once in the
-same conversation with the reason; a second bad one is a `ProposalError`. When the engine still cannot
-apply the edits (the branch moved while the model thought), it asks once more with `ctx.feedback`.
+head and a digest of the history. The answer must be a call of that tool; its input is checked by
+`anthropic_checks.py` (schema, editable paths, and that the edits apply to the files), as are the options.
+A bad answer is sent back once in the same conversation with the reason; a second bad one is a
+`ProposalError`. When the engine still cannot apply the edits (the branch moved while the model thought),
+it asks once more with `ctx.feedback`.
 
 The default model, Claude Sonnet 5.5, thinks (adaptive thinking, default effort high) and refuses a forced
 tool_choice: it is asked for the tool call in words, and max_tokens (thinking plus answer) and timeout_s
@@ -31,31 +32,14 @@ from typing import Any, Callable, Optional
 
 import anthropic
 
-from nightlab.server.changes.edits import EditError, apply_edits, parse_search_replace
 from nightlab.server.core.types import ExperimentContext, FileEdit, Proposal
+from nightlab.server.agents.anthropic_checks import (PRICE_KEYS, InvalidToolInput as _Invalid, check_temperature,
+                                                    parse_options, validate_tool_input)
 from nightlab.server.agents.base import AgentError, ProposalError
-from nightlab.server.agents.prompt import TOOL_NAME, TOOL_SCHEMA, system_prompt, tool_definition, user_prompt
+from nightlab.server.agents.prompt import TOOL_NAME, system_prompt, tool_definition, user_prompt
 
 __all__ = ["AnthropicAgent", "ProposalError", "TOOL_NAME", "PRICES", "validate_tool_input", "price_for",
            "cost_usd", "system_prompt", "user_prompt"]
-
-DEFAULTS: dict[str, Any] = {
-    "model": "claude-sonnet-5-5",
-    "max_tokens": 16000,  # thinking plus the answer: a thinking model cut off here has no tool call
-    "temperature": None,  # not sent unless set; see _check_temperature
-    "base_url": None,  # None: the SDK's own ANTHROPIC_BASE_URL handling, then its default
-    "timeout_s": 600.0,  # per request: a long thinking answer takes minutes (the SDK's own default)
-    "max_retries": 6,  # the SDK's own retries per request
-    "history_last_k": 20,
-    "max_wait_s": 3600.0,  # give up after this long of continuous failure
-    "retry_base_s": 2.0,
-    "retry_cap_s": 300.0,
-    "force_tool": None,  # None: force the tool unless the model is known to refuse forced tool use
-    "effort": None,  # low | medium | high | xhigh | max -> output_config.effort; None: the model's default
-    "prices": None,  # {input, output, cache_write, cache_read} in USD per million tokens
-}
-_PRICE_KEYS = ("input", "output", "cache_write", "cache_read")
-_KNOWN = set(DEFAULTS) | {"api_key"} | {f"price_{k}" for k in _PRICE_KEYS}
 
 # USD per million tokens: (input, output, 5-minute cache write, cache read), from Anthropic's pricing
 # and model pages. Keys are model ids without a date suffix.
@@ -93,12 +77,9 @@ DEFAULT_PRICE = (15.0, 75.0, 18.75, 1.50)
 # Models that answer a forced tool_choice with a 400; they are asked for the tool call in words instead.
 NO_FORCED_TOOL = {"claude-opus-5-5", "claude-sonnet-5-5", "claude-fable-5-1", "claude-mythos-5-1"}
 
-class _Invalid(Exception):
-    """A tool call that cannot become a proposal; the message goes back to the model."""
-
 
 # --------------------------------------------------------------------------------------------------
-# options, prices
+# prices
 
 
 def _base_model(model: str) -> str:
@@ -122,7 +103,7 @@ def price_for(model: str, overrides: Optional[dict[str, float]] = None,
                 f"{'/'.join(f'{p:g}' for p in DEFAULT_PRICE)} USD per million tokens "
                 "(input/output/cache write/cache read); set [agent.anthropic] prices to correct it")
     if overrides:
-        price = tuple(float(overrides.get(k, p)) for k, p in zip(_PRICE_KEYS, price))  # type: ignore[assignment]
+        price = tuple(float(overrides.get(k, p)) for k, p in zip(PRICE_KEYS, price))  # type: ignore[assignment]
         note = ""
     return price, note
 
@@ -131,117 +112,6 @@ def cost_usd(usage: dict[str, int], price: tuple[float, float, float, float]) ->
     return (usage.get("input_tokens", 0) * price[0] + usage.get("output_tokens", 0) * price[1]
             + usage.get("cache_creation_input_tokens", 0) * price[2]
             + usage.get("cache_read_input_tokens", 0) * price[3]) / 1e6
-
-
-def _options(options: dict[str, Any]) -> dict[str, Any]:
-    """Flat [agent] keys, overridden by the [agent.anthropic] table; checked and typed."""
-    nested = options.get("anthropic") or {}
-    if not isinstance(nested, dict):
-        raise AgentError("[agent.anthropic] must be a table")
-    unknown = sorted(set(nested) - _KNOWN)
-    if unknown:
-        raise AgentError(f"[agent.anthropic]: unknown option(s) {', '.join(unknown)}; "
-                         f"known: {', '.join(sorted(_KNOWN - {'api_key'}))}")
-    merged = {**DEFAULTS, **{k: v for k, v in options.items() if k in _KNOWN}, **nested}
-
-    def number(key: str, kind: type, low: float) -> Any:
-        v = merged[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and not isinstance(v, int)) \
-                or v < low:
-            raise AgentError(f"[agent.anthropic] {key} must be {'an integer' if kind is int else 'a number'} "
-                             f">= {low:g}, not {v!r}")
-        return kind(v)
-
-    out = dict(merged)
-    if not isinstance(out["model"], str) or not out["model"].strip():
-        raise AgentError(f"[agent.anthropic] model must be a model id such as {DEFAULTS['model']!r}")
-    out["max_tokens"] = number("max_tokens", int, 1)
-    out["max_retries"] = number("max_retries", int, 0)
-    out["history_last_k"] = number("history_last_k", int, 0)
-    for key in ("timeout_s", "max_wait_s", "retry_base_s", "retry_cap_s"):
-        out[key] = number(key, float, 0)
-    if out["base_url"] is not None and not isinstance(out["base_url"], str):
-        raise AgentError("[agent.anthropic] base_url must be a URL string")
-    if out["effort"] is not None and not isinstance(out["effort"], str):
-        raise AgentError("[agent.anthropic] effort must be one of low, medium, high, xhigh, max")
-    if out["force_tool"] is not None and not isinstance(out["force_tool"], bool):
-        raise AgentError("[agent.anthropic] force_tool must be true or false")
-    if not isinstance(merged["prices"] or {}, dict):
-        raise AgentError("[agent.anthropic] prices must be a table such as {input = 3.0, output = 15.0}")
-    prices = dict(merged["prices"] or {})
-    prices.update({k[len("price_"):]: merged[k] for k in merged if k.startswith("price_")})
-    for k, v in prices.items():
-        if k not in _PRICE_KEYS or isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-            raise AgentError(f"[agent.anthropic] prices: {k} = {v!r}; expected "
-                             f"{', '.join(_PRICE_KEYS)} as USD per million tokens")
-    out["prices"] = prices or None
-    return out
-
-
-def _check_temperature(value: Any) -> Optional[float]:
-    if value is None:
-        return None
-    if int(anthropic.__version__.split(".")[0]) >= 2:
-        # API version 2026-10-21, which SDK 2.x sends, removed temperature, top_p and top_k: a 400 every time.
-        raise AgentError("[agent.anthropic] temperature is not accepted by the Claude API version this SDK "
-                         f"(anthropic {anthropic.__version__}) speaks; remove it")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise AgentError(f"[agent.anthropic] temperature must be a number in [0, 1], not {value!r}")
-    return float(value)
-
-
-# --------------------------------------------------------------------------------------------------
-# the tool call
-
-
-def _norm_path(path: str) -> str:
-    return path.strip().replace("\\", "/").removeprefix("./")
-
-
-def validate_tool_input(data: Any, ctx: ExperimentContext) -> tuple[str, str, list[FileEdit]]:
-    """(description, hypothesis, edits) from a propose_experiment input, or `_Invalid` saying what is wrong."""
-    if not isinstance(data, dict):
-        raise _Invalid(f"the input must be an object with description, hypothesis and edits, not {type(data).__name__}")
-    missing = [k for k in TOOL_SCHEMA["required"] if k not in data]
-    if missing:
-        raise _Invalid(f"missing required key(s): {', '.join(missing)}")
-    for key in ("description", "hypothesis"):
-        if not isinstance(data[key], str):
-            raise _Invalid(f"{key} must be a string, not {type(data[key]).__name__}")
-    description = " ".join(data["description"].split())[:200]
-    if not description:
-        raise _Invalid("description is empty; say in one line what the experiment changes")
-    raw = data["edits"]
-    if isinstance(raw, str):  # aider-style SEARCH/REPLACE blocks in one string
-        try:
-            edits = parse_search_replace(raw)
-        except EditError as exc:
-            raise _Invalid(f"edits: {exc}") from None
-    elif isinstance(raw, list):
-        edits = []
-        for i, e in enumerate(raw, start=1):
-            if not isinstance(e, dict):
-                raise _Invalid(f"edit {i} must be an object with path, search and replace")
-            for key in ("path", "search", "replace"):
-                if not isinstance(e.get(key), str):
-                    raise _Invalid(f"edit {i}: {key} must be a string"
-                                   + ("" if key in e else f" (missing {key})"))
-            edits.append(FileEdit(path=_norm_path(e["path"]), search=e["search"], replace=e["replace"]))
-    else:
-        raise _Invalid(f"edits must be a list of {{path, search, replace}}, not {type(raw).__name__}")
-    if not edits:
-        raise _Invalid("edits is empty; give at least one SEARCH/REPLACE edit")
-    editable = {_norm_path(p) for p in ctx.editable}
-    for i, e in enumerate(edits, start=1):
-        if e.path not in editable:
-            raise _Invalid(f"edit {i}: {e.path!r} is not editable (editable: {', '.join(sorted(editable))})")
-    try:  # the same check the engine makes, so a bad SEARCH is fixed now rather than costing an experiment
-        changed = apply_edits(ctx.files, edits, ctx.editable, [])
-    except EditError as exc:
-        raise _Invalid(f"{exc}; copy SEARCH exactly from the file as shown") from None
-    if not changed:
-        raise _Invalid("the edits change nothing")
-    return description, data["hypothesis"].strip(), edits
 
 
 # --------------------------------------------------------------------------------------------------
@@ -260,10 +130,10 @@ class AnthropicAgent:
 
     def __init__(self, options: Optional[dict[str, Any]] = None, seed: int = 0):
         options = dict(options or {})
-        self.options = _options(options)
+        self.options = parse_options(options)
         self.seed = seed
         self.model: str = self.options["model"]
-        self.temperature = _check_temperature(self.options["temperature"])
+        self.temperature = check_temperature(self.options["temperature"])
         key = options.get("api_key") or (options.get("anthropic") or {}).get("api_key") \
             or os.environ.get("ANTHROPIC_API_KEY")
         if not key or not isinstance(key, str):
