@@ -58,6 +58,18 @@ def test_run_status_results(ws):
     assert [e.number for e in ledger(ws).experiments()] == [1, 2, 3, 4, 5, 6]
 
 
+def test_run_header_names_workspace_tag_agent_and_budget(ws):
+    """Bug: with --budget-tokens the header was only "budget N tokens" (a conditional took the whole line)."""
+    proc = cli(ws, "run", "--budget-tokens", "5000", "--max-experiments", "1", "--plain")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    header = proc.stdout.splitlines()[0]
+    assert header.startswith("nightlab ") and str(ws.resolve()) in header, header
+    assert "tag main" in header and "agent offline" in header and header.endswith("budget 5,000 tokens"), header
+    proc = cli(ws, "run", "--budget", "7", "--max-experiments", "1", "--plain")
+    assert proc.returncode == 0 and "tag main" in proc.stdout.splitlines()[0]
+    assert proc.stdout.splitlines()[0].endswith("budget 7s")
+
+
 def test_bad_settings_are_a_clear_error(ws):
     (ws / "nightlab.toml").write_text("[budget]\nseconds = 'abc'\n")
     proc = cli(ws, "run", "--plain")

@@ -26,3 +26,13 @@ def test_live_view_follows_two_slots_and_the_cost():
     text = render(view)
     assert "best val_bpb: 2.100000 (#2 LR up)" in text and "agent cost $0.25" in text
     assert "running on cpu0" not in text
+
+
+def test_live_view_best_follows_the_metrics_direction():
+    """Bug: the live view's best was the lowest metric even when higher is better."""
+    kept = [Experiment(number=n, tag="main", description=f"try {n}", status="keep", metric=m)
+            for n, m in ((1, 0.5), (2, 0.9), (3, 0.7))]
+    assert LiveView("accuracy", 60, kept, direction="higher").best().number == 2
+    assert "best accuracy: 0.900000 (#2 try 2)" in render(LiveView("accuracy", 60, kept, direction="higher"))
+    assert LiveView("val_bpb", 60, kept, direction="lower").best().number == 1
+    assert LiveView("val_bpb", 60, kept).best().number == 1  # lower is better unless said otherwise

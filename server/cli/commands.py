@@ -70,33 +70,37 @@ def _load(workspace: Path, overrides: dict | None = None):
 def run(
     workspace: Path = typer.Option(Path("."), "--workspace", "-w", help="The workspace (default: here)."),
     max_experiments: Optional[int] = typer.Option(None, help="Stop after N experiments (this run)."),
-    budget: Optional[float] = typer.Option(None, help="Training seconds per experiment (time budget)."),
+    budget_seconds: Optional[float] = typer.Option(None, "--budget", help="Training seconds per experiment (time budget)."),
     budget_tokens: Optional[int] = typer.Option(None, help="Training tokens per experiment (token budget)."),
     agent: Optional[str] = typer.Option(None, help="The agent: offline (default)."),
+    model: Optional[str] = typer.Option(None, help="The Claude model, when the agent is anthropic."),
     tag: Optional[str] = typer.Option(None, help="The loop's tag: branch nightlab/<tag>."),
     policy: Optional[str] = typer.Option(None, help="noise (default) | strict (autoresearch's rule)."),
     slots: Optional[int] = typer.Option(None, help="Experiments at once (one per GPU; CPU slots share the cores)."),
+    max_cost_usd: Optional[float] = typer.Option(None, help="Stop once the agent has cost this much (USD)."),
     plain: bool = typer.Option(False, help="Print a line per event instead of the live view."),
 ) -> None:
     """Run the loop: propose, train, keep or discard, record, repeat. Ctrl-C stops it cleanly."""
     import asyncio
     import signal
 
-    from nightlab.server.loop.engine import Engine, EngineBusy
+    from nightlab.server.loop.engine import Engine
+    from nightlab.server.record.lock import EngineBusy
     from nightlab.server.record.store import StoreError
-    from nightlab.server.cli.view import LiveView, experiments_table
+    from nightlab.server.cli.view import LiveView
 
-    settings = _load(workspace, {"max_experiments": max_experiments, "budget_seconds": budget,
-                                 "budget_tokens": budget_tokens, "agent": agent, "tag": tag,
-                                 "policy": policy, "slots": slots})
+    # every flag but --workspace and --plain is an override of settings.OVERRIDES, under its name
+    settings = _load(workspace, {"max_experiments": max_experiments, "budget_seconds": budget_seconds,
+                                 "budget_tokens": budget_tokens, "agent": agent, "model": model, "tag": tag,
+                                 "policy": policy, "slots": slots, "max_cost_usd": max_cost_usd})
     try:
         engine = Engine(settings)
     except Exception as exc:  # unknown agent or policy, not a git repository ...
         fail(str(exc))
     b = settings.budget
-    console.print(f"[bold]nightlab[/] {settings.workspace}  tag [bold]{settings.tag}[/]  agent {settings.agent.name}  "
-                  f"budget {b.seconds:g}s" if b.mode == "time" else f"budget {b.tokens:,} tokens")
-    view = LiveView(settings.metric.name, b.seconds if b.mode == "time" else None, engine.ledger.experiments())
+    console.print(_header(settings))
+    view = LiveView(settings.metric.name, b.seconds if b.mode == "time" else None, engine.ledger.experiments(),
+                    direction=settings.metric.direction)
     engine.subscribe(view.on_event)
     live = console.is_terminal and not plain
     if not live:
@@ -118,6 +122,22 @@ def run(
             asyncio.run(main())
     except (EngineBusy, StoreError) as exc:
         fail(str(exc))
+    _report(settings, engine)
+    if engine.state == "errored":
+        raise typer.Exit(1)
+
+
+def _header(settings) -> str:
+    """The first line of `nightlab run`: workspace, tag, agent and budget."""
+    b = settings.budget
+    budget = f"budget {b.seconds:g}s" if b.mode == "time" else f"budget {b.tokens:,} tokens"
+    return f"[bold]nightlab[/] {settings.workspace}  tag [bold]{settings.tag}[/]  agent {settings.agent.name}  {budget}"
+
+
+def _report(settings, engine) -> None:
+    """What `nightlab run` prints once the loop ended: the table, the best, where the files are."""
+    from nightlab.server.cli.view import experiments_table
+
     experiments = engine.ledger.experiments()
     console.print(experiments_table(experiments, settings.metric.name, title="experiments"))
     best = engine.ledger.best(settings.metric.direction)
@@ -128,8 +148,6 @@ def run(
         console.print(format_summary(best.metrics), highlight=False)
     png = _plot(settings, experiments)
     console.print(f"ledger: {engine.ledger.jsonl}\nresults: {engine.ledger.tsv}" + (f"\nplot: {png}" if png else ""))
-    if engine.state == "errored":
-        raise typer.Exit(1)
 
 
 def _stopper(engine):

@@ -41,8 +41,10 @@ def experiments_table(experiments: list[Experiment], metric: str = "val_bpb", la
 class LiveView:
     """Holds what the engine reported and renders it; fed from engine events."""
 
-    def __init__(self, metric: str, budget_seconds: float | None, experiments: list[Experiment]):
+    def __init__(self, metric: str, budget_seconds: float | None, experiments: list[Experiment],
+                 direction: str = "lower"):
         self.metric = metric
+        self.direction = direction  # the metric's: "lower" or "higher" is better
         self.budget_seconds = budget_seconds
         self.experiments = {e.number: e for e in experiments}
         self.state = "idle"
@@ -72,7 +74,8 @@ class LiveView:
 
     def best(self) -> Experiment | None:
         kept = [e for e in self.experiments.values() if e.status == "keep" and e.metric is not None]
-        return min(kept, key=lambda e: e.metric) if kept else None
+        pick = max if self.direction == "higher" else min
+        return pick(kept, key=lambda e: e.metric) if kept else None
 
     def __rich__(self) -> Group:
         parts: list[Any] = [experiments_table(sorted(self.experiments.values(), key=lambda e: e.number),
