@@ -15,7 +15,6 @@ Knows nothing of training, agents or the ledger. Must not import: torch, the run
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path, PurePosixPath
@@ -207,45 +206,12 @@ class Store:
         """The commit of experiment `number`, or None when it has none."""
         return self._ok("rev-parse", "--verify", "--quiet", f"{self._ref(number)}^{{commit}}")
 
-    def experiment_refs(self) -> dict[int, str]:
-        """Every experiment ref of this tag: number -> sha."""
-        out = str(self._git("for-each-ref", "--format=%(refname) %(objectname)",
-                            f"refs/nightlab/{self.tag}/", cwd=self.toplevel))
-        refs = {}
-        for line in out.splitlines():
-            name, _, sha = line.partition(" ")
-            last = name.rsplit("/", 1)[-1]
-            if last.isdigit():
-                refs[int(last)] = sha
-        return refs
-
     def diff(self, parent: str, sha: str) -> str:
         """Unified diff parent..sha, workspace-relative paths, whatever the user's diff config says."""
         args = ["diff", "--no-color", "--no-ext-diff", "--src-prefix=a/", "--dst-prefix=b/"]
         if str(self.prefix) != ".":
             args.append(f"--relative={self.prefix}")
         return str(self._git(*args, parent, sha, cwd=self.toplevel, strip=False))
-
-    def file_hashes(self, paths: Iterable[str]) -> dict[str, str]:
-        """sha256 of each file's bytes in the worktree; "" for a missing file."""
-        out = {}
-        for p in paths:
-            self._path(p)  # refuses paths outside the workspace
-            f = self.workdir / p
-            out[p] = hashlib.sha256(f.read_bytes()).hexdigest() if f.is_file() else ""
-        return out
-
-    def changed_since(self, paths: Iterable[str], sha: str) -> list[str]:
-        """The paths whose content in the worktree differs from their content at `sha`. Used to catch a
-        run (or an agent) that changed a protected file."""
-        changed = []
-        for p in paths:
-            committed = self._ok_bytes("show", f"{sha}:{self._path(p)}")
-            f = self.workdir / p
-            current = f.read_bytes() if f.is_file() else None
-            if committed != current:
-                changed.append(p)
-        return changed
 
     # ---------------------------------------------------------------------------------------------
     # writing (always inside the loop's worktree)
@@ -278,14 +244,6 @@ class Store:
 
     def set_ref(self, number: int, sha: str) -> None:
         self._git("update-ref", self._ref(number), self._resolve(sha), cwd=self.toplevel)
-
-    def keep(self, sha: str, number: Optional[int] = None) -> None:
-        """The experiment is kept: the branch stays where it is, which must be `sha`."""
-        head = self.head()
-        if head != self._resolve(sha):
-            raise StoreError(f"cannot keep {sha[:7]}: branch {self.branch} is at {head[:7]}")
-        if number is not None:
-            self.set_ref(number, sha)
 
     def discard(self, number: int, sha: str, reset_to: str) -> None:
         """The experiment is discarded: keep its commit reachable through its ref, then move the branch
