@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from nightlab.server.changes.hunks import apply_plans, line_history, locate, parse_hunks, plan
+from nightlab.server.changes.hunks import apply_plans, locate, parse_hunks, plan
 
 PARENT = """\
 # ---------------------------------------------------------------------------
@@ -165,27 +165,6 @@ def test_overlapping_edits_are_refused():
     plans = plan(PARENT, KNOB, PARENT)
     with pytest.raises(ValueError):
         apply_plans(PARENT, plans + plans)
-
-
-def test_line_history():
-    third = KNOB.replace("0.04", "0.08")
-    experiments = [  # newest first
-        (3, KNOB, third, "discard", 0.99, 0.01),
-        (2, PARENT, HUNK2_ONLY, "keep", 0.97, -0.01),
-        (1, PARENT, KNOB, "keep", 0.98, -0.02),
-    ]
-    got = line_history(experiments, "MATRIX_LR = 0.04  # Muon")
-    assert [(c.number, c.match, c.summary) for c in got] == [
-        (3, "old", "MATRIX_LR = 0.04 -> 0.08"), (1, "new", "MATRIX_LR = 0.02 -> 0.04")]
-    buffer = HUNK2_ONLY
-    n = buffer.splitlines().index("        x = F.gelu(x)")
-    assert [c.number for c in line_history(experiments, n, buffer)] == [2]
-    assert [c.number for c in line_history(experiments, "MATRIX_LR = 0.3")] == [3, 1]  # same knob
-    far = "LR = 1\n" + "pass\n" * 10
-    two = [(4, far + "LR = 3\n", far.replace("1", "2") + "LR = 5\n", "keep", None, None)]
-    assert [c.match for c in line_history(two, "LR = 5")] == ["new"]  # the hunk that wrote it, not hunk 1
-    assert line_history(experiments, "") == [] and line_history(experiments, "    )") == []
-    assert line_history(experiments, 999, buffer) == []
 
 
 # --------------------------------------------------------------------------------------------------

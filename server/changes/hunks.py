@@ -26,7 +26,7 @@ import difflib
 import functools
 import re
 from dataclasses import dataclass
-from typing import Iterable, Literal, Optional, Union
+from typing import Iterable, Literal, Optional
 
 _EOL = re.compile(r"\r\n|\r|\n")
 _ASSIGN = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(?::[^=]+)?=(?!=)\s*(.*?)\s*(?:#.*)?$")
@@ -68,17 +68,6 @@ class HunkPlan:
     located: Optional[LocatedHunk] = None
     range: Optional[tuple[int, int, int, int]] = None
     text: str = ""
-
-
-@dataclass(frozen=True)
-class LineChange:
-    """One experiment that touched a line (see `line_history`)."""
-    number: int
-    status: str
-    metric: Optional[float]
-    delta: Optional[float]
-    match: Literal["new", "old", "name"]  # the line is among its new lines, its old lines, or same knob
-    summary: str
 
 
 # --------------------------------------------------------------------------------------------------
@@ -295,46 +284,4 @@ def apply_plans(buffer_text: str, plans: Iterable[HunkPlan]) -> str:
         if b > limit or (b == limit and a == b):
             raise ValueError("overlapping edits")
         out, limit = out[:a] + text + out[b:], a
-    return out
-
-
-# --------------------------------------------------------------------------------------------------
-# hover
-
-
-Record = tuple[int, str, str, str, Optional[float], Optional[float]]
-
-
-def line_history(experiments: Iterable[Record], line: Union[int, str], buffer_text: str = "",
-                 context: int = 3) -> list[LineChange]:
-    """Which experiments touched a buffer line, in the order given (newest first): one LineChange per
-    experiment (number, parent_text, experiment_text, status, metric, delta) with a hunk whose new lines
-    contain the line ("new": it wrote this line), else whose old lines do ("old": it changed this line
-    away), else, for a knob `NAME = ...` (upper case), one assigning the same NAME ("name": another
-    value was tried). `line` is the line's text, or its 0-based number in `buffer_text`. Lines are
-    compared whitespace-insensitively; blank and punctuation-only lines match nothing."""
-    if isinstance(line, int):
-        lines = _split(buffer_text)
-        if not 0 <= line < len(lines):
-            return []
-        line = lines[line][0]
-    key = _ws(_key(line))
-    if not any(ch.isalnum() for ch in key):
-        return []
-    knob = _ASSIGN.match(key)
-    name = knob.group(1) if knob and knob.group(1).isupper() else None
-    out = []
-    for number, parent, experiment, status, metric, delta in experiments:
-        hits = []  # (rank, match, summary) per hunk: a hunk that wrote the line beats one of the same knob
-        for h in _hunks(parent, experiment, context):
-            names = {a.group(1) for x in h.old_lines + h.new_lines if (a := _ASSIGN.match(_key(x)))}
-            for rank, (match, found) in enumerate([("new", key in {_ws(_key(x)) for x in h.new_lines}),
-                                                   ("old", key in {_ws(_key(x)) for x in h.old_lines}),
-                                                   ("name", name in names)]):
-                if found:
-                    hits.append((rank, match, h.summary))
-                    break
-        if hits:
-            _, match, summary = min(hits)
-            out.append(LineChange(number, status, metric, delta, match, summary))  # type: ignore[arg-type]
     return out
