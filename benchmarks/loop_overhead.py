@@ -142,7 +142,7 @@ def measure(ws: Path, m: int, agent: SleepyAgent) -> dict:
         first, summary = run_events[0], run_events[-1]
         latencies += [progress_at[(exp.number, e["step"])] - e["t"] for e in run_events
                       if e["event"] == "step" and (exp.number, e["step"]) in progress_at]
-        if exp.meta.get("baseline"):
+        if exp.is_baseline:
             phases["setup"] += mk["started"] - prev_finished
         else:
             a0, a1 = next(spans)

@@ -108,7 +108,7 @@ def build_workspace(root: Path, real: int, total: int, run_seconds: float) -> tu
     first_record = {}
     for rec in records:
         first_record.setdefault(rec.number, rec)
-    sources = [e for e in exps if not e.meta.get("baseline") and e.commit and e.status in ("keep", "discard", "crash")]
+    sources = [e for e in exps if not e.is_baseline and e.commit and e.status in ("keep", "discard", "crash")]
 
     t0 = time.perf_counter()
     number = max(e.number for e in exps)

@@ -307,13 +307,12 @@ def _diff_summary(diff: str) -> str:
 
 def experiment_payload(exp: Mapping[str, Any], diff_summary: str | None = None) -> ExperimentPayload:
     """An `Experiment.to_json()` dict (a ledger record, or an event's "experiment") as a payload.
-    `diff_summary`: the server's `edits.diff_summary(exp["diff"])`; left out, a plain count of lines."""
-    meta = exp.get("meta") or {}
-    decision = meta.get("decision") or {}
+    `diff_summary`: the server's `diff_summary(exp["diff"])`; left out, a plain count of lines."""
+    decision = exp.get("decision") or {}
     usage = exp.get("usage") or {}
     timings = exp.get("timings") or {}
     metric = _number(exp.get("metric"))
-    runs = meta.get("runs") or []
+    runs = exp.get("runs") or []
     memory = _number(exp.get("memory_gb"))
     return ExperimentPayload(
         number=int(exp["number"]), tag=str(exp.get("tag", "")), status=exp.get("status", "running"),
@@ -327,11 +326,11 @@ def experiment_payload(exp: Mapping[str, Any], diff_summary: str | None = None) 
         commit=str(exp.get("commit", "")), parent_commit=str(exp.get("parent_commit", "")),
         started_at=str(exp.get("started_at", "")), finished_at=exp.get("finished_at") or None,
         reason=str(exp.get("decision_reason", "")),
-        slot=meta.get("slot") or None,
+        slot=exp.get("slot") or None,
         diff_summary=diff_summary if diff_summary is not None else _diff_summary(exp.get("diff") or ""),
-        baseline=bool(meta.get("baseline")),
-        rerun_of=meta.get("rerun_of") if isinstance(meta.get("rerun_of"), int) else None,
-        review=meta.get("review") if meta.get("review") in ("accepted", "rejected") else None,
+        baseline=exp.get("kind") == "baseline",
+        rerun_of=exp.get("rerun_of") if isinstance(exp.get("rerun_of"), int) else None,
+        review=exp.get("review") if exp.get("review") in ("accepted", "rejected") else None,
     )
 
 

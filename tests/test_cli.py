@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nightlab.server.record.ledger import Ledger
-from test_engine import STAND_IN, git, make_workspace, user_state
+from support.workspace import STAND_IN, git, make_workspace, user_state
 
 NIGHTLAB = [sys.executable, "-m", "nightlab.server.cli"]
 
@@ -120,7 +120,7 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(ws):
     assert again.returncode == 0, again.stdout + again.stderr
     exps = ledger(ws).experiments()
     assert [(e.number, e.status) for e in exps][:2] == [(1, "interrupted"), (2, "keep")]
-    assert exps[1].meta.get("rerun_of") == 1 and exps[1].description == "baseline"
+    assert exps[1].rerun_of == 1 and exps[1].description == "baseline"
     numbers = [e.number for e in exps]
     assert numbers == sorted(set(numbers)) == [1, 2, 3, 4]
     rows = (ws / ".nightlab/main/results.tsv").read_text().splitlines()[1:]

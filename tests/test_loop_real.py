@@ -20,7 +20,7 @@ def test_offline_loop_on_the_default_experiment(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     exps = Ledger(ws / ".nightlab" / "main").experiments()
     assert len(exps) == 3
-    assert exps[0].meta["baseline"] and exps[0].status == "keep" and 3.0 < exps[0].metric < 8.5
+    assert exps[0].is_baseline and exps[0].status == "keep" and 3.0 < exps[0].metric < 8.5
     for e in exps[1:]:
         assert e.status in ("keep", "discard", "crash") and e.agent == "offline"
         assert e.diff.count("\n-") >= 1 and e.meta["knob"]["name"].isupper()

@@ -7,11 +7,11 @@ import sys
 import pytest
 
 from nightlab.server.agents.offline import OfflineAgent
-from nightlab.server.loop.engine import Engine, resolve_slots
+from nightlab.server.loop.engine import Engine
+from nightlab.server.run.slots import resolve_slots
 from nightlab.server.record.ledger import Ledger
 from nightlab.server.core.settings import load_settings
-from test_engine import STAND_IN, git, make_workspace
-from test_engine_ahead import merge_toml
+from support.workspace import STAND_IN, git, make_workspace, merge_toml
 
 SLOW = STAND_IN.replace("value = float", "time.sleep(1.5)\nvalue = float")
 
@@ -51,7 +51,7 @@ def test_two_slots_run_side_by_side(tmp_path):
     exps = Ledger(ws / ".nightlab" / "main").experiments()
     assert [e.number for e in exps] == [1, 2, 3, 4, 5]
     assert all(e.status in ("keep", "discard", "crash") for e in exps)
-    assert {e.meta["slot"] for e in exps[1:]} == {"cpu0", "cpu1"}
+    assert {e.slot for e in exps[1:]} == {"cpu0", "cpu1"}
     descriptions = [e.description for e in exps]
     assert len(set(descriptions)) == len(descriptions)  # no duplicate idea in flight
     rows = (ws / ".nightlab/main/results.tsv").read_text().splitlines()[1:]
@@ -85,7 +85,7 @@ def test_two_cpu_slots_on_the_demo_workspace(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     exps = Ledger(ws / ".nightlab" / "main").experiments()
     assert [e.number for e in exps] == [1, 2, 3] and exps[0].status == "keep"
-    assert {e.meta["slot"] for e in exps[1:]} == {"cpu0", "cpu1"}
+    assert {e.slot for e in exps[1:]} == {"cpu0", "cpu1"}
     starts = sorted((e.started_at, e.finished_at) for e in exps[1:])
     assert starts[1][0] <= starts[0][1], "the two candidates should have overlapped"
     assert len((ws / ".nightlab/main/results.tsv").read_text().splitlines()) == 4

@@ -13,8 +13,8 @@ def render(view) -> str:
 
 def test_live_view_follows_two_slots_and_the_cost():
     view = LiveView("val_bpb", 60, [])
-    a = Experiment(number=2, tag="main", description="LR up", meta={"slot": "cpu0"})
-    b = Experiment(number=3, tag="main", description="DEPTH 5", meta={"slot": "cpu1"})
+    a = Experiment(number=2, tag="main", description="LR up", slot="cpu0")
+    b = Experiment(number=3, tag="main", description="DEPTH 5", slot="cpu1")
     for e in (a, b):
         view.on_event({"type": "experimentStarted", "experiment": e.to_json()})
     view.on_event({"type": "progress", "number": 3, "progress": {"step": 7, "fraction": 0.5, "loss": 2.5}})

@@ -199,13 +199,13 @@ def status(
     tag: Optional[str] = typer.Option(None),
 ) -> None:
     """Where the loop stands: experiments, kept, best, and whether a loop is running now."""
-    from nightlab.server.loop.engine import loop_owner
+    from nightlab.server.record.lock import loop_owner
 
     settings, ledger = _ledger(workspace, tag)
     experiments = ledger.experiments()
     counts = {s: sum(e.status == s for e in experiments) for s in ("keep", "discard", "crash", "interrupted")}
     best = ledger.best(settings.metric.direction)
-    baseline = next((e for e in experiments if e.meta.get("baseline") and e.metric is not None), None)
+    baseline = next((e for e in experiments if e.is_baseline and e.metric is not None), None)
     owner = loop_owner(ledger.dir)
     console.print(f"tag {settings.tag}: {len(experiments)} experiments  " +
                   "  ".join(f"{k} {v}" for k, v in counts.items()))

@@ -97,7 +97,7 @@ class LiveView:
             if p.get("tok_per_s"):
                 line.append(f"  {p['tok_per_s']:,.0f} tok/s")
             line.append(f"  {time.monotonic() - self.run_started.get(number, time.monotonic()):.0f}s elapsed")
-            slot = exp.meta.get("slot")
+            slot = exp.slot
             parts.append(Panel(Group(line, ProgressBar(total=1.0, completed=fraction, width=60)),
                                title=f"running{' on ' + slot if slot else ''}", expand=False))
         parts.extend(Text(m, style="yellow") for m in self.messages)

@@ -1,15 +1,80 @@
-"""Plain data passed between the engine's parts: proposals, run results, progress, experiments.
+"""The records every layer speaks: enums for states, proposals, run results, progress, experiments.
 
-Every part (runner, store, ledger, agents, policy, engine) speaks these types and nothing else.
-Must not import: git, torch, pygls, anthropic, or any other nightlab.server module.
+Statuses, states and kinds are `str` enums: they compare equal to their values and serialise as them,
+so the ledger's JSON is plain strings and a ledger written before the enums is read unchanged.
+Must not import: anything but the standard library (tests/test_layers.py).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Optional
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any, Optional
 
-RunStatus = Literal["ok", "crash", "timeout", "interrupted"]
-Verdict = Literal["keep", "discard", "crash"]
+
+class _Str(str, Enum):
+    def __str__(self) -> str:  # f"{status}" is "keep", on every Python
+        return str(self.value)
+
+
+class ExperimentStatus(_Str):
+    """An experiment's state in the ledger. RUNNING is the only unfinished one: a loop that dies
+    leaves it, and the next start turns it into INTERRUPTED (and runs the change again)."""
+
+    RUNNING = "running"
+    KEEP = "keep"
+    DISCARD = "discard"
+    CRASH = "crash"
+    INTERRUPTED = "interrupted"
+
+    def is_finished(self) -> bool:
+        return self is not ExperimentStatus.RUNNING
+
+    def has_row(self) -> bool:
+        """Whether results.tsv has a row for it (autoresearch's keep | discard | crash)."""
+        return self in (ExperimentStatus.KEEP, ExperimentStatus.DISCARD, ExperimentStatus.CRASH)
+
+
+class RunStatus(_Str):
+    """How one training process ended."""
+
+    OK = "ok"
+    CRASH = "crash"
+    TIMEOUT = "timeout"
+    INTERRUPTED = "interrupted"
+
+
+class Verdict(_Str):
+    """What a policy says of a candidate's runs: CONFIRM asks for another run first."""
+
+    KEEP = "keep"
+    DISCARD = "discard"
+    CRASH = "crash"
+    CONFIRM = "confirm"
+
+
+class LoopState(_Str):
+    IDLE = "idle"
+    PROPOSING = "proposing"
+    RUNNING = "running"
+    DECIDING = "deciding"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+    ERRORED = "errored"
+
+
+class ExperimentKind(_Str):
+    """CHANGE: an agent's (or a re-run's) change; BASELINE: the unchanged best, measured for reference."""
+
+    CHANGE = "change"
+    BASELINE = "baseline"
+
+
+class Review(_Str):
+    """The person's verdict on an experiment, recorded when they accept or reject it."""
+
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
 
 
 @dataclass
@@ -31,6 +96,13 @@ class Proposal:
     agent: str = ""
     usage: dict[str, Any] = field(default_factory=dict)  # tokens, cost_usd, latency_s ...
     meta: dict[str, Any] = field(default_factory=dict)  # agent-private, e.g. the offline agent's knob
+    # Set by the engine, never by an agent:
+    kind: ExperimentKind = ExperimentKind.CHANGE
+    rerun_of: Optional[int] = None  # the experiment whose change this runs again
+    files: Optional[dict[str, str]] = None  # the editable files as a whole (a re-run), instead of edits
+    base: str = ""  # the commit the edits were written against
+    rebased: bool = False  # a draft re-applied on a newer best
+    invalid: str = ""  # why the agent could not make a valid proposal: recorded as a crash, no run spent
 
 
 @dataclass
@@ -98,7 +170,11 @@ class RunResult:
 
 @dataclass
 class Experiment:
-    """One record of the ledger (experiments.jsonl). Append-only; the last record per number wins."""
+    """One record of the ledger (experiments.jsonl). Append-only; the last record per number wins.
+
+    `meta` is what an agent attached to its proposal (its own bookkeeping, the model); everything the
+    engine means by an experiment is a typed field. `from_json` reads records written before those
+    fields existed (they lived in `meta` then)."""
 
     number: int
     tag: str
@@ -107,8 +183,8 @@ class Experiment:
     parent_commit: str = ""
     commit: str = ""
     diff: str = ""
-    status: str = "running"  # running | keep | discard | crash | interrupted
-    run_status: str = ""  # ok | crash | timeout | interrupted
+    status: ExperimentStatus = ExperimentStatus.RUNNING
+    run_status: str = ""  # a RunStatus, "" while running
     metric: Optional[float] = None
     metrics: dict[str, float] = field(default_factory=dict)
     best_before: Optional[float] = None
@@ -123,11 +199,58 @@ class Experiment:
     started_at: str = ""
     finished_at: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    kind: ExperimentKind = ExperimentKind.CHANGE
+    rerun_of: Optional[int] = None
+    runs: list[float] = field(default_factory=list)  # the metric of each full run, when repeated
+    slot: str = ""  # where it ran (cpu0, gpu1, ...)
+    edits: list[dict[str, str]] = field(default_factory=list)  # the proposal's SEARCH/REPLACE blocks
+    decision: dict[str, Any] = field(default_factory=dict)  # the policy's verdict, z, sigma, repeats
+    smoke: dict[str, Any] = field(default_factory=dict)  # the smoke run's status and time
+    base: str = ""  # the commit the proposal was written against
+    rebased: bool = False
+    review: Optional[Review] = None
+    review_note: str = ""
+
+    def __post_init__(self) -> None:  # plain strings (a test, an old caller) become the enums
+        self.status = ExperimentStatus(self.status)
+        self.kind = ExperimentKind(self.kind)
+        self.review = Review(self.review) if self.review else None
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.kind == ExperimentKind.BASELINE
+
+    @property
+    def run_values(self) -> list[float]:
+        """The metric of every full run (one, unless it was repeated)."""
+        if self.runs:
+            return [float(v) for v in self.runs]
+        return [self.metric] if self.metric is not None else []
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Experiment":
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        known = set(cls.__dataclass_fields__)
+        fields = {k: v for k, v in data.items() if k in known}
+        meta = dict(fields.get("meta") or {})
+        for key in _TYPED_META:  # a record from before the typed fields: its meta held them
+            if key in meta and key not in data:
+                fields[key] = meta.pop(key)
+        if meta.pop("baseline", False) and "kind" not in data:
+            fields["kind"] = ExperimentKind.BASELINE
+        fields["meta"] = meta
+        fields["kind"] = fields.get("kind") or ExperimentKind.CHANGE
+        if fields.get("review") not in ("accepted", "rejected"):
+            fields["review"] = None
+        return cls(**fields)
+
+
+_TYPED_META = ("rerun_of", "runs", "slot", "edits", "decision", "smoke", "base", "rebased", "review",
+               "review_note")
+
+
+def utc_now() -> str:
+    """A ledger timestamp: UTC, to the second, ISO 8601."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -23,7 +23,7 @@ def verdict_label(exp: Experiment, metric: str = "val_bpb") -> str:
     parts = []
     if exp.delta is not None:
         parts.append(f"{exp.delta:+.4f} {unit}")
-    z = (exp.meta.get("decision") or {}).get("z")
+    z = exp.decision.get("z")
     if z is not None:
         parts.append(f"({abs(z):.1f} sigma)")
     return " ".join(parts) or (f"{exp.metric:.4f} {unit}" if exp.metric is not None else exp.status)
@@ -52,7 +52,7 @@ class FileTexts:
 def reviewable(experiments: list[Experiment], limit: int = 10) -> list[Experiment]:
     """Kept experiments a person may still want to take, newest first (not the baseline, not rejected)."""
     out = [e for e in reversed(experiments)
-           if e.status == "keep" and not e.meta.get("baseline") and e.commit and e.meta.get("review") != "rejected"]
+           if e.status == "keep" and not e.is_baseline and e.commit and e.review != "rejected"]
     return out[:limit]
 
 

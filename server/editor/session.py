@@ -14,8 +14,8 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from nightlab.protocol.types import (BestPayload, ExperimentDiff, FileDiff, HunkInfo, LoopStatePayload,
-                                     budget_text)
+from nightlab.protocol.types import (BestPayload, ExperimentDiff, FileDiff, HunkInfo, LoopCommandResult,
+                                     LoopStatePayload, budget_text)
 
 from nightlab.server.loop.engine import Engine
 from nightlab.server.changes.hunks import parse_hunks
@@ -23,18 +23,31 @@ from nightlab.server.record.ledger import Ledger
 from nightlab.server.run.runner import read_curve
 from nightlab.server.core.settings import Settings, SettingsError, load_settings
 from nightlab.server.record.store import Store, StoreError
-from nightlab.server.core.types import Experiment, Progress
+from nightlab.server.record.lock import EngineBusy, loop_owner
+from nightlab.server.agents.base import AgentError
+from nightlab.server.core.policy import PolicyError
+from nightlab.server.core.types import Experiment, Progress, Review
 
 log = logging.getLogger(__name__)
 
-# camelCase keys of nightlab.loop.start's argument -> load_settings overrides
-START_OVERRIDES = {"agent": "agent", "budgetSeconds": "budget_seconds", "budgetTokens": "budget_tokens",
-                   "maxExperiments": "max_experiments", "tag": "tag", "policy": "policy", "slots": "slots",
-                   "maxCostUsd": "max_cost_usd"}
 
 
 class SessionError(Exception):
-    """Something the person must fix, said plainly (returned as a command's error)."""
+    """Something the person must fix, said plainly (returned as a command's error). `kind` says whose it
+    is: INVALID, the request's (a bad argument, an unknown experiment); CONFLICT, the workspace's state
+    (the loop already runs, or does not; a bad nightlab.toml)."""
+
+    INVALID = "invalid"
+    CONFLICT = "conflict"
+
+    def __init__(self, message: str, kind: str = CONFLICT):
+        super().__init__(message)
+        self.kind = kind
+
+
+def _state_name(state: Any) -> str:
+    """A loop state as the protocol spells it (the engine's enum or a plain string)."""
+    return str(getattr(state, "value", state))
 
 
 class Session:
@@ -79,7 +92,7 @@ class Session:
     def experiment(self, number: int) -> Experiment:
         exp = self.ledger().get(int(number))
         if exp is None:
-            raise SessionError(f"there is no experiment #{number} on tag {self.settings().tag}")
+            raise SessionError(f"there is no experiment #{number} on tag {self.settings().tag}", SessionError.INVALID)
         return exp
 
     def store(self) -> Store:
@@ -117,7 +130,7 @@ class Session:
         """The loss samples one run of an experiment recorded (stage "run", "smoke" or "repeat-<k>")."""
         exp = self.experiment(number)
         if stage != "run" and not re.fullmatch(r"smoke|repeat-\d+", stage):
-            raise SessionError(f"unknown stage {stage!r}: use run, smoke or repeat-<k>")
+            raise SessionError(f"unknown stage {stage!r}: use run, smoke or repeat-<k>", SessionError.INVALID)
         run_dir = self.root / ".nightlab" / "runs" / self.settings().tag / str(exp.number)
         return read_curve(run_dir if stage == "run" else run_dir / stage)
 
@@ -127,8 +140,8 @@ class Session:
         kept = [e for e in exps if e.status == "keep" and e.metric is not None]
         pick = min if (s is None or s.metric.direction == "lower") else max
         best = pick(kept, key=lambda e: e.metric) if kept else None
-        baseline = next((e for e in exps if e.meta.get("baseline") and e.metric is not None), None)
-        running = sorted(self.engine.trials) if self.engine is not None else []
+        baseline = next((e for e in exps if e.is_baseline and e.metric is not None), None)
+        running = sorted(self.engine.running()) if self.engine is not None else []
         return LoopStatePayload(
             state=self.engine.state if self.engine is not None else "idle", reason=reason,
             tag=s.tag if s else "", agent=s.agent.name if s else "",
@@ -143,25 +156,31 @@ class Session:
     def running(self) -> bool:
         return self.task is not None and not self.task.done()
 
-    async def start(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def start(self, overrides: dict[str, Any] | None = None) -> LoopCommandResult:
+        """Start the loop; `overrides` are settings.OVERRIDES names (the CLI's flags) over nightlab.toml."""
         if self.running():
-            raise SessionError("the loop is already running in this workspace")
-        unknown = set(overrides or {}) - set(START_OVERRIDES)
-        if unknown:
-            raise SessionError(f"unknown option(s) {', '.join(sorted(unknown))}; known: "
-                               f"{', '.join(sorted(START_OVERRIDES))}")
-        flat = {START_OVERRIDES[k]: v for k, v in (overrides or {}).items()}
+            raise SessionError("the loop is already running in this workspace; stop it first")
+        overrides = overrides or {}
         try:
-            settings = load_settings(self.root, flat)
+            settings = load_settings(self.root, overrides)
+            owner = loop_owner(self.root / ".nightlab" / settings.tag)
+            if owner:
+                raise EngineBusy(f"another nightlab loop (pid {owner}) is running on tag {settings.tag}; stop it first")
             engine = Engine(settings)
-        except (SettingsError, StoreError) as exc:
+        except SettingsError as exc:  # from an override: the argument's fault; from the file: the workspace's
+            raise SessionError(str(exc), SessionError.INVALID if exc.option else SessionError.CONFLICT) from None
+        except (AgentError, PolicyError) as exc:  # an unknown agent or policy, bad options, a missing key
+            named = overrides.get("agent" if isinstance(exc, AgentError) else "policy")
+            raise SessionError(str(exc), SessionError.INVALID if named else SessionError.CONFLICT) from None
+        except (StoreError, EngineBusy) as exc:
             raise SessionError(str(exc)) from None
-        except Exception as exc:  # unknown agent or policy, a missing key ...
-            raise SessionError(f"{type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # unexpected: say it plainly, keep the traceback for the log
+            log.exception("starting the loop failed")
+            raise SessionError(f"the loop could not start: {exc}") from None
         self.engine, self._settings, self.tag = engine, settings, settings.tag
         engine.subscribe(self.emit)
         self.task = asyncio.create_task(self._run(engine))
-        return {"state": "idle", "message": "starting the loop", "tag": settings.tag}
+        return LoopCommandResult(state="idle", message="starting the loop", tag=settings.tag)
 
     async def _run(self, engine: Engine) -> None:
         try:
@@ -171,35 +190,45 @@ class Session:
             self.emit({"type": "message", "level": "error", "text": f"the loop failed: {exc}"})
 
     def _engine(self) -> Engine:
+        """The running loop's engine; a state conflict when no loop runs."""
         if self.engine is None or not self.running():
-            raise SessionError("the loop is not running in this workspace")
+            raise SessionError("the loop is not running in this workspace; start it first")
         return self.engine
 
-    def pause(self) -> dict[str, Any]:
-        engine = self._engine()
-        engine.pause()
-        return {"state": engine.state, "message": "pausing after the running experiment", "tag": engine.settings.tag}
+    def _result(self, message: str) -> LoopCommandResult:
+        """The loop's state now, with what the command did."""
+        if self.engine is not None:
+            return LoopCommandResult(state=_state_name(self.engine.state), message=message, tag=self.engine.settings.tag)
+        return LoopCommandResult(state="idle", message=message, tag=self.settings().tag if self.is_workspace() else "")
 
-    def resume(self) -> dict[str, Any]:
-        engine = self._engine()
-        engine.resume()
-        return {"state": engine.state, "message": "resumed", "tag": engine.settings.tag}
+    def pause(self) -> LoopCommandResult:
+        """Pause after the running experiments; a loop that is not running stays as it is (no error)."""
+        if not self.running():
+            return self._result("the loop is not running; nothing to pause")
+        self._engine().pause()
+        return self._result("pausing after the running experiment")
 
-    async def stop(self) -> dict[str, Any]:
-        engine = self._engine()
-        engine.stop()
+    def resume(self) -> LoopCommandResult:
+        self._engine().resume()
+        return self._result("resumed")
+
+    async def stop(self) -> LoopCommandResult:
+        """Stop the loop and wait for it; a loop that is not running stays as it is (no error)."""
+        if not self.running():
+            return self._result("the loop is not running; nothing to stop")
+        self._engine().stop()
         if self.task is not None:
             await asyncio.wait([self.task], timeout=60)
-        return {"state": engine.state, "message": "stopped; an interrupted run goes again on the next start",
-                "tag": engine.settings.tag}
+        return self._result("stopped; an interrupted run goes again on the next start")
 
     def cancel_run(self, number: int) -> bool:
         """Stop one running experiment (it is recorded as interrupted); the loop goes on."""
-        trial = self.engine.trials.get(number) if self.engine is not None else None
-        if trial is None:
-            return False
-        trial.cancel.set()
-        return True
+        return self.engine.cancel_run(number) if self.engine is not None else False
+
+    def progress(self, number: int) -> Optional[Progress]:
+        """The latest progress sample of a running experiment; None when it is not running (or has
+        not reported yet)."""
+        return self.engine.running().get(number) if self.engine is not None else None
 
     # ------------------------------------------------------------------ review
 
@@ -207,25 +236,18 @@ class Session:
         """Record the person's verdict (accepted / rejected) on an experiment: a new ledger record,
         the old ones stay (the ledger is append-only)."""
         exp = self.experiment(number)
-        exp.meta = {**exp.meta, "review": verdict, **({"review_note": note} if note else {})}
+        exp.review, exp.review_note = Review(verdict), note or exp.review_note
         self.ledger().append(exp)
         return exp
 
     def rerun(self, number: int) -> dict[str, Any]:
         """Run an experiment's change again (a new number, another look at a noisy result)."""
-        from nightlab.server.core.types import Proposal
-
         engine = self._engine()
         exp, _, files = self.files(number)
-        engine._pending.append(Proposal(description=exp.description, edits=[], hypothesis=exp.hypothesis,
-                                        agent=exp.agent, meta={"rerun_of": exp.number, "files": files}))
+        engine.queue_rerun(exp, files)
         return {"number": number, "message": f"experiment #{number} queued to run again"}
 
     def measure_baseline(self) -> dict[str, Any]:
         """Measure the current best again, `repeats` times: a fresh anchor for the noise floor."""
-        from nightlab.server.core.types import Proposal
-
-        engine = self._engine()
-        engine._pending.append(Proposal(description="baseline (measured again)", edits=[], agent="",
-                                        hypothesis="the current best, unchanged", meta={"baseline": True}))
+        self._engine().queue_baseline()
         return {"number": 0, "message": "the baseline (the current best) queued to be measured again"}

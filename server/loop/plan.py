@@ -1,181 +1,116 @@
-"""One experiment after its commit: the cheap checks, the smoke run, the run(s) and the verdict.
+"""An experiment's runs, from a narrow plan: compile check, smoke run, the full run, repeats and
+confirmation runs, each with its own seed. Knows no engine, no ledger, no policy, no git.
 
-The engine prepares an experiment (edits applied, committed, recorded as running) and hands it here.
-This module runs it as often as the policy asks (baseline repeats for the noise floor, confirmation
-runs for ambiguous candidates, each with its own seed), then amends the commit with the verdict,
-keeps or discards it in the store and writes the final ledger record.
-
-Must not import: pygls, rich, typer, an agent module.
+The engine builds a `RunPlan` (how to launch, where, the budget, the seed, a cancel token, a progress
+callback, and a check that the protected files are unchanged) and a `more` callback that says, from
+the metric values so far, whether another run is wanted (the baseline's repeats, the policy's
+confirmations). `execute` returns the `Runs`; the engine decides with them and records.
+Must not import: pygls, rich, typer, an agent module, the ledger, the store, the engine.
 """
 from __future__ import annotations
 
 import asyncio
 import math
-import time
-import re
-from dataclasses import asdict, replace
-from datetime import datetime, timezone
-from statistics import fmean
-from typing import TYPE_CHECKING, Optional
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Optional
 
-from nightlab.protocol import events as ev
-
+from nightlab.server.core.settings import BudgetSettings
+from nightlab.server.core.types import Progress, RunResult, RunStatus
+from nightlab.server.run.launcher import Launcher, RunRequest
 from nightlab.server.run.runner import compile_check
-from nightlab.server.core.types import Experiment, Progress, RunResult
+from nightlab.server.run.summary import crash_summary
 
-if TYPE_CHECKING:
-    from nightlab.server.loop.engine import Engine
-    from nightlab.server.run.slots import SlotSpec
-    from nightlab.server.record.store import Slot
+SMOKE, RUN = "smoke", "run"
 
 
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+@dataclass
+class RunPlan:
+    launcher: Launcher
+    workdir: Path  # the slot's worktree, at the experiment's commit
+    runs_dir: Path  # .nightlab/runs/<tag>/<number>: run.log and events.jsonl, a folder per extra run
+    command: str
+    budget: BudgetSettings
+    metric_name: str
+    seed: int  # the first full run's; repeat k uses seed + k
+    compile_files: list[str] = field(default_factory=list)  # the editable .py files, checked first
+    cuda_visible_devices: Optional[str] = None
+    threads: Optional[int] = None
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    on_progress: Callable[[str, Progress], None] = lambda stage, p: None  # (stage, sample)
+    protected_changed: Callable[[], list[str]] = lambda: []  # protected files the run changed
 
 
-def crash_summary(error: str) -> str:
-    """One line for a crash: the runner's reason plus the exception line of a traceback, if any."""
-    lines = [line.strip() for line in error.splitlines() if line.strip()]
-    if not lines:
-        return "crashed"
-    exc = next((line for line in reversed(lines)
-                if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b", line)), "")
-    head = lines[0]
-    return (f"{head}: {exc}" if exc and exc != head else head)[:300]
+@dataclass
+class Runs:
+    """What an experiment's runs produced. `last` is the run that ended them: the first full run when
+    every run succeeded, else the one that failed (or the smoke run, or a compile error)."""
+
+    last: RunResult
+    values: list[float] = field(default_factory=list)  # the metric of each successful full run
+    seeds: list[int] = field(default_factory=list)
+    results: list[RunResult] = field(default_factory=list)  # every full run, in order
+    smoke: Optional[RunResult] = None
 
 
-def run_values(exp: Experiment) -> list[float]:
-    """The metric of every full run of an experiment (one, unless it was repeated)."""
-    runs = exp.meta.get("runs")
-    if runs:
-        return [float(v) for v in runs]
-    return [exp.metric] if exp.metric is not None else []
+def request(plan: RunPlan, seed: int, stage: str = RUN, fraction: float = 1.0) -> RunRequest:
+    """One run's request: a share of the budget (the smoke run), and a deadline that scales with it."""
+    b = plan.budget
+    run_dir = plan.runs_dir if stage == RUN else plan.runs_dir / stage
+    deadline = b.deadline_seconds if fraction >= 1 else max(30.0, b.deadline_seconds * fraction * 2 + 30)
+    return RunRequest(
+        workdir=plan.workdir, command=plan.command, log_path=run_dir / "run.log",
+        events_path=run_dir / "events.jsonl", seed=seed, deadline_s=deadline,
+        budget_seconds=b.seconds * fraction if b.mode == "time" else None,
+        budget_tokens=max(1, int(b.tokens * fraction)) if b.mode == "tokens" else None,
+        metric_name=plan.metric_name, cuda_visible_devices=plan.cuda_visible_devices, threads=plan.threads)
 
 
-class Trial:
-    """Runs and decides one prepared experiment for its engine."""
+async def run_once(plan: RunPlan, seed: int, stage: str = RUN, fraction: float = 1.0) -> RunResult:
+    if plan.cancel.is_set():
+        return RunResult(status=RunStatus.INTERRUPTED, error="stopped before the run started")
+    result = await plan.launcher.launch(request(plan, seed, stage, fraction),
+                                        on_progress=lambda p: plan.on_progress(stage, p), cancel=plan.cancel)
+    changed = plan.protected_changed()
+    if changed and result.status == RunStatus.OK:
+        result = replace(result, status=RunStatus.CRASH,
+                         error=f"invalid: protected file(s) changed during the run: {', '.join(changed)}")
+    return result
 
-    def __init__(self, engine: "Engine", exp: Experiment, slot: "Slot", spec: "SlotSpec"):
-        self.engine = engine
-        self.exp = exp
-        self.slot = slot
-        self.spec = spec
-        self.cancel = asyncio.Event()
-        self.started = time.monotonic()
-        self.progress: Optional[Progress] = None  # the latest sample of the running run
 
-    # ------------------------------------------------------------------ running
+def _value(result: RunResult, name: str) -> Optional[float]:
+    value = result.metric(name)
+    ok = result.status == RunStatus.OK and value is not None and math.isfinite(value)
+    return value if ok else None
 
-    async def _run(self, seed: int, subdir: str = "", fraction: float = 1.0) -> RunResult:
-        eng, s = self.engine, self.engine.settings
-        run_dir = eng.runs_dir / str(self.exp.number) / subdir if subdir else eng.runs_dir / str(self.exp.number)
-        seconds = s.budget.seconds * fraction if s.budget.mode == "time" else None
-        tokens = max(1, int(s.budget.tokens * fraction)) if s.budget.mode == "tokens" else None
-        deadline = s.deadline_seconds if fraction >= 1 else max(30.0, s.deadline_seconds * fraction * 2 + 30)
 
-        def on_progress(p: Progress) -> None:
-            self.progress = p
-            eng.emit(ev.PROGRESS, number=self.exp.number, progress=asdict(p), stage=subdir or "run")
-
-        if self.cancel.is_set():
-            return RunResult(status="interrupted", error="stopped before the run started")
-        result = await eng.runner.run(
-            self.slot.workdir, eng.command, log_path=run_dir / "run.log", events_path=run_dir / "events.jsonl",
-            budget_seconds=seconds, budget_tokens=tokens, seed=seed, deadline_s=deadline,
-            cuda_visible_devices=self.spec.cuda_visible_devices, threads=self.spec.threads,
-            on_progress=on_progress, cancel=self.cancel)
-        changed = self.slot.changed_since(s.files.protected, self.exp.commit)
-        if changed and result.status == "ok":
-            result = replace(result, status="crash",
-                             error=f"invalid: protected file(s) changed during the run: {', '.join(changed)}")
-        return result
-
-    async def execute(self, error: str = "") -> Experiment:
-        """Compile check, optional smoke run, the full run(s) and the verdict. `error`: the experiment
-        is already known to be a crash (an edit that did not apply), no run is spent on it."""
-        eng, s, exp = self.engine, self.engine.settings, self.exp
-        if not error:
-            bad = compile_check(self.slot.workdir, [p for p in s.files.editable if p.endswith(".py")])
-            if bad:
-                error = f"does not compile (no training spent): {bad}"
-        if error:
-            return self.finish(RunResult(status="crash", error=error), [], [])
-        baseline = bool(exp.meta.get("baseline"))
-        seed = s.run.seed
-        eng.set_state("running", exp.description)
-        if s.budget.smoke_fraction > 0 and not baseline:
-            smoke = await self._run(seed, "smoke", s.budget.smoke_fraction)
-            exp.meta["smoke"] = {"status": smoke.status, "total_s": round(smoke.total_s, 2)}
-            if smoke.status != "ok":
-                reason = "stopped during the smoke run" if smoke.status == "interrupted" else \
-                    f"smoke run ({s.budget.smoke_fraction:.0%} of the budget): {crash_summary(smoke.error)}"
-                return self.finish(replace(smoke, error=reason), [], [seed])
-        first = await self._run(seed)
-        results, seeds = [first], [seed]
-        metric = first.metric(s.metric.name)
-        if first.status != "ok" or metric is None or not math.isfinite(metric):
-            return self.finish(first, [], seeds)
-        values = [metric]
-        repeats = eng.policy_repeats if baseline else 0
-        while True:
-            if baseline:
-                if len(values) >= repeats:
-                    break
-            else:
-                decision = eng.policy.decide_runs(values, eng.best_values(), eng.sigma(), s.metric.direction, "ok")
-                exp.meta["decision"] = {"verdict": decision.verdict, "z": decision.z, "sigma": decision.sigma}
-                if decision.verdict != "confirm":
-                    break
-                eng.message(f"#{exp.number}: {decision.reason}")
-            seed = s.run.seed + len(values)
-            extra = await self._run(seed, f"repeat-{len(values)}")
-            results.append(extra)
-            seeds.append(seed)
-            value = extra.metric(s.metric.name)
-            if extra.status != "ok" or value is None or not math.isfinite(value):
-                return self.finish(extra, values, seeds, results)
-            values.append(value)
-        return self.finish(first, values, seeds, results)
-
-    # ------------------------------------------------------------------ deciding
-
-    def finish(self, result: RunResult, values: list[float], seeds: list[int],
-               results: Optional[list[RunResult]] = None) -> Experiment:
-        eng, s, exp = self.engine, self.engine.settings, self.exp
-        eng.set_state("deciding", exp.description)
-        best = eng.best_values()
-        best_mean = fmean(best) if best else None
-        metric = fmean(values) if values else None
-        exp.run_status = result.status
-        exp.metric = metric
-        exp.metrics = dict(result.metrics)
-        if metric is not None:
-            exp.metrics[s.metric.name] = metric
-        exp.best_before = best_mean
-        exp.delta = (metric - best_mean) if (metric is not None and best_mean is not None) else None
-        exp.seeds = seeds
-        results = results or [result]
-        exp.timings = {"startup_s": result.startup_s, "training_s": result.training_s, "eval_s": result.eval_s,
-                       "total_s": sum(r.total_s for r in results)}
-        exp.memory_gb = round(max(r.peak_memory_mb for r in results) / 1024, 1)
-        exp.error = result.error
-        exp.finished_at = now()
-        if len(values) > 1:
-            exp.meta["runs"] = values
-        if result.status == "interrupted":
-            exp.status, exp.decision_reason = "interrupted", "stopped during the run; it runs again on the next start"
-        elif exp.meta.get("baseline") and values:
-            spread = f", runs {', '.join(f'{v:.6f}' for v in values)}" if len(values) > 1 else ""
-            exp.status, exp.decision_reason = "keep", f"baseline: {metric:.6f}{spread}"
-        elif not values:
-            exp.status = "crash"
-            exp.decision_reason = (f"killed at the deadline ({s.deadline_seconds:.0f} s)" if result.status == "timeout"
-                                   else crash_summary(result.error) if result.error else "crashed")
-        else:
-            decision = eng.policy.decide_runs(values, best, eng.sigma(), s.metric.direction, "ok")
-            exp.status, exp.decision_reason = decision.verdict, decision.reason
-            exp.meta["decision"] = {"verdict": decision.verdict, "z": decision.z, "sigma": decision.sigma,
-                                    "repeats": decision.repeats}
-            if exp.status == "confirm":  # the policy wanted more runs than it allows: not proven
-                exp.status = "discard"
-        return eng.record(exp, self.slot)
+async def execute(plan: RunPlan, more: Callable[[list[float]], bool], *, smoke: bool = True,
+                  error: str = "") -> Runs:
+    """The experiment's runs. `error`: it is already known to be a crash (an edit that did not apply):
+    no run is spent. `more(values)`: whether another full run is wanted after these."""
+    if not error:
+        bad = compile_check(plan.workdir, [p for p in plan.compile_files if p.endswith(".py")])
+        error = f"does not compile (no training spent): {bad}" if bad else ""
+    if error:
+        return Runs(last=RunResult(status=RunStatus.CRASH, error=error))
+    fraction = plan.budget.smoke_fraction
+    smoke_run = None
+    if smoke and fraction > 0:
+        smoke_run = await run_once(plan, plan.seed, SMOKE, fraction)
+        if smoke_run.status != RunStatus.OK:
+            reason = ("stopped during the smoke run" if smoke_run.status == RunStatus.INTERRUPTED
+                      else f"smoke run ({fraction:.0%} of the budget): {crash_summary(smoke_run.error)}")
+            return Runs(last=replace(smoke_run, error=reason), seeds=[plan.seed], smoke=smoke_run)
+    runs = Runs(last=RunResult(status=RunStatus.CRASH), smoke=smoke_run)
+    while not runs.values or more(list(runs.values)):
+        seed = plan.seed + len(runs.values)
+        result = await run_once(plan, seed, RUN if not runs.values else f"repeat-{len(runs.values)}")
+        runs.results.append(result)
+        runs.seeds.append(seed)
+        value = _value(result, plan.metric_name)
+        if value is None:
+            runs.last = result
+            return runs
+        runs.values.append(value)
+    runs.last = runs.results[0]
+    return runs

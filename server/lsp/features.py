@@ -134,7 +134,7 @@ def setup(server: NightlabServer) -> None:
         lines = doc.lines
         if params.position.line >= len(lines):
             return None
-        exps = [e for e in reversed(session.experiments()) if e.commit and not e.meta.get("baseline")
+        exps = [e for e in reversed(session.experiments()) if e.commit and not e.is_baseline
                 and e.status in ("keep", "discard", "crash")][:50]
         history = annotate.line_history(_texts(session, rel, exps), lines[params.position.line],
                                         session.settings().metric.name)
@@ -151,7 +151,7 @@ def setup(server: NightlabServer) -> None:
         if found is None:
             return None
         session, rel, doc = found
-        kept = [e for e in reversed(session.experiments()) if e.status == "keep" and not e.meta.get("baseline")]
+        kept = [e for e in reversed(session.experiments()) if e.status == "keep" and not e.is_baseline]
         hints = annotate.chain_hints(_texts(session, rel, kept[:50]), doc.source, session.settings().metric.name)
         lines = doc.lines
         return [types.InlayHint(position=types.Position(line=i, character=len(lines[i].rstrip("\r\n"))),

@@ -26,6 +26,7 @@ from typing import Callable, Mapping, Optional
 from nightlab.server.run.follow import FileTail, Watch, read_tail
 from nightlab.server.run.summary import SUMMARY_KEYS, has_fail, parse_step_line, parse_summary
 from nightlab.server.core.types import Progress, RunResult
+from nightlab.server.run.launcher import ProgressCallback, RunRequest
 
 log = logging.getLogger(__name__)
 
@@ -267,6 +268,16 @@ class Runner:
         self.poll_interval_s = poll_interval_s
         self.tail_lines = tail_lines
         self.parent_env = parent_env  # None: os.environ at the time of each run
+
+    async def launch(self, request: RunRequest, on_progress: Optional[ProgressCallback] = None,
+                     cancel: Optional[asyncio.Event] = None) -> RunResult:
+        """The `Launcher` protocol: `run` with the request's fields."""
+        r = request
+        return await self.run(r.workdir, r.command, log_path=r.log_path, events_path=r.events_path,
+                              budget_seconds=r.budget_seconds, budget_tokens=r.budget_tokens, seed=r.seed,
+                              deadline_s=r.deadline_s, metric_name=r.metric_name,
+                              cuda_visible_devices=r.cuda_visible_devices, threads=r.threads,
+                              on_progress=on_progress, cancel=cancel)
 
     async def run(self, workspace: Path, command: str, *, log_path: Path, events_path: Path,
                   budget_seconds: float | None, budget_tokens: int | None, seed: int, deadline_s: float,

@@ -132,3 +132,14 @@ def parse_step_line(line: str) -> Optional[Progress]:
         elif key in ("elapsed", "elapsed_s", "time"):
             progress.elapsed_s = number
     return progress
+
+
+def crash_summary(error: str) -> str:
+    """One line for a crash: the runner's reason plus the exception line of a traceback, if any."""
+    lines = [line.strip() for line in error.splitlines() if line.strip()]
+    if not lines:
+        return "crashed"
+    exc = next((line for line in reversed(lines)
+                if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b", line)), "")
+    head = lines[0]
+    return (f"{head}: {exc}" if exc and exc != head else head)[:300]

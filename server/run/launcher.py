@@ -1,0 +1,44 @@
+"""The seam between the loop and a training process: what one run needs, and who starts it.
+
+A `RunRequest` is everything one run needs, as plain data that could travel to another machine: the
+folder holding the experiment's commit (a remote launcher ships its files), the command, the budget,
+the seed, the deadline, the metric's name and the slot's devices. A `Launcher` starts it, streams its
+progress while it trains, honours a cancel token and returns a `RunResult` (a failed run is a result,
+never an exception). `Runner` (runner.py) is the local subprocess launcher; a sandboxed one and a Ray
+one go behind the same protocol.
+Must not import: git, torch, an agent, the ledger, the loop.
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Protocol, runtime_checkable
+
+from nightlab.server.core.types import Progress, RunResult
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    workdir: Path  # holds the experiment's commit, checked out
+    command: str  # argv as one shell-quoted string, run inside workdir
+    log_path: Path  # stdout and stderr together
+    events_path: Path  # the trainer's JSON-lines events (NIGHTLAB_EVENTS)
+    seed: int
+    deadline_s: float  # wall clock after which the run is killed: a timeout
+    budget_seconds: Optional[float] = None  # exactly one of the two budgets is set
+    budget_tokens: Optional[int] = None
+    metric_name: str = "val_bpb"  # the summary key the run must print
+    cuda_visible_devices: Optional[str] = None  # None: inherit; "": hide every GPU
+    threads: Optional[int] = None  # CPU threads, for CPU slots that share the cores
+
+
+@runtime_checkable
+class Launcher(Protocol):
+    async def launch(self, request: RunRequest, on_progress: Optional[ProgressCallback] = None,
+                     cancel: Optional[asyncio.Event] = None) -> RunResult:
+        """Run it to the end, the deadline or the cancel token; progress comes through `on_progress`
+        (on the caller's event loop) while it trains."""
+        ...
