@@ -1,6 +1,6 @@
 """The whole loop with the Claude agent, in-process: the real Engine builds the real AnthropicAgent from
-nightlab.toml's [agent] table, whose base_url points at the fake Messages API (tests/fake_anthropic.py);
-the real SDK talks to it over a socket, and every experiment trains the stand-in of test_engine.py
+nightlab.toml's [agent] table, whose base_url points at the fake Messages API (tests/support/fake_anthropic.py);
+the real SDK talks to it over a socket, and every experiment trains the stand-in of tests/support/workspace.py
 (its val_bpb is its knob X) in a real subprocess. Nothing mocks the SDK.
 
 Every test ends by checking the ledger (numbers 1..N, each final exactly once, one results.tsv row each)
@@ -14,12 +14,11 @@ import subprocess
 
 import pytest
 
-from fake_anthropic import (disconnect, fake_anthropic, http_error, rate_limited, server_error,  # noqa: F401
-                            slow, text_reply, tool_call)
 from nightlab.server.loop.engine import Engine
 from nightlab.server.core.settings import load_settings
-from test_engine import STAND_IN, git, make_workspace
-from test_engine_ahead import merge_toml
+from support.fake_anthropic import (disconnect, fake_anthropic, http_error, rate_limited,  # noqa: F401
+                                    server_error, slow, text_reply, tool_call)
+from support.workspace import STAND_IN, git, make_workspace, merge_toml
 
 KEY = "sk-ant-test-SECRET-123"
 # the stand-in plus a knob that changes nothing (an equal result: a discard), for edits that do not
@@ -289,7 +288,7 @@ def test_cost_accumulates_and_max_cost_usd_stops_the_loop(tmp_path, fake_anthrop
     assert base.usage == {}
     assert first.usage["cost_usd"] == pytest.approx(0.3) and second.usage["cost_usd"] == pytest.approx(0.6)
     assert first.usage["model"] == "claude-sonnet-5-5" and "price_note" not in first.usage
-    assert engine.cost_usd() == pytest.approx(0.9)
+    assert engine.ledger.cost_usd() == pytest.approx(0.9)
     assert fake_anthropic.left == 1 and len(fake_anthropic.requests) == 3
     said = [t for t in messages(events) if "max_cost_usd" in t]
     assert said == ["reached max_cost_usd = 0.50 (spent 0.90)"]

@@ -9,7 +9,7 @@ from nightlab.server.agents.base import ProposalError
 from nightlab.server.loop.engine import Engine
 from nightlab.server.core.settings import load_settings
 from nightlab.server.core.types import FileEdit, Proposal
-from test_engine import STAND_IN, knob, make_workspace
+from support.workspace import STAND_IN, knob, make_workspace, merge_toml
 
 # the metric is X plus a deterministic per-seed wobble of at most +-0.01: run-to-run "noise"
 NOISY = STAND_IN.replace('value = float("nan") if MODE == "nan" else X',
@@ -27,25 +27,12 @@ class Agent:
 
     async def propose(self, ctx):
         engine = self.engine_ref[0]
-        self.calls.append({"training": engine.trial is not None, "ctx": ctx})
+        self.calls.append({"training": bool(engine.running()), "ctx": ctx})
         await asyncio.sleep(self.delay)
         item = self.proposals.pop(0)
         if isinstance(item, Exception):
             raise item
         return item
-
-
-def merge_toml(text, extra):
-    """Add the keys of `extra`'s sections to the same sections of `text` (TOML forbids a second [run])."""
-    section = None
-    for line in extra.splitlines():
-        if line.startswith("["):
-            section = line
-            if section not in text:
-                text += "\n" + section + "\n"
-        elif line.strip():
-            text = text.replace(section + "\n", section + "\n" + line + "\n", 1)
-    return text
 
 
 def run(ws, proposals, n, toml_extra="", name="scripted", **overrides):
@@ -77,7 +64,7 @@ def test_next_proposal_is_drafted_while_a_run_trains(tmp_path):
     assert [c["training"] for c in agent.calls] == [False, True]
     assert agent.calls[1]["ctx"].in_flight == ["X 1.0 -> 0.5"]
     # experiment 2 was kept after the draft was written: the draft was re-based onto it
-    assert engine.ledger.experiments()[2].meta.get("rebased") is True
+    assert engine.ledger.experiments()[2].rebased is True
 
 
 def test_a_draft_that_no_longer_applies_is_asked_again(tmp_path):
@@ -93,9 +80,9 @@ def test_noise_policy_repeats_the_baseline_and_confirms(tmp_path):
     toml = '[policy]\nname = "noise"\nrepeats = 3\n'
     engine, agent, _ = run(ws, [knob("X", "1.0", "0.999", "tiny"), knob("X", "1.0", "0.5", "big")], 3, toml)
     base, tiny, big = engine.ledger.experiments()
-    assert base.status == "keep" and len(base.meta["runs"]) == 3 and base.seeds == [0, 1, 2]
+    assert base.status == "keep" and len(base.runs) == 3 and base.seeds == [0, 1, 2]
     assert tiny.status == "discard" and "sigma" in tiny.decision_reason
-    assert big.status == "keep" and big.meta["decision"]["z"] > 2
+    assert big.status == "keep" and big.decision["z"] > 2
     assert engine.sigma() is not None and engine.sigma() > 0
 
 
@@ -115,7 +102,7 @@ def test_cost_cap_stops_the_loop_cleanly(tmp_path):
     engine, agent, events = run(ws, paid, 10, '[run]\nmax_cost_usd = 1.0\npropose_ahead = false\n'
                                                 '[policy]\nname = "strict"\n')
     assert len(engine.ledger.experiments()) == 3  # baseline + 2 paid proposals, then 1.20 >= 1.00
-    assert engine.cost_usd() == pytest.approx(1.2)
+    assert engine.ledger.cost_usd() == pytest.approx(1.2)
     assert any("max_cost_usd" in e.get("text", "") for e in events)
     assert events[-1]["state"] == "stopped"
 

@@ -137,9 +137,7 @@ class Session:
     def state(self, reason: str = "") -> LoopStatePayload:
         exps = self.experiments()
         s = self.settings() if self.is_workspace() else None
-        kept = [e for e in exps if e.status == "keep" and e.metric is not None]
-        pick = min if (s is None or s.metric.direction == "lower") else max
-        best = pick(kept, key=lambda e: e.metric) if kept else None
+        best = self.ledger().best(s.metric.direction) if s else None  # the one rule for "best"
         baseline = next((e for e in exps if e.is_baseline and e.metric is not None), None)
         running = sorted(self.engine.running()) if self.engine is not None else []
         return LoopStatePayload(
@@ -149,7 +147,7 @@ class Session:
             metric_name=s.metric.name if s else "val_bpb", direction=s.metric.direction if s else "lower",
             best=BestPayload(number=best.number, metric=best.metric) if best else None,
             baseline=baseline.metric if baseline else None, experiments_run=len(exps), running=running,
-            cost_usd=sum(float(e.usage.get("cost_usd") or 0) for e in exps), root=str(self.root))
+            cost_usd=self.ledger().cost_usd() if s else 0.0, root=str(self.root))
 
     # ------------------------------------------------------------------ the loop
 

@@ -138,10 +138,6 @@ class Engine:
         self._pending.append(Proposal(description=description, edits=[], agent="", kind=ExperimentKind.BASELINE,
                                       hypothesis="the current best, unchanged"))
 
-    def cost_usd(self) -> float:
-        """What the agent has cost on this tag, over every experiment in the ledger."""
-        return sum(float(e.usage.get("cost_usd") or 0.0) for e in self.ledger.experiments())
-
     def best_values(self) -> list[float] | None:
         best = self.ledger.best(self.settings.metric.direction)
         return best.run_values if best else None
@@ -225,8 +221,8 @@ class Engine:
             why = f"reached max_experiments = {s.max_experiments}"
         elif s.max_hours and time.monotonic() - started > s.max_hours * 3600:
             why = f"reached max_hours = {s.max_hours}"
-        elif s.max_cost_usd and self.cost_usd() >= s.max_cost_usd:
-            why = f"reached max_cost_usd = {s.max_cost_usd:.2f} (spent {self.cost_usd():.2f})"
+        elif s.max_cost_usd and self.ledger.cost_usd() >= s.max_cost_usd:
+            why = f"reached max_cost_usd = {s.max_cost_usd:.2f} (spent {self.ledger.cost_usd():.2f})"
         if why and not quiet and why != self._said:
             self._said = why
             self.message(why)
@@ -309,32 +305,14 @@ class Engine:
             return await self._next_proposal()
         return replace(proposal, base=head, rebased=True)
 
-    async def _files(self, proposal: Proposal) -> tuple[Proposal, str, dict[str, str], dict[str, str], str]:
-        """The files the proposal makes, from the current head: (proposal, parent, old, new, error). An
-        LLM whose edit does not apply is told why and asked once more."""
-        editable = self.settings.files.editable
-        parent = self.store.head()
-        old = {p: self.store.read_file(p, parent) for p in editable}
-        if proposal.invalid:
-            return proposal, parent, old, old, f"the agent's proposal was invalid: {proposal.invalid}"
-        if proposal.files is not None:
-            return proposal, parent, old, {**old, **proposal.files}, ""
-        try:
-            return proposal, parent, old, pr.apply(self.settings, old, proposal), ""
-        except EditError as exc:
-            if not getattr(self.agent, "accepts_feedback", False) or proposal.kind == ExperimentKind.BASELINE:
-                return proposal, parent, old, old, f"edit rejected: {exc}"
+    async def _files(self, proposal: Proposal) -> pr.Files:
+        """The files the proposal makes; an LLM whose edit does not apply is told why and asked once more."""
+        async def again(feedback: str) -> Proposal:
             self._release(proposal.description)
-            retry = await self._ask(pr.feedback(exc, proposal))
-            retry = replace(retry, usage=pr.add_usage(proposal.usage, retry.usage))
-            parent = self.store.head()  # the branch may have moved while the agent thought
-            old = {p: self.store.read_file(p, parent) for p in editable}
-            if retry.invalid:
-                return retry, parent, old, old, f"the agent's proposal was invalid: {retry.invalid}"
-            try:
-                return retry, parent, old, pr.apply(self.settings, old, retry), ""
-            except EditError as again:
-                return retry, parent, old, old, f"edit rejected twice: {again}"
+            return await self._ask(feedback)
+
+        retry = getattr(self.agent, "accepts_feedback", False) and proposal.kind != ExperimentKind.BASELINE
+        return await pr.files_for(self.settings, self.store, proposal, again if retry else None)
 
     # ------------------------------------------------------------------ one experiment
 

@@ -5,9 +5,10 @@ Must not import: pygls, rich, typer, the runner's processes.
 from __future__ import annotations
 
 import difflib
+from dataclasses import replace
 import shlex
 import sys
-from typing import Any, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 from nightlab.server.changes.edits import EditError, apply_edits, diff_summary
 from nightlab.server.core.settings import Settings
@@ -15,6 +16,10 @@ from nightlab.server.core.types import (Experiment, ExperimentContext, Experimen
                                         Proposal)
 from nightlab.server.record.ledger import Ledger
 from nightlab.server.record.store import Store
+
+
+# (proposal as made, parent commit, editable files there, the files to commit, why it cannot run or "")
+Files = tuple[Proposal, str, dict[str, str], dict[str, str], str]
 
 
 def resolve_command(command: str) -> str:
@@ -93,3 +98,30 @@ def requeue(exp: Experiment, settings: Settings, store: Store) -> Optional[Propo
                                                           f"it no longer applies there ({exc.reason})")
         return None
     return proposal
+
+
+async def files_for(settings: Settings, store: Store, proposal: Proposal,
+                    again: Optional[Callable[[str], Awaitable[Proposal]]]) -> Files:
+    """The files a proposal makes from the current head. `again(feedback)`: asks the agent once more
+    when the edits do not apply (None: the edit's failure is the experiment's crash)."""
+    parent = store.head()
+    old = {p: store.read_file(p, parent) for p in settings.files.editable}
+    if proposal.invalid:
+        return proposal, parent, old, old, f"the agent's proposal was invalid: {proposal.invalid}"
+    if proposal.files is not None:
+        return proposal, parent, old, {**old, **proposal.files}, ""
+    try:
+        return proposal, parent, old, apply(settings, old, proposal), ""
+    except EditError as exc:
+        if again is None:
+            return proposal, parent, old, old, f"edit rejected: {exc}"
+        retry = await again(feedback(exc, proposal))
+    retry = replace(retry, usage=add_usage(proposal.usage, retry.usage))
+    parent = store.head()  # the branch may have moved while the agent thought
+    old = {p: store.read_file(p, parent) for p in settings.files.editable}
+    if retry.invalid:
+        return retry, parent, old, old, f"the agent's proposal was invalid: {retry.invalid}"
+    try:
+        return retry, parent, old, apply(settings, old, retry), ""
+    except EditError as exc:
+        return retry, parent, old, old, f"edit rejected twice: {exc}"

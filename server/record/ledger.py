@@ -187,6 +187,10 @@ class Ledger:
         pick = min if direction == "lower" else max
         return pick(kept, key=lambda e: e.metric)  # type: ignore[arg-type, return-value]
 
+    def cost_usd(self) -> float:
+        """What the agent has cost on this tag, over every experiment."""
+        return sum(float(e.usage.get("cost_usd") or 0.0) for e in self.experiments())
+
     def tsv_rows(self) -> list[str]:
         """The data rows of results.tsv as complete lines (a torn last line is left out)."""
         if not self.tsv.exists():
