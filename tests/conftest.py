@@ -1,15 +1,20 @@
-"""Shared fixtures. Every test gets a private data cache (NIGHTLAB_CACHE) built once per session."""
+"""Shared fixtures. Every test gets a private data cache (NIGHTLAB_CACHE) built once per session.
+Shared helpers (not fixtures) live in tests/support/, which test modules import as `support.<module>`."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+pytest.register_assert_rewrite("support")  # helpers' asserts explain themselves like a test's
+
 ROOT = Path(__file__).resolve().parents[1]
 TRAINER = ROOT / "trainer"
+TESTS = ROOT / "tests"
+if str(TESTS) not in sys.path:  # pytest's default (prepend) import mode has put it there; importlib mode has not
+    sys.path.insert(0, str(TESTS))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -36,9 +41,3 @@ def prepare_module():
     finally:
         sys.path.remove(str(TRAINER))
 
-
-def run_train(workspace: Path, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
-    """Run `python train.py` in a workspace the way a user would, and return the finished process."""
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "train.py"], cwd=workspace, env=full_env, capture_output=True,
-                          text=True, timeout=timeout)

@@ -1,4 +1,4 @@
-"""The Claude agent: the real anthropic SDK against a fake API server on 127.0.0.1 (tests/fake_anthropic.py).
+"""The Claude agent: the real anthropic SDK against a fake API server on 127.0.0.1 (tests/support/fake_anthropic.py).
 
 Nothing here mocks the SDK: every test sends real HTTP requests and reads what the server recorded.
 """
@@ -9,13 +9,13 @@ from dataclasses import asdict
 
 import pytest
 
-from fake_anthropic import (disconnect, fake_anthropic, http_error, overloaded, rate_limited,  # noqa: F401
-                            server_error, slow, text_reply, tool_call)
 from nightlab.server.agents.anthropic_agent import (DEFAULT_PRICE, PRICES, AnthropicAgent, _Invalid,
                                                     price_for, validate_tool_input)
 from nightlab.server.agents.base import AgentError, ProposalError, make_agent
 from nightlab.server.changes.edits import apply_edits
 from nightlab.server.core.types import ExperimentContext, HistoryItem
+from support.fake_anthropic import (disconnect, fake_anthropic, http_error, overloaded, rate_limited,  # noqa: F401
+                                    server_error, slow, text_reply, tool_call)
 
 KEY = "sk-ant-test-0123456789-secret"
 TRAIN = """# the model

@@ -3,7 +3,6 @@ trains nothing: its "val_bpb" is its knob X, and MODE makes it crash, hang, fork
 import asyncio
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,60 +11,7 @@ import pytest
 from nightlab.server.loop.engine import Engine, crash_summary, resolve_command
 from nightlab.server.core.settings import load_settings
 from nightlab.server.core.types import FileEdit, Proposal
-
-STAND_IN = '''import os, sys, time
-X = 1.0            # the metric this run reports
-MODE = "ok"        # ok | fail | nometric | hang | tamper | envdump | nan
-if MODE == "fail":
-    print("FAIL"); sys.exit(1)
-if MODE == "nometric":
-    print("trained, but printed nothing"); sys.exit(0)
-if MODE == "hang":
-    pid = os.fork()
-    if pid == 0:
-        time.sleep(1000); os._exit(0)
-    import tempfile; open(os.path.join(tempfile.gettempdir(), "child.pid"), "w").write(str(pid))
-    time.sleep(1000)
-if MODE == "tamper":
-    open("prepare.py", "a").write("# changed by train.py\\n")
-if MODE == "envdump":
-    import json, tempfile; open(os.path.join(tempfile.gettempdir(), "env.json"), "w").write(json.dumps(dict(os.environ)))
-if MODE == "slow":
-    time.sleep(30)
-value = float("nan") if MODE == "nan" else X
-print("---")
-print(f"val_bpb:          {value:.6f}")
-print("training_seconds: 0.1")
-print("total_seconds:    0.2")
-print("peak_vram_mb:     2048.0")
-print("num_steps:        1")
-'''
-
-TOML = '''[run]
-command = "python train.py"
-[budget]
-seconds = 1
-timeout_seconds = {timeout}
-'''
-
-
-def git(ws, *args):
-    return subprocess.run(["git", *args], cwd=ws, capture_output=True, text=True, check=True).stdout.strip()
-
-
-def make_workspace(tmp_path, train=STAND_IN, timeout=20):
-    """A committed workspace with the stand-in trainer and a file of the user's own."""
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    (ws / "train.py").write_text(train)
-    (ws / "prepare.py").write_text("# the fixed harness\n")
-    (ws / "program.md").write_text("lower X\n")
-    (ws / "nightlab.toml").write_text(TOML.format(timeout=timeout))
-    (ws / "notes.txt").write_text("the user's own file\n")
-    git(ws, "init", "-q")
-    git(ws, "add", "-A")
-    git(ws, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qm", "init")
-    return ws
+from support.workspace import STAND_IN, TOML, git, knob, make_workspace, user_state
 
 
 @pytest.fixture
@@ -91,11 +37,6 @@ class Scripted:
         return self.proposals.pop(0)
 
 
-def knob(name, old, new, desc=None):
-    return Proposal(description=desc or f"{name} {old} -> {new}",
-                    edits=[FileEdit("train.py", f"{name} = {old}", f"{name} = {new}")], agent="scripted")
-
-
 def run_loop(ws, proposals, n, **overrides):
     settings = load_settings(ws, {"max_experiments": n, **overrides})
     engine = Engine(settings, agent=Scripted(proposals))
@@ -103,11 +44,6 @@ def run_loop(ws, proposals, n, **overrides):
     engine.subscribe(events.append)
     asyncio.run(engine.run())
     return engine, events
-
-
-def user_state(ws):
-    return git(ws, "rev-parse", "HEAD"), git(ws, "status", "--porcelain"), git(ws, "branch", "--show-current"), \
-        (ws / "notes.txt").read_text()
 
 
 def test_keep_discard_crash_and_the_users_tree(ws):

@@ -14,12 +14,8 @@ import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient
 
-from test_engine import STAND_IN, git, make_workspace
-from test_engine_ahead import merge_toml
+from support.workspace import CRASHY, git, make_workspace, merge_toml
 
-CRASHY = STAND_IN.replace('MODE = "ok" ', 'CRASH = False      # the offline agent flips it: a crash on a known line\n'
-                          'MODE = "ok" ').replace(
-    'if MODE == "fail":', 'if CRASH or X < 0.3:\n    raise RuntimeError("X below 0.3 diverges")\nif MODE == "fail":')
 CRASH_LINE = next(i for i, line in enumerate(CRASHY.splitlines()) if "raise RuntimeError" in line)
 
 

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from test_engine import git, make_workspace
-from test_engine_ahead import merge_toml
-from test_lsp import CRASHY
+from support.workspace import CRASHY, git, make_workspace, merge_toml
 
 NVIM = shutil.which("nvim")
 LUA = Path(__file__).with_name("nvim_client.lua")

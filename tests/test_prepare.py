@@ -96,7 +96,7 @@ def test_eval_rows_are_fixed_windows(prepare_module):
     assert prepare_module.eval_rows(val, seq_len=10, eval_tokens=10_000, bos_id=7).shape[0] == 9
 
 
-from test_summary import REFERENCE_BLOCK  # noqa: E402  (one copy of autoresearch's block for both sides)
+from support.summary import REFERENCE_BLOCK  # noqa: E402  (one copy of autoresearch's block for both sides)
 
 
 def test_summary_block_is_autoresearchs(prepare_module):

@@ -7,20 +7,9 @@ import pytest
 
 from nightlab.server.run.summary import SUMMARY_KEYS, format_summary, has_fail, parse_step_line, parse_summary
 from nightlab.server.core.types import Progress
+from support.summary import REFERENCE_BLOCK
 
-# The block exactly as docs/REFERENCE.md section 1 shows it (autoresearch's published H100 baseline).
-REFERENCE_BLOCK = """\
----
-val_bpb:          0.997900
-training_seconds: 300.1
-total_seconds:    325.9
-peak_vram_mb:     45060.2
-mfu_percent:      39.80
-total_tokens_M:   499.6
-num_steps:        953
-num_params_M:     50.3
-depth:            8"""
-
+# what the reference block (docs/REFERENCE.md section 1: autoresearch's published H100 baseline) holds
 REFERENCE_VALUES = {
     "val_bpb": 0.9979, "training_seconds": 300.1, "total_seconds": 325.9, "peak_vram_mb": 45060.2,
     "mfu_percent": 39.8, "total_tokens_M": 499.6, "num_steps": 953, "num_params_M": 50.3, "depth": 8,

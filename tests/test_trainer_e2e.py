@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from conftest import run_train
 from nightlab.trainer.workspace import copy_template
+from support.workspace import run_train
 
 pytestmark = pytest.mark.slow
 
