@@ -1,5 +1,5 @@
-"""SEARCH/REPLACE edits, applied in memory: parse the aider-style block format, apply edits to file texts,
-summarise a diff in one line.
+"""SEARCH/REPLACE edits, applied in memory: parse the aider-style block format, apply edits to file texts.
+(A diff in one line, `diff_summary`, is diffs.py's; it is re-exported here.)
 
 Application is exact first. Only when the exact text is absent does it match line by line with growing
 tolerance (trailing whitespace, then a different indentation, re-indenting the replacement to fit). A
@@ -17,6 +17,7 @@ from os.path import commonprefix
 from pathlib import PurePosixPath
 from typing import Iterable, Optional
 
+from nightlab.server.changes.diffs import diff_summary  # noqa: F401  (re-exported: its old home)
 from nightlab.server.core.types import FileEdit
 
 
@@ -266,62 +267,3 @@ def _path_before(lines: list[str], i: int) -> Optional[str]:
             return _norm(name)
         return None
     return None
-
-
-# --------------------------------------------------------------------------------------------------
-# summarising
-
-_HUNK = re.compile(r"^@@ -\d+(?:,(\d+))? \+\d+(?:,(\d+))? @@")
-_ASSIGN = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(?::[^=]+)?=\s*(.*?)\s*(?:#.*)?$")
-
-
-def diff_summary(diff: str) -> str:
-    """One line for a unified diff: "train.py: LR 0.003 -> 0.004" when only assignments changed,
-    otherwise "train.py: +3 -1 lines"; several files are joined with "; "."""
-    files: list[tuple[str, list[str], list[str]]] = []
-    old_left = new_left = 0
-    lines = diff.splitlines()
-    for n, line in enumerate(lines):
-        if old_left > 0 or new_left > 0:  # inside a hunk: counts decide, so "--- x" content is a line
-            if line.startswith("-"):
-                files[-1][1].append(line[1:])
-                old_left -= 1
-            elif line.startswith("+"):
-                files[-1][2].append(line[1:])
-                new_left -= 1
-            elif line.startswith("\\"):
-                pass
-            else:
-                old_left -= 1
-                new_left -= 1
-            continue
-        if line.startswith("+++ ") and n > 0 and lines[n - 1].startswith("--- "):
-            new, old = line[4:].strip(), lines[n - 1][4:].strip()
-            name = new if new != "/dev/null" else old
-            name = name.split("\t")[0]
-            name = name[2:] if name[:2] in ("a/", "b/") else name
-            files.append((name, [], []))
-        elif (m := _HUNK.match(line)) and files:
-            old_left = int(m.group(1)) if m.group(1) is not None else 1
-            new_left = int(m.group(2)) if m.group(2) is not None else 1
-    parts = []
-    for name, removed, added in files:
-        if not removed and not added:
-            continue
-        parts.append(f"{name}: {_knobs(removed, added) or f'+{len(added)} -{len(removed)} lines'}")
-    return "; ".join(parts) if parts else "no changes"
-
-
-def _knobs(removed: list[str], added: list[str]) -> str:
-    """"LR 0.003 -> 0.004, DEPTH 4 -> 5" when the change is only same-name assignments, else ""."""
-    if not removed or len(removed) != len(added) or len(removed) > 3:
-        return ""
-    out = []
-    for old, new in zip(removed, added):
-        mo, mn = _ASSIGN.match(old), _ASSIGN.match(new)
-        if not mo or not mn or mo.group(1) != mn.group(1):
-            return ""
-        if mo.group(2) == mn.group(2):
-            continue  # only a comment changed
-        out.append(f"{mo.group(1)} {mo.group(2)} -> {mn.group(2)}")
-    return ", ".join(out)

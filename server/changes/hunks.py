@@ -18,7 +18,8 @@ character); characters count Python code points, the LSP layer converts them to 
 The edits of one `plan` are against one buffer text and never overlap: one WorkspaceEdit, one undo step.
 Pure insertions are placed by their context, so `context` must be at least 1.
 
-Must not import: pygls, lsprotocol, git, or any other nightlab.server module. Writes nothing to disk.
+Must not import: pygls, lsprotocol, git, or any other nightlab.server module but changes.diffs.
+Writes nothing to disk.
 """
 from __future__ import annotations
 
@@ -28,8 +29,9 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Literal, Optional
 
+from nightlab.server.changes.diffs import ASSIGN
+
 _EOL = re.compile(r"\r\n|\r|\n")
-_ASSIGN = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(?::[^=]+)?=(?!=)\s*(.*?)\s*(?:#.*)?$")
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ def _ws(line: str) -> str:
 
 def _summary(old: tuple[str, ...], new: tuple[str, ...]) -> str:
     if len(old) == len(new) == 1:
-        mo, mn = _ASSIGN.match(_key(old[0])), _ASSIGN.match(_key(new[0]))
+        mo, mn = ASSIGN.match(_key(old[0])), ASSIGN.match(_key(new[0]))
         if mo and mn and mo.group(1) == mn.group(1) and mo.group(2) != mn.group(2):
             return f"{mo.group(1)} = {mo.group(2)} -> {mn.group(2)}"
         a, b = _key(old[0]).strip(), _key(new[0]).strip()

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from nightlab.server.changes import hunks as hk
+from nightlab.server.changes.diffs import ASSIGN as _ASSIGN  # the one assignment-line pattern
 from nightlab.server.core.types import Experiment
 
-_ASSIGN = re.compile(r"^\s*([A-Za-z_]\w*)\s*=(?!=)")
 _FRAME = re.compile(r'File "([^"]+)", line (\d+)')
 
 

@@ -11,7 +11,7 @@ from nightlab.protocol import methods as M
 
 from nightlab.protocol.types import CurvePoint, ExperimentCurve, experiment_payload
 
-from nightlab.server.changes.edits import diff_summary
+from nightlab.server.changes.diffs import diff_summary
 
 from nightlab.server.editor import annotate
 from nightlab.server.editor.session import Session

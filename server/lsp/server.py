@@ -19,7 +19,7 @@ from pygls.protocol.language_server import LanguageServerProtocol, lsp_method
 from nightlab.protocol import methods as M
 from nightlab.protocol.types import experiment_finished, experiment_started, progress_payload
 
-from nightlab.server.changes.edits import diff_summary
+from nightlab.server.changes.diffs import diff_summary
 
 from nightlab.server.editor.annotate import crash_location
 from nightlab.server.editor.session import Session
