@@ -10,7 +10,8 @@ import shlex
 import sys
 from typing import Any, Awaitable, Callable, Optional
 
-from nightlab.server.changes.edits import EditError, apply_edits, diff_summary
+from nightlab.server.changes.diffs import diff_summary
+from nightlab.server.changes.edits import EditError, apply_edits
 from nightlab.server.core.settings import Settings
 from nightlab.server.core.types import (Experiment, ExperimentContext, ExperimentStatus, FileEdit, HistoryItem,
                                         Proposal)
