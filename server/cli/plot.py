@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from nightlab.server.core.types import Experiment
+from nightlab.server.core.types import Experiment, ExperimentStatus
 
 KEEP_COLOUR = "#2ca02c"
 DISCARD_COLOUR = "#c8c8c8"
@@ -43,12 +43,12 @@ def plot_progress(experiments: list[Experiment], out: Path, metric_name: str = "
     FigureCanvasAgg(fig)  # attaches itself as fig.canvas: savefig renders with Agg
     ax = fig.add_subplot(1, 1, 1)
 
-    valued = [e for e in exps if _value(e) is not None and e.status in ("keep", "discard")]
-    kept = [e for e in valued if e.status == "keep"]
+    valued = [e for e in exps if _value(e) is not None and e.status in (ExperimentStatus.KEEP, ExperimentStatus.DISCARD)]
+    kept = [e for e in valued if e.status == ExperimentStatus.KEEP]
     best = _best(kept, direction)
     heading = title or "Nightlab progress"
     counts = f"{len(exps)} experiment{'s' * (len(exps) != 1)}, {len(kept)} kept"
-    crashes = sum(e.status == "crash" for e in exps)
+    crashes = sum(e.status == ExperimentStatus.CRASH for e in exps)
     if crashes:
         counts += f", {crashes} crash{'es' * (crashes != 1)}"
     best_text = f"best {metric_name} {best:.6f}" if best is not None else f"no {metric_name} yet"
@@ -136,14 +136,14 @@ def _draw_points(ax, exps: list[Experiment], limits: Optional[tuple[float, float
                                                           "crash": [], "pending": []}
     for exp in exps:
         value = _value(exp)
-        if exp.status == "crash":
+        if exp.status == ExperimentStatus.CRASH:
             kinds["crash"].append((exp.number, 1.0, True))
-        elif value is None or exp.status not in ("keep", "discard"):
+        elif value is None or exp.status not in (ExperimentStatus.KEEP, ExperimentStatus.DISCARD):
             kinds["pending"].append((exp.number, 1.0, True))  # interrupted, running, or no value
         elif limits is not None and not limits[0] <= value <= limits[1]:
             kinds["outlier"].append((exp.number, 0.97 if direction == "lower" else 0.03, True))
         else:
-            kinds[exp.status].append((exp.number, value, False))
+            kinds[str(exp.status)].append((exp.number, value, False))
     styles = {
         "discard": dict(marker="o", color=DISCARD_COLOUR, markersize=6, label="Discarded"),
         "keep": dict(marker="o", color=KEEP_COLOUR, markersize=9, markeredgecolor="black",

@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkabl
 
 # The statistics (pure maths) are in stats.py; these names stay importable from here.
 from nightlab.server.core.stats import NoiseSigma, PolicyError, estimate_sigma, t_quantile  # noqa: F401
-from nightlab.server.core.types import Verdict
+from nightlab.server.core.types import RunStatus, Verdict
 
 DEFAULT_POLICY = "noise"  # what [policy] name defaults to (settings.PolicySettings)
 
@@ -55,7 +55,7 @@ def _check_direction(direction: str) -> None:
 
 def crash_reason(candidate: Optional[float], run_status: str) -> Optional[str]:
     """Why a result is a crash whatever the policy, or None when it is a usable result."""
-    if run_status != "ok":
+    if run_status != RunStatus.OK:
         return f"the run ended with status {run_status!r}"
     if candidate is None:
         return "the run printed no metric"
@@ -69,9 +69,9 @@ def _crash(candidate: Sequence[Optional[float]], run_status: str) -> Optional[De
     values = list(candidate) or [None]
     why = crash_reason(values[-1], run_status)
     if why is None:
-        bad = [i for i, v in enumerate(values) if crash_reason(v, "ok")]
+        bad = [i for i, v in enumerate(values) if crash_reason(v, RunStatus.OK)]
         why = f"run {bad[0] + 1}: {crash_reason(values[bad[0]], 'ok')}" if bad else None
-    return Decision("crash", why, None, None, None, len(candidate)) if why else None
+    return Decision(Verdict.CRASH, why, None, None, None, len(candidate)) if why else None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -94,17 +94,17 @@ class StrictPolicy:
         _check_direction(direction)
         why = crash_reason(candidate, run_status)
         if why:
-            return "crash", why
+            return Verdict.CRASH, why
         assert candidate is not None
         if best is None:
-            return "keep", f"baseline: {candidate:.6f} is the first result"
+            return Verdict.KEEP, f"baseline: {candidate:.6f} is the first result"
         delta = candidate - best
         better = delta < 0 if direction == "lower" else delta > 0
         if better:
-            return "keep", f"{candidate:.6f} is better than the best {best:.6f} ({delta:+.6f})"
+            return Verdict.KEEP, f"{candidate:.6f} is better than the best {best:.6f} ({delta:+.6f})"
         if delta == 0:
-            return "discard", f"{candidate:.6f} equals the best {best:.6f}"
-        return "discard", f"{candidate:.6f} is not better than the best {best:.6f} ({delta:+.6f})"
+            return Verdict.DISCARD, f"{candidate:.6f} equals the best {best:.6f}"
+        return Verdict.DISCARD, f"{candidate:.6f} is not better than the best {best:.6f} ({delta:+.6f})"
 
     def decide_runs(self, candidate: list[Optional[float]], best: Optional[list[float]], sigma: Optional[float],
                     direction: str, run_status: str) -> Decision:
@@ -113,7 +113,7 @@ class StrictPolicy:
         latest = candidate[-1] if candidate else None
         best_mean = fmean(best) if best else None
         verdict, reason = self.decide(latest, best_mean, direction, run_status)
-        delta = latest - best_mean if verdict != "crash" and best_mean is not None and latest is not None else None
+        delta = latest - best_mean if verdict != Verdict.CRASH and best_mean is not None and latest is not None else None
         return Decision(verdict, reason, delta, None, None, len(candidate))
 
 
@@ -212,7 +212,7 @@ class NoisePolicy:
         n_c, mean_c = len(cand), fmean(cand)
         if not best:
             spread = f" (mean of {n_c} runs, {', '.join(f'{v:.6f}' for v in cand)})" if n_c > 1 else ""
-            return Decision("keep", f"baseline: {mean_c:.6f} is the first result{spread}", None, None, None, n_c)
+            return Decision(Verdict.KEEP, f"baseline: {mean_c:.6f} is the first result{spread}", None, None, None, n_c)
         n_b, mean_b = len(best), fmean(best)
         delta = mean_c - mean_b
         improvement = (-delta if direction == "lower" else delta) + 0.0  # + 0.0: no "-0.0 sigma"
@@ -223,8 +223,8 @@ class NoisePolicy:
         if not s:  # unknown, or 0: repeats that agree to the last digit make any difference real
             why = "noise floor unknown" if s is None else "no run-to-run noise (sigma 0)"
             if improvement > 0:
-                return Decision("keep", f"kept: {_g(delta)} vs the best ({why}: strict rule)", delta, s, None, n_c)
-            return Decision("discard", f"discarded: {_g(delta)} is not better than the best ({why}: strict rule)",
+                return Decision(Verdict.KEEP, f"kept: {_g(delta)} vs the best ({why}: strict rule)", delta, s, None, n_c)
+            return Decision(Verdict.DISCARD, f"discarded: {_g(delta)} is not better than the best ({why}: strict rule)",
                             delta, s, None, n_c)
         # A plain float carries no df: assume the fewest it can have, the best's and this candidate's own
         # repeats (what a classic two-sample t-test would use), at least 1.
@@ -235,18 +235,18 @@ class NoisePolicy:
         keep_at, confirm_at = self.thresholds(df)
         need = f"needs {keep_at:.1f}"
         if z >= keep_at and n_c >= self.min_repeats:
-            return Decision("keep", f"kept: {_g(delta)} = {z:.1f} sigma over the best ({need}; {runs}, {noise})",
+            return Decision(Verdict.KEEP, f"kept: {_g(delta)} = {z:.1f} sigma over the best ({need}; {runs}, {noise})",
                             delta, s, z, n_c)
         if z < confirm_at:
             what = "is within noise" if improvement > 0 else "is worse than the best" if improvement < 0 \
                 else "equals the best"
-            return Decision("discard", f"discarded: {_g(delta)} {what} ({z:.1f} sigma, {need}; {runs}, {noise})",
+            return Decision(Verdict.DISCARD, f"discarded: {_g(delta)} {what} ({z:.1f} sigma, {need}; {runs}, {noise})",
                             delta, s, z, n_c)
         if n_c >= self.max_repeats:
-            return Decision("discard", f"discarded: {_g(delta)} still ambiguous after {n_c} run{'s' * (n_c > 1)} "
+            return Decision(Verdict.DISCARD, f"discarded: {_g(delta)} still ambiguous after {n_c} run{'s' * (n_c > 1)} "
                             f"({z:.1f} sigma, {need}; {runs}, {noise})", delta, s, z, n_c)
         what = f"promising ({z:.1f} sigma)" if z >= keep_at else f"ambiguous ({z:.1f} sigma, {need})"
-        return Decision("confirm", f"{what}: confirming with another seed (run {n_c + 1} of {self.max_repeats}; "
+        return Decision(Verdict.CONFIRM, f"{what}: confirming with another seed (run {n_c + 1} of {self.max_repeats}; "
                         f"{noise})", delta, s, z, n_c)
 
 
@@ -271,9 +271,9 @@ def simulate(policy: Policy, effect: float, trials: int = 200, seed: int = 0) ->
     groups, kept, runs = [baseline], 0, 0
     for _ in range(trials):
         candidate, noise = [rng.gauss(-effect, 1.0)], estimate_sigma(groups)
-        while (d := policy.decide_runs(candidate, baseline, noise, "lower", "ok")).verdict == "confirm":
+        while (d := policy.decide_runs(candidate, baseline, noise, "lower", RunStatus.OK)).verdict == Verdict.CONFIRM:
             candidate.append(rng.gauss(-effect, 1.0))
-        kept += d.verdict == "keep"
+        kept += d.verdict == Verdict.KEEP
         runs += len(candidate)
         if len(candidate) > 1:
             groups.append(candidate)

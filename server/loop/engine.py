@@ -26,7 +26,7 @@ from nightlab.server.core.policy import make_policy
 from nightlab.server.core.stats import estimate_sigma
 from nightlab.server.core.settings import Settings
 from nightlab.server.core.types import (Experiment, ExperimentKind, ExperimentStatus, LoopState, Progress, Proposal,
-                                        Verdict, utc_now)
+                                        RunStatus, Verdict, utc_now)
 from nightlab.server.loop import proposals as pr
 from nightlab.server.loop.plan import RunPlan, execute
 from nightlab.server.loop.recovery import recover, rerun
@@ -329,7 +329,7 @@ class Engine:
                          rerun_of=proposal.rerun_of, slot=spec.name, edits=[asdict(e) for e in proposal.edits],
                          base=proposal.base, rebased=proposal.rebased)
         slot.checkout(parent)
-        exp.commit = slot.commit(files, commit_message(exp, "running", self.settings.metric.name), exp.number)
+        exp.commit = slot.commit(files, commit_message(exp, str(ExperimentStatus.RUNNING), self.settings.metric.name), exp.number)
         self.ledger.append(exp)
         self.emit(ev.EXPERIMENT_STARTED, experiment=exp.to_json())
         return Running(exp, slot, spec), error
@@ -353,7 +353,7 @@ class Engine:
             if exp.is_baseline:
                 return len(values) < self.policy_repeats
             decision = self.policy.decide_runs(values, self.best_values(), self.sigma(),
-                                               self.settings.metric.direction, "ok")
+                                               self.settings.metric.direction, RunStatus.OK)
             exp.decision = {"verdict": str(decision.verdict), "z": decision.z, "sigma": decision.sigma}
             if decision.verdict == Verdict.CONFIRM:
                 self.message(f"#{exp.number}: {decision.reason}")

@@ -56,7 +56,7 @@ def _verdict(exp: Experiment, runs: Runs, policy: Policy, best: Optional[list[fl
         if runs.last.status == RunStatus.TIMEOUT:
             return ExperimentStatus.CRASH, f"killed at the deadline ({settings.deadline_seconds:.0f} s)"
         return ExperimentStatus.CRASH, crash_summary(error) if error else "crashed"
-    decision = policy.decide_runs(list(values), best, sigma, settings.metric.direction, "ok")
+    decision = policy.decide_runs(list(values), best, sigma, settings.metric.direction, RunStatus.OK)
     exp.decision = {"verdict": str(decision.verdict), "z": decision.z, "sigma": decision.sigma,
                     "repeats": decision.repeats}
     if decision.verdict == Verdict.CONFIRM:  # the policy wanted more runs than it allows: not proven

@@ -23,12 +23,12 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from nightlab.server.core.types import Experiment
+from nightlab.server.core.types import Experiment, ExperimentStatus
 
 log = logging.getLogger(__name__)
 
-FINAL = ("keep", "discard", "crash")
-ENDED = FINAL + ("interrupted",)
+FINAL = (ExperimentStatus.KEEP, ExperimentStatus.DISCARD, ExperimentStatus.CRASH)  # one results.tsv row each
+ENDED = (*FINAL, ExperimentStatus.INTERRUPTED)
 FIRST_NUMBER = 1  # experiment 1 is the baseline
 
 
@@ -42,9 +42,9 @@ def tsv_header(metric_name: str = "val_bpb") -> str:
 
 def tsv_row(exp: Experiment) -> str:
     """autoresearch's row: 7-char commit, %.6f metric and %.1f GB (zeros for a crash), one-line text."""
-    crashed = exp.status == "crash" or exp.metric is None or not math.isfinite(exp.metric)
+    crashed = exp.status == ExperimentStatus.CRASH or exp.metric is None or not math.isfinite(exp.metric)
     metric = 0.0 if crashed else float(exp.metric)  # type: ignore[arg-type]
-    memory = 0.0 if exp.status == "crash" else float(exp.memory_gb or 0.0)
+    memory = 0.0 if exp.status == ExperimentStatus.CRASH else float(exp.memory_gb or 0.0)
     text = " ".join(exp.description.replace("\t", " ").replace("\r", " ").replace("\n", " ").split())
     commit = (exp.commit or "0" * 7)[:7]
     return f"{commit}\t{metric:.6f}\t{memory:.1f}\t{exp.status}\t{text}\n"
@@ -181,7 +181,7 @@ class Ledger:
         if direction not in ("lower", "higher"):
             raise ValueError(f"direction must be lower or higher, got {direction!r}")
         kept = [e for e in self.experiments()
-                if e.status == "keep" and e.metric is not None and math.isfinite(e.metric)]
+                if e.status == ExperimentStatus.KEEP and e.metric is not None and math.isfinite(e.metric)]
         if not kept:
             return None
         pick = min if direction == "lower" else max

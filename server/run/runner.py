@@ -25,7 +25,7 @@ from typing import Callable, Mapping, Optional
 
 from nightlab.server.run.follow import FileTail, Watch, read_tail
 from nightlab.server.run.summary import SUMMARY_KEYS, has_fail, parse_step_line, parse_summary
-from nightlab.server.core.types import Progress, RunResult
+from nightlab.server.core.types import Progress, RunResult, RunStatus
 from nightlab.server.run.launcher import ProgressCallback, RunRequest
 
 log = logging.getLogger(__name__)
@@ -296,14 +296,14 @@ class Runner:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         if cancel is not None and cancel.is_set():
-            return RunResult(status="interrupted", error="cancelled before it started", log_path=str(log_path))
+            return RunResult(status=RunStatus.INTERRUPTED, error="cancelled before it started", log_path=str(log_path))
         try:
             with open(log_path, "wb") as log_file:
                 proc = await asyncio.create_subprocess_exec(
                     *shlex.split(command), cwd=str(workspace), env=env, stdin=asyncio.subprocess.DEVNULL,
                     stdout=log_file, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
         except (OSError, ValueError) as exc:  # command not found, bad quoting, missing workspace
-            return RunResult(status="crash", error=f"could not start {command!r}: {exc}",
+            return RunResult(status=RunStatus.CRASH, error=f"could not start {command!r}: {exc}",
                              total_s=time.monotonic() - started, log_path=str(log_path))
         # The group id lets a later start kill this run if Nightlab itself dies (kill -9) mid-run.
         (log_path.parent / PID_FILE).write_text(str(proc.pid))
@@ -372,20 +372,20 @@ class Runner:
             return _num(events_summary, key) or 0.0
 
         result = RunResult(
-            status="ok", metrics=metrics, returncode=returncode, total_s=total_s, log_path=str(log_path),
+            status=RunStatus.OK, metrics=metrics, returncode=returncode, total_s=total_s, log_path=str(log_path),
             startup_s=follower.first_step_s if follower.first_step_s is not None else timing("startup_s"),
             training_s=metrics.get("training_seconds", timing("training_s")), eval_s=timing("eval_s"),
             peak_memory_mb=metrics.get("peak_vram_mb", timing("peak_mem_mb")))
         if outcome == "timeout":
-            result.status = "timeout"
+            result.status = RunStatus.TIMEOUT
             result.error = f"killed at the deadline after {total_s:.1f} s"
         elif outcome == "interrupted":
-            result.status = "interrupted"
+            result.status = RunStatus.INTERRUPTED
             result.error = "cancelled"
         else:
             reason = _crash_reason(returncode, text, metrics, follower.fail, metric_name)
             if reason:
-                result.status = "crash"
+                result.status = RunStatus.CRASH
                 result.error = reason + "\n" + _last_lines(text, self.tail_lines)
         return result
 
