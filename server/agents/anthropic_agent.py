@@ -34,7 +34,7 @@ import anthropic
 
 from nightlab.server.core.types import ExperimentContext, FileEdit, Proposal
 from nightlab.server.agents.anthropic_checks import (PRICE_KEYS, InvalidToolInput as _Invalid, check_temperature,
-                                                    parse_options, validate_tool_input)
+                                                    parse_options as _options, validate_tool_input)
 from nightlab.server.agents.base import AgentError, ProposalError
 from nightlab.server.agents.prompt import TOOL_NAME, system_prompt, tool_definition, user_prompt
 
@@ -130,7 +130,7 @@ class AnthropicAgent:
 
     def __init__(self, options: Optional[dict[str, Any]] = None, seed: int = 0):
         options = dict(options or {})
-        self.options = parse_options(options)
+        self.options = _options(options)
         self.seed = seed
         self.model: str = self.options["model"]
         self.temperature = check_temperature(self.options["temperature"])
