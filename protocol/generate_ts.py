@@ -54,7 +54,7 @@ def ts_type(tp: Any, aliases: dict[str, Any]) -> str:
         return f"({inner})[]" if " " in inner else f"{inner}[]"
     if origin is dict:
         return f"Record<string, {ts_type(args[1], aliases)}>"
-    if is_dataclass(tp):
+    if isinstance(tp, type) and is_dataclass(tp):
         return tp.__name__
     simple = {str: "string", int: "number", float: "number", bool: "boolean", Any: "unknown"}
     if tp in simple:
@@ -111,7 +111,7 @@ def _check_closed(payloads: Iterable[type], registry: Iterable[m.Method]) -> Non
             while stack:
                 x = stack.pop()
                 stack.extend(typing.get_args(x))
-                if is_dataclass(x):
+                if isinstance(x, type) and is_dataclass(x):
                     wanted.append(x)
     missing = sorted({c.__name__ for c in wanted} - names)
     if missing:

@@ -71,7 +71,7 @@ def decode(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise WireError(f"{where}: expected an object, got {type(value).__name__}")
         return {k: decode(args[1], v, f"{where}.{k}") for k, v in value.items()}
-    if is_dataclass(tp):
+    if isinstance(tp, type) and is_dataclass(tp):
         return from_wire(tp, value, where)
     ok = {
         bool: lambda v: isinstance(v, bool),

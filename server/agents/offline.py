@@ -80,11 +80,13 @@ class Candidate:
 
 
 def _literal(node: ast.AST) -> Optional[Value]:
-    if isinstance(node, ast.Constant) and type(node.value) in (bool, int, float):
+    if isinstance(node, ast.Constant) and isinstance(node.value, (bool, int, float)):
         return node.value
     if (isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd))
             and isinstance(node.operand, ast.Constant) and type(node.operand.value) in (int, float)):
-        return -node.operand.value if isinstance(node.op, ast.USub) else node.operand.value
+        value = node.operand.value
+        assert isinstance(value, (int, float))
+        return -value if isinstance(node.op, ast.USub) else value
     return None
 
 
@@ -173,7 +175,7 @@ def _candidates(knob: Knob, level: int) -> list[Candidate]:
         step = level + 1
         if abs(v) <= SMALL_INT:
             out += [(v + step, f"+{step}"), (v - step, f"-{step}")]
-        elif v > 0 and v & (v - 1) == 0:  # a power of two stays one
+        elif isinstance(v, int) and v > 0 and v & (v - 1) == 0:  # a power of two stays one
             out += [(v * 2 ** step, f"x{2 ** step}"), (v // 2 ** step, f"/{2 ** step}")]
         else:
             out += [(int(round(v * f)), f"x{f:g}") for f in INT_LEVELS[level]]

@@ -118,7 +118,7 @@ def _hunks(parent_text: str, experiment_text: str, context: int) -> tuple[Hunk, 
     ra, rb = [c + "\n" * bool(e) for c, e in pa], [c + "\n" * bool(e) for c, e in pb]
     eof = (not pa or pa[-1][1] != "", not pb or pb[-1][1] != "")  # ends with a newline (or is empty)
     sm = difflib.SequenceMatcher(None, a, b, autojunk=False)  # autojunk would junk blank lines
-    out = []
+    out: list[Hunk] = []
     for group in sm.get_grouped_opcodes(context):
         head = group[0] if group[0][0] == "equal" else None
         tail = group[-1] if group[-1][0] == "equal" else None

@@ -239,10 +239,10 @@ def render(snapshot: Snapshot, *, last_rows: int = 15):
         table.add_row(str(row.number), row.commit, "" if row.val_bpb is None else f"{row.val_bpb:.6f}",
                       "" if row.memory_gb is None else f"{row.memory_gb:.1f}", row.status, row.description,
                       style="bold green" if best else styles.get(row.status, ""))
-    best = "best: none kept yet" if snapshot.best is None else f"best: {snapshot.best:.6f}"
+    head = "best: none kept yet" if snapshot.best is None else f"best: {snapshot.best:.6f}"
     if snapshot.best_row is not None:
-        best += f" ({snapshot.best_row.commit}, #{snapshot.best_row.number})"
-    lines = [Text(best, style="bold")]
+        head += f" ({snapshot.best_row.commit}, #{snapshot.best_row.number})"
+    lines = [Text(head, style="bold")]
     progress = snapshot.progress
     if progress is not None:
         done = f"{100 * progress.fraction:.1f}%" if progress.fraction is not None else "?"

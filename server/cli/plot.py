@@ -13,7 +13,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -98,14 +98,21 @@ def _last_per_number(experiments: list[Experiment]) -> list[Experiment]:
     return [latest[number] for number in sorted(latest)]
 
 
+def _known(exp: Experiment) -> float:
+    """The value of an experiment already filtered to those that have one."""
+    value = _value(exp)
+    assert value is not None
+    return value
+
+
 def _better(a: float, b: float, direction: str) -> bool:
     return a < b if direction == "lower" else a > b
 
 
 def _best(kept: list[Experiment], direction: str) -> Optional[float]:
-    best = None
+    best: Optional[float] = None
     for exp in kept:
-        value = _value(exp)
+        value = _known(exp)
         if best is None or _better(value, best, direction):
             best = value
     return best
@@ -113,10 +120,10 @@ def _best(kept: list[Experiment], direction: str) -> Optional[float]:
 
 def _y_limits(valued: list[Experiment], kept: list[Experiment],
               direction: str) -> Optional[tuple[float, float]]:
-    values = [_value(e) for e in valued]
+    values = [_known(e) for e in valued]
     if not values:
         return None
-    kept_values = [_value(e) for e in kept] or values
+    kept_values = [_known(e) for e in kept] or values
     span = max(kept_values) - min(kept_values)
     scale = span or abs(kept_values[0]) * 0.05 or 1.0
     if direction == "lower":  # worse is higher: cap the top, keep every value below
@@ -144,7 +151,7 @@ def _draw_points(ax, exps: list[Experiment], limits: Optional[tuple[float, float
             kinds["outlier"].append((exp.number, 0.97 if direction == "lower" else 0.03, True))
         else:
             kinds[str(exp.status)].append((exp.number, value, False))
-    styles = {
+    styles: dict[str, dict[str, Any]] = {
         "discard": dict(marker="o", color=DISCARD_COLOUR, markersize=6, label="Discarded"),
         "keep": dict(marker="o", color=KEEP_COLOUR, markersize=9, markeredgecolor="black",
                      markeredgewidth=0.6, label="Kept", zorder=4),
@@ -159,7 +166,7 @@ def _draw_points(ax, exps: list[Experiment], limits: Optional[tuple[float, float
         points = kinds[kind]
         if not points:
             continue
-        style = dict(styles[kind], linestyle="none")
+        style: dict[str, Any] = dict(styles[kind], linestyle="none")
         on_edge = points[0][2]
         ax.plot([p[0] for p in points], [p[1] for p in points], clip_on=not on_edge,
                 **({"transform": edge} if on_edge else {}), **style)
@@ -168,16 +175,18 @@ def _draw_points(ax, exps: list[Experiment], limits: Optional[tuple[float, float
 
 
 def _draw_frontier(ax, kept: list[Experiment], last_number: int, direction: str) -> Line2D:
-    xs, ys, best = [], [], None
+    xs: list[float] = []
+    ys: list[float] = []
+    best: Optional[float] = None
     for exp in kept:
-        value = _value(exp)
+        value = _known(exp)
         if best is None or _better(value, best, direction):
             best = value
         xs.append(exp.number)
         ys.append(best)
     xs.append(last_number)  # the frontier holds until the latest experiment
-    ys.append(best)
-    style = dict(color=KEEP_COLOUR, linewidth=2, alpha=0.7, label="Running best")
+    ys.append(best if best is not None else float("nan"))
+    style: dict[str, Any] = dict(color=KEEP_COLOUR, linewidth=2, alpha=0.7, label="Running best")
     ax.step(xs, ys, where="post", zorder=3, **style)
     return Line2D([], [], **style)
 

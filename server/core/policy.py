@@ -42,7 +42,7 @@ class Policy(Protocol):
     name: str
     baseline_repeats: int  # how many times the engine runs the baseline
 
-    def decide_runs(self, candidate: list[Optional[float]], best: Optional[list[float]], sigma: Optional[float],
+    def decide_runs(self, candidate: Sequence[Optional[float]], best: Optional[list[float]], sigma: Optional[float],
                     direction: str, run_status: str) -> Decision:
         """The verdict on a candidate's runs so far (the latest last) against the best's runs."""
         ...
@@ -106,7 +106,7 @@ class StrictPolicy:
             return Verdict.DISCARD, f"{candidate:.6f} equals the best {best:.6f}"
         return Verdict.DISCARD, f"{candidate:.6f} is not better than the best {best:.6f} ({delta:+.6f})"
 
-    def decide_runs(self, candidate: list[Optional[float]], best: Optional[list[float]], sigma: Optional[float],
+    def decide_runs(self, candidate: Sequence[Optional[float]], best: Optional[list[float]], sigma: Optional[float],
                     direction: str, run_status: str) -> Decision:
         """`decide` on the latest candidate value against the mean of the best's runs; sigma is ignored."""
         _check_direction(direction)
@@ -202,13 +202,13 @@ class NoisePolicy:
         """(keep, confirm) thresholds on z for a sigma with `df` degrees of freedom."""
         return t_quantile(self._p_keep, df), t_quantile(self._p_confirm, df)
 
-    def decide_runs(self, candidate: list[Optional[float]], best: Optional[list[float]], sigma: Optional[float],
+    def decide_runs(self, candidate: Sequence[Optional[float]], best: Optional[list[float]], sigma: Optional[float],
                     direction: str, run_status: str) -> Decision:
         _check_direction(direction)
         crash = _crash(candidate, run_status)
         if crash:
             return crash
-        cand = [float(v) for v in candidate]  # all finite: _crash checked
+        cand = [float(v) for v in candidate if v is not None]  # all finite: _crash checked
         n_c, mean_c = len(cand), fmean(cand)
         if not best:
             spread = f" (mean of {n_c} runs, {', '.join(f'{v:.6f}' for v in cand)})" if n_c > 1 else ""

@@ -78,7 +78,7 @@ def add_usage(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 
 def unified(old: dict[str, str], new: dict[str, str]) -> str:
-    out = []
+    out: list[str] = []
     for path in sorted(new):
         out.extend(difflib.unified_diff(old.get(path, "").splitlines(True), new[path].splitlines(True),
                                         f"a/{path}", f"b/{path}"))

@@ -74,12 +74,13 @@ class Store:
              env: Optional[dict[str, str]] = None) -> str | bytes:
         cmd = ["git", *_SAFE_CONFIG, *args]
         try:
-            return git.Git(str(cwd or self.worktree)).execute(
+            out = git.Git(str(cwd or self.worktree)).execute(
                 cmd,
                 env={"GIT_TERMINAL_PROMPT": "0", **(env or {})},
                 strip_newline_in_stdout=strip,
                 stdout_as_string=not binary,
             )
+            return out if isinstance(out, (str, bytes)) else ""
         except git.GitCommandError as e:
             err = (e.stderr or "").strip().removeprefix("stderr:").strip().strip("'").strip()
             raise StoreError(f"git {' '.join(args)} failed: {err or e}") from None
@@ -145,7 +146,8 @@ class Store:
 
     def _worktrees(self) -> list[dict[str, str]]:
         out = str(self._git("worktree", "list", "--porcelain", cwd=self.toplevel))
-        entries, cur = [], {}
+        entries: list[dict[str, str]] = []
+        cur: dict[str, str] = {}
         for line in out.splitlines() + [""]:
             if not line:
                 if cur:
@@ -198,7 +200,8 @@ class Store:
 
     def _ok_bytes(self, *args: str) -> Optional[bytes]:
         try:
-            return bytes(self._git(*args, cwd=self.toplevel, strip=False, binary=True))
+            out = self._git(*args, cwd=self.toplevel, strip=False, binary=True)
+            return out if isinstance(out, bytes) else out.encode()
         except StoreError:
             return None
 

@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class Watch:
                     except Exception:  # the polling fallback still runs; keep the observer alive
                         log.exception("following %s failed", sorted(names))
 
-        self._observer = Observer()
+        self._observer: Optional[Any] = Observer()  # watchdog's Observer (imported lazily)
         try:
             for folder in {os.path.dirname(name) for name in names}:
                 self._observer.schedule(Handler(), folder, recursive=False)
