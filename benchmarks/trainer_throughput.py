@@ -32,7 +32,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from nightlab.server.run.runner import build_env
+from nightlab.server.run.env import build_env
 from nightlab.trainer.workspace import detect_profile, render
 
 WARMUP_STEPS = 10  # prepare.py's WARMUP_STEPS: compilation and allocator warm-up, not budgeted

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from nightlab.server.run.runner import Runner, build_env, compile_check
+from nightlab.server.run.env import build_env
+from nightlab.server.run.processes import compile_check
+from nightlab.server.run.runner import Runner
 from nightlab.server.run.summary import format_summary
 from nightlab.server.core.types import Progress, RunResult
 

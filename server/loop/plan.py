@@ -18,7 +18,7 @@ from typing import Callable, Optional
 from nightlab.server.core.settings import BudgetSettings
 from nightlab.server.core.types import Progress, RunResult, RunStatus
 from nightlab.server.run.launcher import Launcher, RunRequest
-from nightlab.server.run.runner import compile_check
+from nightlab.server.run.processes import compile_check
 from nightlab.server.run.summary import crash_summary
 
 SMOKE, RUN = "smoke", "run"

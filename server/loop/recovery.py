@@ -11,7 +11,7 @@ from typing import Callable
 from nightlab.server.core.types import Experiment, ExperimentStatus, Proposal, RunStatus, utc_now
 from nightlab.server.record.ledger import Ledger
 from nightlab.server.record.store import Store
-from nightlab.server.run.runner import kill_orphan
+from nightlab.server.run.processes import kill_orphan
 
 
 def recover(ledger: Ledger, store: Store, runs_dir: Path, editable: list[str],

@@ -1,13 +1,11 @@
-"""Runs one training run: a subprocess in its own process group, its log, its events, its deadline.
+"""Runs one training run on this machine: the local `Launcher` (launcher.py).
 
-`Runner.run` starts the workspace's command with an allow-listed environment (`build_env`), follows the
-events file and the log while they grow (watchdog, plus polling in case inotify misses something),
-kills the whole process group at the deadline or on cancel, and turns the outcome into a `RunResult`.
-A failed run is a result, never an exception. `compile_check` is the cheap syntax check done before.
-No global state: several runs may go at once on one event loop.
-Following the growing files is `follow.py`'s job (`FileTail`, `Watch`), shared with `monitor.py`.
-Must not import: git, torch, anthropic, or nightlab.server modules other than `types`, `summary`
-and `follow`.
+`Runner.run` starts the workspace's command in its own session and process group with an allow-listed
+environment (env.py), follows the events file and the log while they grow (follow.py: watchdog, plus
+polling in case inotify misses something), kills the whole group at the deadline or on cancel
+(processes.py), and turns the outcome into a `RunResult`. A failed run is a result, never an
+exception. No global state: several runs may go at once on one event loop.
+Must not import: git, torch, anthropic, the ledger, the loop.
 """
 from __future__ import annotations
 
@@ -17,158 +15,19 @@ import logging
 import math
 import os
 import shlex
-import signal
 import threading
 import time
 from pathlib import Path
 from typing import Callable, Mapping, Optional
 
-from nightlab.server.run.follow import FileTail, Watch, read_tail
-from nightlab.server.run.summary import SUMMARY_KEYS, has_fail, parse_step_line, parse_summary
 from nightlab.server.core.types import Progress, RunResult, RunStatus
+from nightlab.server.run.env import build_env
+from nightlab.server.run.follow import FileTail, Watch, read_tail
 from nightlab.server.run.launcher import ProgressCallback, RunRequest
+from nightlab.server.run.processes import PID_FILE, group_alive, kill_group
+from nightlab.server.run.summary import SUMMARY_KEYS, has_fail, parse_step_line, parse_summary
 
 log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------- environment
-# What a training script may see of the user's environment: paths, locale, thread counts, caches and
-# GPU/compiler settings. Anything else (API keys, cloud credentials, the agent's tokens) stays out.
-ALLOWED_NAMES = frozenset({
-    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TERM", "TMPDIR", "TZ", "NO_COLOR",
-    "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHASHSEED", "PYTHONDONTWRITEBYTECODE", "PYTHONWARNINGS",
-    "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "CUDA_HOME", "CUDA_PATH", "CUDA_DEVICE_ORDER", "CUDA_CACHE_PATH",
-    "CUDA_LAUNCH_BLOCKING", "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH", "LIBRARY_PATH", "CPATH", "CC", "CXX",
-    "OMP_NUM_THREADS", "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-    # The harness's own knobs (trainer/prepare.py); the runner's NIGHTLAB_* variables are set below.
-    "NIGHTLAB_CACHE", "NIGHTLAB_DATA", "NIGHTLAB_TOKENIZER", "NIGHTLAB_DEVICE",
-    "XDG_CACHE_HOME", "HF_HOME", "HF_HUB_CACHE", "HF_DATASETS_CACHE", "HF_HUB_OFFLINE",
-    "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "TORCH_HOME", "TORCH_CUDA_ARCH_LIST",
-    "SSL_CERT_FILE", "SSL_CERT_DIR",
-})
-ALLOWED_PREFIXES = ("LC_", "MKL_", "OPENBLAS_", "KMP_", "UV_", "NCCL_", "TORCHINDUCTOR_", "TRITON_",
-                    "PYTORCH_", "NVIDIA_")
-# Checked after the allow-list, so an allowed prefix (UV_PUBLISH_TOKEN, NCCL_..._KEY) cannot leak one.
-FORBIDDEN_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
-
-
-def _allowed(name: str) -> bool:
-    if not (name in ALLOWED_NAMES or name.startswith(ALLOWED_PREFIXES)):
-        return False
-    upper = name.upper()
-    return not any(word in upper for word in FORBIDDEN_WORDS)
-
-
-def _number_text(value: float) -> str:
-    # A whole number of seconds is written "60", not "60.0", so a script may parse it with int().
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
-def build_env(parent_env: Mapping[str, str], *, events_path: Path | str | None, seed: int,
-              budget_seconds: float | None = None, budget_tokens: int | None = None,
-              cuda_visible_devices: str | None = None, threads: int | None = None) -> dict[str, str]:
-    """The environment of a training run: the allowed part of `parent_env` plus Nightlab's variables.
-    `threads`: the CPU threads this run may use (several CPU slots share the cores: without a cap their
-    OpenMP threads wait on each other and every run slows down many times over)."""
-    env = {name: value for name, value in parent_env.items() if _allowed(name)}
-    # The runner's own variables are set after the filter: NIGHTLAB_BUDGET_TOKENS is a number, by design.
-    if events_path is not None:
-        env["NIGHTLAB_EVENTS"] = str(events_path)
-    env["NIGHTLAB_SEED"] = str(int(seed))
-    if budget_seconds is not None:
-        env["NIGHTLAB_BUDGET_SECONDS"] = _number_text(budget_seconds)
-    if budget_tokens is not None:
-        env["NIGHTLAB_BUDGET_TOKENS"] = str(int(budget_tokens))
-    env["PYTHONUNBUFFERED"] = "1"  # step lines and the summary reach the log as they are printed
-    if cuda_visible_devices is not None:
-        env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices
-    elif "CUDA_VISIBLE_DEVICES" in parent_env:
-        env["CUDA_VISIBLE_DEVICES"] = parent_env["CUDA_VISIBLE_DEVICES"]
-    if threads:
-        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(int(threads))
-    return env
-
-
-# --------------------------------------------------------------------------- compile check
-def compile_check(workspace: Path, files: list[str]) -> Optional[str]:
-    """Syntax errors of the edited Python files as `file:line:col: message` lines; None when all compile.
-
-    Compiles in memory (what py_compile does, without writing a .pyc into the worktree).
-    """
-    errors = []
-    for name in files:
-        if not name.endswith(".py"):
-            continue
-        path = Path(workspace) / name
-        try:
-            source = path.read_bytes()
-            compile(source, name, "exec", dont_inherit=True)
-        except SyntaxError as exc:
-            line = (exc.text or "").rstrip("\n")
-            where = f"{name}:{exc.lineno}:{exc.offset or 0}"
-            errors.append(f"{where}: {type(exc).__name__}: {exc.msg}" + (f"\n    {line.strip()}" if line else ""))
-        except (OSError, ValueError) as exc:  # missing file, null bytes, bad encoding
-            errors.append(f"{name}: {type(exc).__name__}: {exc}")
-    return "\n".join(errors) or None
-
-
-# --------------------------------------------------------------------------- process groups
-def _group_alive(pgid: int) -> bool:
-    """Whether any live process is in group `pgid`. Zombies do not count: nobody may reap them here."""
-    try:
-        os.killpg(pgid, 0)  # cheap, and the usual answer: the group is gone
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    proc = Path("/proc")
-    if not proc.is_dir():  # macOS: no way to tell zombies apart; the caller's timeouts bound the wait
-        return True
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()  # state, ppid, pgrp, ...
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-            return True
-    return False
-
-
-PID_FILE = "pgid"
-
-
-def kill_orphan(run_dir: Path, cwd_prefix: Path) -> bool:
-    """Kill the process group a dead Nightlab left running from `run_dir` (its pgid file), but only when
-    that process still runs inside `cwd_prefix` (a recycled pid belongs to someone else). True if killed."""
-    try:
-        pgid = int((Path(run_dir) / PID_FILE).read_text().strip())
-        cwd = os.readlink(f"/proc/{pgid}/cwd")
-    except (OSError, ValueError):
-        return False
-    if not cwd.startswith(str(cwd_prefix)):
-        return False
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
-
-
-async def kill_group(pgid: int, grace_s: float) -> None:
-    """SIGTERM the whole group, wait up to `grace_s` for it to go, then SIGKILL what is left."""
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 2.0)):
-        try:
-            os.killpg(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            return
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            if not _group_alive(pgid):
-                return
-            await asyncio.sleep(0.05)
 
 
 # --------------------------------------------------------------------------- following a run
@@ -322,7 +181,7 @@ class Runner:
                 await kill_group(proc.pid, self.kill_grace_s)
             await asyncio.to_thread(watch.stop)
         # Stragglers of a run that ended by itself (dataloader workers, a forked daemon) go too.
-        if _group_alive(proc.pid):
+        if group_alive(proc.pid):
             await kill_group(proc.pid, self.kill_grace_s)
         follower.poll()
         await asyncio.sleep(0)  # let progress callbacks already queued run before the result is returned
