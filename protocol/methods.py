@@ -107,16 +107,19 @@ Version 2 of the protocol added this request."""),
     Method(LOOP_START, "command", t.LoopStartOverrides, t.LoopCommandResult, "Start the loop", """\
 Starts the loop in the workspace, with nightlab.toml's settings and these overrides on top (the same
 as `nightlab run`'s flags). Answers once the loop has started; its progress comes as notifications.
-When a loop already runs on the tag, or a setting is wrong, it answers an error whose message says what
-to do.""", params_optional=True),
+An unknown option or a bad value answers InvalidParams; a loop that already runs on the tag, or a
+nightlab.toml that is wrong, RequestFailed; each message says what to do.""", params_optional=True),
     Method(LOOP_PAUSE, "command", t.LoopArgs, t.LoopCommandResult, "Pause the loop", """\
 The running experiments finish and are recorded; no new one starts until `nightlab.loop.resume`. The
-state becomes `paused` once they have finished.""", params_optional=True),
+state becomes `paused` once they have finished. On a loop that is not running it changes nothing and
+answers the state.""", params_optional=True),
     Method(LOOP_RESUME, "command", t.LoopArgs, t.LoopCommandResult, "Resume the loop", """\
-Lets a paused loop start experiments again.""", params_optional=True),
+Lets a paused loop start experiments again. Without a running loop it answers RequestFailed.""",
+           params_optional=True),
     Method(LOOP_STOP, "command", t.LoopArgs, t.LoopCommandResult, "Stop the loop", """\
 Ends the running experiments now (each is recorded as interrupted and runs again on the next start),
-then stops the loop. Answers once the loop has stopped.""", params_optional=True),
+then stops the loop. Answers once the loop has stopped; on a loop that is not running (idle, or
+already stopped) it changes nothing and answers the state.""", params_optional=True),
     Method(STATUS, "command", t.LoopArgs, t.LoopStatePayload, "Loop status", """\
 Answers the loop's state, the same payload as the `nightlab/loopState` notification: for a client that
 (re)connects, or a status bar item that refreshes itself.""", params_optional=True),
@@ -169,7 +172,10 @@ generated from them by `python -m nightlab.protocol.generate_ts`, and a test fai
   lists them in `executeCommandProvider`, and vscode-languageclient registers each listed id as a VS Code
   command by itself: the extension must not call `registerCommand` with the same ids (VS Code throws
   "command already exists"); it calls them with `vscode.commands.executeCommand(id, arg)`.
-- A command or request that fails answers an LSP error (RequestFailed, or InvalidParams for bad
-  params) whose message a person can act on. Messages of the loop (warnings, rate limits) use the
-  standard `window/showMessage` and `window/logMessage`.
+- A command or request that fails answers an LSP error whose message a person can act on (plain
+  words, no traceback): InvalidParams (-32602) for a bad argument (a wrong type, an unknown option, a
+  root that is no open folder) or an experiment number the ledger does not have; RequestFailed
+  (-32803) when the workspace's state does not allow it now (start while the loop runs, resume or
+  rerun while it does not, a hunk that no longer fits). Messages of the loop (warnings, rate limits)
+  use the standard `window/showMessage` and `window/logMessage`.
 """

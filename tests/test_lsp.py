@@ -225,7 +225,7 @@ async def test_loop_actions_lenses_hover_accept_reject_and_crash(client: Languag
 
 async def test_commands_fail_clearly(client: LanguageClient):
     with pytest.raises(Exception, match="not running"):
-        await client.workspace_execute_command_async(types.ExecuteCommandParams(command="nightlab.loop.pause"))
+        await client.workspace_execute_command_async(types.ExecuteCommandParams(command="nightlab.loop.resume"))
     with pytest.raises(Exception, match="no experiment #99"):
         await client.workspace_execute_command_async(types.ExecuteCommandParams(
             command="nightlab.experiment.accept", arguments=[{"number": 99}]))

@@ -70,7 +70,8 @@ def _load(workspace: Path, overrides: dict | None = None):
 def run(
     workspace: Path = typer.Option(Path("."), "--workspace", "-w", help="The workspace (default: here)."),
     max_experiments: Optional[int] = typer.Option(None, help="Stop after N experiments (this run)."),
-    budget_seconds: Optional[float] = typer.Option(None, "--budget", help="Training seconds per experiment (time budget)."),
+    budget_seconds: Optional[float] = typer.Option(None, "--budget",
+                                                   help="Training seconds per experiment (time budget)."),
     budget_tokens: Optional[int] = typer.Option(None, help="Training tokens per experiment (token budget)."),
     agent: Optional[str] = typer.Option(None, help="The agent: offline (default)."),
     model: Optional[str] = typer.Option(None, help="The Claude model, when the agent is anthropic."),

@@ -196,7 +196,8 @@ class Session:
     def _result(self, message: str) -> LoopCommandResult:
         """The loop's state now, with what the command did."""
         if self.engine is not None:
-            return LoopCommandResult(state=_state_name(self.engine.state), message=message, tag=self.engine.settings.tag)
+            return LoopCommandResult(state=_state_name(self.engine.state), message=message,
+                                     tag=self.engine.settings.tag)
         return LoopCommandResult(state="idle", message=message, tag=self.settings().tag if self.is_workspace() else "")
 
     def pause(self) -> LoopCommandResult:

@@ -1,6 +1,7 @@
 """Document features: code actions (apply an experiment, or a hunk of it), code lenses, hover with
 a line's experiment history, inlay hints on the best chain, progress cancellation, and the custom
-requests panels use (nightlab/experiments, nightlab/experimentDiff). Thin: annotate.py decides."""
+requests panels use (nightlab/experiments, nightlab/experimentDiff, nightlab/experimentCurve). Thin:
+annotate.py decides; the custom requests decode their params and answer payloads (boundary.py)."""
 from __future__ import annotations
 
 from typing import Any
@@ -9,12 +10,14 @@ from lsprotocol import types
 
 from nightlab.protocol import methods as M
 
-from nightlab.protocol.types import CurvePoint, ExperimentCurve, experiment_payload
+from nightlab.protocol.types import (CurvePoint, ExperimentCurve, ExperimentCurveParams, ExperimentDiffParams,
+                                     ExperimentsPage, ExperimentsParams, experiment_payload)
 
 from nightlab.server.changes.diffs import diff_summary
 
 from nightlab.server.editor import annotate
-from nightlab.server.editor.session import Session
+from nightlab.server.editor.session import Session, SessionError
+from nightlab.server.lsp.boundary import decode, handler
 from nightlab.server.lsp.server import NightlabServer, uri_to_path
 
 
@@ -57,138 +60,163 @@ def _document(ls: NightlabServer, uri: str):
     return found[0], found[1], ls.workspace.get_text_document(uri)
 
 
+def initialized(ls: NightlabServer, params: types.InitializedParams) -> None:
+    folders = ls.workspace.folders or {}
+    for folder in folders.values():
+        ls.add_folder(uri_to_path(folder.uri))
+    if not folders and ls.workspace.root_uri:
+        ls.add_folder(uri_to_path(ls.workspace.root_uri))
+    for session in ls.sessions.values():
+        if session.is_workspace():
+            ls.publish_crashes(session)
+
+
+def code_action(ls: NightlabServer, params: types.CodeActionParams):
+    found = _document(ls, params.text_document.uri)
+    if found is None:
+        return None
+    session, rel, doc = found
+    metric = session.settings().metric.name
+    texts = _texts(session, rel, annotate.reviewable(session.experiments()))
+    out = []
+    for a in annotate.apply_actions(texts, doc.source, rel, metric):
+        if a.conflicts:
+            out.append(types.CodeAction(title=a.title, kind=types.CodeActionKind.QuickFix, command=types.Command(
+                title=a.title, command=M.EXPERIMENT_SHOW_DIFF, arguments=[{"number": a.number}])))
+            continue
+        out.append(types.CodeAction(title=a.title, kind=types.CodeActionKind.RefactorRewrite,
+                                    edit=workspace_edit(doc.uri, doc.version, a.edits),
+                                    data={"number": a.number, "hunk": a.hunk}))
+    return out
+
+
+def _summary_lens(session: Session) -> types.CodeLens:
+    """The lens at the top of the file: best, baseline, experiments, what runs now, the loop's state."""
+    state = session.state()
+    parts = []
+    if state.best:
+        parts.append(f"best {state.best.metric:.4f} (#{state.best.number})")
+    if state.baseline is not None:
+        parts.append(f"baseline {state.baseline:.4f}")
+    parts.append(f"{state.experiments_run} experiments")
+    budget = session.settings().budget
+    for number in state.running:
+        progress, exp = session.progress(number), session.ledger().get(number)
+        fraction = (progress.fraction or 0.0) if progress else 0.0
+        left = f", ~{budget.seconds * (1 - fraction):.0f} s left" if budget.mode == "time" else ""
+        parts.append(f"running #{number} {exp.description if exp else ''} ({100 * fraction:.0f}%{left})")
+    zero = types.Range(start=types.Position(line=0, character=0), end=types.Position(line=0, character=0))
+    return types.CodeLens(range=zero, command=types.Command(
+        title="Nightlab: " + " | ".join(parts) + f" [{state.state}]", command=M.STATUS, arguments=[]))
+
+
+def code_lens(ls: NightlabServer, params: types.CodeLensParams):
+    found = _document(ls, params.text_document.uri)
+    if found is None:
+        return None
+    session, rel, doc = found
+    lenses = [_summary_lens(session)]
+    texts = _texts(session, rel, annotate.reviewable(session.experiments(), limit=1))
+    for a in annotate.apply_actions(texts, doc.source, rel, session.settings().metric.name):
+        if a.conflicts or a.hunk is not None:
+            continue
+        for p in a.edits:
+            at = types.Range(start=types.Position(line=p.range[0], character=0),
+                             end=types.Position(line=p.range[0], character=0))
+            lenses.append(types.CodeLens(range=at, command=types.Command(
+                title=f"Accept #{a.number}", command=M.EXPERIMENT_ACCEPT,
+                arguments=[{"number": a.number, "hunks": [p.hunk.index]}])))
+            lenses.append(types.CodeLens(range=at, command=types.Command(
+                title=f"Reject #{a.number}", command=M.EXPERIMENT_REJECT, arguments=[{"number": a.number}])))
+    return lenses
+
+
+def hover(ls: NightlabServer, params: types.HoverParams):
+    found = _document(ls, params.text_document.uri)
+    if found is None:
+        return None
+    session, rel, doc = found
+    lines = doc.lines
+    if params.position.line >= len(lines):
+        return None
+    exps = [e for e in reversed(session.experiments()) if e.commit and not e.is_baseline
+            and e.status in ("keep", "discard", "crash")][:50]
+    history = annotate.line_history(_texts(session, rel, exps), lines[params.position.line],
+                                    session.settings().metric.name)
+    if not history:
+        return None
+    body = "**Nightlab: experiments on this line** (newest first)\n\n" + "\n".join(history)
+    return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=body))
+
+
+def inlay_hint(ls: NightlabServer, params: types.InlayHintParams):
+    if ls.options.get("inlayHints") is False:
+        return None
+    found = _document(ls, params.text_document.uri)
+    if found is None:
+        return None
+    session, rel, doc = found
+    kept = [e for e in reversed(session.experiments()) if e.status == "keep" and not e.is_baseline]
+    hints = annotate.chain_hints(_texts(session, rel, kept[:50]), doc.source, session.settings().metric.name)
+    lines = doc.lines
+    return [types.InlayHint(position=types.Position(line=i, character=len(lines[i].rstrip("\r\n"))),
+                            label=label, kind=types.InlayHintKind.Parameter, padding_left=True)
+            for i, label in hints if params.range.start.line <= i <= params.range.end.line]
+
+
+def progress_cancel(ls: NightlabServer, params: types.WorkDoneProgressCancelParams) -> None:
+    ls.cancel_progress(params.token)
+
+
+def ls_session(ls: NightlabServer, root: str | None) -> Session:
+    """The session of the folder `root` names (the first one when left out)."""
+    try:
+        return ls.session_for(root)
+    except LookupError as exc:  # a root that is no open folder is a bad argument; no folder at all, a state
+        raise SessionError(str(exc), SessionError.INVALID if root else SessionError.CONFLICT) from None
+
+
+@handler
+def experiments(ls: NightlabServer, params: Any) -> ExperimentsPage:
+    p = decode(ExperimentsParams, params)
+    offset, limit = max(0, p.offset or 0), max(0, 100 if p.limit is None else p.limit)
+    exps = [e for e in ls_session(ls, p.root).experiments() if p.status in (None, e.status)]
+    return ExperimentsPage(total=len(exps), offset=offset, experiments=[
+        experiment_payload(e.to_json(), diff_summary(e.diff) if e.diff else None)
+        for e in exps[offset:offset + limit]])
+
+
+@handler
+def experiment_diff(ls: NightlabServer, params: Any):
+    p = decode(ExperimentDiffParams, params)
+    return ls_session(ls, p.root).diff(p.number)
+
+
+@handler
+def experiment_curve(ls: NightlabServer, params: Any) -> ExperimentCurve:
+    p = decode(ExperimentCurveParams, params)
+    samples = ls_session(ls, p.root).curve(p.number, p.stage)
+    return ExperimentCurve(number=p.number, stage=p.stage, points=[
+        CurvePoint(step=s.step, elapsed_s=s.elapsed_s, loss=s.loss) for s in samples])
+
+
+async def shutdown(ls: NightlabServer, params: Any) -> None:
+    """An editor that restarts or closes its server ends the loop the way `stop` does: the running
+    experiments are recorded as interrupted and their training killed, not left running unseen."""
+    for session in list(ls.sessions.values()):
+        if session.running():
+            await session.stop()
+
+
+FEATURES = {
+    types.INITIALIZED: initialized, types.TEXT_DOCUMENT_CODE_ACTION: code_action,
+    types.TEXT_DOCUMENT_CODE_LENS: code_lens, types.TEXT_DOCUMENT_HOVER: hover,
+    types.TEXT_DOCUMENT_INLAY_HINT: inlay_hint, types.WINDOW_WORK_DONE_PROGRESS_CANCEL: progress_cancel,
+    M.EXPERIMENTS: experiments, M.EXPERIMENT_DIFF: experiment_diff, M.EXPERIMENT_CURVE: experiment_curve,
+    types.SHUTDOWN: shutdown,
+}
+
+
 def setup(server: NightlabServer) -> None:
-    @server.feature(types.INITIALIZED)
-    def initialized(ls: NightlabServer, params: types.InitializedParams) -> None:
-        folders = ls.workspace.folders or {}
-        for folder in folders.values():
-            ls.add_folder(uri_to_path(folder.uri))
-        if not folders and ls.workspace.root_uri:
-            ls.add_folder(uri_to_path(ls.workspace.root_uri))
-        for session in ls.sessions.values():
-            if session.is_workspace():
-                ls.publish_crashes(session)
-
-    @server.feature(types.TEXT_DOCUMENT_CODE_ACTION)
-    def code_action(ls: NightlabServer, params: types.CodeActionParams):
-        found = _document(ls, params.text_document.uri)
-        if found is None:
-            return None
-        session, rel, doc = found
-        metric = session.settings().metric.name
-        texts = _texts(session, rel, annotate.reviewable(session.experiments()))
-        out = []
-        for a in annotate.apply_actions(texts, doc.source, rel, metric):
-            if a.conflicts:
-                out.append(types.CodeAction(title=a.title, kind=types.CodeActionKind.QuickFix, command=types.Command(
-                    title=a.title, command=M.EXPERIMENT_SHOW_DIFF, arguments=[{"number": a.number}])))
-                continue
-            out.append(types.CodeAction(title=a.title, kind=types.CodeActionKind.RefactorRewrite,
-                                        edit=workspace_edit(doc.uri, doc.version, a.edits),
-                                        data={"number": a.number, "hunk": a.hunk}))
-        return out
-
-    @server.feature(types.TEXT_DOCUMENT_CODE_LENS)
-    def code_lens(ls: NightlabServer, params: types.CodeLensParams):
-        found = _document(ls, params.text_document.uri)
-        if found is None:
-            return None
-        session, rel, doc = found
-        state = session.state()
-        parts = []
-        if state.best:
-            parts.append(f"best {state.best.metric:.4f} (#{state.best.number})")
-        if state.baseline is not None:
-            parts.append(f"baseline {state.baseline:.4f}")
-        parts.append(f"{state.experiments_run} experiments")
-        budget = session.settings().budget
-        for number in state.running:
-            trial = session.engine.trials.get(number) if session.engine else None
-            if trial is not None:
-                fraction = (trial.progress.fraction or 0.0) if trial.progress else 0.0
-                left = f", ~{budget.seconds * (1 - fraction):.0f} s left" if budget.mode == "time" else ""
-                parts.append(f"running #{number} {trial.exp.description} ({100 * fraction:.0f}%{left})")
-        zero = types.Range(start=types.Position(line=0, character=0), end=types.Position(line=0, character=0))
-        lenses = [types.CodeLens(range=zero, command=types.Command(
-            title="Nightlab: " + " | ".join(parts) + f" [{state.state}]", command=M.STATUS, arguments=[]))]
-        texts = _texts(session, rel, annotate.reviewable(session.experiments(), limit=1))
-        for a in annotate.apply_actions(texts, doc.source, rel, session.settings().metric.name):
-            if a.conflicts or a.hunk is not None:
-                continue
-            for p in a.edits:
-                at = types.Range(start=types.Position(line=p.range[0], character=0),
-                                 end=types.Position(line=p.range[0], character=0))
-                lenses.append(types.CodeLens(range=at, command=types.Command(
-                    title=f"Accept #{a.number}", command=M.EXPERIMENT_ACCEPT,
-                    arguments=[{"number": a.number, "hunks": [p.hunk.index]}])))
-                lenses.append(types.CodeLens(range=at, command=types.Command(
-                    title=f"Reject #{a.number}", command=M.EXPERIMENT_REJECT, arguments=[{"number": a.number}])))
-        return lenses
-
-    @server.feature(types.TEXT_DOCUMENT_HOVER)
-    def hover(ls: NightlabServer, params: types.HoverParams):
-        found = _document(ls, params.text_document.uri)
-        if found is None:
-            return None
-        session, rel, doc = found
-        lines = doc.lines
-        if params.position.line >= len(lines):
-            return None
-        exps = [e for e in reversed(session.experiments()) if e.commit and not e.is_baseline
-                and e.status in ("keep", "discard", "crash")][:50]
-        history = annotate.line_history(_texts(session, rel, exps), lines[params.position.line],
-                                        session.settings().metric.name)
-        if not history:
-            return None
-        body = "**Nightlab: experiments on this line** (newest first)\n\n" + "\n".join(history)
-        return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=body))
-
-    @server.feature(types.TEXT_DOCUMENT_INLAY_HINT)
-    def inlay_hint(ls: NightlabServer, params: types.InlayHintParams):
-        if ls.options.get("inlayHints") is False:
-            return None
-        found = _document(ls, params.text_document.uri)
-        if found is None:
-            return None
-        session, rel, doc = found
-        kept = [e for e in reversed(session.experiments()) if e.status == "keep" and not e.is_baseline]
-        hints = annotate.chain_hints(_texts(session, rel, kept[:50]), doc.source, session.settings().metric.name)
-        lines = doc.lines
-        return [types.InlayHint(position=types.Position(line=i, character=len(lines[i].rstrip("\r\n"))),
-                                label=label, kind=types.InlayHintKind.Parameter, padding_left=True)
-                for i, label in hints if params.range.start.line <= i <= params.range.end.line]
-
-    @server.feature(types.WINDOW_WORK_DONE_PROGRESS_CANCEL)
-    def progress_cancel(ls: NightlabServer, params: types.WorkDoneProgressCancelParams) -> None:
-        ls.cancel_progress(params.token)
-
-    @server.feature(M.EXPERIMENTS)
-    def experiments(ls: NightlabServer, params: Any) -> dict:
-        p = params._asdict() if hasattr(params, "_asdict") else dict(params or {})
-        session = ls.session_for(p.get("root"))
-        exps = [e for e in session.experiments() if p.get("status") in (None, e.status)]
-        offset, limit = int(p.get("offset") or 0), int(p.get("limit") or 100)
-        return {"total": len(exps),
-                "experiments": [experiment_payload(e.to_json(), diff_summary(e.diff) if e.diff else None).to_wire()
-                                for e in exps[offset:offset + limit]]}
-
-    @server.feature(M.EXPERIMENT_DIFF)
-    def experiment_diff(ls: NightlabServer, params: Any) -> dict:
-        p = params._asdict() if hasattr(params, "_asdict") else dict(params or {})
-        return ls.session_for(p.get("root")).diff(int(p["number"])).to_wire()
-
-    @server.feature(M.EXPERIMENT_CURVE)
-    def experiment_curve(ls: NightlabServer, params: Any) -> dict:
-        p = params._asdict() if hasattr(params, "_asdict") else dict(params or {})
-        stage = p.get("stage") or "run"
-        samples = ls.session_for(p.get("root")).curve(int(p["number"]), stage)
-        return ExperimentCurve(number=int(p["number"]), stage=stage, points=[
-            CurvePoint(step=s.step, elapsed_s=s.elapsed_s, loss=s.loss) for s in samples]).to_wire()
-
-    @server.feature(types.SHUTDOWN)
-    async def shutdown(ls: NightlabServer, params: Any) -> None:
-        """An editor that restarts or closes its server ends the loop the way `stop` does: the running
-        experiments are recorded as interrupted and their training killed, not left running unseen."""
-        for session in list(ls.sessions.values()):
-            if session.running():
-                await session.stop()
+    for name, fn in FEATURES.items():
+        server.feature(name)(fn)

@@ -207,7 +207,9 @@ class NightlabServer(LanguageServer):
 def create_server() -> NightlabServer:
     from nightlab.server.lsp import commands
     from nightlab.server.lsp import features
+    from nightlab.server.lsp.boundary import quiet_expected_errors
 
+    quiet_expected_errors()
     server = NightlabServer()
     features.setup(server)
     commands.setup(server)
