@@ -7,6 +7,7 @@ Must not import: pygls, lsprotocol.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -101,6 +102,13 @@ def crash_location(exp: Experiment, editable: list[str], exp_text: dict[str, str
     return None
 
 
+def _changed(h: hk.Hunk) -> tuple[list[str], list[str]]:
+    """The lines a hunk removes and adds. A hunk that merges two nearby changes also holds the unchanged
+    lines between them in both old_lines and new_lines: those are not the experiment's."""
+    old, new = Counter(h.old_lines), Counter(h.new_lines)
+    return list((old - new).elements()), [x for x in h.new_lines if x in new - old]
+
+
 def line_history(texts: list[FileTexts], line: str, metric: str = "val_bpb", limit: int = 12) -> list[str]:
     """Markdown lines, newest first: the experiments that changed this line (the same assignment
     target, e.g. any `LR = ...`, or the same text)."""
@@ -111,10 +119,11 @@ def line_history(texts: list[FileTexts], line: str, metric: str = "val_bpb", lim
     out = []
     for t in texts:
         for h in hk.parse_hunks(t.parent, t.new):
-            touched = [x for x in (*h.old_lines, *h.new_lines)
+            removed, added = _changed(h)
+            touched = [x for x in (*removed, *added)
                        if (name and (m := _ASSIGN.match(x)) and m.group(1) == key) or (not name and x.strip() == key)]
             if touched:
-                new = next((x.strip() for x in h.new_lines if x in touched), "")
+                new = next((x.strip() for x in added if x in touched), "")
                 e = t.exp
                 value = f"`{new}`" if new else "(removed)"
                 out.append(f"- **#{e.number}** {e.status}: {value} {verdict_label(e, metric)} - {e.description}")
@@ -130,7 +139,7 @@ def chain_hints(texts: list[FileTexts], buffer: str, metric: str = "val_bpb") ->
     hints: dict[int, str] = {}
     for t in texts:
         for h in hk.parse_hunks(t.parent, t.new):
-            for new in h.new_lines:
+            for new in _changed(h)[1]:
                 stripped = new.strip()
                 if not stripped:
                     continue
