@@ -156,8 +156,14 @@ async def test_every_start_option_the_extension_sends_is_accepted(fast_client: L
                                                   "budgetSeconds": 1, "maxExperiments": 2, "maxCostUsd": 5})
     state = await asyncio.wait_for(client.loop_stopped, 120)
     assert state["state"] == "stopped" and state["experimentsRun"] == 2, state
+    assert_quiet_stderr()
 
-    # Bug: nightlab/experiments answered without `offset`, which ExperimentsPage.from_wire refuses
+
+async def test_the_experiments_page_is_one_the_protocol_reads(fast_client: LanguageClient):
+    """Bug: nightlab/experiments answered without `offset`, which ExperimentsPage.from_wire refuses."""
+    client = fast_client
+    await command(client, "nightlab.loop.start", {"agent": "offline", "policy": "strict", "maxExperiments": 2})
+    assert (await asyncio.wait_for(client.loop_stopped, 120))["state"] == "stopped"
     page = ExperimentsPage.from_wire(as_dict(await client.protocol.send_request_async(
         "nightlab/experiments", {"offset": 1, "limit": 1})))
     assert (page.total, page.offset, [e.number for e in page.experiments]) == (2, 1, [2])
