@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from nightlab.server.loop.engine import Engine, crash_summary, resolve_command
+from nightlab.server.loop.engine import Engine
+from nightlab.server.loop.proposals import resolve_command
+from nightlab.server.run.summary import crash_summary
 from nightlab.server.core.settings import load_settings
 from nightlab.server.core.types import FileEdit, Proposal
 from support.workspace import STAND_IN, TOML, git, knob, make_workspace, user_state
@@ -54,7 +56,7 @@ def test_keep_discard_crash_and_the_users_tree(ws):
     exps = engine.ledger.experiments()
     assert [(e.number, e.status) for e in exps] == [(1, "keep"), (2, "keep"), (3, "discard"), (4, "crash"),
                                                     (5, "keep")]
-    assert exps[0].meta["baseline"] and exps[0].metric == 1.0
+    assert exps[0].is_baseline and exps[0].metric == 1.0
     assert exps[2].delta == pytest.approx(1.5) and exps[4].metric == 0.25
     # the branch holds exactly the kept chain; discarded and crashed commits stay under refs
     chain = git(ws, "log", "--format=%s", "nightlab/main").splitlines()

@@ -258,8 +258,7 @@ def _experiment(**kw):
         memory_gb=1.2, agent="anthropic", usage={"cost_usd": 0.0123, "input_tokens": 5000},
         decision_reason="kept: 4.2 standard errors better", started_at="2025-03-05T23:14:02Z",
         finished_at="2025-03-05T23:16:13Z",
-        meta={"slot": "gpu0", "runs": [0.98, 0.982468], "decision": {"verdict": "keep", "z": 4.19, "sigma": 0.0011,
-                                                                     "repeats": 2}})
+        slot="gpu0", runs=[0.98, 0.982468], decision={"verdict": "keep", "z": 4.19, "sigma": 0.0011, "repeats": 2})
     return Experiment(**{**base, **kw})
 
 
@@ -279,19 +278,19 @@ def test_experiment_payload_from_a_ledger_record():
     finished = t.experiment_finished(record, new_best=True, root="/home/ada/lab")
     assert (finished.verdict, finished.reason, finished.new_best, finished.root) == ("keep", p.reason, True,
                                                                                    "/home/ada/lab")
-    reviewed = t.experiment_payload(_experiment(meta={"review": "rejected"}).to_json())
+    reviewed = t.experiment_payload(_experiment(review="rejected", slot="", runs=[], decision={}).to_json())
     assert (reviewed.review, reviewed.repeats, reviewed.sigma) == ("rejected", 1, None)
 
 
 def test_experiment_payload_of_a_running_a_baseline_and_a_crashed_record():
     running = t.experiment_started(_experiment(
         status="running", run_status="", metric=None, delta=None, diff="", seeds=[0], timings={}, memory_gb=0.0,
-        usage={}, decision_reason="", finished_at="", meta={"slot": "cpu0", "rerun_of": 3}).to_json()).experiment
+        usage={}, decision_reason="", finished_at="", slot="cpu0", rerun_of=3, runs=[], decision={}).to_json()).experiment
     assert (running.status, running.metric, running.repeats, running.memory_gb, running.duration_s,
             running.finished_at, running.cost_usd, running.rerun_of) == ("running", None, None, None, None, None, None, 3)
-    baseline = t.experiment_payload(_experiment(meta={"baseline": True, "runs": [1.0, 1.01, 0.99]}).to_json())
+    baseline = t.experiment_payload(_experiment(kind="baseline", runs=[1.0, 1.01, 0.99], slot="", decision={}).to_json())
     assert (baseline.baseline, baseline.repeats, baseline.sigma, baseline.slot) == (True, 3, None, None)
-    crash = t.experiment_finished(_experiment(status="crash", metric=None, delta=float("nan"), meta={}).to_json())
+    crash = t.experiment_finished(_experiment(status="crash", metric=None, delta=float("nan"), slot="", runs=[], decision={}).to_json())
     assert (crash.verdict, crash.experiment.metric, crash.experiment.delta) == ("crash", None, None)
     json.dumps(crash.to_wire(), allow_nan=False)
 
