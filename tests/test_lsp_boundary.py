@@ -114,12 +114,12 @@ async def test_a_bad_argument_is_invalid_params(client: LanguageClient):
 
 
 async def test_an_unknown_experiment_is_invalid_params(client: LanguageClient):
-    for call in (command(client, "nightlab.experiment.accept", {"number": 99}),
-                 command(client, "nightlab.experiment.reject", {"number": 99}),
-                 command(client, "nightlab.experiment.showDiff", {"number": 99}),
-                 client.protocol.send_request_async("nightlab/experimentDiff", {"number": 99}),
-                 client.protocol.send_request_async("nightlab/experimentCurve", {"number": 99})):
-        assert_plain(await error_of(call), INVALID_PARAMS, r"there is no experiment #99 on tag main")
+    for name in ("nightlab.experiment.accept", "nightlab.experiment.reject", "nightlab.experiment.showDiff"):
+        assert_plain(await error_of(command(client, name, {"number": 99})), INVALID_PARAMS,
+                     r"there is no experiment #99 on tag main")
+    for method in ("nightlab/experimentDiff", "nightlab/experimentCurve"):
+        assert_plain(await error_of(client.protocol.send_request_async(method, {"number": 99})), INVALID_PARAMS,
+                     r"there is no experiment #99 on tag main")
     assert_quiet_stderr()
 
 
