@@ -70,6 +70,18 @@ def test_run_header_names_workspace_tag_agent_and_budget(ws):
     assert proc.stdout.splitlines()[0].endswith("budget 7s")
 
 
+def test_a_metric_other_than_val_bpb_is_a_result_not_a_crash(tmp_path):
+    """Bug: with [metric] name other than val_bpb every run was a crash ("no val_bpb in the summary")."""
+    ws = make_workspace(tmp_path, STAND_IN.replace('print(f"val_bpb:', 'print(f"val_loss:'))
+    (ws / "nightlab.toml").write_text((ws / "nightlab.toml").read_text() + '[metric]\nname = "val_loss"\n')
+    git(ws, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qam", "val_loss")
+    proc = cli(ws, "run", "--max-experiments", "2", "--policy", "strict", "--plain")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    exps = Ledger(ws / ".nightlab" / "main", "val_loss").experiments()
+    assert [e.status for e in exps][:1] == ["keep"] and exps[0].metric == 1.0, [(e.status, e.error) for e in exps]
+    assert "no val_bpb" not in proc.stdout
+
+
 def test_bad_settings_are_a_clear_error(ws):
     (ws / "nightlab.toml").write_text("[budget]\nseconds = 'abc'\n")
     proc = cli(ws, "run", "--plain")
