@@ -229,9 +229,9 @@ class Harness:
         self.flops_per_token = 0.0
         self.num_params = 0
         self.depth = 0
-        self._last = None
-        self._t_train0 = None
-        self.smooth_loss = None
+        self._last: float | None = None
+        self._t_train0: float | None = None
+        self.smooth_loss: float | None = None
         self.startup_seconds = 0.0
 
     def autocast(self):

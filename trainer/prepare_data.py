@@ -270,12 +270,13 @@ def _locked(path: Path):
 def _build(source: str, kind: str, files, tokenizer: str, out: Path, final: Path) -> None:
     t0 = time.time()
     _progress(f"reading {len(files):,} {kind} files from {source}", end="\n")
-    docs = {"train": [], "val": []}
+    docs: dict[str, list[str]] = {"train": [], "val": []}
     for split, text in iter_documents(kind, files):
         if text:
             docs[split].append(text)
     if not docs["val"] or not docs["train"]:
         raise SystemExit(f"prepare: the corpus at {source} is too small to split into train and val")
+    tok: ByteTokenizer | BPETokenizer
     if tokenizer == "byte":
         tok = ByteTokenizer()
     elif tokenizer == "bpe":
@@ -294,7 +295,8 @@ def _build(source: str, kind: str, files, tokenizer: str, out: Path, final: Path
             "bos_id": tok.bos_id, "special_tokens": SPECIAL_TOKENS}
     for split in ("train", "val"):
         texts = docs[split]
-        parts, total_bytes = [], 0
+        parts: list[np.ndarray] = []
+        total_bytes = 0
         bos = np.array([tok.bos_id], dtype=np.uint16)
         for i in range(0, len(texts), 256):
             chunk = texts[i : i + 256]

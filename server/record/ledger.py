@@ -43,7 +43,7 @@ def tsv_header(metric_name: str = "val_bpb") -> str:
 def tsv_row(exp: Experiment) -> str:
     """autoresearch's row: 7-char commit, %.6f metric and %.1f GB (zeros for a crash), one-line text."""
     crashed = exp.status == ExperimentStatus.CRASH or exp.metric is None or not math.isfinite(exp.metric)
-    metric = 0.0 if crashed else float(exp.metric)  # type: ignore[arg-type]
+    metric = 0.0 if crashed else float(exp.metric)
     memory = 0.0 if exp.status == ExperimentStatus.CRASH else float(exp.memory_gb or 0.0)
     text = " ".join(exp.description.replace("\t", " ").replace("\r", " ").replace("\n", " ").split())
     commit = (exp.commit or "0" * 7)[:7]
@@ -185,7 +185,7 @@ class Ledger:
         if not kept:
             return None
         pick = min if direction == "lower" else max
-        return pick(kept, key=lambda e: e.metric)  # type: ignore[arg-type, return-value]
+        return pick(kept, key=lambda e: e.metric)
 
     def cost_usd(self) -> float:
         """What the agent has cost on this tag, over every experiment."""
