@@ -17,14 +17,14 @@ import functools
 import inspect
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import fields
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from lsprotocol.types import LSPErrorCodes
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 
 from nightlab.protocol.types import Wire, WireError, camel
-
 from nightlab.server.editor.session import SessionError
 
 log = logging.getLogger(__name__)

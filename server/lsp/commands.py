@@ -8,13 +8,19 @@ from typing import Any
 from lsprotocol import types
 
 from nightlab.protocol import methods as M
-from nightlab.protocol.types import (AcceptArgs, AcceptResult, ExperimentArgs, ExperimentCommandResult, LoopArgs,
-                                     LoopStartOverrides)
-
+from nightlab.protocol.types import (
+    AcceptArgs,
+    AcceptResult,
+    ExperimentArgs,
+    ExperimentCommandResult,
+    LoopArgs,
+    LoopStartOverrides,
+)
 from nightlab.server.changes import hunks as hk
 from nightlab.server.editor.session import Session, SessionError
 from nightlab.server.lsp.boundary import argument, decode, handler
-from nightlab.server.lsp.features import ls_session as session, workspace_edit
+from nightlab.server.lsp.features import ls_session as session
+from nightlab.server.lsp.features import workspace_edit
 from nightlab.server.lsp.server import NightlabServer
 
 
