@@ -2,7 +2,8 @@
 # One entry point for a fresh clone: sets up .venv (CPU torch where there is no CUDA),
 # then runs the demo loop or the test suite. Safe to run again: set-up is skipped when current.
 #   ./dev.sh demo   the loop on the built-in defaults (offline agent, 5 experiments of 60 s; args go to `nightlab run`)
-#   ./dev.sh test   the whole test suite
+#   ./dev.sh test   lint and types (ruff, mypy), then the whole test suite (args go to pytest)
+#   ./dev.sh lint   only ruff (lint and format check) and mypy
 #   ./dev.sh vsix   the VS Code extension: client-vscode/dist/nightlab.vsix (needs Node 20 and npm)
 #   ./dev.sh setup  only the set-up
 set -euo pipefail
@@ -37,6 +38,16 @@ setup() {
   fi
 }
 
+lint() {
+  # Every check runs, so one report shows all that is wrong; the status says whether any failed.
+  local failed=0
+  "$VENV/bin/ruff" check "$ROOT" || failed=1
+  "$VENV/bin/ruff" format --check "$ROOT" >/dev/null || { "$VENV/bin/ruff" format --check "$ROOT"; failed=1; }
+  (cd "$ROOT" && "$VENV/bin/mypy") || failed=1
+  if [ $failed -ne 0 ]; then echo "[dev.sh] lint or types failed (./dev.sh lint; ruff format fixes layout)" >&2; fi
+  return $failed
+}
+
 cmd="${1:-demo}"; shift || true
 case "$cmd" in
   setup) setup ;;
@@ -51,10 +62,17 @@ case "$cmd" in
     if [ $# -eq 0 ]; then set -- --max-experiments 5; fi
     exec "$VENV/bin/nightlab" run "$@"
     ;;
+  lint)
+    setup
+    lint
+    ;;
   test)
     setup
     cd "$ROOT"
-    exec "$VENV/bin/python" -m pytest "$@"
+    status=0
+    lint || status=1
+    "$VENV/bin/python" -m pytest "$@" || status=$?
+    exit $status
     ;;
   vsix)
     setup  # the .vsix carries the nightlab wheel, built with this Python
@@ -63,5 +81,5 @@ case "$cmd" in
     NIGHTLAB_PYTHON="$VENV/bin/python" npm run package >&2
     echo "built client-vscode/dist/nightlab.vsix; install it with: code --install-extension client-vscode/dist/nightlab.vsix"
     ;;
-  *) echo "usage: ./dev.sh demo|test|vsix|setup [args...]" >&2; exit 2 ;;
+  *) echo "usage: ./dev.sh demo|test|lint|vsix|setup [args...]" >&2; exit 2 ;;
 esac

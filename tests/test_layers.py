@@ -59,11 +59,6 @@ LAYERS = {  # layer -> the other layers it may import
 KNOWN_BREAKS: dict[str, str] = {}
 
 # real import cycles in server/ today, being fixed elsewhere: their modules -> why (each case flips when fixed)
-KNOWN_CYCLES: dict[frozenset[str], str] = {
-    frozenset({"nightlab.server.lsp.server", "nightlab.server.lsp.commands", "nightlab.server.lsp.features"}):
-        "lsp/commands.py and lsp/features.py import lsp/server.py at the top, and server.py's create_server() "
-        "imports them back (lazily)",
-}
 
 # third-party library -> the only layers that may import it
 OWNERS = {
@@ -107,15 +102,7 @@ def test_layer_imports_only_the_standard_library(modules, layer):
 
 
 def test_no_import_cycle_in_the_server(modules):
-    found = [cycle for cycle in import_cycles(modules, "nightlab.server") if cycle.modules not in KNOWN_CYCLES]
-    assert not found, report([str(cycle) for cycle in found])
-
-
-@pytest.mark.parametrize("members", [pytest.param(members, id="+".join(sorted(m.rpartition(".")[2] for m in members)),
-                                                  marks=pytest.mark.xfail(strict=True, reason=reason))
-                                     for members, reason in KNOWN_CYCLES.items()])
-def test_known_cycle_is_gone(modules, members):
-    found = [cycle for cycle in import_cycles(modules, "nightlab.server") if cycle.modules & members]
+    found = import_cycles(modules, "nightlab.server")
     assert not found, report([str(cycle) for cycle in found])
 
 

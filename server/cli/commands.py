@@ -11,6 +11,9 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from nightlab.protocol import events as ev
+from nightlab.server.core.types import LoopState
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Nightlab: autoresearch's overnight loop.")
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -160,16 +163,16 @@ def _stopper(engine):
 
 def _print_event(event: dict) -> None:
     kind = event["type"]
-    if kind == "experimentStarted":
+    if kind == ev.EXPERIMENT_STARTED:
         e = event["experiment"]
         console.print(f"#{e['number']} started: {e['description']}", markup=False)
-    elif kind == "experimentFinished":
+    elif kind == ev.EXPERIMENT_FINISHED:
         e = event["experiment"]
         metric = f"{e['metric']:.6f}" if e.get("metric") is not None else "-"
         console.print(f"#{e['number']} {e['status']}: {metric}  {e['description']}  ({e['decision_reason']})", markup=False)
-    elif kind == "message":
+    elif kind == ev.MESSAGE:
         console.print(f"[{event['level']}] {event['text']}", markup=False)
-    elif kind == "state" and event["state"] in ("errored", "stopped"):
+    elif kind == ev.STATE and event["state"] in (LoopState.ERRORED, LoopState.STOPPED):
         console.print(f"loop {event['state']}: {event.get('reason', '')}", markup=False)
 
 
@@ -292,7 +295,7 @@ def monitor(
 @app.command()
 def lsp() -> None:
     """The language server over stdio, for editors (VS Code, Neovim, ...)."""
-    from nightlab.server.lsp.server import main as serve
+    from nightlab.server.lsp.app import main as serve
 
     serve()
 

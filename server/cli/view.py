@@ -7,12 +7,13 @@ from __future__ import annotations
 import time
 from typing import Any, Optional
 
-from rich.console import Group
+from rich.console import Group, JustifyMethod
 from rich.panel import Panel
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from nightlab.protocol import events as ev
 from nightlab.server.core.types import Experiment
 
 STATUS_STYLE = {"keep": "bold green", "discard": "dim", "crash": "red", "interrupted": "yellow",
@@ -26,8 +27,10 @@ def _fmt(value: Optional[float], spec: str = ".6f") -> str:
 def experiments_table(experiments: list[Experiment], metric: str = "val_bpb", last: int | None = None,
                       title: str | None = None) -> Table:
     table = Table(title=title, expand=False, header_style="bold")
-    for name, justify in (("#", "right"), ("status", "left"), (metric, "right"), ("delta", "right"),
-                          ("mem GB", "right"), ("time", "right"), ("description", "left")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("#", "right"), ("status", "left"), (metric, "right"), ("delta", "right"), ("mem GB", "right"),
+        ("time", "right"), ("description", "left"))
+    for name, justify in columns:
         table.add_column(name, justify=justify, no_wrap=name != "description")
     rows = experiments[-last:] if last else experiments
     for e in rows:
@@ -56,20 +59,20 @@ class LiveView:
 
     def on_event(self, event: dict[str, Any]) -> None:
         kind = event["type"]
-        if kind == "state":
+        if kind == ev.STATE:
             self.state = event["state"] + (f" ({event['reason']})" if event.get("reason") else "")
-        elif kind == "experimentStarted":
+        elif kind == ev.EXPERIMENT_STARTED:
             exp = Experiment.from_json(event["experiment"])
             self.experiments[exp.number] = self.running[exp.number] = exp
             self.progress[exp.number], self.run_started[exp.number] = {}, time.monotonic()
-        elif kind == "progress":
+        elif kind == ev.PROGRESS:
             self.progress[event["number"]] = event["progress"]
-        elif kind == "experimentFinished":
+        elif kind == ev.EXPERIMENT_FINISHED:
             exp = Experiment.from_json(event["experiment"])
             self.experiments[exp.number] = exp
             self.cost_usd += float(exp.usage.get("cost_usd") or 0)
             self.running.pop(exp.number, None)
-        elif kind == "message":
+        elif kind == ev.MESSAGE:
             self.messages = (self.messages + [f"[{event['level']}] {event['text']}"])[-3:]
 
     def best(self) -> Experiment | None:

@@ -14,7 +14,9 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from nightlab.protocol.types import (BestPayload, ExperimentDiff, FileDiff, HunkInfo, LoopCommandResult,
+from nightlab.protocol import events as ev
+from nightlab.protocol.types import (BestPayload, ExperimentCommandResult, ExperimentDiff, FileDiff, HunkInfo,
+                                     LoopCommandResult,
                                      LoopStatePayload, budget_text)
 
 from nightlab.server.loop.engine import Engine
@@ -185,7 +187,7 @@ class Session:
             await engine.run()
         except Exception as exc:  # the engine already emitted "errored"; keep the server alive
             log.exception("loop failed")
-            self.emit({"type": "message", "level": "error", "text": f"the loop failed: {exc}"})
+            self.emit({"type": ev.MESSAGE, "level": "error", "text": f"the loop failed: {exc}"})
 
     def _engine(self) -> Engine:
         """The running loop's engine; a state conflict when no loop runs."""
@@ -239,14 +241,16 @@ class Session:
         self.ledger().append(exp)
         return exp
 
-    def rerun(self, number: int) -> dict[str, Any]:
+    def rerun(self, number: int) -> ExperimentCommandResult:
         """Run an experiment's change again (a new number, another look at a noisy result)."""
         engine = self._engine()
         exp, _, files = self.files(number)
         engine.queue_rerun(exp, files)
-        return {"number": number, "message": f"experiment #{number} queued to run again"}
+        return ExperimentCommandResult(number=number, message=f"experiment #{number} queued to run again")
 
-    def measure_baseline(self) -> dict[str, Any]:
+    def measure_baseline(self) -> LoopCommandResult:
         """Measure the current best again, `repeats` times: a fresh anchor for the noise floor."""
-        self._engine().queue_baseline()
-        return {"number": 0, "message": "the baseline (the current best) queued to be measured again"}
+        engine = self._engine()
+        engine.queue_baseline()
+        return LoopCommandResult(state=_state_name(engine.state), tag=engine.settings.tag,
+                                 message="the baseline (the current best) queued to be measured again")

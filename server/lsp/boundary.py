@@ -19,7 +19,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import fields
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from lsprotocol.types import LSPErrorCodes
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
@@ -90,7 +90,7 @@ def decode(cls: type[T], params: Any, *, strict: bool = False) -> T:
     data = plain(params)
     data = {} if data is None else data
     if strict and isinstance(data, dict):
-        known = {camel(f.name) for f in fields(cls)}
+        known = {camel(f.name) for f in fields(cast(Any, cls))}  # cls: a Wire dataclass
         unknown = sorted(set(data) - known)
         if unknown:
             raise InvalidParams(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")

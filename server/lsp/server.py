@@ -1,13 +1,13 @@
 """The Nightlab language server (pygls 2, stdio): one Session per workspace folder; engine events
 become notifications, `$/progress` and diagnostics; documents get actions, lenses, hovers and hints.
 
-Handlers are thin: they translate LSP to Session/annotate calls and back (features.py, commands.py).
+Handlers are thin: they translate LSP to Session/annotate calls and back (features.py, commands.py,
+registered on this server by app.py, which knows them all; this module knows none of them).
 This package is the only code that imports pygls or lsprotocol.
 """
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import unquote, urlparse
@@ -16,11 +16,12 @@ from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 from pygls.protocol.language_server import LanguageServerProtocol, lsp_method
 
+from nightlab.protocol import events as ev
 from nightlab.protocol import methods as M
 from nightlab.protocol.types import experiment_finished, experiment_started, progress_payload
 
 from nightlab.server.changes.diffs import diff_summary
-
+from nightlab.server.core.types import ExperimentStatus
 from nightlab.server.editor.annotate import crash_location
 from nightlab.server.editor.session import Session
 
@@ -38,7 +39,8 @@ class NightlabProtocol(LanguageServerProtocol):
     @lsp_method(types.INITIALIZE)
     def lsp_initialize(self, params: types.InitializeParams):
         options = params.initialization_options
-        self._server.options = dict(options) if isinstance(options, dict) else {}  # e.g. {"inlayHints": false}
+        server: Any = self._server  # the NightlabServer this protocol serves
+        server.options = dict(options) if isinstance(options, dict) else {}  # e.g. {"inlayHints": false}
         result = yield from super().lsp_initialize(params)
         result.capabilities.experimental = {M.EXPERIMENTAL_CAPABILITY: M.PROTOCOL_VERSION}
         return result
@@ -101,30 +103,30 @@ class NightlabServer(LanguageServer):
     def _on_event(self, session: Session, event: dict[str, Any]) -> None:
         kind = event["type"]
         root = str(session.root)
-        if kind == "state":
+        if kind == ev.STATE:
             state = session.state(event.get("reason", ""))
             state.state = event["state"]
             self.protocol.notify(M.LOOP_STATE, state.to_wire())
-        elif kind == "experimentStarted":
+        elif kind == ev.EXPERIMENT_STARTED:
             exp = event["experiment"]
             summary = diff_summary(exp["diff"]) if exp.get("diff") else None
             self.protocol.notify(M.EXPERIMENT_STARTED, experiment_started(exp, summary, root=root).to_wire())
             self._progress_begin(session, exp)
-        elif kind == "progress":
+        elif kind == ev.PROGRESS:
             payload = progress_payload(event["number"], event["progress"], event.get("stage", "run"), root=root)
             self.protocol.notify(M.EXPERIMENT_PROGRESS, payload.to_wire())
             self._progress_report(session, event["number"], event["progress"])
-        elif kind == "experimentFinished":
+        elif kind == ev.EXPERIMENT_FINISHED:
             exp = event["experiment"]
             self._progress_end(session, exp)
             summary = diff_summary(exp["diff"]) if exp.get("diff") else None
             self.protocol.notify(M.EXPERIMENT_FINISHED, experiment_finished(
-                exp, new_best=exp.get("status") == "keep", diff_summary=summary, root=root).to_wire())
+                exp, new_best=exp.get("status") == ExperimentStatus.KEEP, diff_summary=summary, root=root).to_wire())
             self.publish_crashes(session)
             self._refresh()
-        elif kind == "message":
+        elif kind == ev.MESSAGE:
             level = {"error": types.MessageType.Error, "warning": types.MessageType.Warning}.get(
-                event.get("level"), types.MessageType.Info)
+                str(event.get("level")), types.MessageType.Info)
             self.window_log_message(types.LogMessageParams(type=level, message=f"nightlab: {event['text']}"))
 
     def _token(self, session: Session, number: int) -> str:
@@ -177,9 +179,9 @@ class NightlabServer(LanguageServer):
         exps = session.experiments()
         crash = None
         for e in reversed(exps):
-            if e.status in ("keep", "discard"):
+            if e.status in (ExperimentStatus.KEEP, ExperimentStatus.DISCARD):
                 break
-            if e.status == "crash" and e.error:
+            if e.status == ExperimentStatus.CRASH and e.error:
                 crash = e
                 break
         settings = session.settings()
@@ -202,24 +204,3 @@ class NightlabServer(LanguageServer):
         self.crash_files[session.root] = {u for u, d in by_uri.items() if d}
         for uri, diagnostics in by_uri.items():
             self.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri=uri, diagnostics=diagnostics))
-
-
-def create_server() -> NightlabServer:
-    from nightlab.server.lsp import commands
-    from nightlab.server.lsp import features
-    from nightlab.server.lsp.boundary import quiet_expected_errors
-
-    quiet_expected_errors()
-    server = NightlabServer()
-    features.setup(server)
-    commands.setup(server)
-    return server
-
-
-def main() -> None:
-    # stderr is the client's log (Neovim files every stderr line as an error): warnings only, unless
-    # NIGHTLAB_LSP_LOG=INFO or DEBUG asks for more.
-    level = os.environ.get("NIGHTLAB_LSP_LOG", "WARNING").upper()
-    logging.basicConfig(level=getattr(logging, level, logging.WARNING),
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    create_server().start_io()
