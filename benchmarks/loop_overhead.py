@@ -18,6 +18,7 @@ the same loop with propose-ahead on, where the agent drafts the next experiment 
 
 Light on CPU: both stand-ins sleep. Prints figures; asserts nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,11 +30,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from nightlab.server.loop.engine import Engine
 from nightlab.server.core.settings import load_settings
 from nightlab.server.core.types import FileEdit, Proposal
+from nightlab.server.loop.engine import Engine
 
-STAND_IN = '''import json, os, time
+STAND_IN = """import json, os, time
 T0 = time.time()  # first thing after the interpreter and these imports: "process started"
 X = 1.0           # a knob: this run's val_bpb is X + Y
 Y = 0.0           # another knob
@@ -59,9 +60,11 @@ for key, fmt in (("val_bpb", "%.6f"), ("training_seconds", "%.1f"), ("total_seco
                  ("peak_vram_mb", "%.1f"), ("mfu_percent", "%.2f"), ("total_tokens_M", "%.1f"),
                  ("num_steps", "%d"), ("num_params_M", "%.1f"), ("depth", "%d")):
     print(f"{key + ':':<18}{fmt % summary[key]}")
-'''
-TOML = ('[run]\ncommand = "python train.py"\npropose_ahead = {ahead}\n[budget]\nseconds = {s}\ntimeout_seconds = {t}\n'
-        '[policy]\nname = "strict"\n')
+"""
+TOML = (
+    '[run]\ncommand = "python train.py"\npropose_ahead = {ahead}\n[budget]\nseconds = {s}\ntimeout_seconds = {t}\n'
+    '[policy]\nname = "strict"\n'
+)
 
 
 class SleepyAgent:
@@ -81,8 +84,12 @@ class SleepyAgent:
         old = re.search(rf"^{knob} = (\S+)", ctx.files["train.py"], re.M).group(1)
         new = f"{float(old) * 0.97:.6f}" if knob == "X" else f"{float(old) + 0.03:.6f}"
         self.spans.append((t0, time.time()))
-        return Proposal(description=f"{knob} {old} -> {new}", hypothesis="", agent=self.name,
-                        edits=[FileEdit("train.py", f"{knob} = {old}", f"{knob} = {new}")])
+        return Proposal(
+            description=f"{knob} {old} -> {new}",
+            hypothesis="",
+            agent=self.name,
+            edits=[FileEdit("train.py", f"{knob} = {old}", f"{knob} = {new}")],
+        )
 
 
 def make_workspace(root: Path, train_s: float, ahead: bool = False) -> Path:
@@ -137,11 +144,16 @@ def measure(ws: Path, m: int, agent: SleepyAgent) -> dict:
     rows, latencies, prev_finished = [], [], t_start
     for exp in exps:
         mk = marks[exp.number]
-        run_events = [json.loads(line) for line in
-                      (ws / ".nightlab/runs/main" / str(exp.number) / "events.jsonl").read_text().splitlines()]
+        run_events = [
+            json.loads(line)
+            for line in (ws / ".nightlab/runs/main" / str(exp.number) / "events.jsonl").read_text().splitlines()
+        ]
         first, summary = run_events[0], run_events[-1]
-        latencies += [progress_at[(exp.number, e["step"])] - e["t"] for e in run_events
-                      if e["event"] == "step" and (exp.number, e["step"]) in progress_at]
+        latencies += [
+            progress_at[(exp.number, e["step"])] - e["t"]
+            for e in run_events
+            if e["event"] == "step" and (exp.number, e["step"]) in progress_at
+        ]
         if exp.is_baseline:
             phases["setup"] += mk["started"] - prev_finished
         else:
@@ -155,19 +167,37 @@ def measure(ws: Path, m: int, agent: SleepyAgent) -> dict:
         phases["train"] += train_s
         phases["teardown"] += mk["deciding"] - summary["t"]
         phases["decide"] += mk["finished"] - mk["deciding"]
-        rows.append({"number": exp.number, "status": exp.status, "val_bpb": exp.metric, "training_s": train_s,
-                     "runner_total_s": exp.timings["total_s"], "wall_s": mk["finished"] - prev_finished})
+        rows.append(
+            {
+                "number": exp.number,
+                "status": exp.status,
+                "val_bpb": exp.metric,
+                "training_s": train_s,
+                "runner_total_s": exp.timings["total_s"],
+                "wall_s": mk["finished"] - prev_finished,
+            }
+        )
         prev_finished = mk["finished"]
     phases["tail"] = t_end - prev_finished
     wall = t_end - t_start
     train, agent_s = phases["train"], phases["agent"]
-    return {"experiments": len(exps), "wall_s": wall, "training_s": train, "agent_s": agent_s,
-            "runner_total_s": sum(r["runner_total_s"] for r in rows), "duty_cycle": train / wall,
-            "overhead_per_experiment_s": (wall - train - agent_s) / len(exps),
-            "statuses": {s: sum(r["status"] == s for r in rows) for s in ("keep", "discard", "crash")},
-            "event_latency_s": {"mean": sum(latencies) / max(len(latencies), 1), "max": max(latencies, default=0.0),
-                                "n": len(latencies)},
-            "phases_s": phases, "runs": rows}
+    return {
+        "experiments": len(exps),
+        "wall_s": wall,
+        "training_s": train,
+        "agent_s": agent_s,
+        "runner_total_s": sum(r["runner_total_s"] for r in rows),
+        "duty_cycle": train / wall,
+        "overhead_per_experiment_s": (wall - train - agent_s) / len(exps),
+        "statuses": {s: sum(r["status"] == s for r in rows) for s in ("keep", "discard", "crash")},
+        "event_latency_s": {
+            "mean": sum(latencies) / max(len(latencies), 1),
+            "max": max(latencies, default=0.0),
+            "n": len(latencies),
+        },
+        "phases_s": phases,
+        "runs": rows,
+    }
 
 
 def duty_cycle(ws: Path, m: int, agent: SleepyAgent) -> dict:
@@ -183,22 +213,32 @@ def duty_cycle(ws: Path, m: int, agent: SleepyAgent) -> dict:
     for exp in engine.ledger.experiments():
         lines = (ws / ".nightlab/runs/main" / str(exp.number) / "events.jsonl").read_text().splitlines()
         train += json.loads(lines[-1])["training_s"]
-    return {"wall_s": wall, "training_s": train, "duty_cycle": train / wall, "agent_calls": agent.calls,
-            "re_asked": sum("no longer applies" in t for t in messages), "experiments": len(engine.ledger.experiments())}
+    return {
+        "wall_s": wall,
+        "training_s": train,
+        "duty_cycle": train / wall,
+        "agent_calls": agent.calls,
+        "re_asked": sum("no longer applies" in t for t in messages),
+        "experiments": len(engine.ledger.experiments()),
+    }
 
 
 def report(r: dict, train_arg: float, agent_arg: float) -> None:
     m = r["experiments"]
     ideal = train_arg / (train_arg + agent_arg)
-    print(f"\nloop overhead: {m} experiments, stand-ins train {train_arg:g} s, agent {agent_arg:g} s "
-          f"({r['statuses']['keep']} keep, {r['statuses']['discard']} discard, {r['statuses']['crash']} crash)")
-    lines = [("wall time total", f"{r['wall_s']:8.2f} s"),
-             ("time inside training (stand-in)", f"{r['training_s']:8.2f} s"),
-             ("runner total_s (spawn -> result)", f"{r['runner_total_s']:8.2f} s"),
-             ("agent latency total", f"{r['agent_s']:8.2f} s"),
-             ("duty cycle (training / wall)", f"{100 * r['duty_cycle']:8.1f} %"),
-             ("ideal duty cycle train/(train+agent)", f"{100 * ideal:8.1f} %"),
-             ("fixed overhead per experiment", f"{r['overhead_per_experiment_s']:8.3f} s")]
+    print(
+        f"\nloop overhead: {m} experiments, stand-ins train {train_arg:g} s, agent {agent_arg:g} s "
+        f"({r['statuses']['keep']} keep, {r['statuses']['discard']} discard, {r['statuses']['crash']} crash)"
+    )
+    lines = [
+        ("wall time total", f"{r['wall_s']:8.2f} s"),
+        ("time inside training (stand-in)", f"{r['training_s']:8.2f} s"),
+        ("runner total_s (spawn -> result)", f"{r['runner_total_s']:8.2f} s"),
+        ("agent latency total", f"{r['agent_s']:8.2f} s"),
+        ("duty cycle (training / wall)", f"{100 * r['duty_cycle']:8.1f} %"),
+        ("ideal duty cycle train/(train+agent)", f"{100 * ideal:8.1f} %"),
+        ("fixed overhead per experiment", f"{r['overhead_per_experiment_s']:8.3f} s"),
+    ]
     for label, value in lines:
         print(f"  {label:<46}{value}")
     print(f"\n  {'phase':<56}{'total s':>9}{'per exp s':>11}")
@@ -207,14 +247,17 @@ def report(r: dict, train_arg: float, agent_arg: float) -> None:
         print(f"  {label:<56}{t:9.3f}{t / m:11.3f}")
     print(f"  {'sum of phases (= wall)':<56}{sum(r['phases_s'].values()):9.3f}")
     lat = r["event_latency_s"]
-    print(f"\n  step event written -> progress emitted: mean {1000 * lat['mean']:.0f} ms, "
-          f"max {1000 * lat['max']:.0f} ms over {lat['n']} events")
+    print(
+        f"\n  step event written -> progress emitted: mean {1000 * lat['mean']:.0f} ms, "
+        f"max {1000 * lat['max']:.0f} ms over {lat['n']} events"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--experiments", type=int, default=10,
-                        help="experiments to run, the baseline included (default 10)")
+    parser.add_argument(
+        "--experiments", type=int, default=10, help="experiments to run, the baseline included (default 10)"
+    )
     parser.add_argument("--train-seconds", type=float, default=2.0, help="the trainer stand-in's duration (default 2)")
     parser.add_argument("--agent-seconds", type=float, default=0.5, help="the agent stand-in's latency (default 0.5)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
@@ -224,16 +267,22 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="nightlab-overhead-") as tmp:
         ws = make_workspace(Path(tmp), args.train_seconds)
         result = measure(ws, args.experiments, SleepyAgent(args.agent_seconds))
-        ahead = duty_cycle(make_workspace(Path(tmp), args.train_seconds, ahead=True), args.experiments,
-                           SleepyAgent(args.agent_seconds))
-    result["args"] = {"experiments": args.experiments, "train_seconds": args.train_seconds,
-                      "agent_seconds": args.agent_seconds}
+        ahead = duty_cycle(
+            make_workspace(Path(tmp), args.train_seconds, ahead=True), args.experiments, SleepyAgent(args.agent_seconds)
+        )
+    result["args"] = {
+        "experiments": args.experiments,
+        "train_seconds": args.train_seconds,
+        "agent_seconds": args.agent_seconds,
+    }
     result["propose_ahead"] = ahead
     report(result, args.train_seconds, args.agent_seconds)
     print(f"\n  duty cycle, proposals one after the other: {100 * result['duty_cycle']:6.1f} %")
-    print(f"  duty cycle, propose-ahead on:              {100 * ahead['duty_cycle']:6.1f} %  "
-          f"(wall {ahead['wall_s']:.1f} s, {ahead['agent_calls']} agent calls, {ahead['re_asked']} re-asked "
-          f"after a keep, {ahead['experiments']} experiments)")
+    print(
+        f"  duty cycle, propose-ahead on:              {100 * ahead['duty_cycle']:6.1f} %  "
+        f"(wall {ahead['wall_s']:.1f} s, {ahead['agent_calls']} agent calls, {ahead['re_asked']} re-asked "
+        f"after a keep, {ahead['experiments']} experiments)"
+    )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

@@ -36,6 +36,7 @@ another server entry point (a patched one) for an A/B comparison on the same wor
 
 Light on CPU apart from the server itself: the stand-in sleeps. Prints figures; asserts nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,14 +49,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-from nightlab.server.loop.engine import Engine
-from nightlab.server.record.ledger import tsv_row
 from nightlab.server.core.settings import load_settings
 from nightlab.server.core.types import Experiment
+from nightlab.server.loop.engine import Engine
+from nightlab.server.record.ledger import tsv_row
 
-STAND_IN = '''import json, os, time
+STAND_IN = """import json, os, time
 X = 1.0           # knobs: this run's val_bpb is 1 + (X - 0.3)^2 + (Y - 0.8)^2 + |Z - 0.25|
 Y = 0.5
 Z = 0.25
@@ -78,9 +79,11 @@ print(f"training_seconds: {time.time() - t0:.1f}")
 print(f"total_seconds:    {time.time() - t0:.1f}")
 print("peak_vram_mb:     0.0")
 print(f"num_steps:        {STEPS}")
-'''
-TOML = ('[run]\ncommand = "python train.py"\npropose_ahead = false\n[budget]\nseconds = 0.05\n'
-        'timeout_seconds = {timeout}\n[policy]\nname = "strict"\n')
+"""
+TOML = (
+    '[run]\ncommand = "python train.py"\npropose_ahead = false\n[budget]\nseconds = 0.05\n'
+    'timeout_seconds = {timeout}\n[policy]\nname = "strict"\n'
+)
 
 
 def git(ws: Path, *args: str) -> str:
@@ -133,9 +136,16 @@ def build_workspace(root: Path, real: int, total: int, run_seconds: float) -> tu
         f.writelines(tsv)
     t_synth = time.perf_counter() - t0
     final_exps = ledger.experiments()
-    stats = {"real": len(exps), "real_s": t_real, "synthetic": len(final_exps) - len(exps), "synthetic_s": t_synth,
-             "kept_real": sum(e.status == "keep" for e in exps), "experiments": len(final_exps),
-             "jsonl_lines": len(ledger.records()), "jsonl_bytes": ledger.jsonl.stat().st_size}
+    stats = {
+        "real": len(exps),
+        "real_s": t_real,
+        "synthetic": len(final_exps) - len(exps),
+        "synthetic_s": t_synth,
+        "kept_real": sum(e.status == "keep" for e in exps),
+        "experiments": len(final_exps),
+        "jsonl_lines": len(ledger.records()),
+        "jsonl_bytes": ledger.jsonl.stat().st_size,
+    }
     return ws, stats
 
 
@@ -144,7 +154,7 @@ class Client:
     `applied`) answer to the server's own requests, and a timestamped log of its notifications."""
 
     def __init__(self) -> None:
-        self.proc: Optional[asyncio.subprocess.Process] = None
+        self.proc: asyncio.subprocess.Process | None = None
         self.next_id = 0
         self.pending: dict[int, asyncio.Future] = {}
         self.notes: list[tuple[float, str, Any]] = []
@@ -154,9 +164,9 @@ class Client:
         self.server_requests: dict[str, int] = {}
 
     async def start(self, cmd: list[str], cwd: Path, stderr) -> None:
-        self.proc = await asyncio.create_subprocess_exec(*cmd, cwd=cwd, stdin=asyncio.subprocess.PIPE,
-                                                         stdout=asyncio.subprocess.PIPE, stderr=stderr,
-                                                         limit=2 ** 26)
+        self.proc = await asyncio.create_subprocess_exec(
+            *cmd, cwd=cwd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr, limit=2**26
+        )
         self.reader = asyncio.create_task(self._read())
 
     def _send(self, msg: dict) -> None:
@@ -185,8 +195,13 @@ class Client:
             elif "id" in msg:  # the server asks: progress tokens, applyEdit, refreshes
                 method = msg["method"]
                 self.server_requests[method] = self.server_requests.get(method, 0) + 1
-                self._send({"jsonrpc": "2.0", "id": msg["id"],
-                            "result": {"applied": True} if method == "workspace/applyEdit" else None})
+                self._send(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": msg["id"],
+                        "result": {"applied": True} if method == "workspace/applyEdit" else None,
+                    }
+                )
             else:
                 method, params = msg["method"], msg.get("params")
                 self.notes.append((now, method, params))
@@ -236,36 +251,67 @@ async def measure(ws: Path, args) -> dict:
     with open(stderr_path, "wb") as stderr:
         await client.start(cmd, ws, stderr)
         uri = ws.as_uri()
-        caps = {"window": {"workDoneProgress": True},
-                "workspace": {"applyEdit": True, "workspaceFolders": True, "codeLens": {"refreshSupport": True},
-                              "inlayHint": {"refreshSupport": True}},
-                "textDocument": {"hover": {"contentFormat": ["markdown", "plaintext"]},
-                                 "codeAction": {"codeActionLiteralSupport": {"codeActionKind": {"valueSet": [
-                                     "quickfix", "refactor", "refactor.rewrite"]}}}}}
-        await client.request("initialize", {"processId": os.getpid(), "rootUri": uri, "capabilities": caps,
-                                            "workspaceFolders": [{"uri": uri, "name": "ws"}]})
+        caps = {
+            "window": {"workDoneProgress": True},
+            "workspace": {
+                "applyEdit": True,
+                "workspaceFolders": True,
+                "codeLens": {"refreshSupport": True},
+                "inlayHint": {"refreshSupport": True},
+            },
+            "textDocument": {
+                "hover": {"contentFormat": ["markdown", "plaintext"]},
+                "codeAction": {
+                    "codeActionLiteralSupport": {
+                        "codeActionKind": {"valueSet": ["quickfix", "refactor", "refactor.rewrite"]}
+                    }
+                },
+            },
+        }
+        await client.request(
+            "initialize",
+            {
+                "processId": os.getpid(),
+                "rootUri": uri,
+                "capabilities": caps,
+                "workspaceFolders": [{"uri": uri, "name": "ws"}],
+            },
+        )
         client.notify("initialized", {})
         text = (ws / "train.py").read_text()
         doc_uri = (ws / "train.py").as_uri()
-        client.notify("textDocument/didOpen", {"textDocument": {"uri": doc_uri, "languageId": "python",
-                                                                "version": 1, "text": text}})
+        client.notify(
+            "textDocument/didOpen",
+            {"textDocument": {"uri": doc_uri, "languageId": "python", "version": 1, "text": text}},
+        )
         x_line = next(i for i, line in enumerate(text.splitlines()) if line.startswith("X = "))
         doc = {"uri": doc_uri}
         kinds = {
             "hover": ("textDocument/hover", {"textDocument": doc, "position": {"line": x_line, "character": 1}}),
-            "codeAction": ("textDocument/codeAction", {"textDocument": doc, "range": {
-                "start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 0}},
-                "context": {"diagnostics": []}}),
+            "codeAction": (
+                "textDocument/codeAction",
+                {
+                    "textDocument": doc,
+                    "range": {"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 0}},
+                    "context": {"diagnostics": []},
+                },
+            ),
             "codeLens": ("textDocument/codeLens", {"textDocument": doc}),
         }
-        results: dict[str, dict[str, Any]] = {k: {"cold": None, "idle": [], "training": [], "outside": []}
-                                              for k in kinds}
+        results: dict[str, dict[str, Any]] = {
+            k: {"cold": None, "idle": [], "training": [], "outside": []} for k in kinds
+        }
         shapes = {}
         for kind, (method, params) in kinds.items():
             ms, result, _ = await client.request(method, params)
             results[kind]["cold"] = ms
-            shapes[kind] = (len(result) if isinstance(result, list) else
-                            len(result["contents"]["value"].splitlines()) if result else 0)
+            shapes[kind] = (
+                len(result)
+                if isinstance(result, list)
+                else len(result["contents"]["value"].splitlines())
+                if result
+                else 0
+            )
         for _ in range(args.requests):
             t_round = time.perf_counter()
             for kind, (method, params) in kinds.items():
@@ -273,9 +319,20 @@ async def measure(ws: Path, args) -> dict:
                 results[kind]["idle"].append(ms)
             await asyncio.sleep(max(0.0, t_round + args.interval / 1000 - time.perf_counter()))
 
-        await client.request("workspace/executeCommand", {"command": "nightlab.loop.start", "arguments": [
-            {"agent": "offline", "maxExperiments": args.runs, "policy": "strict",
-             "budgetSeconds": args.run_seconds}]})
+        await client.request(
+            "workspace/executeCommand",
+            {
+                "command": "nightlab.loop.start",
+                "arguments": [
+                    {
+                        "agent": "offline",
+                        "maxExperiments": args.runs,
+                        "policy": "strict",
+                        "budgetSeconds": args.run_seconds,
+                    }
+                ],
+            },
+        )
         await asyncio.wait_for(client.run_started.wait(), 120)
         t_train0 = time.perf_counter()
         while min(len(r["training"]) for r in results.values()) < args.requests and not client.stopped.is_set():
@@ -289,8 +346,11 @@ async def measure(ws: Path, args) -> dict:
             await asyncio.sleep(max(0.0, t_round + args.interval / 1000 - time.perf_counter()))
         t_train = time.perf_counter() - t_train0
         try:
-            await client.request("workspace/executeCommand", {"command": "nightlab.loop.stop", "arguments": []},
-                                 timeout=args.run_seconds * 3 + 60)
+            await client.request(
+                "workspace/executeCommand",
+                {"command": "nightlab.loop.stop", "arguments": []},
+                timeout=args.run_seconds * 3 + 60,
+            )
         except RuntimeError:
             pass  # it stopped by itself
         await client.request("shutdown", None)
@@ -304,29 +364,46 @@ async def measure(ws: Path, args) -> dict:
     notes: dict[str, int] = {}
     for _, method, _ in client.notes:
         notes[method] = notes.get(method, 0) + 1
-    return {"results": results, "shapes": shapes, "notifications": notes, "server_requests": client.server_requests,
-            "measure_training_s": t_train, "stderr_bytes": stderr_path.stat().st_size, "stderr": stderr_path}
+    return {
+        "results": results,
+        "shapes": shapes,
+        "notifications": notes,
+        "server_requests": client.server_requests,
+        "measure_training_s": t_train,
+        "stderr_bytes": stderr_path.stat().st_size,
+        "stderr": stderr_path,
+    }
 
 
 def report(stats: dict, m: dict, args) -> None:
-    print(f"\nworkspace: {stats['experiments']} experiments ({stats['real']} run by the engine in "
-          f"{stats['real_s']:.1f} s, {stats['kept_real']} kept; {stats['synthetic']} synthesised in "
-          f"{stats['synthetic_s']:.2f} s); experiments.jsonl {stats['jsonl_lines']} records, "
-          f"{stats['jsonl_bytes'] / 1e6:.1f} MB")
-    print(f"answers: hover {m['shapes']['hover']} lines, {m['shapes']['codeAction']} code actions, "
-          f"{m['shapes']['codeLens']} code lenses")
-    print(f"\n  {'request':<12}{'cold ms':>9}{'idle p50':>10}{'idle p99':>10}{'train p50':>11}{'train p99':>11}"
-          f"{'train max':>11}{'n train':>9}")
+    print(
+        f"\nworkspace: {stats['experiments']} experiments ({stats['real']} run by the engine in "
+        f"{stats['real_s']:.1f} s, {stats['kept_real']} kept; {stats['synthetic']} synthesised in "
+        f"{stats['synthetic_s']:.2f} s); experiments.jsonl {stats['jsonl_lines']} records, "
+        f"{stats['jsonl_bytes'] / 1e6:.1f} MB"
+    )
+    print(
+        f"answers: hover {m['shapes']['hover']} lines, {m['shapes']['codeAction']} code actions, "
+        f"{m['shapes']['codeLens']} code lenses"
+    )
+    print(
+        f"\n  {'request':<12}{'cold ms':>9}{'idle p50':>10}{'idle p99':>10}{'train p50':>11}{'train p99':>11}"
+        f"{'train max':>11}{'n train':>9}"
+    )
     ok = True
     for kind, r in m["results"].items():
         tr = r["training"]
         p99 = percentile(tr, 99)
         ok = ok and len(tr) > 0 and p99 < 20
-        print(f"  {kind:<12}{r['cold']:9.1f}{percentile(r['idle'], 50):10.1f}{percentile(r['idle'], 99):10.1f}"
-              f"{percentile(tr, 50):11.1f}{p99:11.1f}{max(tr, default=float('nan')):11.1f}{len(tr):9d}")
+        print(
+            f"  {kind:<12}{r['cold']:9.1f}{percentile(r['idle'], 50):10.1f}{percentile(r['idle'], 99):10.1f}"
+            f"{percentile(tr, 50):11.1f}{p99:11.1f}{max(tr, default=float('nan')):11.1f}{len(tr):9d}"
+        )
     outside = [x for r in m["results"].values() for x in r["outside"]]
-    print(f"\n  training phase: {m['measure_training_s']:.1f} s of requests; {len(outside)} samples fell between "
-          f"runs (not counted above; max {max(outside, default=float('nan')):.1f} ms)")
+    print(
+        f"\n  training phase: {m['measure_training_s']:.1f} s of requests; {len(outside)} samples fell between "
+        f"runs (not counted above; max {max(outside, default=float('nan')):.1f} ms)"
+    )
     print("  notifications seen: " + ", ".join(f"{k} {v}" for k, v in sorted(m["notifications"].items())))
     print(f"  server stderr (its log): {m['stderr_bytes'] / 1e6:.2f} MB")
     print(f"\ngoal p99 < 20 ms while training runs: {'MET' if ok else 'NOT MET'}")
@@ -345,15 +422,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--experiments", type=int, default=1000, help="ledger size (default 1000)")
     parser.add_argument("--real", type=int, default=40, help="of them run by the engine (default 40)")
     parser.add_argument("--requests", type=int, default=200, help="requests of each kind per phase (default 200)")
-    parser.add_argument("--interval", type=float, default=100.0,
-                        help="ms from the start of one round (hover, code action, code lens) to the next, as a "
-                             "cursor moves; with the defaults the training phase spans a run's end (default 100)")
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=100.0,
+        help="ms from the start of one round (hover, code action, code lens) to the next, as a "
+        "cursor moves; with the defaults the training phase spans a run's end (default 100)",
+    )
     parser.add_argument("--run-seconds", type=float, default=20.0, help="the stand-in run's length (default 20)")
-    parser.add_argument("--runs", type=int, default=10,
-                        help="runs the measured loop may start; it is stopped once the samples are in (default 10)")
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=10,
+        help="runs the measured loop may start; it is stopped once the samples are in (default 10)",
+    )
     parser.add_argument("--profile", type=Path, help="run the server under cProfile, write the stats here")
-    parser.add_argument("--server", help="what `python` runs as the server instead of `-m nightlab.server` "
-                                             "(e.g. a script that patches it first, for an A/B comparison)")
+    parser.add_argument(
+        "--server",
+        help="what `python` runs as the server instead of `-m nightlab.server` "
+        "(e.g. a script that patches it first, for an A/B comparison)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp workspace (its path is printed)")
     args = parser.parse_args(argv)
 

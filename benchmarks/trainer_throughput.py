@@ -12,6 +12,7 @@ constant, total_tokens_M / num_steps of the summary), the summary gives val_bpb.
 p90/p10 of the step time is the jitter that a wall-clock budget turns into metric noise
 (docs: REFERENCE.md section 2). Prints figures; asserts nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 from rich.console import Console
@@ -39,22 +39,37 @@ WARMUP_STEPS = 10  # prepare.py's WARMUP_STEPS: compilation and allocator warm-u
 KNOBS = ("DEPTH", "WIDTH", "HEAD_DIM", "SEQ_LEN", "DEVICE_BATCH_SIZE", "TOTAL_BATCH_SIZE", "COMPILE")
 
 
-def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=30.0,
-                        help="training budget in seconds, warm-up steps excluded (default 30)")
-    parser.add_argument("--profile", choices=("cpu", "gpu", "auto"), default="auto",
-                        help="template profile (auto: gpu when CUDA is available)")
-    parser.add_argument("--gpu-autoresearch", action="store_true",
-                        help="autoresearch's size: depth 8, width 512, seq 2048, 2^19 tokens a step "
-                             "(the gpu profile)")
-    parser.add_argument("--device", choices=("cpu", "cuda", "mps"),
-                        help="force the harness's device (NIGHTLAB_DEVICE); default: what it finds")
+    parser.add_argument(
+        "--seconds", type=float, default=30.0, help="training budget in seconds, warm-up steps excluded (default 30)"
+    )
+    parser.add_argument(
+        "--profile",
+        choices=("cpu", "gpu", "auto"),
+        default="auto",
+        help="template profile (auto: gpu when CUDA is available)",
+    )
+    parser.add_argument(
+        "--gpu-autoresearch",
+        action="store_true",
+        help="autoresearch's size: depth 8, width 512, seq 2048, 2^19 tokens a step (the gpu profile)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda", "mps"),
+        help="force the harness's device (NIGHTLAB_DEVICE); default: what it finds",
+    )
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--warmup-steps", type=int, default=WARMUP_STEPS,
-                        help="steps left out of the means and percentiles (default 10)")
-    parser.add_argument("--timeout", type=float, default=None,
-                        help="kill the run after this many seconds (default: 3 x budget + 600)")
+    parser.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=WARMUP_STEPS,
+        help="steps left out of the means and percentiles (default 10)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="kill the run after this many seconds (default: 3 x budget + 600)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary workspace and print its path")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
@@ -101,8 +116,15 @@ def run_training(folder: Path, args: argparse.Namespace, console: Console) -> tu
     started = time.monotonic()
     status = console.status(f"training for {args.seconds:g} s ({args.profile} profile)")
     with open(log_path, "wb") as log, status:
-        proc = subprocess.Popen([sys.executable, "train.py"], cwd=folder, env=env, stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "train.py"],
+            cwd=folder,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             returncode = proc.wait(timeout=timeout)
         except (subprocess.TimeoutExpired, KeyboardInterrupt):
@@ -112,7 +134,7 @@ def run_training(folder: Path, args: argparse.Namespace, console: Console) -> tu
     return returncode, time.monotonic() - started, log_path
 
 
-def figures(events: list[dict], warmup_steps: int, fallback_tokens_per_step: Optional[int]) -> dict:
+def figures(events: list[dict], warmup_steps: int, fallback_tokens_per_step: int | None) -> dict:
     start = next((e for e in events if e.get("event") == "start"), {})
     summary = next((e for e in events if e.get("event") == "summary"), {})
     steps = [e for e in events if e.get("event") == "step" and isinstance(e.get("tok_per_s"), (int, float))]
@@ -123,12 +145,21 @@ def figures(events: list[dict], warmup_steps: int, fallback_tokens_per_step: Opt
     tok_s = np.array([e["tok_per_s"] for e in steady], dtype=float)
     mfu = np.array([e.get("mfu", 0.0) or 0.0 for e in steady], dtype=float)
     out = {
-        "device": start.get("device", "?"), "num_params_M": start.get("num_params_M"),
-        "tokenizer": start.get("tokenizer"), "steps": len(steps), "steady_steps": len(steady),
-        "tokens_per_step": tokens_per_step, "tok_per_s_mean": None, "tok_per_s_aggregate": None,
+        "device": start.get("device", "?"),
+        "num_params_M": start.get("num_params_M"),
+        "tokenizer": start.get("tokenizer"),
+        "steps": len(steps),
+        "steady_steps": len(steady),
+        "tokens_per_step": tokens_per_step,
+        "tok_per_s_mean": None,
+        "tok_per_s_aggregate": None,
         "mfu_mean": None,
-        "step_ms_p10": None, "step_ms_p50": None, "step_ms_p90": None, "p90_over_p10": None,
-        "summary": summary, "fail": next((e for e in events if e.get("event") == "fail"), None),
+        "step_ms_p10": None,
+        "step_ms_p50": None,
+        "step_ms_p90": None,
+        "p90_over_p10": None,
+        "summary": summary,
+        "fail": next((e for e in events if e.get("event") == "fail"), None),
     }
     if len(tok_s):
         out["tok_per_s_mean"] = float(tok_s.mean())
@@ -140,8 +171,9 @@ def figures(events: list[dict], warmup_steps: int, fallback_tokens_per_step: Opt
             # The summary's own figure divides every token, warm-up included, by the post-warm-up time.
             out["tok_per_s_aggregate"] = float(1000.0 * tokens_per_step * len(step_ms) / step_ms.sum())
             p10, p50, p90 = np.percentile(step_ms, [10, 50, 90])
-            out.update(step_ms_p10=float(p10), step_ms_p50=float(p50), step_ms_p90=float(p90),
-                       p90_over_p10=float(p90 / p10))
+            out.update(
+                step_ms_p10=float(p10), step_ms_p50=float(p50), step_ms_p90=float(p90), p90_over_p10=float(p90 / p10)
+            )
     return out
 
 
@@ -162,10 +194,11 @@ def fmt(value, spec: str, missing: str = "n/a") -> str:
 
 def table(result: dict, args: argparse.Namespace, config: dict[str, str], wall_s: float) -> Table:
     summary = result["summary"]
-    described = (f"{args.profile} profile: depth {config.get('DEPTH', '?')}, width {config.get('WIDTH', '?')}, "
-                 f"seq {config.get('SEQ_LEN', '?')}, {fmt(result['tokens_per_step'], ',d', '?')} tok/step, "
-                 f"{fmt(result['num_params_M'], '.1f', '?')}M params"
-                 + (", compiled" if config.get("COMPILE") == "True" else ""))
+    described = (
+        f"{args.profile} profile: depth {config.get('DEPTH', '?')}, width {config.get('WIDTH', '?')}, "
+        f"seq {config.get('SEQ_LEN', '?')}, {fmt(result['tokens_per_step'], ',d', '?')} tok/step, "
+        f"{fmt(result['num_params_M'], '.1f', '?')}M params" + (", compiled" if config.get("COMPILE") == "True" else "")
+    )
     mfu = result["mfu_mean"]
     step_ms = " / ".join(fmt(result[k], ".1f") for k in ("step_ms_p10", "step_ms_p50", "step_ms_p90"))
     timings = " / ".join(fmt(summary.get(k), ".1f") for k in ("training_s", "eval_s", "total_s"))
@@ -185,8 +218,9 @@ def table(result: dict, args: argparse.Namespace, config: dict[str, str], wall_s
         ("peak memory", fmt(summary.get("peak_mem_mb"), ",.0f") + " MB"),
     ]
     if result["steady_steps"] < 20:
-        rows.append(("note", f"only {result['steady_steps']} steady steps: the percentiles are rough; "
-                             "give it more --seconds"))
+        rows.append(
+            ("note", f"only {result['steady_steps']} steady steps: the percentiles are rough; give it more --seconds")
+        )
     t = Table(title=f"trainer throughput ({args.seconds:g} s budget, seed {args.seed})", show_header=False)
     t.add_column("figure", style="bold")
     t.add_column("value")
@@ -195,7 +229,7 @@ def table(result: dict, args: argparse.Namespace, config: dict[str, str], wall_s
     return t
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console()
     files = render(args.profile)
@@ -214,8 +248,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         result = figures(events, args.warmup_steps, fallback_tokens_per_step=_tokens_per_step(config))
         console.print(table(result, args, config, wall_s))
         if args.json:
-            args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                             "config": config, **result, "wall_s": wall_s}, indent=2))
+            args.json.write_text(
+                json.dumps(
+                    {"args": {k: str(v) for k, v in vars(args).items()}, "config": config, **result, "wall_s": wall_s},
+                    indent=2,
+                )
+            )
         if returncode != 0 or not result["summary"]:
             tail = log_path.read_text(errors="replace").replace("\r", "\n").splitlines()[-20:]
             console.print(f"[red]train.py exited with {returncode}[/red]; last lines of {log_path}:")
@@ -230,7 +268,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _tokens_per_step(config: dict[str, str]) -> Optional[int]:
+def _tokens_per_step(config: dict[str, str]) -> int | None:
     """train.py's tokens per optimizer step, for a run that ended before its summary said so."""
     try:
         batch, seq, total = (int(config[k]) for k in ("DEVICE_BATCH_SIZE", "SEQ_LEN", "TOTAL_BATCH_SIZE"))
@@ -239,7 +277,7 @@ def _tokens_per_step(config: dict[str, str]) -> Optional[int]:
     return max(1, math.ceil(total / (batch * seq))) * batch * seq
 
 
-def _harness_seq_len(prepare_py: str, device: str) -> Optional[int]:
+def _harness_seq_len(prepare_py: str, device: str) -> int | None:
     name = "SEQ_LEN_CUDA" if device == "cuda" else "SEQ_LEN_CPU"
     match = re.search(rf"^{name}\s*=\s*(\d+)", prepare_py, re.M)
     return int(match.group(1)) if match else None

@@ -12,6 +12,7 @@ a union of its values (named when it is one of types.ALIASES), a payload class -
 
 Must not import: nightlab.server, nightlab.trainer, pygls, lsprotocol.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -21,9 +22,10 @@ import re
 import sys
 import types as _pytypes
 import typing
+from collections.abc import Iterable
 from dataclasses import fields, is_dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal, Optional, Union
+from typing import Any, Literal, Union
 
 from . import examples as ex
 from . import methods as m
@@ -38,6 +40,7 @@ _FIELD_COMMENT = re.compile(r"^    (\w+): [^#]*#\s*(.+?)\s*$")
 
 
 # ---------------------------------------------------------------------------- types
+
 
 def ts_type(tp: Any, aliases: dict[str, Any]) -> str:
     """The TypeScript type for a Python annotation (without the `| null` of an optional field)."""
@@ -90,14 +93,14 @@ def render_interface(cls: type, aliases: dict[str, Any]) -> str:
             lines.append("  " + _comment(comments[f.name]))
         if is_optional(tp):
             inner = [a for a in typing.get_args(tp) if a is not type(None)]
-            lines.append(f"  {camel(f.name)}?: {ts_type(Union[tuple(inner)], aliases)} | null;")
+            lines.append(f"  {camel(f.name)}?: {ts_type(Union[tuple(inner)], aliases)} | null;")  # noqa: UP007 (built at run time)
         else:
             lines.append(f"  {camel(f.name)}: {ts_type(tp, aliases)};")
     lines.append("}")
     return "\n".join(lines)
 
 
-def _name(cls: Optional[type]) -> str:
+def _name(cls: type | None) -> str:
     return cls.__name__ if cls is not None else "null"
 
 
@@ -118,32 +121,51 @@ def _check_closed(payloads: Iterable[type], registry: Iterable[m.Method]) -> Non
         raise ValueError(f"payload classes used but not in types.PAYLOADS: {', '.join(missing)}")
 
 
-def render_ts(payloads: Iterable[type] = t.PAYLOADS, registry: Iterable[m.Method] = m.REGISTRY,
-              aliases: Optional[dict[str, Any]] = None) -> str:
+def render_ts(
+    payloads: Iterable[type] = t.PAYLOADS,
+    registry: Iterable[m.Method] = m.REGISTRY,
+    aliases: dict[str, Any] | None = None,
+) -> str:
     """nightlab-protocol.ts."""
     payloads, registry = list(payloads), list(registry)
     aliases = t.ALIASES if aliases is None else aliases
     _check_closed(payloads, registry)
-    out = [f"// {HEADER}", "// Nightlab's LSP extensions: method names and payload types. See protocol/METHODS.md.", "",
-           f"export const PROTOCOL_VERSION = {m.PROTOCOL_VERSION};",
-           f"export const EXPERIMENTAL_CAPABILITY = {json.dumps(m.EXPERIMENTAL_CAPABILITY)};", "",
-           "export const Methods = {"]
+    out = [
+        f"// {HEADER}",
+        "// Nightlab's LSP extensions: method names and payload types. See protocol/METHODS.md.",
+        "",
+        f"export const PROTOCOL_VERSION = {m.PROTOCOL_VERSION};",
+        f"export const EXPERIMENTAL_CAPABILITY = {json.dumps(m.EXPERIMENTAL_CAPABILITY)};",
+        "",
+        "export const Methods = {",
+    ]
     out += [f"  {x.key}: {json.dumps(x.name)}," for x in registry if x.kind != "command"]
     out += ["} as const;", "", "export const Commands = {"]
     out += [f"  {x.key}: {json.dumps(x.name)}," for x in registry if x.kind == "command"]
     out += ["} as const;", ""]
-    out += [f"export type {name} = {ts_type(alias, {})};"
-            for name, alias in aliases.items()]
+    out += [f"export type {name} = {ts_type(alias, {})};" for name, alias in aliases.items()]
     out.append("")
     for cls in payloads:
         out += [render_interface(cls, aliases), ""]
     out += ["/** The params of each server -> client notification. */", "export interface NotificationParams {"]
     out += [f"  {json.dumps(x.name)}: {_name(x.params)};" for x in registry if x.kind == "notification"]
-    out += ["}", "", "/** The params and result of each client -> server request. */", "export interface RequestTypes {"]
-    out += [f"  {json.dumps(x.name)}: {{ params: {_name(x.params)}; result: {_name(x.result)} }};"
-            for x in registry if x.kind == "request"]
-    out += ["}", "", "/** The arguments (of workspace/executeCommand) and result of each command. */",
-            "export interface CommandTypes {"]
+    out += [
+        "}",
+        "",
+        "/** The params and result of each client -> server request. */",
+        "export interface RequestTypes {",
+    ]
+    out += [
+        f"  {json.dumps(x.name)}: {{ params: {_name(x.params)}; result: {_name(x.result)} }};"
+        for x in registry
+        if x.kind == "request"
+    ]
+    out += [
+        "}",
+        "",
+        "/** The arguments (of workspace/executeCommand) and result of each command. */",
+        "export interface CommandTypes {",
+    ]
     for x in registry:
         if x.kind == "command":
             args = "[]" if x.params is None else f"[{x.params.__name__}{'?' if x.params_optional else ''}]"
@@ -154,6 +176,7 @@ def render_ts(payloads: Iterable[type] = t.PAYLOADS, registry: Iterable[m.Method
 
 # ---------------------------------------------------------------------------- METHODS.md
 
+
 def _json(value: Any) -> str:
     return "```json\n" + json.dumps(value, indent=2, ensure_ascii=False) + "\n```"
 
@@ -163,14 +186,23 @@ def _wire(obj: Any) -> Any:
 
 
 def _section(meth: m.Method, aliases: dict[str, Any], example: tuple[Any, Any]) -> list[str]:
-    kind = {"notification": "notification", "request": "request",
-            "command": "command (`workspace/executeCommand`)"}[meth.kind]
+    kind = {"notification": "notification", "request": "request", "command": "command (`workspace/executeCommand`)"}[
+        meth.kind
+    ]
     label = "Command" if meth.kind == "command" else "Method"
     optional = " (optional)" if meth.params_optional else ""
     result = "none (a notification)" if meth.kind == "notification" else _name(meth.result)
-    out = [f"## {meth.title}", "", f"**{label}:** `{meth.name}`  ", f"**Direction:** {meth.direction}, {kind}  ",
-           f"**Params:** `{_name(meth.params)}`{optional}  " if meth.params else "**Params:** none  ",
-           f"**Result:** `{result}`" if meth.result else f"**Result:** {result}", "", meth.doc, ""]
+    out = [
+        f"## {meth.title}",
+        "",
+        f"**{label}:** `{meth.name}`  ",
+        f"**Direction:** {meth.direction}, {kind}  ",
+        f"**Params:** `{_name(meth.params)}`{optional}  " if meth.params else "**Params:** none  ",
+        f"**Result:** `{result}`" if meth.result else f"**Result:** {result}",
+        "",
+        meth.doc,
+        "",
+    ]
     shown = [c for c in (meth.params, meth.result) if c is not None]
     if shown:
         out += ["```typescript", "\n\n".join(render_interface(c, aliases) for c in shown), "```", ""]
@@ -181,20 +213,38 @@ def _section(meth: m.Method, aliases: dict[str, Any], example: tuple[Any, Any]) 
         out += ["Example params:", "", _json(_wire(params_ex)), "", "Example result:", "", _json(_wire(result_ex)), ""]
     else:
         args = [] if params_ex is None else [_wire(params_ex)]
-        out += ["Example params of `workspace/executeCommand`:", "",
-                _json({"command": meth.name, "arguments": args}), "", "Example result:", "", _json(_wire(result_ex)), ""]
+        out += [
+            "Example params of `workspace/executeCommand`:",
+            "",
+            _json({"command": meth.name, "arguments": args}),
+            "",
+            "Example result:",
+            "",
+            _json(_wire(result_ex)),
+            "",
+        ]
     return out
 
 
-def render_md(payloads: Iterable[type] = t.PAYLOADS, registry: Iterable[m.Method] = m.REGISTRY,
-              aliases: Optional[dict[str, Any]] = None,
-              examples: Optional[dict[str, tuple[Any, Any]]] = None) -> str:
+def render_md(
+    payloads: Iterable[type] = t.PAYLOADS,
+    registry: Iterable[m.Method] = m.REGISTRY,
+    aliases: dict[str, Any] | None = None,
+    examples: dict[str, tuple[Any, Any]] | None = None,
+) -> str:
     """METHODS.md, in the manner of rust-analyzer's lsp-extensions.md."""
     payloads, registry = list(payloads), list(registry)
     aliases = t.ALIASES if aliases is None else aliases
     examples = ex.EXAMPLES if examples is None else examples
-    out = [f"<!-- {HEADER} -->", "", "# Nightlab LSP extensions", "", m.PREAMBLE,
-           f"Protocol version: {m.PROTOCOL_VERSION}.", ""]
+    out = [
+        f"<!-- {HEADER} -->",
+        "",
+        "# Nightlab LSP extensions",
+        "",
+        m.PREAMBLE,
+        f"Protocol version: {m.PROTOCOL_VERSION}.",
+        "",
+    ]
     groups = (("Notifications", "notification"), ("Requests", "request"), ("Commands", "command"))
     for heading, kind in groups:
         out += [f"**{heading}:** " + ", ".join(f"`{x.name}`" for x in registry if x.kind == kind) + "  "]
@@ -213,6 +263,7 @@ def render_md(payloads: Iterable[type] = t.PAYLOADS, registry: Iterable[m.Method
 
 # ---------------------------------------------------------------------------- files
 
+
 def outputs() -> dict[Path, str]:
     return {TS_FILE: render_ts(), MD_FILE: render_md()}
 
@@ -222,11 +273,14 @@ def diff(path: Path, expected: str) -> str:
     actual = path.read_text(encoding="utf-8") if path.exists() else ""
     if actual == expected:
         return ""
-    return "".join(difflib.unified_diff(actual.splitlines(True), expected.splitlines(True),
-                                        f"{path.name} (on disk)", f"{path.name} (generated)"))
+    return "".join(
+        difflib.unified_diff(
+            actual.splitlines(True), expected.splitlines(True), f"{path.name} (on disk)", f"{path.name} (generated)"
+        )
+    )
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     check = "--check" in argv
     stale = 0

@@ -2,8 +2,8 @@
 
 Python names are snake_case; on the wire every key is camelCase (`memory_gb` -> `memoryGb`). Each payload
 has `to_wire()` (a JSON-ready dict) and `from_wire(data)` (checks types, fills defaults, ignores keys it
-does not know so that an older reader survives a newer writer); both live in wire.py. `generate_ts.py` renders the TypeScript
-mirror from these annotations, so a field is added here and nowhere else.
+does not know so that an older reader survives a newer writer); both live in wire.py. `generate_ts.py`
+renders the TypeScript mirror from these annotations, so a field is added here and nowhere else.
 
 The converters at the end (`experiment_payload`, `progress_payload`, ...) take the plain dicts the
 engine's events carry (`Experiment.to_json()`, `asdict(Progress)`), so this module needs nothing from
@@ -12,21 +12,54 @@ the server.
 Must not import: nightlab.server, nightlab.trainer, pygls, lsprotocol, or anything outside the standard
 library (the payloads are the one thing every side shares).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from .wire import Wire, WireError, camel
 
 __all__ = [  # WireError and camel re-exported: a handler needs one import for payloads and their errors
-    "ALIASES", "AcceptArgs", "AcceptResult", "BestPayload", "CurvePoint", "ExperimentArgs", "ExperimentCommandResult",
-    "ExperimentCurve", "ExperimentCurveParams", "ExperimentDiff", "ExperimentDiffParams", "ExperimentFinishedParams", "ExperimentPayload",
-    "ExperimentStartedParams", "ExperimentStatus", "ExperimentsPage", "ExperimentsParams", "FileDiff", "HunkInfo",
-    "LoopArgs", "LoopCommandResult", "LoopStartOverrides", "LoopState", "LoopStatePayload", "MetricDirection", "PAYLOADS",
-    "ProgressPayload", "Review", "Verdict", "Wire", "WireError", "budget_text", "camel", "experiment_finished",
-    "experiment_payload", "experiment_started", "progress_payload",
+    "ALIASES",
+    "AcceptArgs",
+    "AcceptResult",
+    "BestPayload",
+    "CurvePoint",
+    "ExperimentArgs",
+    "ExperimentCommandResult",
+    "ExperimentCurve",
+    "ExperimentCurveParams",
+    "ExperimentDiff",
+    "ExperimentDiffParams",
+    "ExperimentFinishedParams",
+    "ExperimentPayload",
+    "ExperimentStartedParams",
+    "ExperimentStatus",
+    "ExperimentsPage",
+    "ExperimentsParams",
+    "FileDiff",
+    "HunkInfo",
+    "LoopArgs",
+    "LoopCommandResult",
+    "LoopStartOverrides",
+    "LoopState",
+    "LoopStatePayload",
+    "MetricDirection",
+    "PAYLOADS",
+    "ProgressPayload",
+    "Review",
+    "Verdict",
+    "Wire",
+    "WireError",
+    "budget_text",
+    "camel",
+    "experiment_finished",
+    "experiment_payload",
+    "experiment_started",
+    "progress_payload",
 ]
 
 # ---------------------------------------------------------------------------- named literal types
@@ -48,6 +81,7 @@ ALIASES: dict[str, Any] = {
 
 
 # ---------------------------------------------------------------------------- payloads
+
 
 @dataclass
 class ExperimentPayload(Wire):
@@ -222,8 +256,11 @@ class LoopStartOverrides(Wire):
 
     def to_settings_overrides(self) -> dict[str, Any]:
         """The flat dict `nightlab.server.core.settings.load_settings` takes (the CLI's flags); root is not one."""
-        return {f.name: getattr(self, f.name) for f in fields(self)
-                if f.name != "root" and getattr(self, f.name) is not None}
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name != "root" and getattr(self, f.name) is not None
+        }
 
 
 @dataclass
@@ -268,16 +305,33 @@ class ExperimentCommandResult(Wire):
 
 # Every payload, in the order the TypeScript mirror lists them.
 PAYLOADS: tuple[type, ...] = (
-    ExperimentPayload, ProgressPayload, BestPayload, LoopStatePayload,
-    ExperimentStartedParams, ExperimentFinishedParams,
-    ExperimentsParams, ExperimentsPage, ExperimentDiffParams, HunkInfo, FileDiff, ExperimentDiff,
-    ExperimentCurveParams, CurvePoint, ExperimentCurve,
-    LoopStartOverrides, LoopArgs, ExperimentArgs, AcceptArgs,
-    LoopCommandResult, AcceptResult, ExperimentCommandResult,
+    ExperimentPayload,
+    ProgressPayload,
+    BestPayload,
+    LoopStatePayload,
+    ExperimentStartedParams,
+    ExperimentFinishedParams,
+    ExperimentsParams,
+    ExperimentsPage,
+    ExperimentDiffParams,
+    HunkInfo,
+    FileDiff,
+    ExperimentDiff,
+    ExperimentCurveParams,
+    CurvePoint,
+    ExperimentCurve,
+    LoopStartOverrides,
+    LoopArgs,
+    ExperimentArgs,
+    AcceptArgs,
+    LoopCommandResult,
+    AcceptResult,
+    ExperimentCommandResult,
 )
 
 
 # ---------------------------------------------------------------------------- converters from the engine's events
+
 
 def _number(value: Any) -> float | None:
     """A finite float, or None: JSON has no NaN or Infinity."""
@@ -315,16 +369,24 @@ def experiment_payload(exp: Mapping[str, Any], diff_summary: str | None = None) 
     runs = exp.get("runs") or []
     memory = _number(exp.get("memory_gb"))
     return ExperimentPayload(
-        number=int(exp["number"]), tag=str(exp.get("tag", "")), status=exp.get("status", "running"),
-        description=str(exp.get("description", "")), hypothesis=str(exp.get("hypothesis", "")),
-        metric=metric, delta=_number(exp.get("delta")),
-        sigma=_number(decision.get("sigma")), z=_number(decision.get("z")),
+        number=int(exp["number"]),
+        tag=str(exp.get("tag", "")),
+        status=exp.get("status", "running"),
+        description=str(exp.get("description", "")),
+        hypothesis=str(exp.get("hypothesis", "")),
+        metric=metric,
+        delta=_number(exp.get("delta")),
+        sigma=_number(decision.get("sigma")),
+        z=_number(decision.get("z")),
         repeats=len(runs) if runs else (1 if metric is not None else None),
         memory_gb=memory if memory else None,  # 0.0: not measured yet
         duration_s=_number(timings.get("total_s")),
-        agent=str(exp.get("agent", "")), cost_usd=_number(usage.get("cost_usd")),
-        commit=str(exp.get("commit", "")), parent_commit=str(exp.get("parent_commit", "")),
-        started_at=str(exp.get("started_at", "")), finished_at=exp.get("finished_at") or None,
+        agent=str(exp.get("agent", "")),
+        cost_usd=_number(usage.get("cost_usd")),
+        commit=str(exp.get("commit", "")),
+        parent_commit=str(exp.get("parent_commit", "")),
+        started_at=str(exp.get("started_at", "")),
+        finished_at=exp.get("finished_at") or None,
         reason=str(exp.get("decision_reason", "")),
         slot=exp.get("slot") or None,
         diff_summary=diff_summary if diff_summary is not None else _diff_summary(exp.get("diff") or ""),
@@ -334,27 +396,38 @@ def experiment_payload(exp: Mapping[str, Any], diff_summary: str | None = None) 
     )
 
 
-def experiment_started(exp: Mapping[str, Any], diff_summary: str | None = None,
-                       root: str | None = None) -> ExperimentStartedParams:
+def experiment_started(
+    exp: Mapping[str, Any], diff_summary: str | None = None, root: str | None = None
+) -> ExperimentStartedParams:
     return ExperimentStartedParams(experiment=experiment_payload(exp, diff_summary), root=root)
 
 
-def experiment_finished(exp: Mapping[str, Any], new_best: bool = False, diff_summary: str | None = None,
-                        root: str | None = None) -> ExperimentFinishedParams:
+def experiment_finished(
+    exp: Mapping[str, Any], new_best: bool = False, diff_summary: str | None = None, root: str | None = None
+) -> ExperimentFinishedParams:
     payload = experiment_payload(exp, diff_summary)
     verdict = payload.status if payload.status != "running" else "interrupted"
-    return ExperimentFinishedParams(experiment=payload, verdict=verdict, reason=payload.reason, new_best=new_best,
-                                    root=root)
+    return ExperimentFinishedParams(
+        experiment=payload, verdict=verdict, reason=payload.reason, new_best=new_best, root=root
+    )
 
 
-def progress_payload(number: int, progress: Mapping[str, Any], stage: str = "run",
-                     root: str | None = None) -> ProgressPayload:
+def progress_payload(
+    number: int, progress: Mapping[str, Any], stage: str = "run", root: str | None = None
+) -> ProgressPayload:
     """A progress event's fields (`number`, `progress` = `asdict(Progress)`, `stage`) as a payload."""
     return ProgressPayload(
-        number=int(number), step=int(progress.get("step") or 0), elapsed_s=_number(progress.get("elapsed_s")) or 0.0,
-        loss=_number(progress.get("loss")), tok_per_s=_number(progress.get("tok_per_s")),
-        mfu=_number(progress.get("mfu")), lr=_number(progress.get("lr")),
-        fraction=_number(progress.get("fraction")), stage=stage or "run", root=root)
+        number=int(number),
+        step=int(progress.get("step") or 0),
+        elapsed_s=_number(progress.get("elapsed_s")) or 0.0,
+        loss=_number(progress.get("loss")),
+        tok_per_s=_number(progress.get("tok_per_s")),
+        mfu=_number(progress.get("mfu")),
+        lr=_number(progress.get("lr")),
+        fraction=_number(progress.get("fraction")),
+        stage=stage or "run",
+        root=root,
+    )
 
 
 def budget_text(mode: str, seconds: float, tokens: int) -> str:

@@ -8,13 +8,15 @@ list[T], dict[str, T], Literal[...], T | None and other payload dataclasses.
 
 Must not import: nightlab.server, nightlab.trainer, pygls, lsprotocol, or anything outside the standard library.
 """
+
 from __future__ import annotations
 
 import types as _pytypes
 import typing
+from collections.abc import Mapping
 from dataclasses import MISSING, fields, is_dataclass
-from functools import lru_cache
-from typing import Any, Literal, Mapping, Union
+from functools import cache
+from typing import Any, Literal, Union
 
 
 class WireError(ValueError):
@@ -27,7 +29,7 @@ def camel(name: str) -> str:
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
-@lru_cache(maxsize=None)
+@cache
 def hints(cls: type) -> dict[str, Any]:
     """The resolved annotations of a payload class (strings under `from __future__ import annotations`)."""
     return typing.get_type_hints(cls)

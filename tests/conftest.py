@@ -1,5 +1,6 @@
 """Shared fixtures. Every test gets a private data cache (NIGHTLAB_CACHE) built once per session.
 Shared helpers (not fixtures) live in tests/support/, which test modules import as `support.<module>`."""
+
 from __future__ import annotations
 
 import os
@@ -15,6 +16,8 @@ TRAINER = ROOT / "trainer"
 TESTS = ROOT / "tests"
 if str(TESTS) not in sys.path:  # pytest's default (prepend) import mode has put it there; importlib mode has not
     sys.path.insert(0, str(TESTS))
+
+from support.fake_anthropic import fake_anthropic  # noqa: E402, F401  (the fixture, for every test module)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -40,4 +43,3 @@ def prepare_module():
         yield prepare
     finally:
         sys.path.remove(str(TRAINER))
-

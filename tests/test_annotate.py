@@ -1,5 +1,6 @@
 """annotate.py on its own: what an editor shows on a file, from experiments and texts, no server.
 Data-driven: each case is the input and what the editor must show."""
+
 import pytest
 
 from nightlab.server.core.types import Experiment
@@ -10,26 +11,44 @@ FAR = PARENT + "".join(f"# line {i}\n" for i in range(10)) + "STEPS = 100\n"  # 
 
 
 def exp(number=2, status="keep", delta=-0.0031, z=3.9, metric=0.95, **kw) -> Experiment:
-    return Experiment(number=number, tag="t", description=kw.pop("description", f"change {number}"), status=status,
-                      delta=delta, metric=metric, decision={"z": z} if z is not None else {},
-                      commit=kw.pop("commit", f"c{number}"), **kw)
+    return Experiment(
+        number=number,
+        tag="t",
+        description=kw.pop("description", f"change {number}"),
+        status=status,
+        delta=delta,
+        metric=metric,
+        decision={"z": z} if z is not None else {},
+        commit=kw.pop("commit", f"c{number}"),
+        **kw,
+    )
 
 
-@pytest.mark.parametrize("e, metric, label", [
-    (exp(), "val_bpb", "-0.0031 bpb (3.9 sigma)"),
-    (exp(z=-2.5), "val_bpb", "-0.0031 bpb (2.5 sigma)"),
-    (exp(z=None), "val_bpb", "-0.0031 bpb"),
-    (exp(delta=None, z=None), "val_bpb", "0.9500 bpb"),
-    (exp(delta=None, z=None, metric=None, status="crash"), "val_bpb", "crash"),
-    (exp(delta=0.25, z=None), "accuracy", "+0.2500 accuracy"),
-])
+@pytest.mark.parametrize(
+    "e, metric, label",
+    [
+        (exp(), "val_bpb", "-0.0031 bpb (3.9 sigma)"),
+        (exp(z=-2.5), "val_bpb", "-0.0031 bpb (2.5 sigma)"),
+        (exp(z=None), "val_bpb", "-0.0031 bpb"),
+        (exp(delta=None, z=None), "val_bpb", "0.9500 bpb"),
+        (exp(delta=None, z=None, metric=None, status="crash"), "val_bpb", "crash"),
+        (exp(delta=0.25, z=None), "accuracy", "+0.2500 accuracy"),
+    ],
+)
 def test_verdict_label(e, metric, label):
     assert an.verdict_label(e, metric) == label
 
 
 def test_reviewable_is_kept_non_baseline_unrejected_newest_first():
-    exps = [exp(1, kind="baseline"), exp(2), exp(3, status="discard"), exp(4, review="rejected"), exp(5),
-            exp(6, commit=""), exp(7, review="accepted")]
+    exps = [
+        exp(1, kind="baseline"),
+        exp(2),
+        exp(3, status="discard"),
+        exp(4, review="rejected"),
+        exp(5),
+        exp(6, commit=""),
+        exp(7, review="accepted"),
+    ]
     assert [e.number for e in an.reviewable(exps)] == [7, 5, 2]
     assert [e.number for e in an.reviewable(exps, limit=1)] == [7]
 
@@ -43,36 +62,52 @@ TWO_HUNKS = ONE_HUNK.replace("    return LR * DEPTH", "    return 2 * LR * DEPTH
 FAR_TWO = FAR.replace("LR = 0.01", "LR = 0.02").replace("STEPS = 100", "STEPS = 200")
 
 
-@pytest.mark.parametrize("new, buffer, titles, planned", [
-    # the buffer is the parent: the whole change, and per-hunk actions when there are several
-    (ONE_HUNK, PARENT, ["Apply experiment #2: -0.0031 bpb (3.9 sigma) (change 2)"], [1]),
-    (TWO_HUNKS, PARENT, ["Apply experiment #2: -0.0031 bpb (3.9 sigma) (change 2)"], [1]),
-    (FAR_TWO, FAR, ["Apply experiment #2: -0.0031 bpb (3.9 sigma) (change 2)",
-                    "Apply hunk 1 of #2: ", "Apply hunk 2 of #2: "], [2, 1, 1]),
-    # already in the buffer: nothing to offer
-    (ONE_HUNK, ONE_HUNK, [], []),
-    # the user rewrote the line the change touches: open the diff instead, no edit
-    (ONE_HUNK, PARENT.replace("LR = 0.01", "LR = 0.5  # mine"),
-     ["Open the diff of experiment #2: -0.0031 bpb (3.9 sigma) (change 2): 1 hunk(s) no longer apply here"], [0]),
-])
+@pytest.mark.parametrize(
+    "new, buffer, titles, planned",
+    [
+        # the buffer is the parent: the whole change, and per-hunk actions when there are several
+        (ONE_HUNK, PARENT, ["Apply experiment #2: -0.0031 bpb (3.9 sigma) (change 2)"], [1]),
+        (TWO_HUNKS, PARENT, ["Apply experiment #2: -0.0031 bpb (3.9 sigma) (change 2)"], [1]),
+        (
+            FAR_TWO,
+            FAR,
+            ["Apply experiment #2: -0.0031 bpb (3.9 sigma) (change 2)", "Apply hunk 1 of #2: ", "Apply hunk 2 of #2: "],
+            [2, 1, 1],
+        ),
+        # already in the buffer: nothing to offer
+        (ONE_HUNK, ONE_HUNK, [], []),
+        # the user rewrote the line the change touches: open the diff instead, no edit
+        (
+            ONE_HUNK,
+            PARENT.replace("LR = 0.01", "LR = 0.5  # mine"),
+            ["Open the diff of experiment #2: -0.0031 bpb (3.9 sigma) (change 2): 1 hunk(s) no longer apply here"],
+            [0],
+        ),
+    ],
+)
 def test_apply_actions(new, buffer, titles, planned):
     actions = an.apply_actions([texts(new, parent=FAR if new is FAR_TWO else PARENT)], buffer, "train.py")
-    assert [a.title[:len(t)] for a, t in zip(actions, titles)] == titles and len(actions) == len(titles)
+    assert [a.title[: len(t)] for a, t in zip(actions, titles, strict=False)] == titles and len(actions) == len(titles)
     assert [len(a.edits) for a in actions] == planned
     assert all(a.path == "train.py" for a in actions)
     assert [a.hunk for a in actions][1:] == list(range(len(actions) - 1))
 
 
-TRACEBACK = ('Traceback (most recent call last):\n  File "/ws/.nightlab/slots/t/0/prepare.py", line 3, in <module>\n'
-             '  File "/ws/.nightlab/slots/t/0/train.py", line 7, in train\nZeroDivisionError: division by zero\n')
+TRACEBACK = (
+    'Traceback (most recent call last):\n  File "/ws/.nightlab/slots/t/0/prepare.py", line 3, in <module>\n'
+    '  File "/ws/.nightlab/slots/t/0/train.py", line 7, in train\nZeroDivisionError: division by zero\n'
+)
 
 
-@pytest.mark.parametrize("error, buffer, where", [
-    (TRACEBACK, PARENT, ("train.py", 6)),  # the deepest frame in an editable file
-    (TRACEBACK, "# a new first line\n" + PARENT, ("train.py", 7)),  # found by its text in the moved buffer
-    (TRACEBACK.replace("train.py", "other.py"), PARENT, None),  # no frame in an editable file
-    ("", PARENT, None),
-])
+@pytest.mark.parametrize(
+    "error, buffer, where",
+    [
+        (TRACEBACK, PARENT, ("train.py", 6)),  # the deepest frame in an editable file
+        (TRACEBACK, "# a new first line\n" + PARENT, ("train.py", 7)),  # found by its text in the moved buffer
+        (TRACEBACK.replace("train.py", "other.py"), PARENT, None),  # no frame in an editable file
+        ("", PARENT, None),
+    ],
+)
 def test_crash_location(error, buffer, where):
     e = exp(4, status="crash", error=error, decision_reason="ZeroDivisionError: division by zero")
     found = an.crash_location(e, ["train.py"], {"train.py": PARENT}, {"train.py": buffer})
@@ -95,5 +130,8 @@ def test_chain_hints_label_the_lines_kept_experiments_wrote():
     buffer = TWO_HUNKS.replace("DEPTH = 4", "DEPTH = 6")
     chain = [texts(TWO_HUNKS, 5), texts(PARENT.replace("DEPTH = 4", "DEPTH = 6"), 3)]
     # only the lines each one changed: #5's hunk also spans DEPTH .. def train() unchanged, not its own
-    assert an.chain_hints(chain, buffer) == [(1, " #5 -0.0031 bpb (3.9 sigma)"), (2, " #3 -0.0031 bpb (3.9 sigma)"),
-                                            (6, " #5 -0.0031 bpb (3.9 sigma)")]
+    assert an.chain_hints(chain, buffer) == [
+        (1, " #5 -0.0031 bpb (3.9 sigma)"),
+        (2, " #3 -0.0031 bpb (3.9 sigma)"),
+        (6, " #5 -0.0031 bpb (3.9 sigma)"),
+    ]

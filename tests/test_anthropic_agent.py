@@ -2,6 +2,7 @@
 
 Nothing here mocks the SDK: every test sends real HTTP requests and reads what the server recorded.
 """
+
 from __future__ import annotations
 
 import json
@@ -9,13 +10,27 @@ from dataclasses import asdict
 
 import pytest
 
-from nightlab.server.agents.anthropic_agent import (DEFAULT_PRICE, PRICES, AnthropicAgent, _Invalid,
-                                                    price_for, validate_tool_input)
+from nightlab.server.agents.anthropic_agent import (
+    DEFAULT_PRICE,
+    PRICES,
+    AnthropicAgent,
+    _Invalid,
+    price_for,
+    validate_tool_input,
+)
 from nightlab.server.agents.base import AgentError, ProposalError, make_agent
 from nightlab.server.changes.edits import apply_edits
 from nightlab.server.core.types import ExperimentContext, HistoryItem
-from support.fake_anthropic import (disconnect, fake_anthropic, http_error, overloaded, rate_limited,  # noqa: F401
-                                    server_error, slow, text_reply, tool_call)
+from support.fake_anthropic import (
+    disconnect,
+    http_error,
+    overloaded,
+    rate_limited,
+    server_error,
+    slow,
+    text_reply,
+    tool_call,
+)
 
 KEY = "sk-ant-test-0123456789-secret"
 TRAIN = """# the model
@@ -29,8 +44,11 @@ def train():
     return loss
 """
 PROGRAM = "# Nightlab experiment: program\nLower val_bpb. PROGRAM-MARKER-42."
-VALID = {"description": "LR 0.003 -> 0.004", "hypothesis": "a higher LR trains faster in a short budget",
-         "edits": [{"path": "train.py", "search": "LR = 0.003\n", "replace": "LR = 0.004\n"}]}
+VALID = {
+    "description": "LR 0.003 -> 0.004",
+    "hypothesis": "a higher LR trains faster in a short budget",
+    "edits": [{"path": "train.py", "search": "LR = 0.003\n", "replace": "LR = 0.004\n"}],
+}
 FAST = {"retry_base_s": 0.01, "max_retries": 0, "timeout_s": 5}
 # The SDK warns on every request to a model near its end of life (claude-sonnet-4-5, named below).
 pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
@@ -39,8 +57,13 @@ pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:Depre
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
     """No test reaches the real API: the key is fake and a forgotten base_url lands on a closed port."""
-    for name in ("ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_CUSTOM_HEADERS", "ANTHROPIC_PROFILE", "ANTHROPIC_CONFIG_DIR",
-                 "ANTHROPIC_WEBHOOK_SIGNING_KEY"):
+    for name in (
+        "ANTHROPIC_AUTH_TOKEN",
+        "ANTHROPIC_CUSTOM_HEADERS",
+        "ANTHROPIC_PROFILE",
+        "ANTHROPIC_CONFIG_DIR",
+        "ANTHROPIC_WEBHOOK_SIGNING_KEY",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
     monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://127.0.0.1:9")
@@ -100,15 +123,28 @@ async def test_edits_as_one_string_of_search_replace_blocks(fake_anthropic):
 
 
 async def test_prompt_holds_program_rules_files_history_and_feedback(fake_anthropic):
-    history = [HistoryItem(0, "baseline", "baseline", 1.50, None, reason="baseline: 1.500000"),
-               *[HistoryItem(i, f"old idea {i}", "discard", 1.6, 0.1, f"train.py: X {i} -> {i + 1}")
-                 for i in range(1, 3)],
-               HistoryItem(3, "old idea 3", "discard", 1.499, -0.001, reason="within noise (0.5 sigma)"),
-               HistoryItem(4, "DEPTH 4 -> 5", "keep", 1.40, -0.10, "train.py: DEPTH 4 -> 5"),
-               HistoryItem(5, "swap GELU for ReLU", "crash", None, None, "train.py: +3 -1 lines",
-                           reason="exit code 1: RuntimeError: shape mismatch " + "x" * 300)]
-    c = ctx(history=history, best=1.40, noise_sigma=0.0021, in_flight=["WARMUP 10 -> 20"],
-            feedback="edit 1 of 1 on train.py: SEARCH text not found")
+    history = [
+        HistoryItem(0, "baseline", "baseline", 1.50, None, reason="baseline: 1.500000"),
+        *[HistoryItem(i, f"old idea {i}", "discard", 1.6, 0.1, f"train.py: X {i} -> {i + 1}") for i in range(1, 3)],
+        HistoryItem(3, "old idea 3", "discard", 1.499, -0.001, reason="within noise (0.5 sigma)"),
+        HistoryItem(4, "DEPTH 4 -> 5", "keep", 1.40, -0.10, "train.py: DEPTH 4 -> 5"),
+        HistoryItem(
+            5,
+            "swap GELU for ReLU",
+            "crash",
+            None,
+            None,
+            "train.py: +3 -1 lines",
+            reason="exit code 1: RuntimeError: shape mismatch " + "x" * 300,
+        ),
+    ]
+    c = ctx(
+        history=history,
+        best=1.40,
+        noise_sigma=0.0021,
+        in_flight=["WARMUP 10 -> 20"],
+        feedback="edit 1 of 1 on train.py: SEARCH text not found",
+    )
     fake_anthropic.script(tool_call(VALID))
     await agent(fake_anthropic, history_last_k=2).propose(c)
     body = fake_anthropic.requests[0]["body"]
@@ -141,8 +177,15 @@ async def test_base_url_from_the_environment(fake_anthropic, monkeypatch):
 
 async def test_options_flat_or_nested_and_registered_names(fake_anthropic):
     fake_anthropic.script(tool_call(VALID))
-    a = make_agent("claude", {"model": "flat-model", "base_url": fake_anthropic.base_url, **FAST,
-                              "anthropic": {"model": "claude-haiku-4-5", "max_tokens": 1000, "effort": "low"}})
+    a = make_agent(
+        "claude",
+        {
+            "model": "flat-model",
+            "base_url": fake_anthropic.base_url,
+            **FAST,
+            "anthropic": {"model": "claude-haiku-4-5", "max_tokens": 1000, "effort": "low"},
+        },
+    )
     assert isinstance(a, AnthropicAgent) and isinstance(make_agent("anthropic"), AnthropicAgent)
     await a.propose(ctx())
     body = fake_anthropic.requests[0]["body"]
@@ -185,8 +228,11 @@ def test_prompt_module_needs_no_sdk_or_git():
     """prompt.py builds text from a context: importing it loads neither the SDK nor git."""
     import subprocess
     import sys
-    code = ("import sys, nightlab.server.agents.prompt as p; "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'anthropic', 'git', 'httpx', 'torch'}))")
+
+    code = (
+        "import sys, nightlab.server.agents.prompt as p; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'anthropic', 'git', 'httpx', 'torch'}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -244,8 +290,11 @@ async def test_refusals_a_person_must_fix_stop_at_once(fake_anthropic, status, m
 
 
 async def test_model_that_refuses_a_forced_tool_is_asked_in_words(fake_anthropic):
-    fake_anthropic.script(http_error(400, "tool_choice forced tool use is not supported for this model"),
-                          tool_call(VALID), tool_call(VALID))
+    fake_anthropic.script(
+        http_error(400, "tool_choice forced tool use is not supported for this model"),
+        tool_call(VALID),
+        tool_call(VALID),
+    )
     a = agent(fake_anthropic, model="claude-sonnet-4-6")  # forced by default; this one says it refuses
     await a.propose(ctx())
     await a.propose(ctx())
@@ -293,20 +342,25 @@ async def test_two_bad_answers_are_a_proposal_error(fake_anthropic):
     assert info.value.usage["requests"] == 2 and info.value.usage["cost_usd"] > 0
 
 
-@pytest.mark.parametrize("data,reason", [
-    ([1], "must be an object"),
-    ({"description": "d", "edits": []}, "missing required key(s): hypothesis"),
-    ({**VALID, "description": 3}, "description must be a string"),
-    ({**VALID, "description": "  "}, "description is empty"),
-    ({**VALID, "edits": []}, "edits is empty"),
-    ({**VALID, "edits": {"path": "train.py"}}, "edits must be a list"),
-    ({**VALID, "edits": [{"path": "train.py", "search": "LR = 0.003\n"}]}, "edit 1: replace must be a string"),
-    ({**VALID, "edits": [{"path": "../x.py", "search": "a", "replace": "b"}]}, "is not editable"),
-    ({**VALID, "edits": [{"path": "train.py", "search": "LR = 9\n", "replace": "x"}]}, "SEARCH text not found"),
-    ({**VALID, "edits": [{"path": "train.py", "search": "LR = 0.003\n", "replace": "LR = 0.003\n"}]},
-     "the edits change nothing"),
-    ({**VALID, "edits": "train.py\n<<<<<<< SEARCH\nLR\n"}, "no ======= line"),
-])
+@pytest.mark.parametrize(
+    "data,reason",
+    [
+        ([1], "must be an object"),
+        ({"description": "d", "edits": []}, "missing required key(s): hypothesis"),
+        ({**VALID, "description": 3}, "description must be a string"),
+        ({**VALID, "description": "  "}, "description is empty"),
+        ({**VALID, "edits": []}, "edits is empty"),
+        ({**VALID, "edits": {"path": "train.py"}}, "edits must be a list"),
+        ({**VALID, "edits": [{"path": "train.py", "search": "LR = 0.003\n"}]}, "edit 1: replace must be a string"),
+        ({**VALID, "edits": [{"path": "../x.py", "search": "a", "replace": "b"}]}, "is not editable"),
+        ({**VALID, "edits": [{"path": "train.py", "search": "LR = 9\n", "replace": "x"}]}, "SEARCH text not found"),
+        (
+            {**VALID, "edits": [{"path": "train.py", "search": "LR = 0.003\n", "replace": "LR = 0.003\n"}]},
+            "the edits change nothing",
+        ),
+        ({**VALID, "edits": "train.py\n<<<<<<< SEARCH\nLR\n"}, "no ======= line"),
+    ],
+)
 def test_tool_input_validation(data, reason):
     with pytest.raises(_Invalid) as info:
         validate_tool_input(data, ctx())
@@ -314,8 +368,14 @@ def test_tool_input_validation(data, reason):
 
 
 def test_tool_input_validation_accepts_and_tidies():
-    d, h, edits = validate_tool_input({**VALID, "description": "LR\n up", "edits": [
-        {"path": "./train.py", "search": "LR = 0.003\n", "replace": "LR = 0.004\n"}]}, ctx())
+    d, h, edits = validate_tool_input(
+        {
+            **VALID,
+            "description": "LR\n up",
+            "edits": [{"path": "./train.py", "search": "LR = 0.003\n", "replace": "LR = 0.004\n"}],
+        },
+        ctx(),
+    )
     assert d == "LR up" and edits[0].path == "train.py"
 
 
@@ -324,8 +384,12 @@ def test_tool_input_validation_accepts_and_tidies():
 
 
 async def test_cost_from_usage_and_price_table(fake_anthropic):
-    u = {"input_tokens": 1000, "output_tokens": 500, "cache_creation_input_tokens": 2000,
-         "cache_read_input_tokens": 3000}
+    u = {
+        "input_tokens": 1000,
+        "output_tokens": 500,
+        "cache_creation_input_tokens": 2000,
+        "cache_read_input_tokens": 3000,
+    }
     fake_anthropic.script(tool_call(VALID, usage=u))
     p = await agent(fake_anthropic, model="claude-sonnet-4-5-20250929").propose(ctx())
     assert {k: p.usage[k] for k in u} == u

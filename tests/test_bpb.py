@@ -1,7 +1,7 @@
 """bits per byte: data-driven cases, and raw byte counts of BPE tokens."""
+
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -23,8 +23,9 @@ CASES = [
 @pytest.mark.parametrize("name,targets,token_bytes,expected", CASES, ids=[c[0] for c in CASES])
 def test_bpb_cases(prepare_module, name, targets, token_bytes, expected):
     vocab = len(token_bytes)
-    nats, nbytes = prepare_module.bpb_sums(uniform_logits(len(targets), vocab), torch.tensor([targets]),
-                                           torch.tensor(token_bytes))
+    nats, nbytes = prepare_module.bpb_sums(
+        uniform_logits(len(targets), vocab), torch.tensor([targets]), torch.tensor(token_bytes)
+    )
     assert prepare_module.bits_per_byte(nats, nbytes) == pytest.approx(expected, rel=1e-6)
 
 
@@ -38,8 +39,9 @@ def test_perfect_prediction_is_zero_bpb(prepare_module):
 
 @pytest.fixture(scope="module")
 def bpe(prepare_module):
-    text = ("naïve café résumé 日本語のテキスト 🙂🙃 ёжик Ελληνικά def f(x): return x ** 2\n" * 40
-            + "".join(chr(c) for c in range(0x4E00, 0x4E00 + 300)))
+    text = "naïve café résumé 日本語のテキスト 🙂🙃 ёжик Ελληνικά def f(x): return x ** 2\n" * 40 + "".join(
+        chr(c) for c in range(0x4E00, 0x4E00 + 300)
+    )
     return prepare_module.BPETokenizer.train([text], vocab_size=600)
 
 

@@ -6,6 +6,7 @@ the real SDK talks to it over a socket, and every experiment trains the stand-in
 Every test ends by checking the ledger (numbers 1..N, each final exactly once, one results.tsv row each)
 and that the API key reached no file under .nightlab/ and no commit.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -14,20 +15,20 @@ import subprocess
 
 import pytest
 
-from nightlab.server.loop.engine import Engine
 from nightlab.server.core.settings import load_settings
-from support.fake_anthropic import (disconnect, fake_anthropic, http_error, rate_limited,  # noqa: F401
-                                    server_error, slow, text_reply, tool_call)
+from nightlab.server.loop.engine import Engine
+from support.fake_anthropic import disconnect, http_error, rate_limited, server_error, slow, text_reply, tool_call
 from support.workspace import STAND_IN, git, make_workspace, merge_toml
 
 KEY = "sk-ant-test-SECRET-123"
 # the stand-in plus a knob that changes nothing (an equal result: a discard), for edits that do not
 # touch X and so still apply after X was kept
-TRAIN = STAND_IN.replace("X = 1.0            # the metric this run reports\n",
-                         "X = 1.0            # the metric this run reports\nLR = 0.1\n")
+TRAIN = STAND_IN.replace(
+    "X = 1.0            # the metric this run reports\n", "X = 1.0            # the metric this run reports\nLR = 0.1\n"
+)
 assert "LR = 0.1" in TRAIN
 STRICT = '[policy]\nname = "strict"\n'
-IN_ORDER = '[run]\npropose_ahead = false\n'
+IN_ORDER = "[run]\npropose_ahead = false\n"
 
 
 @pytest.fixture(autouse=True)
@@ -42,16 +43,21 @@ def env(monkeypatch):
 
 def edit(name, old, new, desc=None, hypothesis="it should lower val_bpb"):
     """A valid propose_experiment input that changes `name = old` to `name = new` in train.py."""
-    return {"description": desc or f"{name} {old} -> {new}", "hypothesis": hypothesis,
-            "edits": [{"path": "train.py", "search": f"{name} = {old}", "replace": f"{name} = {new}"}]}
+    return {
+        "description": desc or f"{name} {old} -> {new}",
+        "hypothesis": hypothesis,
+        "edits": [{"path": "train.py", "search": f"{name} = {old}", "replace": f"{name} = {new}"}],
+    }
 
 
 def setup(tmp_path, fake, extra="", timeout_s=10.0, train=TRAIN):
     """A committed stand-in workspace whose [agent] is Claude on the fake API: no SDK retries (the agent's
     own loop retries, 10 ms apart), so each failure costs exactly one request."""
     ws = make_workspace(tmp_path, train)
-    toml = (f'[agent]\nname = "claude"\nbase_url = "{fake.base_url}"\nretry_base_s = 0.01\nmax_retries = 0\n'
-            f'timeout_s = {timeout_s}\n' + STRICT + extra)
+    toml = (
+        f'[agent]\nname = "claude"\nbase_url = "{fake.base_url}"\nretry_base_s = 0.01\nmax_retries = 0\n'
+        f"timeout_s = {timeout_s}\n" + STRICT + extra
+    )
     (ws / "nightlab.toml").write_text(merge_toml((ws / "nightlab.toml").read_text(), toml))
     git(ws, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qam", "claude settings")
     return ws
@@ -82,8 +88,9 @@ def user_text(request) -> str:
 def check_ledger(ws, n, final=("keep", "discard", "crash")):
     """Numbers 1..n, none lost or doubled: each has exactly one final record in experiments.jsonl (its
     latest state) and exactly one row in results.tsv."""
-    records = [json.loads(line) for line in (ws / ".nightlab/main/experiments.jsonl").read_text().splitlines()
-               if line.strip()]
+    records = [
+        json.loads(line) for line in (ws / ".nightlab/main/experiments.jsonl").read_text().splitlines() if line.strip()
+    ]
     latest = {}
     for r in records:
         latest[r["number"]] = r
@@ -103,8 +110,9 @@ def check_no_key(ws, events=()):
     assert files
     leaked = [str(p.relative_to(ws)) for p in files if KEY.encode() in p.read_bytes()]
     assert leaked == []
-    history = subprocess.run(["git", "log", "--all", "-p", "--format=%H%n%B"], cwd=ws, capture_output=True,
-                             text=True, check=True).stdout
+    history = subprocess.run(
+        ["git", "log", "--all", "-p", "--format=%H%n%B"], cwd=ws, capture_output=True, text=True, check=True
+    ).stdout
     assert "nightlab #" in history and KEY not in history
     assert KEY not in json.dumps(list(events))
 
@@ -125,9 +133,11 @@ def test_full_loop_with_scripted_tool_calls(tmp_path, fake_anthropic):
     """Baseline + 3 proposals, with propose-ahead on (the default): each next proposal is drafted
     while the last one trains. Keep, discard (an equal result), keep."""
     ws = setup(tmp_path, fake_anthropic)
-    fake_anthropic.script(tool_call(edit("X", "1.0", "0.5")),
-                          tool_call(edit("LR", "0.1", "0.2"), text="Now a knob that should not matter."),
-                          tool_call(edit("X", "0.5", "0.25")))
+    fake_anthropic.script(
+        tool_call(edit("X", "1.0", "0.5")),
+        tool_call(edit("LR", "0.1", "0.2"), text="Now a knob that should not matter."),
+        tool_call(edit("X", "0.5", "0.25")),
+    )
     engine, events = run_loop(ws, 4)
     assert statuses(engine) == [(1, "keep"), (2, "keep"), (3, "discard"), (4, "keep")]
     exps = engine.ledger.experiments()
@@ -139,8 +149,11 @@ def test_full_loop_with_scripted_tool_calls(tmp_path, fake_anthropic):
     # at the branch head, the history with each verdict's reason, and what is running now
     for req in fake_anthropic.requests:
         body = req["body"]
-        assert (body["model"], body["max_tokens"], body["tool_choice"]) == ("claude-sonnet-5-5", 16000,
-                                                                          {"type": "auto"})
+        assert (body["model"], body["max_tokens"], body["tool_choice"]) == (
+            "claude-sonnet-5-5",
+            16000,
+            {"type": "auto"},
+        )
         assert "lower X" in body["system"][-1]["text"]  # program.md
     last = user_text(fake_anthropic.requests[2])
     assert "\nX = 0.5 " in last  # #2 was kept: the head has it
@@ -166,10 +179,15 @@ def test_api_failures_lose_and_duplicate_no_experiment(tmp_path, fake_anthropic)
     request is never used."""
     ws = setup(tmp_path, fake_anthropic, IN_ORDER, timeout_s=1.5)
     fake_anthropic.script(
-        rate_limited(), tool_call(edit("X", "1.0", "0.9")),
-        server_error(), tool_call(edit("X", "0.9", "0.8")),
-        slow(4.0, tool_call(edit("X", "0.8", "0.1", "late answer"))), tool_call(edit("LR", "0.1", "0.2")),
-        disconnect(), tool_call(edit("X", "0.8", "0.7")))
+        rate_limited(),
+        tool_call(edit("X", "1.0", "0.9")),
+        server_error(),
+        tool_call(edit("X", "0.9", "0.8")),
+        slow(4.0, tool_call(edit("X", "0.8", "0.1", "late answer"))),
+        tool_call(edit("LR", "0.1", "0.2")),
+        disconnect(),
+        tool_call(edit("X", "0.8", "0.7")),
+    )
     engine, events = run_loop(ws, 5)
     assert statuses(engine) == [(1, "keep"), (2, "keep"), (3, "keep"), (4, "discard"), (5, "keep")]
     exps = engine.ledger.experiments()
@@ -195,10 +213,12 @@ def test_malformed_tool_call_is_retried_once_and_twice_is_a_crash(tmp_path, fake
     loop goes on; the next prompt tells the model why it crashed."""
     ws = setup(tmp_path, fake_anthropic, IN_ORDER)
     fake_anthropic.script(
-        tool_call({"description": "no edits", "hypothesis": "h"}), tool_call(edit("X", "1.0", "0.5")),
-        text_reply(), tool_call({**edit("X", "1.0", "0.5"),
-                                 "edits": [{"path": "prepare.py", "search": "# the", "replace": "# my"}]}),
-        tool_call(edit("X", "0.5", "0.25")))
+        tool_call({"description": "no edits", "hypothesis": "h"}),
+        tool_call(edit("X", "1.0", "0.5")),
+        text_reply(),
+        tool_call({**edit("X", "1.0", "0.5"), "edits": [{"path": "prepare.py", "search": "# the", "replace": "# my"}]}),
+        tool_call(edit("X", "0.5", "0.25")),
+    )
     engine, events = run_loop(ws, 4)
     assert statuses(engine) == [(1, "keep"), (2, "keep"), (3, "crash"), (4, "keep")]
     fixed, invalid, after = engine.ledger.experiments()[1:]
@@ -212,8 +232,10 @@ def test_malformed_tool_call_is_retried_once_and_twice_is_a_crash(tmp_path, fake
     # the bad tool call went back in the same conversation as an error tool_result
     second = fake_anthropic.requests[1]["body"]["messages"]
     assert [m["role"] for m in second] == ["user", "assistant", "user"]
-    assert second[2]["content"][0]["type"] == "tool_result" and "missing required key(s): edits" in \
-        second[2]["content"][0]["content"]
+    assert (
+        second[2]["content"][0]["type"] == "tool_result"
+        and "missing required key(s): edits" in second[2]["content"][0]["content"]
+    )
     # the crash is in the next prompt, with its reason
     crash_line = next(line for line in user_text(fake_anthropic.requests[4]).splitlines() if line.startswith("#3 "))
     assert crash_line.startswith("#3 [crash] invalid proposal; why: the agent's proposal was invalid")
@@ -277,11 +299,14 @@ def test_edit_stale_after_a_keep_goes_back_through_the_engines_feedback(tmp_path
 def test_cost_accumulates_and_max_cost_usd_stops_the_loop(tmp_path, fake_anthropic):
     """Claude Sonnet 5.5 at $2 / $10 per million tokens: 100k in + 10k out is $0.30 a request. #2 costs
     one request, #3 two (a malformed answer first): $0.90 in all, past max_cost_usd = 0.5 -> stop."""
-    ws = setup(tmp_path, fake_anthropic, '[run]\npropose_ahead = false\nmax_cost_usd = 0.5\n')
+    ws = setup(tmp_path, fake_anthropic, "[run]\npropose_ahead = false\nmax_cost_usd = 0.5\n")
     u = {"input_tokens": 100_000, "output_tokens": 10_000}
-    fake_anthropic.script(tool_call(edit("X", "1.0", "0.5"), usage=u),
-                          text_reply(usage=u), tool_call(edit("LR", "0.1", "0.2"), usage=u),
-                          tool_call(edit("X", "0.5", "0.1"), usage=u))  # never asked for
+    fake_anthropic.script(
+        tool_call(edit("X", "1.0", "0.5"), usage=u),
+        text_reply(usage=u),
+        tool_call(edit("LR", "0.1", "0.2"), usage=u),
+        tool_call(edit("X", "0.5", "0.1"), usage=u),
+    )  # never asked for
     engine, events = run_loop(ws, 10)
     assert statuses(engine) == [(1, "keep"), (2, "keep"), (3, "discard")]
     base, first, second = engine.ledger.experiments()
@@ -307,8 +332,11 @@ def test_the_key_reaches_no_file_and_no_training_process(tmp_path, fake_anthropi
     with a message that does not."""
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # allow-listed: the stand-in writes env.json here
     ws = setup(tmp_path, fake_anthropic, IN_ORDER)
-    fake_anthropic.script(http_error(429, f"slow down, {KEY}"), tool_call(edit("MODE", '"ok"', '"envdump"')),
-                          http_error(401, f"invalid x-api-key: {KEY}"))
+    fake_anthropic.script(
+        http_error(429, f"slow down, {KEY}"),
+        tool_call(edit("MODE", '"ok"', '"envdump"')),
+        http_error(401, f"invalid x-api-key: {KEY}"),
+    )
     engine, events = run_loop(ws, 5)
     assert statuses(engine) == [(1, "keep"), (2, "discard")]  # envdump reports X = 1.0: equal
     assert engine.state == "errored"

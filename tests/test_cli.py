@@ -1,4 +1,5 @@
 """The `nightlab` CLI as a user runs it: subprocesses, signals, kill -9 and resume, monitor."""
+
 import os
 import signal
 import subprocess
@@ -23,8 +24,9 @@ def ws(tmp_path):
 
 
 def cli(ws, *args, env=None, timeout=120):
-    return subprocess.run([*NIGHTLAB, *args], cwd=ws, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [*NIGHTLAB, *args], cwd=ws, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
 
 
 def wait_for(predicate, timeout=30.0):
@@ -92,8 +94,14 @@ def _start_slow_loop(ws):
     tmp = ws.parent / "tmp"
     tmp.mkdir(exist_ok=True)
     (tmp / "slow").write_text("")
-    return subprocess.Popen([*NIGHTLAB, "run", "--plain"], cwd=ws, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "TMPDIR": str(tmp)})
+    return subprocess.Popen(
+        [*NIGHTLAB, "run", "--plain"],
+        cwd=ws,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "TMPDIR": str(tmp)},
+    )
 
 
 def _orphans(ws):
@@ -186,16 +194,19 @@ def test_monitor_follows_another_agents_run(tmp_path):
         for i in range(3):
             time.sleep(0.4)
             with open(folder / "run.log", "w") as log:
-                log.write(f"step 00001 (50.0%) | loss: 2.0 | lrm: 1.00 | dt: 10ms | tok/sec: 1,000 | mfu: 1.0% | "
-                          f"epoch: 1 | remaining: 1s\r")
+                log.write(
+                    "step 00001 (50.0%) | loss: 2.0 | lrm: 1.00 | dt: 10ms | tok/sec: 1,000 | mfu: 1.0% | "
+                    "epoch: 1 | remaining: 1s\r"
+                )
                 log.write(f"---\nval_bpb:          {1 - i / 10:.6f}\n")
             with open(folder / "results.tsv", "a") as f:
                 f.write(f"abc{i:04d}\t{1 - i / 10:.6f}\t1.0\tkeep\tidea {i}\n")
 
     thread = threading.Thread(target=writer)
     thread.start()
-    proc = subprocess.run([*NIGHTLAB, "monitor", str(folder), "--timeout", "4", "--plain"], capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [*NIGHTLAB, "monitor", str(folder), "--timeout", "4", "--plain"], capture_output=True, text=True, timeout=60
+    )
     thread.join()
     assert proc.returncode == 0, proc.stderr
     rows = [line for line in proc.stdout.splitlines() if line.startswith("row ")]

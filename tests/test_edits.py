@@ -1,4 +1,5 @@
 """SEARCH/REPLACE: application (exact, then whitespace-tolerant, never wrong), parsing, diff summaries."""
+
 from __future__ import annotations
 
 import pytest
@@ -22,20 +23,40 @@ APPLY = [
     # name, file text, search, replace, expected text or "!" + part of the error
     ("exact", SRC, "DEPTH = 4\n", "DEPTH = 5\n", SRC.replace("DEPTH = 4", "DEPTH = 5")),
     ("exact without newline", SRC, "DEPTH = 4", "DEPTH = 8", SRC.replace("DEPTH = 4", "DEPTH = 8")),
-    ("whole line wins over substring", SRC, "LR = 0.003  # learning rate", "LR = 0.006  # learning rate",
-     SRC.replace("LR = 0.003  #", "LR = 0.006  #")),
+    (
+        "whole line wins over substring",
+        SRC,
+        "LR = 0.003  # learning rate",
+        "LR = 0.006  # learning rate",
+        SRC.replace("LR = 0.003  #", "LR = 0.006  #"),
+    ),
     ("substring in two lines", "A_X = 1\nB_X = 1\n", "_X = 1", "_X = 2", "!matches 2 places"),
     ("same line twice", "X = 1\nX = 1\n", "X = 1\n", "X = 2\n", "!matches 2 places"),
     ("not found", SRC, "DEPTH = 6\n", "DEPTH = 7\n", "!SEARCH text not found (closest line 3: 'DEPTH = 4')"),
     ("trailing whitespace in file", "A = 1   \nB = 2\n", "A = 1\nB = 2\n", "A = 3\nB = 4\n", "A = 3\nB = 4\n"),
     ("trailing whitespace in search", SRC, "DEPTH = 4   \n", "DEPTH = 5\n", SRC.replace("DEPTH = 4", "DEPTH = 5")),
     ("blank lines around search", SRC, "\n\nDEPTH = 4\n\n", "\n\nDEPTH = 5\n\n", SRC.replace("DEPTH = 4", "DEPTH = 5")),
-    ("different indentation, re-indented", SRC, "if x:\n    y = 1\n", "if x:\n    y = 2\n    z = 3\n",
-     SRC.replace("        y = 1\n", "        y = 2\n        z = 3\n")),
-    ("over-indented search", SRC, "            y = 1\n            return y\n", "            return 1\n",
-     SRC.replace("        y = 1\n        return y\n", "        return 1\n")),
-    ("indentation-tolerant but ambiguous", "def a():\n    x = 1\ndef b():\n        x = 1\n", "  x = 1\n", "  x = 2\n",
-     "!matches 2 places (lines 2, 4)"),
+    (
+        "different indentation, re-indented",
+        SRC,
+        "if x:\n    y = 1\n",
+        "if x:\n    y = 2\n    z = 3\n",
+        SRC.replace("        y = 1\n", "        y = 2\n        z = 3\n"),
+    ),
+    (
+        "over-indented search",
+        SRC,
+        "            y = 1\n            return y\n",
+        "            return 1\n",
+        SRC.replace("        y = 1\n        return y\n", "        return 1\n"),
+    ),
+    (
+        "indentation-tolerant but ambiguous",
+        "def a():\n    x = 1\ndef b():\n        x = 1\n",
+        "  x = 1\n",
+        "  x = 2\n",
+        "!matches 2 places (lines 2, 4)",
+    ),
     ("replace dedents below search", SRC, "  y = 1\n", "z = 1\n", "!cannot be re-indented"),
     ("last line without newline", "A = 1\nB = 2", "B = 2\n", "B = 3\n", "A = 1\nB = 3"),
     ("crlf file", "A = 1\r\nB = 2\r\n", "A = 1\nB = 2\n", "A = 9\nB = 8\n", "A = 9\r\nB = 8\r\n"),
@@ -67,8 +88,9 @@ ACCESS = [
 @pytest.mark.parametrize("path,message", ACCESS)
 def test_only_editable_files(path, message):
     with pytest.raises(EditError) as e:
-        apply_edits({"train.py": "A = 1\n"}, [FileEdit(path, "A = 1", "A = 2")], ["train.py", "model.py"],
-                    ["prepare.py"])
+        apply_edits(
+            {"train.py": "A = 1\n"}, [FileEdit(path, "A = 1", "A = 2")], ["train.py", "model.py"], ["prepare.py"]
+        )
     assert str(e.value) == message and e.value.path == path and e.value.index == 1
 
 
@@ -137,14 +159,19 @@ def test_parse_errors(text, message):
 
 def udiff(path: str, removed: list[str], added: list[str]) -> str:
     body = "".join(f"-{x}\n" for x in removed) + "".join(f"+{x}\n" for x in added)
-    return (f"diff --git a/{path} b/{path}\nindex 1..2 100644\n--- a/{path}\n+++ b/{path}\n"
-            f"@@ -1,{len(removed) + 1} +1,{len(added) + 1} @@\n context\n{body}")
+    return (
+        f"diff --git a/{path} b/{path}\nindex 1..2 100644\n--- a/{path}\n+++ b/{path}\n"
+        f"@@ -1,{len(removed) + 1} +1,{len(added) + 1} @@\n context\n{body}"
+    )
 
 
 SUMMARIES = [
     ("", "no changes"),
     (udiff("train.py", ["LR = 0.003  # lr"], ["LR = 0.004  # lr"]), "train.py: LR 0.003 -> 0.004"),
-    (udiff("train.py", ["LR = 3e-4", "DEPTH = 4"], ["LR = 6e-4", "DEPTH = 5"]), "train.py: LR 3e-4 -> 6e-4, DEPTH 4 -> 5"),
+    (
+        udiff("train.py", ["LR = 3e-4", "DEPTH = 4"], ["LR = 6e-4", "DEPTH = 5"]),
+        "train.py: LR 3e-4 -> 6e-4, DEPTH 4 -> 5",
+    ),
     (udiff("train.py", ["x = 1"], ["y = 1", "z = 2", "w = 3"]), "train.py: +3 -1 lines"),
     (udiff("train.py", ["--- not a header", "LR = 1"], ["LR = 2", "--- still not"]), "train.py: +2 -2 lines"),
     (udiff("a.py", ["A = 1"], ["A = 2"]) + udiff("b.py", [], ["import os"]), "a.py: A 1 -> 2; b.py: +1 -0 lines"),

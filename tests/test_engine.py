@@ -1,18 +1,18 @@
 """The loop end to end with real git and a real subprocess per run, on a stand-in train.py that
 trains nothing: its "val_bpb" is its knob X, and MODE makes it crash, hang, fork or tamper."""
+
 import asyncio
 import json
-import os
 import sys
 from pathlib import Path
 
 import pytest
 
+from nightlab.server.core.settings import load_settings
+from nightlab.server.core.types import FileEdit, Proposal
 from nightlab.server.loop.engine import Engine
 from nightlab.server.loop.proposals import resolve_command
 from nightlab.server.run.summary import crash_summary
-from nightlab.server.core.settings import load_settings
-from nightlab.server.core.types import FileEdit, Proposal
 from support.workspace import STAND_IN, TOML, git, knob, make_workspace, user_state
 
 
@@ -50,12 +50,15 @@ def run_loop(ws, proposals, n, **overrides):
 
 def test_keep_discard_crash_and_the_users_tree(ws):
     before = user_state(ws)
-    proposals = [knob("X", "1.0", "0.5"), knob("X", "0.5", "2.0"), knob('MODE', '"ok"', '"fail"', "fail"),
-                 knob("X", "0.5", "0.25")]
+    proposals = [
+        knob("X", "1.0", "0.5"),
+        knob("X", "0.5", "2.0"),
+        knob("MODE", '"ok"', '"fail"', "fail"),
+        knob("X", "0.5", "0.25"),
+    ]
     engine, events = run_loop(ws, proposals, 5)
     exps = engine.ledger.experiments()
-    assert [(e.number, e.status) for e in exps] == [(1, "keep"), (2, "keep"), (3, "discard"), (4, "crash"),
-                                                    (5, "keep")]
+    assert [(e.number, e.status) for e in exps] == [(1, "keep"), (2, "keep"), (3, "discard"), (4, "crash"), (5, "keep")]
     assert exps[0].is_baseline and exps[0].metric == 1.0
     assert exps[2].delta == pytest.approx(1.5) and exps[4].metric == 0.25
     # the branch holds exactly the kept chain; discarded and crashed commits stay under refs
@@ -65,7 +68,7 @@ def test_keep_discard_crash_and_the_users_tree(ws):
     assert sorted(refs) == sorted(f"refs/nightlab/main/{n}" for n in range(1, 6))
     body = git(ws, "log", "-1", "--format=%B", "refs/nightlab/main/3")
     assert "val_bpb: 2.000000" in body and "verdict: discard" in body and "delta: +1.500000" in body
-    assert "MODE = \"fail\"" in git(ws, "show", "refs/nightlab/main/4")
+    assert 'MODE = "fail"' in git(ws, "show", "refs/nightlab/main/4")
     # results.tsv: autoresearch's exact format
     tsv = (ws / ".nightlab/main/results.tsv").read_text().splitlines()
     assert tsv[0] == "commit\tval_bpb\tmemory_gb\tstatus\tdescription"
@@ -147,19 +150,24 @@ def test_agent_sees_history(ws):
     assert "X = 1.0" in drafted.files["train.py"]
 
 
-@pytest.mark.parametrize("command,expected", [
-    ("python train.py", f"{sys.executable} train.py"),
-    ("uv run train.py", "uv run train.py"),
-])
+@pytest.mark.parametrize(
+    "command,expected", [("python train.py", f"{sys.executable} train.py"), ("uv run train.py", "uv run train.py")]
+)
 def test_resolve_command(command, expected):
     assert resolve_command(command) == expected
 
 
-@pytest.mark.parametrize("error,expected", [
-    ("exit code 1\nTraceback (most recent call last):\n  File x\nValueError: bad shape", "exit code 1: ValueError: bad shape"),
-    ("FAIL printed", "FAIL printed"),
-    ("", "crashed"),
-])
+@pytest.mark.parametrize(
+    "error,expected",
+    [
+        (
+            "exit code 1\nTraceback (most recent call last):\n  File x\nValueError: bad shape",
+            "exit code 1: ValueError: bad shape",
+        ),
+        ("FAIL printed", "FAIL printed"),
+        ("", "crashed"),
+    ],
+)
 def test_crash_summary(error, expected):
     assert crash_summary(error) == expected
 

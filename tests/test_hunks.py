@@ -1,4 +1,5 @@
 """Experiment hunks placed into an edited buffer: apply / applied / conflict, edit ranges, line endings."""
+
 from __future__ import annotations
 
 import random
@@ -38,8 +39,9 @@ def main():
 
 KNOB = PARENT.replace("MATRIX_LR = 0.02", "MATRIX_LR = 0.04")
 # three hunks: a knob, an activation (one line changed, one added), a deleted line
-MULTI = (KNOB.replace("        x = F.relu(x).square()\n", "        x = F.gelu(x)\n        x = x * 2\n")
-         .replace("    train(model, MATRIX_LR)\n", ""))
+MULTI = KNOB.replace("        x = F.relu(x).square()\n", "        x = F.gelu(x)\n        x = x * 2\n").replace(
+    "    train(model, MATRIX_LR)\n", ""
+)
 HUNK2_ONLY = PARENT.replace("        x = F.relu(x).square()\n", "        x = F.gelu(x)\n        x = x * 2\n")
 ABOVE = "import math\nimport os\n"
 RUN = "x = 1\n" + "b\n" * 6 + "y = 2\n"
@@ -58,52 +60,135 @@ CASES = [
     ("already applied", PARENT, MULTI, MULTI, ["applied"] * 3, MULTI),
     ("applied, then lines inserted above", PARENT, MULTI, ABOVE + MULTI, ["applied"] * 3, ABOVE + MULTI),
     ("one of three applied", PARENT, MULTI, KNOB, ["applied", "apply", "apply"], MULTI),
-    ("old line edited by the user", PARENT, KNOB, PARENT.replace("0.02", "0.03"), ["conflict"],
-     PARENT.replace("0.02", "0.03")),
-    ("one conflict, the rest apply", PARENT, MULTI, PARENT.replace("0.02", "0.03"),
-     ["conflict", "apply", "apply"], MULTI.replace("0.04", "0.03")),
-    ("spacing differs", PARENT, KNOB, PARENT.replace("MATRIX_LR = 0.02  #", "MATRIX_LR=0.02 #"), ["apply"],
-     KNOB),
+    (
+        "old line edited by the user",
+        PARENT,
+        KNOB,
+        PARENT.replace("0.02", "0.03"),
+        ["conflict"],
+        PARENT.replace("0.02", "0.03"),
+    ),
+    (
+        "one conflict, the rest apply",
+        PARENT,
+        MULTI,
+        PARENT.replace("0.02", "0.03"),
+        ["conflict", "apply", "apply"],
+        MULTI.replace("0.04", "0.03"),
+    ),
+    ("spacing differs", PARENT, KNOB, PARENT.replace("MATRIX_LR = 0.02  #", "MATRIX_LR=0.02 #"), ["apply"], KNOB),
     ("trailing whitespace", PARENT, KNOB, PARENT.replace("# Muon\n", "# Muon   \n"), ["apply"], KNOB),
-    ("re-indented by the user", PARENT, HUNK2_ONLY, PARENT.replace("\n    ", "\n        "), ["apply"],
-     HUNK2_ONLY.replace("\n    ", "\n        ")),
+    (
+        "re-indented by the user",
+        PARENT,
+        HUNK2_ONLY,
+        PARENT.replace("\n    ", "\n        "),
+        ["apply"],
+        HUNK2_ONLY.replace("\n    ", "\n        "),
+    ),
     ("no trailing newline", "A = 1\nB = 2", "A = 1\nB = 3", "A = 1\nB = 2", ["apply"], "A = 1\nB = 3"),
-    ("no trailing newline, line appended", "A = 1\nB = 2", "A = 1\nB = 2\nC = 3", "A = 1\nB = 2",
-     ["apply"], "A = 1\nB = 2\nC = 3"),
+    (
+        "no trailing newline, line appended",
+        "A = 1\nB = 2",
+        "A = 1\nB = 2\nC = 3",
+        "A = 1\nB = 2",
+        ["apply"],
+        "A = 1\nB = 2\nC = 3",
+    ),
     ("trailing newline added", "A = 1\nB = 2", "A = 1\nB = 2\n", "A = 1\nB = 2", ["apply"], "A = 1\nB = 2\n"),
     ("trailing newline removed", "A = 1\nB = 2\n", "A = 1\nB = 2", "A = 1\nB = 2\n", ["apply"], "A = 1\nB = 2"),
-    ("user dropped the final newline", "A = 1\nB = 2\n", "A = 1\nB = 3\n", "A = 1\nB = 2", ["apply"],
-     "A = 1\nB = 3"),
-    ("append after a buffer without final newline", "A = 1\n", "A = 1\nB = 2\n", "A = 1", ["apply"],
-     "A = 1\nB = 2"),
+    ("user dropped the final newline", "A = 1\nB = 2\n", "A = 1\nB = 3\n", "A = 1\nB = 2", ["apply"], "A = 1\nB = 3"),
+    ("append after a buffer without final newline", "A = 1\n", "A = 1\nB = 2\n", "A = 1", ["apply"], "A = 1\nB = 2"),
     ("CRLF buffer", PARENT, MULTI, crlf(PARENT), ["apply"] * 3, crlf(MULTI)),
     ("CRLF buffer already applied", PARENT, MULTI, crlf(MULTI), ["applied"] * 3, crlf(MULTI)),
-    ("CRLF, no trailing newline", "A = 1\nB = 2", "A = 1\nB = 3\nC = 4", "A = 1\r\nB = 2", ["apply"],
-     "A = 1\r\nB = 3\r\nC = 4"),
+    (
+        "CRLF, no trailing newline",
+        "A = 1\nB = 2",
+        "A = 1\nB = 3\nC = 4",
+        "A = 1\r\nB = 2",
+        ["apply"],
+        "A = 1\r\nB = 3\r\nC = 4",
+    ),
     ("empty parent", "", "A = 1\n", "", ["apply"], "A = 1\n"),
     ("empty parent, buffer already has it", "", "A = 1\n", "A = 1\n", ["applied"], "A = 1\n"),
-    ("pure insertion, applied, context then edited", "A\nB\nC\nD\n", "A\nB\nX = 1\nC\nD\n",
-     "A\nB\nX = 1\nC\nD edited\n", ["applied"], "A\nB\nX = 1\nC\nD edited\n"),
+    (
+        "pure insertion, applied, context then edited",
+        "A\nB\nC\nD\n",
+        "A\nB\nX = 1\nC\nD\n",
+        "A\nB\nX = 1\nC\nD edited\n",
+        ["applied"],
+        "A\nB\nX = 1\nC\nD edited\n",
+    ),
     # the changed line also exists elsewhere: the copy that was changed is found by its context
-    ("common line, applied", PARENT.replace("def norm(x):\n", "def norm(x):\n    x = F.relu(x).square()\n"),
-     PARENT.replace("def norm(x):\n", "def norm(x):\n    x = F.relu(x).square()\n").replace(
-         "        x = F.relu(x).square()", "        x = F.gelu(x)"),
-     ABOVE + PARENT.replace("def norm(x):\n", "def norm(x):\n    x = F.relu(x).square()\n").replace(
-         "        x = F.relu(x).square()", "        x = F.gelu(x)"), ["applied"], None),
-    ("old and new both present, no context", "A\nB\nC\nOLD\nD\nE\nF\n", "A\nB\nC\nNEW\nD\nE\nF\n",
-     "x\nOLD\ny\nNEW\nz\n", ["conflict"], "x\nOLD\ny\nNEW\nz\n"),
-    ("moved, context gone, old line unique", "A\nB\nC\nOLD\nD\nE\nF\n", "A\nB\nC\nNEW\nD\nE\nF\n",
-     "x\ny\nOLD\nz\n", ["apply"], "x\ny\nNEW\nz\n"),
-    ("a line added to a run of equal lines", RUN, RUN.replace("b\n", "b\nb\n", 1), RUN, ["apply"],
-     RUN.replace("b\n", "b\nb\n", 1)),
-    ("a line added to a run, applied", RUN, RUN.replace("b\n", "b\nb\n", 1), RUN.replace("b\n", "b\nb\n", 1),
-     ["applied"], None),
-    ("final newline added far from the change", TEN, "A = 2" + TEN[5:] + "\n", TEN, ["apply", "apply"],
-     "A = 2" + TEN[5:] + "\n"),
-    ("final newline added far from the change, applied", TEN, "A = 2" + TEN[5:] + "\n",
-     "A = 2" + TEN[5:] + "\n", ["applied", "applied"], None),
-    ("blank line deleted, context gone", "A\nB\nC\n\nD\nE\nF\n", "A\nB\nC\nD\nE\nF\n", "x\n\ny\n",
-     ["conflict"], "x\n\ny\n"),
+    (
+        "common line, applied",
+        PARENT.replace("def norm(x):\n", "def norm(x):\n    x = F.relu(x).square()\n"),
+        PARENT.replace("def norm(x):\n", "def norm(x):\n    x = F.relu(x).square()\n").replace(
+            "        x = F.relu(x).square()", "        x = F.gelu(x)"
+        ),
+        ABOVE
+        + PARENT.replace("def norm(x):\n", "def norm(x):\n    x = F.relu(x).square()\n").replace(
+            "        x = F.relu(x).square()", "        x = F.gelu(x)"
+        ),
+        ["applied"],
+        None,
+    ),
+    (
+        "old and new both present, no context",
+        "A\nB\nC\nOLD\nD\nE\nF\n",
+        "A\nB\nC\nNEW\nD\nE\nF\n",
+        "x\nOLD\ny\nNEW\nz\n",
+        ["conflict"],
+        "x\nOLD\ny\nNEW\nz\n",
+    ),
+    (
+        "moved, context gone, old line unique",
+        "A\nB\nC\nOLD\nD\nE\nF\n",
+        "A\nB\nC\nNEW\nD\nE\nF\n",
+        "x\ny\nOLD\nz\n",
+        ["apply"],
+        "x\ny\nNEW\nz\n",
+    ),
+    (
+        "a line added to a run of equal lines",
+        RUN,
+        RUN.replace("b\n", "b\nb\n", 1),
+        RUN,
+        ["apply"],
+        RUN.replace("b\n", "b\nb\n", 1),
+    ),
+    (
+        "a line added to a run, applied",
+        RUN,
+        RUN.replace("b\n", "b\nb\n", 1),
+        RUN.replace("b\n", "b\nb\n", 1),
+        ["applied"],
+        None,
+    ),
+    (
+        "final newline added far from the change",
+        TEN,
+        "A = 2" + TEN[5:] + "\n",
+        TEN,
+        ["apply", "apply"],
+        "A = 2" + TEN[5:] + "\n",
+    ),
+    (
+        "final newline added far from the change, applied",
+        TEN,
+        "A = 2" + TEN[5:] + "\n",
+        "A = 2" + TEN[5:] + "\n",
+        ["applied", "applied"],
+        None,
+    ),
+    (
+        "blank line deleted, context gone",
+        "A\nB\nC\n\nD\nE\nF\n",
+        "A\nB\nC\nD\nE\nF\n",
+        "x\n\ny\n",
+        ["conflict"],
+        "x\n\ny\n",
+    ),
 ]
 
 
@@ -127,8 +212,7 @@ def test_knob_hunk_and_edit():
 
 
 def test_summaries():
-    assert [h.summary for h in parse_hunks(PARENT, MULTI)] == [
-        "MATRIX_LR = 0.02 -> 0.04", "+2 -1 lines", "+0 -1 lines"]
+    assert [h.summary for h in parse_hunks(PARENT, MULTI)] == ["MATRIX_LR = 0.02 -> 0.04", "+2 -1 lines", "+0 -1 lines"]
     [h] = parse_hunks("return x\n", "return y\n")
     assert h.summary == "return x -> return y"
 
@@ -139,8 +223,10 @@ def test_only_hunk_two():
     assert apply_plans(ABOVE + PARENT, [plans[1]]) == ABOVE + HUNK2_ONLY
 
 
-@pytest.mark.parametrize("buffer, end", [("A = 1\nB = 2", (1, 5)), ("A = 1\nB = 2\n", (2, 0)),
-                                         ("A = 1\r\nB = 2", (1, 5)), ("A = 1\r\nB = 2\r\n", (2, 0))])
+@pytest.mark.parametrize(
+    "buffer, end",
+    [("A = 1\nB = 2", (1, 5)), ("A = 1\nB = 2\n", (2, 0)), ("A = 1\r\nB = 2", (1, 5)), ("A = 1\r\nB = 2\r\n", (2, 0))],
+)
 def test_edit_range_at_the_end(buffer, end):
     [p] = plan("A = 1\nB = 2\n", "A = 1\nB = 3\n", buffer)
     assert p.range == (1, 0, *end)
@@ -170,6 +256,7 @@ def test_overlapping_edits_are_refused():
 # --------------------------------------------------------------------------------------------------
 # generated examples: every hunk applied to the parent gives the experiment, whatever the line endings
 
+
 def _mutate(rng: random.Random, lines: list[str], pool: list[str]) -> list[str]:
     out = list(lines)
     for _ in range(rng.randint(1, 4)):
@@ -178,9 +265,9 @@ def _mutate(rng: random.Random, lines: list[str], pool: list[str]) -> list[str]:
         if op == "insert" or not out or i == len(out):
             out[i:i] = [rng.choice(pool) for _ in range(rng.randint(1, 3))]
         elif op == "replace":
-            out[i:i + rng.randint(1, 2)] = [rng.choice(pool) for _ in range(rng.randint(1, 3))]
+            out[i : i + rng.randint(1, 2)] = [rng.choice(pool) for _ in range(rng.randint(1, 3))]
         else:
-            del out[i:i + rng.randint(1, 2)]
+            del out[i : i + rng.randint(1, 2)]
     return out
 
 

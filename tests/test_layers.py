@@ -5,6 +5,7 @@ LAYERS says what each layer may import besides itself; an import inside a functi
 one at the top, and so does one under `if TYPE_CHECKING:` (a type from above is still a dependency on it);
 only the cycle check leaves TYPE_CHECKING imports out, since they never run. The checker is
 tests/support/layers.py; the planted trees at the end check that it finds what it should."""
+
 from __future__ import annotations
 
 import ast
@@ -13,8 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from support.layers import (import_cycles, imports_of_test_modules, layer_of, layer_violations, owner_violations,
-                            scan, stdlib_only_violations)
+from support.layers import (
+    import_cycles,
+    imports_of_test_modules,
+    layer_of,
+    layer_violations,
+    owner_violations,
+    scan,
+    stdlib_only_violations,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"nightlab.server": "server", "nightlab.protocol": "protocol", "nightlab.trainer": "trainer"}
@@ -62,8 +70,11 @@ KNOWN_BREAKS: dict[str, str] = {}
 
 # third-party library -> the only layers that may import it
 OWNERS = {
-    "pygls": {"lsp"}, "lsprotocol": {"lsp"},
-    "rich": {"cli"}, "typer": {"cli"}, "matplotlib": {"cli"},
+    "pygls": {"lsp"},
+    "lsprotocol": {"lsp"},
+    "rich": {"cli"},
+    "typer": {"cli"},
+    "matplotlib": {"cli"},
     "anthropic": {"agents"},
 }
 # layers that import only the standard library (and nightlab, as LAYERS says), plus these
@@ -84,9 +95,15 @@ def test_every_module_has_a_layer(modules):
     assert {layer_of(name, PREFIXES) for name in modules} == set(LAYERS)
 
 
-@pytest.mark.parametrize("layer", [
-    pytest.param(layer, marks=pytest.mark.xfail(strict=True, reason=KNOWN_BREAKS[layer]))
-    if layer in KNOWN_BREAKS else layer for layer in LAYERS])
+@pytest.mark.parametrize(
+    "layer",
+    [
+        pytest.param(layer, marks=pytest.mark.xfail(strict=True, reason=KNOWN_BREAKS[layer]))
+        if layer in KNOWN_BREAKS
+        else layer
+        for layer in LAYERS
+    ],
+)
 def test_layer_imports_only_what_the_table_allows(modules, layer):
     assert not (found := layer_violations(modules, PREFIXES, LAYERS, only=layer)), report(found)
 
@@ -118,6 +135,7 @@ def test_no_test_module_imports_another():
 
 
 # ---------------------------------------------------------------------------- the checker on planted trees
+
 
 def plant(root: Path, files: dict[str, str]) -> Path:
     for name, text in files.items():
@@ -167,8 +185,12 @@ PLANTED = {
         from ... import up
         """,
 }
-PLANTED_PREFIXES = {"server": "nightlab.server", "core": "nightlab.server.core", "run": "nightlab.server.run",
-                    "protocol": "nightlab.protocol"}
+PLANTED_PREFIXES = {
+    "server": "nightlab.server",
+    "core": "nightlab.server.core",
+    "run": "nightlab.server.run",
+    "protocol": "nightlab.protocol",
+}
 PLANTED_LAYERS = {"server": {"core", "run"}, "core": set(), "run": {"core", "protocol"}, "protocol": set()}
 PLANTED_PACKAGES = {"nightlab.server": "server", "nightlab.protocol": "protocol"}
 
@@ -192,16 +214,24 @@ def test_checker_names_every_import_of_a_cycle(planted):
     assert [str(cycle) for cycle in import_cycles(planted, "nightlab.server")] == [
         "import cycle among nightlab.server.run.follow, nightlab.server.run.slots: "
         "server/run/follow.py:8 imports nightlab.server.run.slots (lazily); "
-        "server/run/slots.py:1 imports nightlab.server.run.follow",
+        "server/run/slots.py:1 imports nightlab.server.run.follow"
     ]
 
 
 def test_checker_leaves_out_type_checking_imports_from_cycles_only(tmp_path):
-    tree = scan(plant(tmp_path, {
-        "server/__init__.py": "",
-        "server/a.py": "import nightlab.server.b\n",
-        "server/b.py": "import typing\nif typing.TYPE_CHECKING:\n    import nightlab.server.a\nelse:\n    import os\n",
-    }), {"nightlab.server": "server"})
+    tree = scan(
+        plant(
+            tmp_path,
+            {
+                "server/__init__.py": "",
+                "server/a.py": "import nightlab.server.b\n",
+                "server/b.py": (
+                    "import typing\nif typing.TYPE_CHECKING:\n    import nightlab.server.a\nelse:\n    import os\n"
+                ),
+            },
+        ),
+        {"nightlab.server": "server"},
+    )
     assert import_cycles(tree) == []
     b = [(i.module, i.type_only) for i in tree["nightlab.server.b"].imports]
     assert b == [("typing", False), ("nightlab.server.a", True), ("os", False)]
@@ -209,17 +239,22 @@ def test_checker_leaves_out_type_checking_imports_from_cycles_only(tmp_path):
 
 def test_checker_finds_third_party_imports_outside_their_owner_and_in_stdlib_only_layers(planted):
     assert owner_violations(planted, PLANTED_PREFIXES, {"cli"}, ["rich"]) == [
-        "server/run/slots.py:2 imports rich (only cli may import rich)"]
+        "server/run/slots.py:2 imports rich (only cli may import rich)"
+    ]
     assert stdlib_only_violations(planted, PLANTED_PREFIXES, "core", {"tomli"}) == [
-        "server/core/settings.py:8 imports yaml (core may import only the standard library, tomli)"]
+        "server/core/settings.py:8 imports yaml (core may import only the standard library, tomli)"
+    ]
 
 
 def test_checker_finds_a_test_module_importing_another(tmp_path):
-    plant(tmp_path, {
-        "tests/test_a.py": "from test_b import helper\nfrom support.workspace import git\n",
-        "tests/test_b.py": "import conftest\n",
-        "tests/support/workspace.py": "import subprocess\n",
-    })
+    plant(
+        tmp_path,
+        {
+            "tests/test_a.py": "from test_b import helper\nfrom support.workspace import git\n",
+            "tests/test_b.py": "import conftest\n",
+            "tests/support/workspace.py": "import subprocess\n",
+        },
+    )
     assert imports_of_test_modules(tmp_path / "tests") == [
         "tests/test_a.py:1 imports test_b (a test module; shared helpers go in tests/support/)",
         "tests/test_b.py:1 imports conftest (a test module; shared helpers go in tests/support/)",

@@ -1,12 +1,13 @@
 """The ledger: append-only jsonl, latest record per number, torn lines, results.tsv and its repair."""
+
 from __future__ import annotations
 
 import logging
 
 import pytest
 
-from nightlab.server.record.ledger import Ledger, LedgerError, tsv_header, tsv_row
 from nightlab.server.core.types import Experiment
+from nightlab.server.record.ledger import Ledger, LedgerError, tsv_header, tsv_row
 
 
 def exp(number: int, status: str = "running", metric: float | None = None, **kw) -> Experiment:

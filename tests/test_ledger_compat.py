@@ -1,6 +1,7 @@
 """A ledger written by the landed version before the typed records (commit 2bdfaea, fixture in
 tests/fixtures/ledger-2bdfaea/, with what that version's own Ledger read from it in expected.json) is
 read unchanged by this one: same experiments, same best, same next number, results.tsv agrees."""
+
 import json
 import shutil
 from pathlib import Path
@@ -23,10 +24,22 @@ def ledger(tmp_path) -> Ledger:
 
 def view(e) -> dict:
     """An experiment in the terms expected.json was written in."""
-    return {"number": e.number, "status": str(e.status), "run_status": str(e.run_status), "metric": e.metric,
-            "description": e.description, "commit": e.commit, "baseline": e.is_baseline, "rerun_of": e.rerun_of,
-            "review": str(e.review) if e.review else None, "review_note": e.review_note, "slot": e.slot,
-            "runs": e.runs, "rebased": e.rebased, "decision": e.decision}
+    return {
+        "number": e.number,
+        "status": str(e.status),
+        "run_status": str(e.run_status),
+        "metric": e.metric,
+        "description": e.description,
+        "commit": e.commit,
+        "baseline": e.is_baseline,
+        "rerun_of": e.rerun_of,
+        "review": str(e.review) if e.review else None,
+        "review_note": e.review_note,
+        "slot": e.slot,
+        "runs": e.runs,
+        "rebased": e.rebased,
+        "decision": e.decision,
+    }
 
 
 def test_same_experiments_best_and_numbering(ledger):

@@ -1,5 +1,6 @@
 """The whole loop on the real default experiment: `nightlab init`, then `nightlab run` with the offline
 agent and a tiny token budget on the CPU (real torch training, real git, real subprocesses)."""
+
 import subprocess
 import sys
 
@@ -15,8 +16,13 @@ def test_offline_loop_on_the_default_experiment(tmp_path):
     nightlab = [sys.executable, "-m", "nightlab.server.cli"]
     assert subprocess.run([*nightlab, "init", str(ws), "--profile", "cpu"], capture_output=True).returncode == 0
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ws, capture_output=True, text=True).stdout
-    proc = subprocess.run([*nightlab, "run", "--budget-tokens", "8192", "--max-experiments", "3", "--plain"],
-                          cwd=ws, capture_output=True, text=True, timeout=400)
+    proc = subprocess.run(
+        [*nightlab, "run", "--budget-tokens", "8192", "--max-experiments", "3", "--plain"],
+        cwd=ws,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     exps = Ledger(ws / ".nightlab" / "main").experiments()
     assert len(exps) == 3
@@ -33,5 +39,7 @@ def test_offline_loop_on_the_default_experiment(tmp_path):
     assert tsv[0] == "commit\tval_bpb\tmemory_gb\tstatus\tdescription" and len(tsv) == 4
     # the user's tree is untouched
     status = subprocess.run(["git", "status", "--porcelain"], cwd=ws, capture_output=True, text=True).stdout
-    assert status == "" and subprocess.run(["git", "rev-parse", "HEAD"], cwd=ws, capture_output=True,
-                                           text=True).stdout == head
+    assert (
+        status == ""
+        and subprocess.run(["git", "rev-parse", "HEAD"], cwd=ws, capture_output=True, text=True).stdout == head
+    )

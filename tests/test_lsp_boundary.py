@@ -3,6 +3,7 @@ promises (InvalidParams for a bad argument or an unknown experiment, RequestFail
 plain messages, no traceback on the server's stderr for either; stop and pause on a loop that is not
 running succeed; every start option the VS Code extension sends is accepted; `nightlab/experiments`
 answers a page the protocol's own decoder reads."""
+
 from __future__ import annotations
 
 import asyncio
@@ -47,10 +48,16 @@ async def start_server(client: LanguageClient, ws: Path) -> None:
         if state["state"] in ("stopped", "errored") and not client.loop_stopped.done():
             client.loop_stopped.set_result(state)
 
-    await client.initialize_session(types.InitializeParams(
-        capabilities=types.ClientCapabilities(window=types.WindowClientCapabilities(work_done_progress=True),
-                                        workspace=types.WorkspaceClientCapabilities(apply_edit=True)),
-        root_uri=ws.as_uri(), workspace_folders=[types.WorkspaceFolder(uri=ws.as_uri(), name=ws.name)]))
+    await client.initialize_session(
+        types.InitializeParams(
+            capabilities=types.ClientCapabilities(
+                window=types.WindowClientCapabilities(work_done_progress=True),
+                workspace=types.WorkspaceClientCapabilities(apply_edit=True),
+            ),
+            root_uri=ws.as_uri(),
+            workspace_folders=[types.WorkspaceFolder(uri=ws.as_uri(), name=ws.name)],
+        )
+    )
 
 
 @pytest_lsp.fixture(config=SERVER)
@@ -71,8 +78,9 @@ async def fast_client(lsp_client: LanguageClient, tmp_path_factory):
 
 
 async def command(client: LanguageClient, name: str, arg=None):
-    return await client.workspace_execute_command_async(types.ExecuteCommandParams(
-        command=name, arguments=None if arg is None else [arg]))
+    return await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command=name, arguments=None if arg is None else [arg])
+    )
 
 
 async def error_of(call) -> JsonRpcException:
@@ -95,39 +103,67 @@ def assert_quiet_stderr() -> None:
 
 
 async def test_a_bad_argument_is_invalid_params(client: LanguageClient):
-    assert_plain(await error_of(command(client, "nightlab.loop.start", {"budgetSeconds": "abc"})),
-                 INVALID_PARAMS, r"budgetSeconds must be a number, got 'abc'")
-    assert_plain(await error_of(command(client, "nightlab.loop.start", {"budgetMinutes": 3})),
-                 INVALID_PARAMS, r"unknown option\(s\) budgetMinutes; known: .*budgetSeconds")
-    assert_plain(await error_of(command(client, "nightlab.loop.start", {"budgetSeconds": -1})),
-                 INVALID_PARAMS, r"option budget_seconds: \[budget\] seconds must be a positive number")
-    assert_plain(await error_of(command(client, "nightlab.loop.start", {"agent": "no-such-agent"})),
-                 INVALID_PARAMS, r"unknown agent 'no-such-agent'")
-    assert_plain(await error_of(command(client, "nightlab.experiment.accept", {"number": "one"})),
-                 INVALID_PARAMS, r"number must be a whole number, got 'one'")
+    assert_plain(
+        await error_of(command(client, "nightlab.loop.start", {"budgetSeconds": "abc"})),
+        INVALID_PARAMS,
+        r"budgetSeconds must be a number, got 'abc'",
+    )
+    assert_plain(
+        await error_of(command(client, "nightlab.loop.start", {"budgetMinutes": 3})),
+        INVALID_PARAMS,
+        r"unknown option\(s\) budgetMinutes; known: .*budgetSeconds",
+    )
+    assert_plain(
+        await error_of(command(client, "nightlab.loop.start", {"budgetSeconds": -1})),
+        INVALID_PARAMS,
+        r"option budget_seconds: \[budget\] seconds must be a positive number",
+    )
+    assert_plain(
+        await error_of(command(client, "nightlab.loop.start", {"agent": "no-such-agent"})),
+        INVALID_PARAMS,
+        r"unknown agent 'no-such-agent'",
+    )
+    assert_plain(
+        await error_of(command(client, "nightlab.experiment.accept", {"number": "one"})),
+        INVALID_PARAMS,
+        r"number must be a whole number, got 'one'",
+    )
     assert_plain(await error_of(command(client, "nightlab.experiment.reject", {})), INVALID_PARAMS, r"missing 'number'")
-    assert_plain(await error_of(client.protocol.send_request_async("nightlab/experiments", {"status": "great"})),
-                 INVALID_PARAMS, r"status: 'great' is not one of")
-    assert_plain(await error_of(command(client, "nightlab.loop.status", {"root": "/no/such/folder"})),
-                 INVALID_PARAMS, r"/no/such/folder is in no open workspace folder")
+    assert_plain(
+        await error_of(client.protocol.send_request_async("nightlab/experiments", {"status": "great"})),
+        INVALID_PARAMS,
+        r"status: 'great' is not one of",
+    )
+    assert_plain(
+        await error_of(command(client, "nightlab.loop.status", {"root": "/no/such/folder"})),
+        INVALID_PARAMS,
+        r"/no/such/folder is in no open workspace folder",
+    )
     assert_quiet_stderr()
 
 
 async def test_an_unknown_experiment_is_invalid_params(client: LanguageClient):
     for name in ("nightlab.experiment.accept", "nightlab.experiment.reject", "nightlab.experiment.showDiff"):
-        assert_plain(await error_of(command(client, name, {"number": 99})), INVALID_PARAMS,
-                     r"there is no experiment #99 on tag main")
+        assert_plain(
+            await error_of(command(client, name, {"number": 99})),
+            INVALID_PARAMS,
+            r"there is no experiment #99 on tag main",
+        )
     for method in ("nightlab/experimentDiff", "nightlab/experimentCurve"):
-        assert_plain(await error_of(client.protocol.send_request_async(method, {"number": 99})), INVALID_PARAMS,
-                     r"there is no experiment #99 on tag main")
+        assert_plain(
+            await error_of(client.protocol.send_request_async(method, {"number": 99})),
+            INVALID_PARAMS,
+            r"there is no experiment #99 on tag main",
+        )
     assert_quiet_stderr()
 
 
 async def test_start_while_running_is_request_failed_and_stop_answers_the_state(client: LanguageClient):
     started = await command(client, "nightlab.loop.start", {"agent": "offline", "policy": "strict"})
     assert LoopCommandResult.from_wire(started).tag == "main"
-    assert_plain(await error_of(command(client, "nightlab.loop.start", {"agent": "offline"})),
-                 REQUEST_FAILED, r"already running")
+    assert_plain(
+        await error_of(command(client, "nightlab.loop.start", {"agent": "offline"})), REQUEST_FAILED, r"already running"
+    )
     stopped = LoopCommandResult.from_wire(await command(client, "nightlab.loop.stop"))
     assert stopped.state == "stopped"
     # a loop that is not running: stop and pause answer its state and succeed; resume has nothing to resume
@@ -152,8 +188,18 @@ async def test_every_start_option_the_extension_sends_is_accepted(fast_client: L
     """Bug: with nightlab.model set, Start failed with "unknown option(s) model". These are the keys
     client-vscode/src/common/settings.ts's loopOverrides sends (tests/test_overrides.py checks the list)."""
     client = fast_client
-    await command(client, "nightlab.loop.start", {"agent": "offline", "model": "claude-sonnet-4-5", "policy": "strict",
-                                                  "budgetSeconds": 1, "maxExperiments": 2, "maxCostUsd": 5})
+    await command(
+        client,
+        "nightlab.loop.start",
+        {
+            "agent": "offline",
+            "model": "claude-sonnet-4-5",
+            "policy": "strict",
+            "budgetSeconds": 1,
+            "maxExperiments": 2,
+            "maxCostUsd": 5,
+        },
+    )
     state = await asyncio.wait_for(client.loop_stopped, 120)
     assert state["state"] == "stopped" and state["experimentsRun"] == 2, state
     assert_quiet_stderr()
@@ -164,8 +210,9 @@ async def test_the_experiments_page_is_one_the_protocol_reads(fast_client: Langu
     client = fast_client
     await command(client, "nightlab.loop.start", {"agent": "offline", "policy": "strict", "maxExperiments": 2})
     assert (await asyncio.wait_for(client.loop_stopped, 120))["state"] == "stopped"
-    page = ExperimentsPage.from_wire(as_dict(await client.protocol.send_request_async(
-        "nightlab/experiments", {"offset": 1, "limit": 1})))
+    page = ExperimentsPage.from_wire(
+        as_dict(await client.protocol.send_request_async("nightlab/experiments", {"offset": 1, "limit": 1}))
+    )
     assert (page.total, page.offset, [e.number for e in page.experiments]) == (2, 1, [2])
     first = ExperimentsPage.from_wire(as_dict(await client.protocol.send_request_async("nightlab/experiments", {})))
     assert (first.total, first.offset, [e.number for e in first.experiments]) == (2, 0, [1, 2])

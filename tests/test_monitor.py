@@ -1,4 +1,5 @@
 """Following an autoresearch directory that another process writes: results.tsv rows and run.log."""
+
 from __future__ import annotations
 
 import asyncio
@@ -10,8 +11,16 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from nightlab.server.cli.monitor import (Monitor, ResultRow, RowAdded, RunFinished, RunProgress, Snapshot,
-                                     parse_row, render)
+from nightlab.server.cli.monitor import (
+    Monitor,
+    ResultRow,
+    RowAdded,
+    RunFinished,
+    RunProgress,
+    Snapshot,
+    parse_row,
+    render,
+)
 from nightlab.server.run.summary import format_summary
 
 HEADER = "commit\tval_bpb\tmemory_gb\tstatus\tdescription\n"
@@ -22,20 +31,32 @@ ROWS = [
     "d4e5f6g\t0.000000\t0.0\tcrash\tdouble model width (OOM)",
     "e5f6g7h\t0.991000\t44.1\tkeep\twarmup 5%",
 ]
-BLOCK = format_summary({"val_bpb": 0.991, "training_seconds": 300.1, "total_seconds": 325.9,
-                        "peak_vram_mb": 45060.2, "mfu_percent": 39.8, "total_tokens_M": 499.6,
-                        "num_steps": 953, "num_params_M": 50.3, "depth": 8})
+BLOCK = format_summary(
+    {
+        "val_bpb": 0.991,
+        "training_seconds": 300.1,
+        "total_seconds": 325.9,
+        "peak_vram_mb": 45060.2,
+        "mfu_percent": 39.8,
+        "total_tokens_M": 499.6,
+        "num_steps": 953,
+        "num_params_M": 50.3,
+        "depth": 8,
+    }
+)
 
 
 def write_run(directory: Path, rows: list[str], *, pause: float) -> None:
     """What an autoresearch agent does, sped up: per experiment, `> run.log` with steps, then a row."""
     results = directory / "results.tsv"
     results.write_text(HEADER)
-    for number, row in enumerate(rows):
+    for _number, row in enumerate(rows):
         with open(directory / "run.log", "w") as log:  # truncated like `uv run train.py > run.log`
             for step in range(3):
-                log.write(f"\rstep {step:05d} ({(step + 1) * 33.3:.1f}%) | loss: {3 - step / 10:.6f} | "
-                          f"lrm: 1.00 | dt: 415ms | tok/sec: 1,262,501 | mfu: 30.5% | epoch: 1 | remaining: 1s    ")
+                log.write(
+                    f"\rstep {step:05d} ({(step + 1) * 33.3:.1f}%) | loss: {3 - step / 10:.6f} | "
+                    f"lrm: 1.00 | dt: 415ms | tok/sec: 1,262,501 | mfu: 30.5% | epoch: 1 | remaining: 1s    "
+                )
                 log.flush()
                 time.sleep(pause / 4)
             log.write("\n" + (BLOCK if "crash" not in row else "Traceback (most recent call last):\nOOM") + "\n")

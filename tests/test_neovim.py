@@ -3,6 +3,7 @@ tests/nvim_client.lua. On the stand-in workspace whose loop already ran (the CLI
 kept, one crash), Neovim asks for code actions on train.py, applies the first "Apply experiment #"
 action's WorkspaceEdit with its own vim.lsp.util, then starts the loop by command and waits for the
 custom `nightlab/loopState` notification to say "stopped"."""
+
 import json
 import os
 import shutil
@@ -28,27 +29,50 @@ def _log_tail(path: Path, n: int = 60) -> str:
 
 def test_neovim_applies_an_experiment_and_sees_the_loop_stop(tmp_path):
     ws = make_workspace(tmp_path, CRASHY)
-    (ws / "nightlab.toml").write_text(merge_toml((ws / "nightlab.toml").read_text(),
-                                                 '[run]\npropose_ahead = false\n[policy]\nname = "strict"\n'))
+    (ws / "nightlab.toml").write_text(
+        merge_toml((ws / "nightlab.toml").read_text(), '[run]\npropose_ahead = false\n[policy]\nname = "strict"\n')
+    )
     git(ws, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qam", "settings")
     env = {**os.environ, "NO_COLOR": "1"}
-    loop = subprocess.run([sys.executable, "-m", "nightlab.server.cli", "run", "--max-experiments", "5", "--plain"],
-                          cwd=ws, env=env, capture_output=True, text=True, timeout=120)
+    loop = subprocess.run(
+        [sys.executable, "-m", "nightlab.server.cli", "run", "--max-experiments", "5", "--plain"],
+        cwd=ws,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert loop.returncode == 0, loop.stdout + loop.stderr
 
     out = tmp_path / "out"
     out.mkdir()
     home = tmp_path / "nvim-home"  # --clean skips the user's config; keep the LSP log out of ~ too
-    env.update(NIGHTLAB_PYTHON=sys.executable, NIGHTLAB_WS=str(ws), NIGHTLAB_OUT=str(out),
-               NIGHTLAB_WAIT_MS="60000", XDG_CACHE_HOME=str(home / "cache"), XDG_STATE_HOME=str(home / "state"),
-               XDG_DATA_HOME=str(home / "data"), XDG_CONFIG_HOME=str(home / "config"))
-    proc = subprocess.run([NVIM, "--headless", "--clean", "-c", f"luafile {LUA}"], cwd=ws, env=env,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    env.update(
+        NIGHTLAB_PYTHON=sys.executable,
+        NIGHTLAB_WS=str(ws),
+        NIGHTLAB_OUT=str(out),
+        NIGHTLAB_WAIT_MS="60000",
+        XDG_CACHE_HOME=str(home / "cache"),
+        XDG_STATE_HOME=str(home / "state"),
+        XDG_DATA_HOME=str(home / "data"),
+        XDG_CONFIG_HOME=str(home / "config"),
+    )
+    proc = subprocess.run(
+        [NVIM, "--headless", "--clean", "-c", f"luafile {LUA}"],
+        cwd=ws,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     summary_file = out / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
     log = Path(summary.get("log") or home / "cache" / "nvim" / "lsp.log")
-    context = (f"nvim rc {proc.returncode}\nsummary: {json.dumps(summary, indent=1)}\n"
-               f"nvim stdout:\n{proc.stdout}\nnvim stderr:\n{proc.stderr}\nLSP log tail:\n{_log_tail(log)}")
+    context = (
+        f"nvim rc {proc.returncode}\nsummary: {json.dumps(summary, indent=1)}\n"
+        f"nvim stdout:\n{proc.stdout}\nnvim stderr:\n{proc.stderr}\nLSP log tail:\n{_log_tail(log)}"
+    )
     if not summary or summary.get("error"):
         print(context)
     assert proc.returncode == 0 and summary and not summary.get("error"), context
@@ -58,8 +82,9 @@ def test_neovim_applies_an_experiment_and_sees_the_loop_stop(tmp_path):
     assert applies, context
     number = summary["applied_number"]
     commit = git(ws, "rev-parse", f"refs/nightlab/main/{number}")
-    expected = subprocess.run(["git", "show", f"{commit}:train.py"], cwd=ws, capture_output=True, text=True,
-                              check=True).stdout
+    expected = subprocess.run(
+        ["git", "show", f"{commit}:train.py"], cwd=ws, capture_output=True, text=True, check=True
+    ).stdout
     applied = Path(summary["applied_path"]).read_text()
     assert applied == expected, context
     assert applied != CRASHY

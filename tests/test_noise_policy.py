@@ -3,6 +3,7 @@ acceptance simulation (a stand-in trainer whose metric is drawn from a known dis
 
 `python tests/test_noise_policy.py` prints the simulated rates for several settings.
 """
+
 from __future__ import annotations
 
 import math
@@ -12,8 +13,18 @@ from statistics import fmean
 
 import pytest
 
-from nightlab.server.core.policy import (Decision, NoisePolicy, NoiseSigma, Policy, PolicyError, StrictPolicy,
-                                    estimate_sigma, make_policy, simulate, t_quantile)
+from nightlab.server.core.policy import (
+    Decision,
+    NoisePolicy,
+    NoiseSigma,
+    Policy,
+    PolicyError,
+    StrictPolicy,
+    estimate_sigma,
+    make_policy,
+    simulate,
+    t_quantile,
+)
 
 INF = math.inf
 EXACT = NoiseSigma(0.0008, INF)  # a sigma taken as exact: normal thresholds (2.0 keep, 1.0 confirm)
@@ -28,23 +39,68 @@ DECIDE = [
     ({}, [math.inf], None, None, "lower", "ok", "crash", "the metric is inf", None),
     ({}, [], None, None, "lower", "interrupted", "crash", "status 'interrupted'", None),
     ({}, [1.0, 1.002], None, None, "lower", "ok", "keep", "baseline: 1.001000 is the first result (mean of 2", None),
-    ({}, [0.9999], B2, None, "lower", "ok", "keep", "kept: -0.00010 vs the best (noise floor unknown: strict rule)",
-     None),
+    (
+        {},
+        [0.9999],
+        B2,
+        None,
+        "lower",
+        "ok",
+        "keep",
+        "kept: -0.00010 vs the best (noise floor unknown: strict rule)",
+        None,
+    ),
     ({}, [1.0001], B2, None, "lower", "ok", "discard", "not better than the best (noise floor unknown: strict", None),
     ({}, [1.0], B2, NoiseSigma(0.0, 3), "lower", "ok", "discard", "no run-to-run noise (sigma 0): strict rule", None),
-    ({}, [LOW, LOW], B2, EXACT, "lower", "ok", "keep",
-     "kept: -0.0031 = 3.9 sigma over the best (needs 2.0; 2 runs each, sigma 0.0008)", 3.875),
+    (
+        {},
+        [LOW, LOW],
+        B2,
+        EXACT,
+        "lower",
+        "ok",
+        "keep",
+        "kept: -0.0031 = 3.9 sigma over the best (needs 2.0; 2 runs each, sigma 0.0008)",
+        3.875,
+    ),
     ({}, [0.9996], B2, EXACT, "lower", "ok", "discard", "discarded: -0.00040 is within noise (0.4 sigma", 0.408),
     ({}, [1.002], B2, EXACT, "lower", "ok", "discard", "is worse than the best (-2.0 sigma", -2.041),
     ({}, [1.0], B2, EXACT, "lower", "ok", "discard", "+0 equals the best (0.0 sigma", 0.0),
     # ambiguous band: confirm; at max_repeats: discard
-    ({}, [1 - 0.0015, 1 - 0.0015], B2, EXACT, "lower", "ok", "confirm",
-     "ambiguous (1.9 sigma, needs 2.0): confirming with another seed (run 3 of 3", 1.875),
-    ({}, [1 - 0.0016], B2, EXACT, "lower", "ok", "confirm", "ambiguous (1.6 sigma, needs 2.0): confirming with "
-     "another seed (run 2 of 3", 1.633),
+    (
+        {},
+        [1 - 0.0015, 1 - 0.0015],
+        B2,
+        EXACT,
+        "lower",
+        "ok",
+        "confirm",
+        "ambiguous (1.9 sigma, needs 2.0): confirming with another seed (run 3 of 3",
+        1.875,
+    ),
+    (
+        {},
+        [1 - 0.0016],
+        B2,
+        EXACT,
+        "lower",
+        "ok",
+        "confirm",
+        "ambiguous (1.6 sigma, needs 2.0): confirming with another seed (run 2 of 3",
+        1.633,
+    ),
     ({}, [1 - 0.0012] * 3, B2, EXACT, "lower", "ok", "discard", "still ambiguous after 3 runs (1.6 sigma", 1.643),
-    ({"max_repeats": 1, "min_repeats": 1}, [1 - 0.0016], B2, EXACT, "lower", "ok", "discard",
-     "still ambiguous after 1 run (1.6 sigma", 1.633),
+    (
+        {"max_repeats": 1, "min_repeats": 1},
+        [1 - 0.0016],
+        B2,
+        EXACT,
+        "lower",
+        "ok",
+        "discard",
+        "still ambiguous after 1 run (1.6 sigma",
+        1.633,
+    ),
     # one run never keeps by default (min_repeats 2): a big gain is confirmed first
     ({}, [1 - 0.005], B2, EXACT, "lower", "ok", "confirm", "promising (5.1 sigma): confirming", 5.103),
     ({"min_repeats": 1}, [1 - 0.005], B2, EXACT, "lower", "ok", "keep", "1 run vs 2", 5.103),
@@ -54,18 +110,54 @@ DECIDE = [
     # few degrees of freedom: Student's t thresholds
     ({}, [LOW, LOW], B2, NoiseSigma(0.0008, 1), "lower", "ok", "confirm", "ambiguous (3.9 sigma, needs 14.0)", 3.875),
     ({}, [LOW, LOW, LOW], B2, NoiseSigma(0.0008, 1), "lower", "ok", "discard", "still ambiguous after 3 runs", 4.244),
-    ({}, [LOW, LOW], B2, NoiseSigma(0.0008, 5), "lower", "ok", "keep", "needs 2.6; 2 runs each, sigma 0.0008 from 5 df",
-     3.875),
-    ({}, [1 - 0.0012, 1 - 0.0012], B2, NoiseSigma(0.0008, 1), "lower", "ok", "discard", "within noise (1.5 sigma, "
-     "needs 14.0", 1.5),  # below the confirm edge for 1 df, 1.84
+    (
+        {},
+        [LOW, LOW],
+        B2,
+        NoiseSigma(0.0008, 5),
+        "lower",
+        "ok",
+        "keep",
+        "needs 2.6; 2 runs each, sigma 0.0008 from 5 df",
+        3.875,
+    ),
+    (
+        {},
+        [1 - 0.0012, 1 - 0.0012],
+        B2,
+        NoiseSigma(0.0008, 1),
+        "lower",
+        "ok",
+        "discard",
+        "within noise (1.5 sigma, needs 14.0",
+        1.5,
+    ),  # below the confirm edge for 1 df, 1.84
     ({}, [1 - 0.0012, 1 - 0.0012], B2, EXACT, "lower", "ok", "confirm", "ambiguous (1.5 sigma, needs 2.0)", 1.5),
     # a plain float has no df: the fewest possible, here (2 - 1) + (2 - 1) = 2
     ({}, [LOW, LOW], B2, 0.0008, "lower", "ok", "confirm", "needs 4.5)", 3.875),
     # min_sigma floors the sigma, and stands in for an unknown one (taken as exact)
-    ({"min_sigma": 0.0016}, [LOW, LOW], B2, EXACT, "lower", "ok", "confirm", "ambiguous (1.9 sigma, needs 2.0): "
-     "confirming with another seed (run 3 of 3; sigma 0.0016)", 1.9375),
-    ({"min_sigma": 0.0008}, [LOW, LOW], B2, None, "lower", "ok", "keep", "3.9 sigma over the best (needs 2.0; 2 runs "
-     "each, sigma 0.0008)", 3.875),
+    (
+        {"min_sigma": 0.0016},
+        [LOW, LOW],
+        B2,
+        EXACT,
+        "lower",
+        "ok",
+        "confirm",
+        "ambiguous (1.9 sigma, needs 2.0): confirming with another seed (run 3 of 3; sigma 0.0016)",
+        1.9375,
+    ),
+    (
+        {"min_sigma": 0.0008},
+        [LOW, LOW],
+        B2,
+        None,
+        "lower",
+        "ok",
+        "keep",
+        "3.9 sigma over the best (needs 2.0; 2 runs each, sigma 0.0008)",
+        3.875,
+    ),
     # options move the thresholds
     ({"z": 4.0, "confirm_z": 3.0}, [LOW, LOW], B2, EXACT, "lower", "ok", "confirm", "needs 4.0", 3.875),
     ({"z": 4.0, "confirm_z": 3.9}, [LOW, LOW], B2, EXACT, "lower", "ok", "discard", "within noise", 3.875),
@@ -115,8 +207,18 @@ def test_estimate_sigma_rejects_a_negative_prior():
         estimate_sigma([[1.0, 2.0]], -1.0, 1)
 
 
-@pytest.mark.parametrize("p,df,t", [(0.975, 1, 12.7062), (0.975, 2, 4.3027), (0.975, 10, 2.2281), (0.95, 5, 2.0150),
-                                    (0.995, 30, 2.7500), (0.025, 4, -2.7764), (0.975, INF, 1.95996)])
+@pytest.mark.parametrize(
+    "p,df,t",
+    [
+        (0.975, 1, 12.7062),
+        (0.975, 2, 4.3027),
+        (0.975, 10, 2.2281),
+        (0.95, 5, 2.0150),
+        (0.995, 30, 2.7500),
+        (0.025, 4, -2.7764),
+        (0.975, INF, 1.95996),
+    ],
+)
 def test_t_quantile(p, df, t):
     assert t_quantile(p, df) == pytest.approx(t, abs=1e-4)
 
@@ -142,8 +244,14 @@ def test_options(options, message):
 def test_defaults_and_protocol():
     p = make_policy("noise")
     assert isinstance(p, Policy) and isinstance(p, NoisePolicy)
-    assert (p.baseline_repeats, p.z_keep, p.confirm_z, p.max_repeats, p.min_repeats, p.min_sigma) == (3, 2.0, 1.0, 3,
-                                                                                                       2, 0.0)
+    assert (p.baseline_repeats, p.z_keep, p.confirm_z, p.max_repeats, p.min_repeats, p.min_sigma) == (
+        3,
+        2.0,
+        1.0,
+        3,
+        2,
+        0.0,
+    )
     assert make_policy("noise", {"repeats": 2}).baseline_repeats == 2
     with pytest.raises(PolicyError, match="unknown option 'repeats' for policy 'strict'"):
         make_policy("strict", {"repeats": 2})
@@ -169,7 +277,7 @@ def session(policy, effect: float, trials: int, seed: int, exact_sigma: bool = F
     # check the total against one full call at the end
     ss, df, sigma = 0.0, 0.0, estimate_sigma(groups)
     if sigma is not None:
-        ss, df = sigma ** 2 * sigma.df, sigma.df
+        ss, df = sigma**2 * sigma.df, sigma.df
     kept = runs = 0
     for _ in range(trials):
         runs_c = [draw(MU - effect * SIGMA)]
@@ -182,7 +290,7 @@ def session(policy, effect: float, trials: int, seed: int, exact_sigma: bool = F
         if len(runs_c) >= 2:
             groups.append(runs_c)
             one = estimate_sigma([runs_c])
-            ss, df = ss + one ** 2 * one.df, df + one.df
+            ss, df = ss + one**2 * one.df, df + one.df
             sigma = NoiseSigma(math.sqrt(ss / df), df)
     full = estimate_sigma(groups)
     assert (sigma is None and full is None) or (sigma == pytest.approx(full) and sigma.df == full.df)
@@ -237,15 +345,20 @@ def test_decision_is_a_dataclass():
 if __name__ == "__main__":  # the rates for the report: python tests/test_noise_policy.py [sessions]
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     print(f"{n} sessions x 200 trials; share kept (sessions meeting the bar on their own), runs per candidate")
-    configs = [("strict", {}, False), ("noise R=2 z=2, sigma taken as exact", {"repeats": 2, "min_repeats": 1}, True),
-               ("noise R=2 z=2 (brief's rule)", {"repeats": 2, "min_repeats": 1}, False),
-               ("noise R=3 z=2 min_repeats=1", {"repeats": 3, "min_repeats": 1}, False),
-               ("noise R=2 z=2 min_repeats=2", {"repeats": 2}, False),
-               ("noise R=3 z=2 min_repeats=2 (default)", {}, False),
-               ("noise R=3 default, sigma taken as exact", {}, True)]
+    configs = [
+        ("strict", {}, False),
+        ("noise R=2 z=2, sigma taken as exact", {"repeats": 2, "min_repeats": 1}, True),
+        ("noise R=2 z=2 (brief's rule)", {"repeats": 2, "min_repeats": 1}, False),
+        ("noise R=3 z=2 min_repeats=1", {"repeats": 3, "min_repeats": 1}, False),
+        ("noise R=2 z=2 min_repeats=2", {"repeats": 2}, False),
+        ("noise R=3 z=2 min_repeats=2 (default)", {}, False),
+        ("noise R=3 default, sigma taken as exact", {}, True),
+    ]
     for label, options, exact in configs:
         policy = make_policy(label.split()[0], options)
         f, fr, fm = rates(policy, 0.0, n, exact_sigma=exact)
         t, tr, tm = rates(policy, 3.0, n, seed=100_000, exact_sigma=exact)
-        print(f"{label:42s} false keeps {f:6.2%} ({fm:4.0%}) {fr:.2f} runs | "
-              f"3-sigma keeps {t:6.2%} ({tm:4.0%}) {tr:.2f} runs")
+        print(
+            f"{label:42s} false keeps {f:6.2%} ({fm:4.0%}) {fr:.2f} runs | "
+            f"3-sigma keeps {t:6.2%} ({tm:4.0%}) {tr:.2f} runs"
+        )

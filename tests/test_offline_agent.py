@@ -1,5 +1,6 @@
 """The offline agent: knobs read with ast, one change per proposal, no repeats, learned directions,
 determinism, exhaustion; and the agent registry."""
+
 from __future__ import annotations
 
 import pytest
@@ -35,10 +36,16 @@ def f():
 
 def test_find_knobs():
     got = [(k.name, k.value, k.text) for k in find_knobs("train.py", TRAIN)]
-    assert got == [("DEPTH", 4, "4"), ("LR", 3e-4, "3e-4"), ("WEIGHT_DECAY", 0.1, "0.1"),
-                   ("BATCH_SIZE", 128, "128"), ("WARMUP", -2, "-2"), ("USE_NORM", True, "True")]
+    assert got == [
+        ("DEPTH", 4, "4"),
+        ("LR", 3e-4, "3e-4"),
+        ("WEIGHT_DECAY", 0.1, "0.1"),
+        ("BATCH_SIZE", 128, "128"),
+        ("WARMUP", -2, "-2"),
+        ("USE_NORM", True, "True"),
+    ]
     k = find_knobs("train.py", TRAIN)[0]
-    assert k.line == "DEPTH = 4  # layers" and k.line[k.start:k.end] == "4"
+    assert k.line == "DEPTH = 4  # layers" and k.line[k.start : k.end] == "4"
     assert find_knobs("train.py", "def broken(:\n") == []
 
 
@@ -86,7 +93,7 @@ async def test_proposal_is_one_exact_edit():
     assert (before.value, after.value) == (knob["old"], knob["new"])
     assert p.hypothesis.endswith(".") and "val_bpb" in p.hypothesis
     new = apply_edits({"train.py": TRAIN}, p.edits, ["train.py"], ["prepare.py"])["train.py"]
-    changed = [(a, b) for a, b in zip(TRAIN.splitlines(), new.splitlines()) if a != b]
+    changed = [(a, b) for a, b in zip(TRAIN.splitlines(), new.splitlines(), strict=False) if a != b]
     assert len(changed) == 1 and changed[0][0] == p.edits[0].search
 
 
@@ -150,8 +157,12 @@ def test_kept_direction_becomes_more_likely():
 
     kept, discarded = ups("keep"), ups("discard")
     assert kept > 1.5 * discarded
-    p = next(p for s in range(50) if (p := OfflineAgent({}, s).propose_now(ctx(files, history("keep"), s)))
-             .meta["knob"]["direction"] == "up" and p.meta["knob"]["name"] == "LR")
+    p = next(
+        p
+        for s in range(50)
+        if (p := OfflineAgent({}, s).propose_now(ctx(files, history("keep"), s))).meta["knob"]["direction"] == "up"
+        and p.meta["knob"]["name"] == "LR"
+    )
     assert "kept before (experiment 1)" in p.hypothesis
 
 

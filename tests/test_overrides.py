@@ -1,6 +1,7 @@
 """One path for overrides: `nightlab run`'s flags, `nightlab.loop.start`'s arguments (as METHODS.md lists
 them) and the settings the VS Code extension sends all name settings.OVERRIDES' entries, and each is
 accepted by load_settings. A key added on one side only fails here."""
+
 from __future__ import annotations
 
 import json
@@ -23,16 +24,16 @@ SAMPLE = {"int": 2, "float": 1.5, "str": "x", "Any": "auto"}  # a value load_set
 def extension_sends() -> set[str]:
     """The keys settings.ts's loopOverrides puts in nightlab.loop.start's argument (`out.<key> = ...`)."""
     source = (ROOT / "client-vscode/src/common/settings.ts").read_text()
-    body = source[source.index("export function loopOverrides"):]
-    body = body[:body.index("\n}\n")]
+    body = source[source.index("export function loopOverrides") :]
+    body = body[: body.index("\n}\n")]
     return set(re.findall(r"\bout\.(\w+)\s*=", body))
 
 
 def methods_md_lists() -> set[str]:
     """The fields of LoopStartOverrides as METHODS.md documents them, root aside."""
     text = (ROOT / "protocol/METHODS.md").read_text()
-    block = text[text.index("export interface LoopStartOverrides {"):]
-    block = block[:block.index("\n}")]
+    block = text[text.index("export interface LoopStartOverrides {") :]
+    block = block[: block.index("\n}")]
     return set(re.findall(r"^\s*(\w+)\??:", block, re.M)) - {"root"}
 
 

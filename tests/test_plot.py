@@ -1,4 +1,5 @@
 """The progress chart: a valid PNG for a real-looking history, an empty one, all crashes, odd metrics."""
+
 from __future__ import annotations
 
 import functools
@@ -16,8 +17,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def exp(number: int, status: str, metric: float | None, description: str = "") -> Experiment:
-    return Experiment(number=number, tag="t", description=description or f"idea {number}", status=status,
-                      metric=metric)
+    return Experiment(number=number, tag="t", description=description or f"idea {number}", status=status, metric=metric)
 
 
 HISTORY = [
@@ -50,8 +50,8 @@ def png_size(path: Path) -> tuple[int, int]:
     assert data[:8] == PNG_SIGNATURE
     length, kind = struct.unpack(">I4s", data[8:16])
     assert kind == b"IHDR" and length == 13
-    body = data[16:16 + length]
-    (crc,) = struct.unpack(">I", data[16 + length:20 + length])
+    body = data[16 : 16 + length]
+    (crc,) = struct.unpack(">I", data[16 + length : 20 + length])
     assert zlib.crc32(kind + body) == crc
     assert data.endswith(b"IEND\xaeB`\x82")
     return struct.unpack(">II", body[:8])

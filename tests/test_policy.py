@@ -1,14 +1,22 @@
 """Keep / discard / crash: the strict policy as a table, and the policy registry.
 
 The noise policy has its own file, tests/test_noise_policy.py."""
+
 from __future__ import annotations
 
 import math
 
 import pytest
 
-from nightlab.server.core.policy import (Decision, Policy, PolicyError, StrictPolicy, make_policy, policy_names,
-                                    register_policy)
+from nightlab.server.core.policy import (
+    Decision,
+    Policy,
+    PolicyError,
+    StrictPolicy,
+    make_policy,
+    policy_names,
+    register_policy,
+)
 
 STRICT = [
     # candidate, best, direction, run status, verdict, part of the reason

@@ -1,4 +1,5 @@
 """The harness's data side: corpus split, input formats, cache, loader, summary block."""
+
 import json
 
 import numpy as np
@@ -45,7 +46,7 @@ def _write_formats(tmp_path):
     shards = tmp_path / "climbmix"
     shards.mkdir()
     for s in range(3):
-        pq.write_table(pa.table({"text": docs[s * 20:(s + 1) * 20]}), shards / f"shard_{s:05d}.parquet")
+        pq.write_table(pa.table({"text": docs[s * 20 : (s + 1) * 20]}), shards / f"shard_{s:05d}.parquet")
     return docs, {"text": text_dir, "jsonl": jsonl, "parquet": tmp_path / "corpus.parquet", "climbmix": shards}
 
 
@@ -100,8 +101,17 @@ from support.summary import REFERENCE_BLOCK  # noqa: E402  (one copy of autorese
 
 
 def test_summary_block_is_autoresearchs(prepare_module):
-    values = dict(val_bpb=0.9979, training_seconds=300.08, total_seconds=325.94, peak_vram_mb=45060.21,
-                  mfu_percent=39.8, total_tokens_M=499.63, num_steps=953, num_params_M=50.33, depth=8)
+    values = dict(
+        val_bpb=0.9979,
+        training_seconds=300.08,
+        total_seconds=325.94,
+        peak_vram_mb=45060.21,
+        mfu_percent=39.8,
+        total_tokens_M=499.63,
+        num_steps=953,
+        num_params_M=50.33,
+        depth=8,
+    )
     assert prepare_module.format_summary(values) == REFERENCE_BLOCK
     # the runner parses what the harness prints
     from nightlab.server.run.summary import parse_summary
@@ -109,11 +119,14 @@ def test_summary_block_is_autoresearchs(prepare_module):
     assert parse_summary("step 00001 | loss: 2.0\r" + prepare_module.format_summary(values))["val_bpb"] == 0.9979
 
 
-@pytest.mark.parametrize("mode,env,expected", [
-    ("time", {"NIGHTLAB_BUDGET_SECONDS": "12"}, ("time", 12.0)),
-    ("tokens", {"NIGHTLAB_BUDGET_TOKENS": "5000"}, ("tokens", 5000)),
-    ("default", {}, ("time", 60.0)),
-])
+@pytest.mark.parametrize(
+    "mode,env,expected",
+    [
+        ("time", {"NIGHTLAB_BUDGET_SECONDS": "12"}, ("time", 12.0)),
+        ("tokens", {"NIGHTLAB_BUDGET_TOKENS": "5000"}, ("tokens", 5000)),
+        ("default", {}, ("time", 60.0)),
+    ],
+)
 def test_budget_from_env(prepare_module, monkeypatch, mode, env, expected):
     monkeypatch.delenv("NIGHTLAB_BUDGET_SECONDS", raising=False)
     monkeypatch.delenv("NIGHTLAB_BUDGET_TOKENS", raising=False)

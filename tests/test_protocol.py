@@ -2,6 +2,7 @@
 definitions (and a change on one side only is caught), payloads round-trip through their wire form, the
 converters read the engine's real records, and importing protocol/ loads nothing of the server (what its source
 imports is checked with the other layers in test_layers.py)."""
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from nightlab.protocol import events, generate_ts as gen, methods as m, types as t
+from nightlab.protocol import events
+from nightlab.protocol import generate_ts as gen
+from nightlab.protocol import methods as m
+from nightlab.protocol import types as t
 from nightlab.protocol.examples import EXAMPLES
 from nightlab.protocol.wire import WireError, camel, hints
 
@@ -24,6 +28,7 @@ PROTOCOL = ROOT / "protocol"
 
 
 # ---------------------------------------------------------------------------- the checked-in files
+
 
 def test_checked_in_ts_is_the_generators_output():
     assert gen.TS_FILE == PROTOCOL / "nightlab-protocol.ts"
@@ -35,8 +40,9 @@ def test_checked_in_methods_md_is_the_generators_output():
 
 
 def test_check_command_passes_on_the_checked_in_files():
-    proc = subprocess.run([sys.executable, "-m", "nightlab.protocol.generate_ts", "--check"],
-                          capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nightlab.protocol.generate_ts", "--check"], capture_output=True, text=True, cwd=ROOT
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -48,13 +54,14 @@ def test_output_is_deterministic_and_has_the_header():
 
 # ---------------------------------------------------------------------------- drift is caught
 
+
 def _with_extra_field(cls: type, name: str, tp) -> type:
     """A copy of a payload class, same name, one field more: a field added on the Python side only."""
     return make_dataclass(cls.__name__, [(name, tp, field(default=None))], bases=(cls,))
 
 
 def test_a_field_added_in_python_only_fails_the_check():
-    changed = _with_extra_field(t.ExperimentPayload, "gpu_name", typing.Optional[str])
+    changed = _with_extra_field(t.ExperimentPayload, "gpu_name", typing.Optional[str])  # noqa: UP045 (what a field says)
     payloads = [changed if c is t.ExperimentPayload else c for c in t.PAYLOADS]
     delta = gen.diff(gen.TS_FILE, gen.render_ts(payloads=payloads))
     assert "+  gpuName?: string | null;" in delta.splitlines()
@@ -62,24 +69,36 @@ def test_a_field_added_in_python_only_fails_the_check():
 
 
 def test_a_field_removed_in_python_only_fails_the_check():
-    spec = [(f.name, hints(t.ProgressPayload)[f.name], field(default=f.default)) if f.default is not MISSING
-            else (f.name, hints(t.ProgressPayload)[f.name]) for f in fields(t.ProgressPayload) if f.name != "mfu"]
+    spec = [
+        (f.name, hints(t.ProgressPayload)[f.name], field(default=f.default))
+        if f.default is not MISSING
+        else (f.name, hints(t.ProgressPayload)[f.name])
+        for f in fields(t.ProgressPayload)
+        if f.name != "mfu"
+    ]
     trimmed = make_dataclass("ProgressPayload", spec, bases=(t.Wire,))
     payloads = [trimmed if c is t.ProgressPayload else c for c in t.PAYLOADS]
-    assert any(line.startswith("-  mfu?:") for line in gen.diff(gen.TS_FILE, gen.render_ts(payloads=payloads)).splitlines())
+    assert any(
+        line.startswith("-  mfu?:") for line in gen.diff(gen.TS_FILE, gen.render_ts(payloads=payloads)).splitlines()
+    )
 
 
 def test_a_method_added_in_python_only_fails_the_check():
-    extra = m.Method("nightlab/experimentLog", "request", t.ExperimentArgs, t.ExperimentCommandResult, "Log", "The log.")
+    extra = m.Method(
+        "nightlab/experimentLog", "request", t.ExperimentArgs, t.ExperimentCommandResult, "Log", "The log."
+    )
     delta = gen.diff(gen.TS_FILE, gen.render_ts(registry=[*m.REGISTRY, extra]))
     assert '+  experimentLog: "nightlab/experimentLog",' in delta.splitlines()
 
 
-@pytest.mark.parametrize("edit", [
-    lambda s: s.replace("  tokPerS?: number | null;\n", "  tokPerS?: number | null;\n  gpuName?: string | null;\n"),
-    lambda s: s.replace("  mfu?: number | null;\n", ""),
-    lambda s: s.replace('"nightlab.loop.start"', '"nightlab.loop.begin"'),
-])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda s: s.replace("  tokPerS?: number | null;\n", "  tokPerS?: number | null;\n  gpuName?: string | null;\n"),
+        lambda s: s.replace("  mfu?: number | null;\n", ""),
+        lambda s: s.replace('"nightlab.loop.start"', '"nightlab.loop.begin"'),
+    ],
+)
 def test_a_ts_file_edited_by_hand_fails_the_check(tmp_path, edit, monkeypatch, capsys):
     edited = tmp_path / "nightlab-protocol.ts"
     text = gen.TS_FILE.read_text(encoding="utf-8")
@@ -103,10 +122,18 @@ def test_a_payload_missing_from_the_list_is_refused():
 # ---------------------------------------------------------------------------- TypeScript types
 
 TS_TYPES = [
-    (str, "string"), (int, "number"), (float, "number"), (bool, "boolean"), (list[int], "number[]"),
-    (list[t.FileDiff], "FileDiff[]"), (dict[str, float], "Record<string, number>"),
-    (typing.Literal["a", "b"], '"a" | "b"'), (t.Verdict, "Verdict"), (list[t.ExperimentStatus], "ExperimentStatus[]"),
-    (list[typing.Literal["a", "b"]], '("a" | "b")[]'), (typing.Any, "unknown"),
+    (str, "string"),
+    (int, "number"),
+    (float, "number"),
+    (bool, "boolean"),
+    (list[int], "number[]"),
+    (list[t.FileDiff], "FileDiff[]"),
+    (dict[str, float], "Record<string, number>"),
+    (typing.Literal["a", "b"], '"a" | "b"'),
+    (t.Verdict, "Verdict"),
+    (list[t.ExperimentStatus], "ExperimentStatus[]"),
+    (list[typing.Literal["a", "b"]], '("a" | "b")[]'),
+    (typing.Any, "unknown"),
 ]
 
 
@@ -120,9 +147,18 @@ def test_ts_names_and_keys():
     for meth in m.REGISTRY:
         assert f"  {meth.key}: {json.dumps(meth.name)}," in text
     assert len({x.key for x in m.REGISTRY}) == len(m.REGISTRY) == len(m.BY_NAME)
-    assert {x.name for x in m.COMMANDS} == {m.LOOP_START, m.LOOP_PAUSE, m.LOOP_RESUME, m.LOOP_STOP, m.STATUS,
-                                             m.EXPERIMENT_ACCEPT, m.EXPERIMENT_REJECT, m.EXPERIMENT_RERUN,
-                                             m.EXPERIMENT_SHOW_DIFF, m.BASELINE_MEASURE}
+    assert {x.name for x in m.COMMANDS} == {
+        m.LOOP_START,
+        m.LOOP_PAUSE,
+        m.LOOP_RESUME,
+        m.LOOP_STOP,
+        m.STATUS,
+        m.EXPERIMENT_ACCEPT,
+        m.EXPERIMENT_REJECT,
+        m.EXPERIMENT_RERUN,
+        m.EXPERIMENT_SHOW_DIFF,
+        m.BASELINE_MEASURE,
+    }
     assert all(x.name.startswith("nightlab/") for x in m.NOTIFICATIONS + m.REQUESTS)
     assert all(re.fullmatch(r"nightlab(\.[a-z][A-Za-z]*)+", x.name) for x in m.COMMANDS)
     assert all(x.result is None for x in m.NOTIFICATIONS) and all(x.result for x in m.REQUESTS + m.COMMANDS)
@@ -139,6 +175,7 @@ def test_loop_states_are_the_engines():
 
 # ---------------------------------------------------------------------------- METHODS.md
 
+
 def test_methods_md_has_one_section_per_registered_method_and_no_other():
     text = gen.MD_FILE.read_text(encoding="utf-8")
     named = re.findall(r"^\*\*(?:Method|Command):\*\* `([^`]+)`", text, flags=re.M)
@@ -151,12 +188,16 @@ def test_every_method_has_an_example_of_its_own_types():
     assert set(EXAMPLES) == set(m.BY_NAME)
     for name, (params, result) in EXAMPLES.items():
         meth = m.BY_NAME[name]
-        assert type(params) is meth.params if meth.params and not meth.params_optional else \
-            params is None or type(params) is meth.params, name
+        assert (
+            type(params) is meth.params
+            if meth.params and not meth.params_optional
+            else params is None or type(params) is meth.params
+        ), name
         assert type(result) is meth.result if meth.result else result is None, name
 
 
 # ---------------------------------------------------------------------------- wire form
+
 
 def _instances(obj):
     if is_dataclass(obj):
@@ -223,13 +264,27 @@ def test_loop_start_overrides_are_settings_overrides(tmp_path):
 
     (tmp_path / "nightlab.toml").write_text("", encoding="utf-8")  # the defaults
     overrides = t.LoopStartOverrides.from_wire(EXAMPLES[m.LOOP_START][0].to_wire())
-    full = t.LoopStartOverrides(agent="offline", budget_tokens=1000, max_experiments=3, tag="x", policy="strict",
-                                max_cost_usd=1.5, slots=["cpu", "cpu"], root=str(tmp_path))
+    full = t.LoopStartOverrides(
+        agent="offline",
+        budget_tokens=1000,
+        max_experiments=3,
+        tag="x",
+        policy="strict",
+        max_cost_usd=1.5,
+        slots=["cpu", "cpu"],
+        root=str(tmp_path),
+    )
     assert "root" not in full.to_settings_overrides()
     assert load_settings(tmp_path, overrides.to_settings_overrides()).budget.seconds == 8
     s = load_settings(tmp_path, full.to_settings_overrides())
-    assert (s.budget.mode, s.budget.tokens, s.run.max_experiments, s.tag, s.run.max_cost_usd, len(s.run.slots)) == \
-        ("tokens", 1000, 3, "x", 1.5, 2)
+    assert (s.budget.mode, s.budget.tokens, s.run.max_experiments, s.tag, s.run.max_cost_usd, len(s.run.slots)) == (
+        "tokens",
+        1000,
+        3,
+        "x",
+        1.5,
+        2,
+    )
     assert t.LoopStartOverrides.from_wire({"slots": 2}).slots == 2  # "auto", a number or a list: any JSON
 
 
@@ -251,14 +306,31 @@ def _experiment(**kw):
     from nightlab.server.core.types import Experiment
 
     base = dict(
-        number=7, tag="mar5", description="raise the learning rate", hypothesis="under-trained",
-        parent_commit="41d07aa", commit="9c1f2e4", diff=DIFF, status="keep", run_status="ok",
-        metric=0.981234, metrics={"val_bpb": 0.981234, "num_steps": 950.0}, best_before=0.987755,
-        delta=-0.006521, seeds=[0, 1], timings={"startup_s": 3.0, "training_s": 60.0, "eval_s": 4.0, "total_s": 131.4},
-        memory_gb=1.2, agent="anthropic", usage={"cost_usd": 0.0123, "input_tokens": 5000},
-        decision_reason="kept: 4.2 standard errors better", started_at="2025-03-05T23:14:02Z",
+        number=7,
+        tag="mar5",
+        description="raise the learning rate",
+        hypothesis="under-trained",
+        parent_commit="41d07aa",
+        commit="9c1f2e4",
+        diff=DIFF,
+        status="keep",
+        run_status="ok",
+        metric=0.981234,
+        metrics={"val_bpb": 0.981234, "num_steps": 950.0},
+        best_before=0.987755,
+        delta=-0.006521,
+        seeds=[0, 1],
+        timings={"startup_s": 3.0, "training_s": 60.0, "eval_s": 4.0, "total_s": 131.4},
+        memory_gb=1.2,
+        agent="anthropic",
+        usage={"cost_usd": 0.0123, "input_tokens": 5000},
+        decision_reason="kept: 4.2 standard errors better",
+        started_at="2025-03-05T23:14:02Z",
         finished_at="2025-03-05T23:16:13Z",
-        slot="gpu0", runs=[0.98, 0.982468], decision={"verdict": "keep", "z": 4.19, "sigma": 0.0011, "repeats": 2})
+        slot="gpu0",
+        runs=[0.98, 0.982468],
+        decision={"verdict": "keep", "z": 4.19, "sigma": 0.0011, "repeats": 2},
+    )
     return Experiment(**{**base, **kw})
 
 
@@ -268,29 +340,78 @@ def test_experiment_payload_from_a_ledger_record():
     record = _experiment().to_json()
     p = t.experiment_payload(record, diff_summary=diff_summary(record["diff"]))
     assert p == t.ExperimentPayload(
-        number=7, tag="mar5", status="keep", description="raise the learning rate", hypothesis="under-trained",
-        metric=0.981234, delta=-0.006521, sigma=0.0011, z=4.19, repeats=2, memory_gb=1.2, duration_s=131.4,
-        agent="anthropic", cost_usd=0.0123, commit="9c1f2e4", parent_commit="41d07aa",
-        started_at="2025-03-05T23:14:02Z", finished_at="2025-03-05T23:16:13Z",
-        reason="kept: 4.2 standard errors better", slot="gpu0", diff_summary=diff_summary(DIFF))
+        number=7,
+        tag="mar5",
+        status="keep",
+        description="raise the learning rate",
+        hypothesis="under-trained",
+        metric=0.981234,
+        delta=-0.006521,
+        sigma=0.0011,
+        z=4.19,
+        repeats=2,
+        memory_gb=1.2,
+        duration_s=131.4,
+        agent="anthropic",
+        cost_usd=0.0123,
+        commit="9c1f2e4",
+        parent_commit="41d07aa",
+        started_at="2025-03-05T23:14:02Z",
+        finished_at="2025-03-05T23:16:13Z",
+        reason="kept: 4.2 standard errors better",
+        slot="gpu0",
+        diff_summary=diff_summary(DIFF),
+    )
     assert t.ExperimentPayload.from_wire(json.loads(json.dumps(p.to_wire()))) == p
     assert t.experiment_payload(record).diff_summary == "train.py: +1 -1 lines"  # without the server's summary
     finished = t.experiment_finished(record, new_best=True, root="/home/ada/lab")
-    assert (finished.verdict, finished.reason, finished.new_best, finished.root) == ("keep", p.reason, True,
-                                                                                   "/home/ada/lab")
+    assert (finished.verdict, finished.reason, finished.new_best, finished.root) == (
+        "keep",
+        p.reason,
+        True,
+        "/home/ada/lab",
+    )
     reviewed = t.experiment_payload(_experiment(review="rejected", slot="", runs=[], decision={}).to_json())
     assert (reviewed.review, reviewed.repeats, reviewed.sigma) == ("rejected", 1, None)
 
 
 def test_experiment_payload_of_a_running_a_baseline_and_a_crashed_record():
-    running = t.experiment_started(_experiment(
-        status="running", run_status="", metric=None, delta=None, diff="", seeds=[0], timings={}, memory_gb=0.0,
-        usage={}, decision_reason="", finished_at="", slot="cpu0", rerun_of=3, runs=[], decision={}).to_json()).experiment
-    assert (running.status, running.metric, running.repeats, running.memory_gb, running.duration_s,
-            running.finished_at, running.cost_usd, running.rerun_of) == ("running", None, None, None, None, None, None, 3)
-    baseline = t.experiment_payload(_experiment(kind="baseline", runs=[1.0, 1.01, 0.99], slot="", decision={}).to_json())
+    running = t.experiment_started(
+        _experiment(
+            status="running",
+            run_status="",
+            metric=None,
+            delta=None,
+            diff="",
+            seeds=[0],
+            timings={},
+            memory_gb=0.0,
+            usage={},
+            decision_reason="",
+            finished_at="",
+            slot="cpu0",
+            rerun_of=3,
+            runs=[],
+            decision={},
+        ).to_json()
+    ).experiment
+    assert (
+        running.status,
+        running.metric,
+        running.repeats,
+        running.memory_gb,
+        running.duration_s,
+        running.finished_at,
+        running.cost_usd,
+        running.rerun_of,
+    ) == ("running", None, None, None, None, None, None, 3)
+    baseline = t.experiment_payload(
+        _experiment(kind="baseline", runs=[1.0, 1.01, 0.99], slot="", decision={}).to_json()
+    )
     assert (baseline.baseline, baseline.repeats, baseline.sigma, baseline.slot) == (True, 3, None, None)
-    crash = t.experiment_finished(_experiment(status="crash", metric=None, delta=float("nan"), slot="", runs=[], decision={}).to_json())
+    crash = t.experiment_finished(
+        _experiment(status="crash", metric=None, delta=float("nan"), slot="", runs=[], decision={}).to_json()
+    )
     assert (crash.verdict, crash.experiment.metric, crash.experiment.delta) == ("crash", None, None)
     json.dumps(crash.to_wire(), allow_nan=False)
 
@@ -298,27 +419,47 @@ def test_experiment_payload_of_a_running_a_baseline_and_a_crashed_record():
 def test_progress_payload_from_a_progress_event():
     from nightlab.server.core.types import Progress
 
-    event = {"type": events.PROGRESS, "number": 8, "progress": asdict(Progress(
-        step=412, elapsed_s=96.3, loss=3.214, tok_per_s=184000.0, mfu=38.5, lr=0.004, fraction=0.321)),
-        "stage": "repeat-1"}
+    event = {
+        "type": events.PROGRESS,
+        "number": 8,
+        "progress": asdict(
+            Progress(step=412, elapsed_s=96.3, loss=3.214, tok_per_s=184000.0, mfu=38.5, lr=0.004, fraction=0.321)
+        ),
+        "stage": "repeat-1",
+    }
     p = t.progress_payload(event["number"], event["progress"], event["stage"], root="/home/ada/lab")
-    assert p == t.ProgressPayload(number=8, step=412, elapsed_s=96.3, loss=3.214, tok_per_s=184000.0, mfu=38.5,
-                                  lr=0.004, fraction=0.321, stage="repeat-1", root="/home/ada/lab")
+    assert p == t.ProgressPayload(
+        number=8,
+        step=412,
+        elapsed_s=96.3,
+        loss=3.214,
+        tok_per_s=184000.0,
+        mfu=38.5,
+        lr=0.004,
+        fraction=0.321,
+        stage="repeat-1",
+        root="/home/ada/lab",
+    )
     sparse = t.progress_payload(8, asdict(Progress(step=1, elapsed_s=0.5, loss=math.inf)), "")
     assert (sparse.loss, sparse.mfu, sparse.stage) == (None, None, "run")
 
 
-@pytest.mark.parametrize("mode,seconds,tokens,text", [
-    ("time", 60, 0, "60 s"), ("time", 7.5, 0, "7.5 s"), ("tokens", 60, 1_000_000, "1,000,000 tokens")])
+@pytest.mark.parametrize(
+    "mode,seconds,tokens,text",
+    [("time", 60, 0, "60 s"), ("time", 7.5, 0, "7.5 s"), ("tokens", 60, 1_000_000, "1,000,000 tokens")],
+)
 def test_budget_text(mode, seconds, tokens, text):
     assert t.budget_text(mode, seconds, tokens) == text
 
 
 # ---------------------------------------------------------------------------- boundaries
 
+
 def test_importing_the_protocol_loads_no_server_module():
-    code = ("import sys, nightlab.protocol.generate_ts, nightlab.protocol.examples; "
-            "print(sorted(m for m in sys.modules if m.startswith(('nightlab.server', 'nightlab.trainer', 'pygls', "
-            "'lsprotocol'))))")
+    code = (
+        "import sys, nightlab.protocol.generate_ts, nightlab.protocol.examples; "
+        "print(sorted(m for m in sys.modules if m.startswith(('nightlab.server', 'nightlab.trainer', 'pygls', "
+        "'lsprotocol'))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -1,4 +1,5 @@
 """The runner against tiny stand-in training scripts: outcomes, deadlines, process groups, progress, env."""
+
 from __future__ import annotations
 
 import asyncio
@@ -11,17 +12,26 @@ from pathlib import Path
 
 import pytest
 
+from nightlab.server.core.types import Progress, RunResult
 from nightlab.server.run.env import build_env
 from nightlab.server.run.processes import compile_check
 from nightlab.server.run.runner import Runner
 from nightlab.server.run.summary import format_summary
-from nightlab.server.core.types import Progress, RunResult
 
 PYTHON = shlex.quote(sys.executable)
-BLOCK = format_summary({
-    "val_bpb": 1.234567, "training_seconds": 2.5, "total_seconds": 3.0, "peak_vram_mb": 321.5,
-    "mfu_percent": 0.0, "total_tokens_M": 0.1, "num_steps": 5, "num_params_M": 0.2, "depth": 2,
-})
+BLOCK = format_summary(
+    {
+        "val_bpb": 1.234567,
+        "training_seconds": 2.5,
+        "total_seconds": 3.0,
+        "peak_vram_mb": 321.5,
+        "mfu_percent": 0.0,
+        "total_tokens_M": 0.1,
+        "num_steps": 5,
+        "num_params_M": 0.2,
+        "depth": 2,
+    }
+)
 
 # A forked child and grandchild that ignore SIGTERM and sleep forever, writing their pids to pids.txt,
 # so only a SIGKILL to the whole process group ends them.
@@ -52,15 +62,22 @@ def alive(pid: int) -> bool:
     return stat[stat.rfind(")") + 2] not in "ZX"
 
 
-async def run_script(tmp_path: Path, body: str, *, deadline_s: float = 30.0, runner: Runner | None = None,
-                     **kwargs) -> RunResult:
+async def run_script(
+    tmp_path: Path, body: str, *, deadline_s: float = 30.0, runner: Runner | None = None, **kwargs
+) -> RunResult:
     (tmp_path / "train.py").write_text(textwrap.dedent(body))
     runner = runner or Runner(kill_grace_s=0.5, poll_interval_s=0.2)
     kwargs.setdefault("budget_seconds", 60)
     kwargs.setdefault("budget_tokens", None)
-    return await runner.run(tmp_path, f"{PYTHON} train.py", log_path=tmp_path / "run" / "run.log",
-                            events_path=tmp_path / "run" / "events.jsonl", seed=0, deadline_s=deadline_s,
-                            **kwargs)
+    return await runner.run(
+        tmp_path,
+        f"{PYTHON} train.py",
+        log_path=tmp_path / "run" / "run.log",
+        events_path=tmp_path / "run" / "events.jsonl",
+        seed=0,
+        deadline_s=deadline_s,
+        **kwargs,
+    )
 
 
 # --------------------------------------------------------------------------- outcomes
@@ -71,8 +88,12 @@ OUTCOME_CASES = [
     ("no metric", "print('---')\nprint('num_steps:        5')\n", "crash", ["no val_bpb"]),
     ("nan metric", "print('---')\nprint('val_bpb:          nan')\n", "crash", ["val_bpb is nan"]),
     ("inf metric", "print('---')\nprint('val_bpb:          inf')\n", "crash", ["val_bpb is inf"]),
-    ("traceback", "print('starting')\ndef f():\n    raise RuntimeError('boom at step 3')\nf()\n", "crash",
-     ["exit code 1", "Traceback (most recent call last)", "RuntimeError: boom at step 3", "starting"]),
+    (
+        "traceback",
+        "print('starting')\ndef f():\n    raise RuntimeError('boom at step 3')\nf()\n",
+        "crash",
+        ["exit code 1", "Traceback (most recent call last)", "RuntimeError: boom at step 3", "starting"],
+    ),
 ]
 
 
@@ -116,9 +137,16 @@ async def test_the_metric_is_the_settings_metric_not_val_bpb(tmp_path: Path) -> 
 
 
 async def test_command_not_found_is_a_crash(tmp_path: Path) -> None:
-    result = await Runner().run(tmp_path, "no-such-program-xyz", log_path=tmp_path / "run.log",
-                                events_path=tmp_path / "events.jsonl", budget_seconds=1, budget_tokens=None,
-                                seed=0, deadline_s=5)
+    result = await Runner().run(
+        tmp_path,
+        "no-such-program-xyz",
+        log_path=tmp_path / "run.log",
+        events_path=tmp_path / "events.jsonl",
+        budget_seconds=1,
+        budget_tokens=None,
+        seed=0,
+        deadline_s=5,
+    )
     assert result.status == "crash" and "could not start" in result.error
 
 
@@ -203,24 +231,60 @@ async def test_a_failing_callback_does_not_break_the_run(tmp_path: Path) -> None
 
 # --------------------------------------------------------------------------- environment
 PARENT_ENV = {
-    "PATH": "/usr/bin", "HOME": "/home/me", "LC_ALL": "C.UTF-8", "OMP_NUM_THREADS": "2",
-    "ANTHROPIC_API_KEY": "sk-1", "GITHUB_TOKEN": "gh-1", "MY_SECRET": "s", "AWS_SECRET_ACCESS_KEY": "a",
-    "AWS_ACCESS_KEY_ID": "b", "UV_PUBLISH_TOKEN": "u", "NCCL_API_Key": "n", "DB_PASSWORD": "p",
-    "GOOGLE_APPLICATION_CREDENTIALS": "/c.json", "EDITOR": "vim", "SSH_AUTH_SOCK": "/tmp/ssh",
-    "NIGHTLAB_BUDGET_TOKENS": "999", "NIGHTLAB_EVENTS": "/stale", "CUDA_VISIBLE_DEVICES": "0,1",
+    "PATH": "/usr/bin",
+    "HOME": "/home/me",
+    "LC_ALL": "C.UTF-8",
+    "OMP_NUM_THREADS": "2",
+    "ANTHROPIC_API_KEY": "sk-1",
+    "GITHUB_TOKEN": "gh-1",
+    "MY_SECRET": "s",
+    "AWS_SECRET_ACCESS_KEY": "a",
+    "AWS_ACCESS_KEY_ID": "b",
+    "UV_PUBLISH_TOKEN": "u",
+    "NCCL_API_Key": "n",
+    "DB_PASSWORD": "p",
+    "GOOGLE_APPLICATION_CREDENTIALS": "/c.json",
+    "EDITOR": "vim",
+    "SSH_AUTH_SOCK": "/tmp/ssh",
+    "NIGHTLAB_BUDGET_TOKENS": "999",
+    "NIGHTLAB_EVENTS": "/stale",
+    "CUDA_VISIBLE_DEVICES": "0,1",
 }
 
 ENV_CASES = [
     # (name, build_env keyword arguments, variables expected (value or None for absent))
-    ("allow-list and secrets", dict(seed=3, budget_seconds=60),
-     {"PATH": "/usr/bin", "HOME": "/home/me", "LC_ALL": "C.UTF-8", "OMP_NUM_THREADS": "2",
-      "ANTHROPIC_API_KEY": None, "GITHUB_TOKEN": None, "MY_SECRET": None, "AWS_SECRET_ACCESS_KEY": None,
-      "AWS_ACCESS_KEY_ID": None, "UV_PUBLISH_TOKEN": None, "NCCL_API_Key": None, "DB_PASSWORD": None,
-      "GOOGLE_APPLICATION_CREDENTIALS": None, "EDITOR": None, "SSH_AUTH_SOCK": None,
-      "NIGHTLAB_SEED": "3", "NIGHTLAB_BUDGET_SECONDS": "60", "NIGHTLAB_BUDGET_TOKENS": None,
-      "NIGHTLAB_EVENTS": "/run/events.jsonl", "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": "0,1"}),
-    ("token budget, slot GPUs", dict(seed=0, budget_tokens=1_000_000, cuda_visible_devices="3"),
-     {"NIGHTLAB_BUDGET_TOKENS": "1000000", "NIGHTLAB_BUDGET_SECONDS": None, "CUDA_VISIBLE_DEVICES": "3"}),
+    (
+        "allow-list and secrets",
+        dict(seed=3, budget_seconds=60),
+        {
+            "PATH": "/usr/bin",
+            "HOME": "/home/me",
+            "LC_ALL": "C.UTF-8",
+            "OMP_NUM_THREADS": "2",
+            "ANTHROPIC_API_KEY": None,
+            "GITHUB_TOKEN": None,
+            "MY_SECRET": None,
+            "AWS_SECRET_ACCESS_KEY": None,
+            "AWS_ACCESS_KEY_ID": None,
+            "UV_PUBLISH_TOKEN": None,
+            "NCCL_API_Key": None,
+            "DB_PASSWORD": None,
+            "GOOGLE_APPLICATION_CREDENTIALS": None,
+            "EDITOR": None,
+            "SSH_AUTH_SOCK": None,
+            "NIGHTLAB_SEED": "3",
+            "NIGHTLAB_BUDGET_SECONDS": "60",
+            "NIGHTLAB_BUDGET_TOKENS": None,
+            "NIGHTLAB_EVENTS": "/run/events.jsonl",
+            "PYTHONUNBUFFERED": "1",
+            "CUDA_VISIBLE_DEVICES": "0,1",
+        },
+    ),
+    (
+        "token budget, slot GPUs",
+        dict(seed=0, budget_tokens=1_000_000, cuda_visible_devices="3"),
+        {"NIGHTLAB_BUDGET_TOKENS": "1000000", "NIGHTLAB_BUDGET_SECONDS": None, "CUDA_VISIBLE_DEVICES": "3"},
+    ),
     ("fractional seconds", dict(seed=0, budget_seconds=2.5), {"NIGHTLAB_BUDGET_SECONDS": "2.5"}),
 ]
 
@@ -239,8 +303,15 @@ def test_build_env_without_parent_gpus() -> None:
 
 @pytest.mark.parametrize("budget", [dict(budget_seconds=5), dict(budget_seconds=None, budget_tokens=4096)])
 async def test_no_secret_reaches_the_script(tmp_path: Path, budget: dict) -> None:
-    parent = dict(os.environ, ANTHROPIC_API_KEY="sk-test", GITHUB_TOKEN="gh", MY_SECRET="x",
-                  AWS_SECRET_ACCESS_KEY="y", UV_INDEX_TOKEN="z", LC_API_KEY="w")
+    parent = dict(
+        os.environ,
+        ANTHROPIC_API_KEY="sk-test",
+        GITHUB_TOKEN="gh",
+        MY_SECRET="x",
+        AWS_SECRET_ACCESS_KEY="y",
+        UV_INDEX_TOKEN="z",
+        LC_API_KEY="w",
+    )
     body = f"import json, os\njson.dump(dict(os.environ), open('env.json', 'w'))\nprint({BLOCK!r})\n"
     result = await run_script(tmp_path, body, runner=Runner(parent_env=parent), **budget)
     assert result.status == "ok", result.error
@@ -289,8 +360,10 @@ async def test_two_runs_at_once_keep_their_own_progress(tmp_path: Path) -> None:
     seen_a: list[Progress] = []
     seen_b: list[Progress] = []
     runner = Runner(poll_interval_s=0.2)  # one Runner serving two slots
-    a, b = await asyncio.gather(run_script(tmp_path / "a", body, runner=runner, on_progress=seen_a.append),
-                                run_script(tmp_path / "b", body, runner=runner, on_progress=seen_b.append))
+    a, b = await asyncio.gather(
+        run_script(tmp_path / "a", body, runner=runner, on_progress=seen_a.append),
+        run_script(tmp_path / "b", body, runner=runner, on_progress=seen_b.append),
+    )
     assert a.status == b.status == "ok"
     assert [p.step for p in seen_a] == [p.step for p in seen_b] == [0, 1, 2, 3]
     assert a.log_path != b.log_path

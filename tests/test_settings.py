@@ -1,13 +1,21 @@
 """nightlab.toml: defaults, validation messages, overrides, the autoresearch fallback."""
+
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from nightlab.server.core import settings as settings_mod
 from nightlab.server.core.settings import (
-    AgentSettings, BudgetSettings, FileSettings, MetricSettings, PolicySettings, RunSettings, SettingsError,
+    AgentSettings,
+    BudgetSettings,
+    FileSettings,
+    MetricSettings,
+    PolicySettings,
+    RunSettings,
+    SettingsError,
     load_settings,
 )
 
@@ -20,7 +28,13 @@ def write(ws: Path, text: str) -> Path:
 def test_empty_file_gives_defaults(tmp_path):
     s = load_settings(write(tmp_path, ""))
     assert (s.run, s.budget, s.metric, s.files, s.agent, s.policy) == (
-        RunSettings(), BudgetSettings(), MetricSettings(), FileSettings(), AgentSettings(), PolicySettings())
+        RunSettings(),
+        BudgetSettings(),
+        MetricSettings(),
+        FileSettings(),
+        AgentSettings(),
+        PolicySettings(),
+    )
     assert s.tag == "main" and s.branch == "nightlab/main"
     assert s.deadline_seconds == 60 * 2.0 + 60
     assert s.source == tmp_path.resolve() / "nightlab.toml" and not s.autoresearch
@@ -28,7 +42,10 @@ def test_empty_file_gives_defaults(tmp_path):
 
 
 def test_full_file(tmp_path):
-    s = load_settings(write(tmp_path, """
+    s = load_settings(
+        write(
+            tmp_path,
+            """
 [run]
 command = "python3 train.py --fast"
 tag = "mar5"
@@ -52,7 +69,9 @@ model = "claude"
 max_tokens = 4000
 [policy]
 name = "strict"
-"""))
+""",
+        )
+    )
     assert s.tag == "mar5" and s.run.max_experiments == 12 and s.run.max_hours == 8.0 and s.run.seed == 7
     assert s.budget.mode == "tokens" and s.budget.tokens == 1_000_000
     assert s.deadline_seconds == 600  # tokens mode, no timeout given
@@ -100,7 +119,7 @@ BAD = [
     ("[files]\neditable = []", "[files] editable must name at least one file"),
     ('[files]\neditable = ["../x.py"]', "[files] editable must be a path inside the workspace"),
     ('[files]\neditable = ["prepare.py"]', "[files] editable and protected both list prepare.py"),
-    ("[run]\nslots = \"many\"", "slots"),
+    ('[run]\nslots = "many"', "slots"),
     ("[run]\npropose_ahead = 1", "true or false"),
     ("[budget]\nsmoke_fraction = 1.5", "below 1"),
     ("[loop]\nx = 1", "nightlab.toml: unknown section [loop]"),
@@ -140,9 +159,12 @@ def test_overrides(tmp_path, overrides, attr, expected):
 
 
 def test_model_override_wins_over_the_files_anthropic_table(tmp_path):
-    text = '[run]\ncommand = "python x.py"\n[agent]\nname = "anthropic"\n[agent.anthropic]\nmodel = "a"\nmax_tokens = 9\n'
+    text = (
+        '[run]\ncommand = "python x.py"\n[agent]\nname = "anthropic"\n[agent.anthropic]\nmodel = "a"\nmax_tokens = 9\n'
+    )
     s = load_settings(write(tmp_path, text), {"model": "claude-opus-5"})
     from nightlab.server.agents.anthropic_agent import _options
+
     assert _options(s.agent.options)["model"] == "claude-opus-5"
     assert _options(s.agent.options)["max_tokens"] == 9  # the rest of the table stays
     assert _options(load_settings(tmp_path).agent.options)["model"] == "a"
@@ -175,6 +197,6 @@ def test_autoresearch_checkout_is_recognised(tmp_path, monkeypatch, uv, command)
 
 def test_settings_are_frozen(tmp_path):
     s = load_settings(write(tmp_path, ""))
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         s.run.command = "x"  # type: ignore[misc]
     hash(s)  # usable as a key

@@ -1,5 +1,6 @@
 """Several slots at once: two experiments train side by side in their own worktrees, every one is
 recorded exactly once, and the branch only moves forward through kept commits."""
+
 import asyncio
 import subprocess
 import sys
@@ -7,22 +8,25 @@ import sys
 import pytest
 
 from nightlab.server.agents.offline import OfflineAgent
-from nightlab.server.loop.engine import Engine
-from nightlab.server.run.slots import resolve_slots
-from nightlab.server.record.ledger import Ledger
 from nightlab.server.core.settings import load_settings
+from nightlab.server.loop.engine import Engine
+from nightlab.server.record.ledger import Ledger
+from nightlab.server.run.slots import resolve_slots
 from support.workspace import STAND_IN, git, make_workspace, merge_toml
 
 SLOW = STAND_IN.replace("value = float", "time.sleep(1.5)\nvalue = float")
 
 
-@pytest.mark.parametrize("setting,gpus,expected", [
-    ("auto", [], [("cpu0", None, None)]),
-    ("auto", ["0", "1"], [("gpu0", "0", None), ("gpu1", "1", None)]),
-    (2, [], [("cpu0", None, 1), ("cpu1", None, 1)]),
-    (2, ["0", "1", "2"], [("gpu0", "0", None), ("gpu1", "1", None)]),
-    (("cpu", "0"), ["0"], [("cpu0", "", None), ("gpu0", "0", None)]),
-])
+@pytest.mark.parametrize(
+    "setting,gpus,expected",
+    [
+        ("auto", [], [("cpu0", None, None)]),
+        ("auto", ["0", "1"], [("gpu0", "0", None), ("gpu1", "1", None)]),
+        (2, [], [("cpu0", None, 1), ("cpu1", None, 1)]),
+        (2, ["0", "1", "2"], [("gpu0", "0", None), ("gpu1", "1", None)]),
+        (("cpu", "0"), ["0"], [("cpu0", "", None), ("gpu0", "0", None)]),
+    ],
+)
 def test_resolve_slots(setting, gpus, expected):
     specs = resolve_slots(setting, gpus=gpus, cores=2)
     assert [(s.name, s.cuda_visible_devices, s.threads) for s in specs] == expected
@@ -30,8 +34,9 @@ def test_resolve_slots(setting, gpus, expected):
 
 def test_two_slots_run_side_by_side(tmp_path):
     ws = make_workspace(tmp_path, SLOW)
-    (ws / "nightlab.toml").write_text(merge_toml((ws / "nightlab.toml").read_text(),
-                                                 '[run]\nslots = 2\n[policy]\nname = "strict"\n'))
+    (ws / "nightlab.toml").write_text(
+        merge_toml((ws / "nightlab.toml").read_text(), '[run]\nslots = 2\n[policy]\nname = "strict"\n')
+    )
     git(ws, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qam", "two slots")
     settings = load_settings(ws, {"max_experiments": 5})
     engine = Engine(settings, agent=OfflineAgent({}, 0))
@@ -61,7 +66,7 @@ def test_two_slots_run_side_by_side(tmp_path):
     assert len(refs) == 5
     chain = git(ws, "log", "--format=%s", "nightlab/main").splitlines()
     kept = [e for e in exps if e.status == "keep"]
-    assert [line.split(":")[0] for line in chain[:len(kept)]] == [f"nightlab #{e.number}" for e in reversed(kept)]
+    assert [line.split(":")[0] for line in chain[: len(kept)]] == [f"nightlab #{e.number}" for e in reversed(kept)]
     for e in kept[1:]:
         assert git(ws, "rev-parse", f"{e.commit}^") == e.parent_commit
     # the slot worktrees are clean checkouts; the user's tree is untouched
@@ -77,11 +82,16 @@ def test_two_cpu_slots_on_the_demo_workspace(tmp_path):
     nightlab = [sys.executable, "-m", "nightlab.server.cli"]
     assert subprocess.run([*nightlab, "init", str(ws), "--profile", "cpu"], capture_output=True).returncode == 0
     toml = (ws / "nightlab.toml").read_text()
-    toml = toml[:toml.index("[policy]")] + '[policy]\nname = "strict"\n'  # one run per candidate: quick
+    toml = toml[: toml.index("[policy]")] + '[policy]\nname = "strict"\n'  # one run per candidate: quick
     (ws / "nightlab.toml").write_text(toml.replace('slots = "auto"', "slots = 2"))
     git(ws, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qam", "two slots")
-    proc = subprocess.run([*nightlab, "run", "--budget-tokens", "8192", "--max-experiments", "3", "--plain"],
-                          cwd=ws, capture_output=True, text=True, timeout=400)
+    proc = subprocess.run(
+        [*nightlab, "run", "--budget-tokens", "8192", "--max-experiments", "3", "--plain"],
+        cwd=ws,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     exps = Ledger(ws / ".nightlab" / "main").experiments()
     assert [e.number for e in exps] == [1, 2, 3] and exps[0].status == "keep"

@@ -1,5 +1,6 @@
 """The git store on real repositories in tmp_path: the loop's branch and worktree, and a user's
 checkout that never changes."""
+
 from __future__ import annotations
 
 import subprocess
@@ -100,7 +101,8 @@ def test_user_checkout_never_changes(repo):
     diff = store.diff(a, b)
     assert "-DEPTH = 4\n+DEPTH = 5\n" in diff and "a/train.py" in diff
     assert git(repo, "log", "-1", "--format=%an <%ae>|%cn <%ce>", b).strip() == (
-        "Nightlab <nightlab@localhost>|Nightlab <nightlab@localhost>")
+        "Nightlab <nightlab@localhost>|Nightlab <nightlab@localhost>"
+    )
     assert git(repo, "log", "-1", "--format=%s", b).strip() == "DEPTH 4 -> 5"
 
 

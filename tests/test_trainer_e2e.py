@@ -1,4 +1,5 @@
 """The default experiment end to end: real `python train.py` runs on the CPU (seconds each)."""
+
 import re
 import subprocess
 import sys
@@ -42,8 +43,8 @@ def test_editable_code_cannot_change_the_measurement(workspace):
     source = (workspace / "train.py").read_text()
     tampered = source.replace("DEVICE_BATCH_SIZE = 16", "DEVICE_BATCH_SIZE = 3")
     tampered = tampered.replace(
-        "        return logits\n",
-        "        return logits, torch.zeros(())  # claims a perfect loss\n")
+        "        return logits\n", "        return logits, torch.zeros(())  # claims a perfect loss\n"
+    )
     tampered = tampered.replace("logits = step_model(x)", "logits, _ = step_model(x)")
     assert tampered.count("claims a perfect loss") == 1 and "DEVICE_BATCH_SIZE = 3" in tampered
     (workspace / "train.py").write_text(tampered)
@@ -52,8 +53,9 @@ def test_editable_code_cannot_change_the_measurement(workspace):
 
 def test_nan_prints_fail_and_exits_1(workspace):
     source = (workspace / "train.py").read_text()
-    (workspace / "train.py").write_text(source.replace("(loss / accum).backward()",
-                                                       "(loss / accum).backward(); loss = loss * float('nan')"))
+    (workspace / "train.py").write_text(
+        source.replace("(loss / accum).backward()", "(loss / accum).backward(); loss = loss * float('nan')")
+    )
     proc = run_train(workspace, {"NIGHTLAB_BUDGET_TOKENS": "16384"})
     assert proc.returncode == 1
     assert "\nFAIL\n" in proc.stdout and "val_bpb:" not in proc.stdout
@@ -75,16 +77,20 @@ def test_events_file(workspace, tmp_path_factory):
 
 def test_init_makes_a_workspace_that_trains(tmp_path):
     ws = tmp_path / "ws"
-    proc = subprocess.run([sys.executable, "-m", "nightlab.server.cli", "init", str(ws), "--profile", "cpu"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nightlab.server.cli", "init", str(ws), "--profile", "cpu"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     for name in ("prepare.py", "train.py", "program.md", "nightlab.toml", ".gitignore"):
         assert (ws / name).exists()
     log = subprocess.run(["git", "log", "--oneline"], cwd=ws, capture_output=True, text=True).stdout
     assert "nightlab init" in log
     assert val_bpb(run_train(ws, {"NIGHTLAB_BUDGET_SECONDS": "2"})) < 8.5
-    again = subprocess.run([sys.executable, "-m", "nightlab.server.cli", "init", str(ws)],
-                           capture_output=True, text=True)
+    again = subprocess.run(
+        [sys.executable, "-m", "nightlab.server.cli", "init", str(ws)], capture_output=True, text=True
+    )
     assert again.returncode == 1 and "already has" in again.stderr
 
 
@@ -93,11 +99,13 @@ def test_init_inside_an_ignored_folder_makes_its_own_repository(tmp_path):
     outer.mkdir()
     subprocess.run(["git", "init", "-q"], cwd=outer, check=True)
     (outer / ".gitignore").write_text("/demo/\n")
-    proc = subprocess.run([sys.executable, "-m", "nightlab.server.cli", "init", str(outer / "demo")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nightlab.server.cli", "init", str(outer / "demo")], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
-    top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=outer / "demo", capture_output=True,
-                         text=True).stdout.strip()
+    top = subprocess.run(
+        ["git", "rev-parse", "--show-toplevel"], cwd=outer / "demo", capture_output=True, text=True
+    ).stdout.strip()
     assert top == str(outer / "demo")
 
 
@@ -114,8 +122,9 @@ def test_untrained_model_scores_exactly_uniform(workspace, prepare_module, token
     measured = val_bpb(proc)
     folder = prepare_module.prepare(tokenizer=tokenizer)
     meta = __import__("json").loads((folder / "meta.json").read_text())
-    rows = prepare_module.eval_rows(np.load(folder / "val.npy"), prepare_module.SEQ_LEN_CPU,
-                                    prepare_module.EVAL_TOKENS_CPU, meta["bos_id"])
+    rows = prepare_module.eval_rows(
+        np.load(folder / "val.npy"), prepare_module.SEQ_LEN_CPU, prepare_module.EVAL_TOKENS_CPU, meta["bos_id"]
+    )
     nbytes = np.load(folder / "token_bytes.npy")[rows[:, 1:]]
     expected = math.log2(meta["vocab_size"]) * (nbytes > 0).sum() / nbytes.sum()
     assert measured == pytest.approx(expected, abs=2e-6)

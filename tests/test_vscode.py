@@ -6,6 +6,7 @@ Each step is the extension's own npm script, run as a subprocess; a failure show
 and npm (CI has them); the browser tests need Debian's chromium (.ci/run installs it), and the end-to-end
 test installs code-server 4.100.3 with client-vscode/scripts/install-code-server.sh (minutes, once).
 """
+
 from __future__ import annotations
 
 import json
@@ -29,10 +30,18 @@ def npm(*args: str, timeout: float = 900, env: dict | None = None) -> str:
     if shutil.which("npm") is None:
         pytest.fail("npm is not installed: the extension's tests need Node 20 and npm")
     try:
-        proc = subprocess.run(["npm", *args], cwd=CLIENT, capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, "NIGHTLAB_PYTHON": sys.executable, **(env or {})})
+        proc = subprocess.run(
+            ["npm", *args],
+            cwd=CLIENT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "NIGHTLAB_PYTHON": sys.executable, **(env or {})},
+        )
     except subprocess.TimeoutExpired as exc:
-        partial = "".join(x.decode(errors="replace") if isinstance(x, bytes) else (x or "") for x in (exc.stdout, exc.stderr))
+        partial = "".join(
+            x.decode(errors="replace") if isinstance(x, bytes) else (x or "") for x in (exc.stdout, exc.stderr)
+        )
         pytest.fail(f"npm {' '.join(args)} ran past {timeout} s:\n{partial[-12000:]}")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"npm {' '.join(args)} failed ({proc.returncode}):\n{out[-12000:]}"
@@ -51,8 +60,13 @@ def vsix() -> Path:
 
 def test_extension_packages_offline_into_a_vsix(vsix: Path):
     names = set(zipfile.ZipFile(vsix).namelist())
-    for needed in ("extension/package.json", "extension/dist/extension.js", "extension/dist/webview.js",
-                   "extension/dist/webview.css", "extension/media/nightlab.svg"):
+    for needed in (
+        "extension/package.json",
+        "extension/dist/extension.js",
+        "extension/dist/webview.js",
+        "extension/dist/webview.css",
+        "extension/media/nightlab.svg",
+    ):
         assert needed in names, sorted(names)
     wheels = [n for n in names if re.fullmatch(r"extension/dist/wheels/nightlab-.*\.whl", n)]
     assert len(wheels) == 1, "the .vsix carries the nightlab wheel the extension offers to install"

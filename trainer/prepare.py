@@ -30,9 +30,24 @@ import torch.nn.functional as F
 # The data side (corpus, split, tokenizers, cache, loader) and its constants live in prepare_data.py,
 # fixed like this file; its names are importable from here.
 from prepare_data import (  # noqa: F401  (re-exported: prepare's names, as train.py and tools know them)
-    BPE_TRAIN_BYTES, BPE_VOCAB_SIZE, SPECIAL_TOKENS, VAL_PERCENT, BPETokenizer, ByteTokenizer,
-    _byte_to_unicode, batches, build_cache, cache_root, corpus_key, default_tokenizer_name, in_val,
-    iter_documents, list_sources, load_tokenizer, make_rows, stdlib_files,
+    BPE_TRAIN_BYTES,
+    BPE_VOCAB_SIZE,
+    SPECIAL_TOKENS,
+    VAL_PERCENT,
+    BPETokenizer,
+    ByteTokenizer,
+    _byte_to_unicode,
+    batches,
+    build_cache,
+    cache_root,
+    corpus_key,
+    default_tokenizer_name,
+    in_val,
+    iter_documents,
+    list_sources,
+    load_tokenizer,
+    make_rows,
+    stdlib_files,
 )
 
 # ---------------------------------------------------------------------------
@@ -128,7 +143,7 @@ class Budget:
         self.steady_tokens = 0  # tokens of the steps inside training_seconds (for throughput and MFU)
 
     @classmethod
-    def from_env(cls, device_type: str) -> "Budget":
+    def from_env(cls, device_type: str) -> Budget:
         tokens = os.environ.get("NIGHTLAB_BUDGET_TOKENS")
         if tokens:
             return cls("tokens", int(float(tokens)))
@@ -358,7 +373,8 @@ def main(argv=None) -> None:
     meta = json.loads((folder / "meta.json").read_text())
     print(f"cache: {folder}\ntrain tokens: {meta['train_tokens']:,}\nval tokens: {meta['val_tokens']:,}")
     if args.data and args.data != DATA_SOURCE:
-        print(f"to train on it, run with NIGHTLAB_DATA={args.data} (or set DATA_SOURCE in prepare.py before the loop starts)")
+        print(f"to train on it, run with NIGHTLAB_DATA={args.data} "
+              "(or set DATA_SOURCE in prepare.py before the loop starts)")
 
 
 if __name__ == "__main__":

@@ -182,7 +182,7 @@ class BPETokenizer:
         self.bos_id = tok.token_to_id(SPECIAL_TOKENS[0])
 
     @classmethod
-    def train(cls, texts, vocab_size: int = BPE_VOCAB_SIZE) -> "BPETokenizer":
+    def train(cls, texts, vocab_size: int = BPE_VOCAB_SIZE) -> BPETokenizer:
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
         tok = Tokenizer(models.BPE())
@@ -196,7 +196,7 @@ class BPETokenizer:
         return cls(tok)
 
     @classmethod
-    def load(cls, folder: Path) -> "BPETokenizer":
+    def load(cls, folder: Path) -> BPETokenizer:
         from tokenizers import Tokenizer
 
         return cls(Tokenizer.from_file(str(folder / "tokenizer.json")))

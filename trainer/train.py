@@ -10,7 +10,6 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from prepare import Harness
 
 # ---------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 Must not import: nightlab.server (the CLI calls this, not the other way round), torch at module level.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,9 +18,17 @@ PROFILES: dict[str, dict[str, dict[str, object]]] = {
     "cpu": {"train.py": {}, "nightlab.toml": {}},
     "gpu": {
         "train.py": {
-            "DEPTH": 8, "WIDTH": 512, "HEAD_DIM": 128, "SEQ_LEN": 2048, "DEVICE_BATCH_SIZE": 64,
-            "TOTAL_BATCH_SIZE": 524288, "MATRIX_LR": 0.04, "EMBED_LR": 0.05, "UNEMBED_LR": 0.004,
-            "WARMDOWN_RATIO": 0.5, "COMPILE": True,
+            "DEPTH": 8,
+            "WIDTH": 512,
+            "HEAD_DIM": 128,
+            "SEQ_LEN": 2048,
+            "DEVICE_BATCH_SIZE": 64,
+            "TOTAL_BATCH_SIZE": 524288,
+            "MATRIX_LR": 0.04,
+            "EMBED_LR": 0.05,
+            "UNEMBED_LR": 0.004,
+            "WARMDOWN_RATIO": 0.5,
+            "COMPILE": True,
         },
         "nightlab.toml": {"seconds": 300},
     },
@@ -57,7 +66,7 @@ def set_constants(text: str, values: dict[str, object]) -> str:
         comment = match.group(3) or ""
         pad = max(1, len(old_value) + len(comment) - len(comment.lstrip()) - len(str(literal)))
         new_line = f"{match.group(1)}{literal}" + (" " * pad + comment.lstrip() if comment else "")
-        text = text[: match.start()] + new_line + text[match.end():]
+        text = text[: match.start()] + new_line + text[match.end() :]
     return text
 
 
@@ -74,8 +83,9 @@ def _git(folder: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True)
 
 
-def init_workspace(folder: Path, profile: str = "auto", force: bool = False,
-                   budget_tokens: int | None = None) -> list[str]:
+def init_workspace(
+    folder: Path, profile: str = "auto", force: bool = False, budget_tokens: int | None = None
+) -> list[str]:
     """Copy the template into `folder`. Returns what was done, line by line, for the CLI to print.
     `budget_tokens`: the low-noise setting, a fixed number of training tokens per experiment instead of
     a wall-clock budget (throughput jitter then no longer moves the metric)."""
@@ -98,16 +108,29 @@ def init_workspace(folder: Path, profile: str = "auto", force: bool = False,
         in_repo = False  # a folder the enclosing repository ignores (e.g. ./demo in a clone) gets its own
     if not in_repo:
         (folder / ".gitignore").write_text(GITIGNORE, encoding="utf-8")
-        for args in (["init", "-q"], ["add", "-A"],
-                     ["-c", "user.name=Nightlab", "-c", "user.email=nightlab@localhost",
-                      "commit", "-q", "-m", "nightlab init: the experiment template"]):
+        for args in (
+            ["init", "-q"],
+            ["add", "-A"],
+            [
+                "-c",
+                "user.name=Nightlab",
+                "-c",
+                "user.email=nightlab@localhost",
+                "commit",
+                "-q",
+                "-m",
+                "nightlab init: the experiment template",
+            ],
+        ):
             proc = _git(folder, *args)
             if proc.returncode != 0:
                 raise InitError(f"git {' '.join(args)} failed: {proc.stderr.strip()}")
         done.append("git init; initial commit")
     else:
-        done.append("inside an existing git repository: commit these files before `nightlab run` "
-                    "(the loop starts from your HEAD)")
+        done.append(
+            "inside an existing git repository: commit these files before `nightlab run` "
+            "(the loop starts from your HEAD)"
+        )
     return done
 
 

@@ -22,24 +22,36 @@ The API key comes from options["api_key"] or ANTHROPIC_API_KEY; it is handed to 
 
 Must not import: git, torch, the store, runner, ledger or engine. Never writes to disk.
 """
+
 from __future__ import annotations
 
 import asyncio
 import os
 import re
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import anthropic
 
-from nightlab.server.core.types import ExperimentContext, FileEdit, Proposal
-from nightlab.server.agents.anthropic_checks import (PRICE_KEYS, InvalidToolInput as _Invalid, check_temperature,
-                                                    parse_options as _options, validate_tool_input)
+from nightlab.server.agents.anthropic_checks import PRICE_KEYS, check_temperature, validate_tool_input
+from nightlab.server.agents.anthropic_checks import InvalidToolInput as _Invalid
+from nightlab.server.agents.anthropic_checks import parse_options as _options
 from nightlab.server.agents.base import AgentError, ProposalError
 from nightlab.server.agents.prompt import TOOL_NAME, system_prompt, tool_definition, user_prompt
+from nightlab.server.core.types import ExperimentContext, FileEdit, Proposal
 
-__all__ = ["AnthropicAgent", "ProposalError", "TOOL_NAME", "PRICES", "validate_tool_input", "price_for",
-           "cost_usd", "system_prompt", "user_prompt"]
+__all__ = [
+    "AnthropicAgent",
+    "ProposalError",
+    "TOOL_NAME",
+    "PRICES",
+    "validate_tool_input",
+    "price_for",
+    "cost_usd",
+    "system_prompt",
+    "user_prompt",
+]
 
 # USD per million tokens: (input, output, 5-minute cache write, cache read), from Anthropic's pricing
 # and model pages. Keys are model ids without a date suffix.
@@ -70,7 +82,7 @@ PRICES: dict[str, tuple[float, float, float, float]] = {
 }
 # A request whose prompt (input + cache writes + cache reads) is longer than the threshold pays other rates.
 LONG_PROMPT: dict[str, tuple[int, tuple[float, float, float, float]]] = {
-    "claude-haiku-5-5": (100_000, (0.50, 2.50, 0.625, 0.05)),
+    "claude-haiku-5-5": (100_000, (0.50, 2.50, 0.625, 0.05))
 }
 # An unknown model is priced like the dearest Opus, so a cost cap trips early rather than late.
 DEFAULT_PRICE = (15.0, 75.0, 18.75, 1.50)
@@ -88,8 +100,9 @@ def _base_model(model: str) -> str:
     return m
 
 
-def price_for(model: str, overrides: Optional[dict[str, float]] = None,
-              prompt_tokens: int = 0) -> tuple[tuple[float, float, float, float], str]:
+def price_for(
+    model: str, overrides: dict[str, float] | None = None, prompt_tokens: int = 0
+) -> tuple[tuple[float, float, float, float], str]:
     """The four prices for a model (with a request's prompt length), and a note when they are a guess."""
     base = _base_model(model)
     note = ""
@@ -99,19 +112,24 @@ def price_for(model: str, overrides: Optional[dict[str, float]] = None,
             price = LONG_PROMPT[base][1]
     else:
         price = DEFAULT_PRICE
-        note = (f"unknown model {model!r}: priced at the conservative default "
-                f"{'/'.join(f'{p:g}' for p in DEFAULT_PRICE)} USD per million tokens "
-                "(input/output/cache write/cache read); set [agent.anthropic] prices to correct it")
+        note = (
+            f"unknown model {model!r}: priced at the conservative default "
+            f"{'/'.join(f'{p:g}' for p in DEFAULT_PRICE)} USD per million tokens "
+            "(input/output/cache write/cache read); set [agent.anthropic] prices to correct it"
+        )
     if overrides:
-        price = tuple(float(overrides.get(k, p)) for k, p in zip(PRICE_KEYS, price))  # type: ignore[assignment]
+        price = tuple(float(overrides.get(k, p)) for k, p in zip(PRICE_KEYS, price, strict=False))  # type: ignore[assignment]
         note = ""
     return price, note
 
 
 def cost_usd(usage: dict[str, int], price: tuple[float, float, float, float]) -> float:
-    return (usage.get("input_tokens", 0) * price[0] + usage.get("output_tokens", 0) * price[1]
-            + usage.get("cache_creation_input_tokens", 0) * price[2]
-            + usage.get("cache_read_input_tokens", 0) * price[3]) / 1e6
+    return (
+        usage.get("input_tokens", 0) * price[0]
+        + usage.get("output_tokens", 0) * price[1]
+        + usage.get("cache_creation_input_tokens", 0) * price[2]
+        + usage.get("cache_read_input_tokens", 0) * price[3]
+    ) / 1e6
 
 
 # --------------------------------------------------------------------------------------------------
@@ -125,20 +143,25 @@ def _transient(exc: anthropic.APIStatusError) -> bool:
 class AnthropicAgent:
     name = "anthropic"
     accepts_feedback = True  # the engine asks once more, with ctx.feedback, when the edits do not apply
-    on_status: Optional[Callable[[str], None]] = None  # set by the engine: says why the agent waits
+    on_status: Callable[[str], None] | None = None  # set by the engine: says why the agent waits
     _count_calls = False
 
-    def __init__(self, options: Optional[dict[str, Any]] = None, seed: int = 0):
+    def __init__(self, options: dict[str, Any] | None = None, seed: int = 0):
         options = dict(options or {})
         self.options = _options(options)
         self.seed = seed
         self.model: str = self.options["model"]
         self.temperature = check_temperature(self.options["temperature"])
-        key = options.get("api_key") or (options.get("anthropic") or {}).get("api_key") \
+        key = (
+            options.get("api_key")
+            or (options.get("anthropic") or {}).get("api_key")
             or os.environ.get("ANTHROPIC_API_KEY")
+        )
         if not key or not isinstance(key, str):
-            raise AgentError("the anthropic agent needs an API key: set ANTHROPIC_API_KEY in the environment "
-                             "of the loop (or use agent = \"offline\")")
+            raise AgentError(
+                "the anthropic agent needs an API key: set ANTHROPIC_API_KEY in the environment "
+                'of the loop (or use agent = "offline")'
+            )
         self.__key = key
         force = self.options["force_tool"]
         self.force_tool: bool = (_base_model(self.model) not in NO_FORCED_TOOL) if force is None else force
@@ -155,8 +178,12 @@ class AnthropicAgent:
             return await call_next(request)
 
         # A client per proposal: an httpx pool must not outlive the event loop it was made in.
-        common = dict(api_key=self.__key, base_url=self.options["base_url"], timeout=self.options["timeout_s"],
-                      max_retries=self.options["max_retries"])
+        common = dict(
+            api_key=self.__key,
+            base_url=self.options["base_url"],
+            timeout=self.options["timeout_s"],
+            max_retries=self.options["max_retries"],
+        )
         try:
             return anthropic.AsyncAnthropic(**common, middleware=[count_attempts])
         except TypeError:  # an SDK before 2.0 has no middleware: count calls, not the SDK's own retries
@@ -166,7 +193,9 @@ class AnthropicAgent:
     def _request(self, ctx: ExperimentContext, messages: list[dict[str, Any]]) -> dict[str, Any]:
         tool = {**tool_definition(), "cache_control": {"type": "ephemeral"}}
         kwargs: dict[str, Any] = {
-            "model": self.model, "max_tokens": self.options["max_tokens"], "messages": messages,
+            "model": self.model,
+            "max_tokens": self.options["max_tokens"],
+            "messages": messages,
             "system": [{"type": "text", "text": system_prompt(ctx), "cache_control": {"type": "ephemeral"}}],
             "tools": [tool],
             "tool_choice": {"type": "tool", "name": TOOL_NAME} if self.force_tool else {"type": "auto"},
@@ -184,10 +213,15 @@ class AnthropicAgent:
         if self.on_status is not None:
             self.on_status(self._scrub(text))
 
-    async def _create(self, client: anthropic.AsyncAnthropic, ctx: ExperimentContext,
-                      messages: list[dict[str, Any]], counter: list[int]) -> Any:
+    async def _create(
+        self,
+        client: anthropic.AsyncAnthropic,
+        ctx: ExperimentContext,
+        messages: list[dict[str, Any]],
+        counter: list[int],
+    ) -> Any:
         """One answer, however long an outage lasts (up to max_wait_s of continuous failure)."""
-        failing_since: Optional[float] = None
+        failing_since: float | None = None
         attempt = 0
         while True:
             try:
@@ -204,8 +238,9 @@ class AnthropicAgent:
                     continue
                 if not _transient(exc):
                     hint = " (check ANTHROPIC_API_KEY)" if exc.status_code in (401, 403) else ""
-                    raise AgentError(f"the Claude API refused the request (HTTP {exc.status_code}){hint}: "
-                                     f"{message}") from None
+                    raise AgentError(
+                        f"the Claude API refused the request (HTTP {exc.status_code}){hint}: {message}"
+                    ) from None
                 reason = f"HTTP {exc.status_code}"
             except anthropic.APITimeoutError:
                 reason = f"no answer within {self.options['timeout_s']:g} s"
@@ -214,13 +249,17 @@ class AnthropicAgent:
             now = time.monotonic()
             failing_since = now if failing_since is None else failing_since
             failed_for = now - failing_since
-            delay = min(self.options["retry_base_s"] * 2 ** attempt, self.options["retry_cap_s"],
-                        self.options["max_wait_s"] - failed_for)
+            delay = min(
+                self.options["retry_base_s"] * 2**attempt,
+                self.options["retry_cap_s"],
+                self.options["max_wait_s"] - failed_for,
+            )
             if delay <= 0:
-                raise AgentError(f"the Claude API has been failing for {failed_for:.0f} s (last: {reason}); "
-                                 "check the network and https://status.anthropic.com, then start the loop again")
-            self._status(f"Claude API: {reason}; trying again in {delay:.0f} s "
-                         f"(failing for {failed_for:.0f} s)")
+                raise AgentError(
+                    f"the Claude API has been failing for {failed_for:.0f} s (last: {reason}); "
+                    "check the network and https://status.anthropic.com, then start the loop again"
+                )
+            self._status(f"Claude API: {reason}; trying again in {delay:.0f} s (failing for {failed_for:.0f} s)")
             await asyncio.sleep(delay)
             attempt += 1
 
@@ -229,14 +268,18 @@ class AnthropicAgent:
     async def propose(self, ctx: ExperimentContext) -> Proposal:
         started = time.monotonic()
         counter = [0]
-        totals = {"input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 0,
-                  "cache_read_input_tokens": 0}
+        totals = {"input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
         cost = 0.0
         note = ""
 
         def usage() -> dict[str, Any]:
-            u: dict[str, Any] = {**totals, "cost_usd": round(cost, 6), "model": self.model,
-                                 "latency_s": round(time.monotonic() - started, 3), "requests": counter[0]}
+            u: dict[str, Any] = {
+                **totals,
+                "cost_usd": round(cost, 6),
+                "model": self.model,
+                "latency_s": round(time.monotonic() - started, 3),
+                "requests": counter[0],
+            }
             if note:
                 u["price_note"] = note
             return u
@@ -249,8 +292,9 @@ class AnthropicAgent:
                 got = {k: int(getattr(response.usage, k, 0) or 0) for k in totals}
                 for k, v in got.items():
                     totals[k] += v
-                prompt_tokens = sum(got[k] for k in ("input_tokens", "cache_creation_input_tokens",
-                                                     "cache_read_input_tokens"))
+                prompt_tokens = sum(
+                    got[k] for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+                )
                 price, note = price_for(self.model, self.options["prices"], prompt_tokens)
                 cost += cost_usd(got, price)
                 calls = [b for b in response.content if getattr(b, "type", "") == "tool_use"]
@@ -259,13 +303,19 @@ class AnthropicAgent:
                 except _Invalid as exc:
                     reason = str(exc)
                     if turn == 2:
-                        raise ProposalError(f"{self.model} gave no usable proposal twice; last: {reason}",
-                                            usage=usage()) from None
+                        raise ProposalError(
+                            f"{self.model} gave no usable proposal twice; last: {reason}", usage=usage()
+                        ) from None
                     messages += self._correction(response, calls, reason)
                     continue
-                return Proposal(description=description, edits=edits, hypothesis=hypothesis, agent=self.name,
-                                usage=usage(), meta={"model": self.model, "corrected": turn == 2,
-                                                     "stop_reason": response.stop_reason})
+                return Proposal(
+                    description=description,
+                    edits=edits,
+                    hypothesis=hypothesis,
+                    agent=self.name,
+                    usage=usage(),
+                    meta={"model": self.model, "corrected": turn == 2, "stop_reason": response.stop_reason},
+                )
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _read(self, response: Any, calls: list[Any], ctx: ExperimentContext) -> tuple[str, str, list[FileEdit]]:
@@ -288,9 +338,15 @@ class AnthropicAgent:
         assistant = {"role": "assistant", "content": [b.to_dict(mode="json") for b in response.content]}
         ask = f"Call {TOOL_NAME} once more, with a corrected input."
         if calls:  # every tool_use needs its tool_result in the next user turn
-            content: list[dict[str, Any]] = [{"type": "tool_result", "tool_use_id": c.id, "is_error": True,
-                                              "content": f"Invalid {TOOL_NAME} call: {reason}. {ask}"}
-                                             for c in calls]
+            content: list[dict[str, Any]] = [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": c.id,
+                    "is_error": True,
+                    "content": f"Invalid {TOOL_NAME} call: {reason}. {ask}",
+                }
+                for c in calls
+            ]
         else:  # a tool_result can only answer a tool_use: say it in words
             content = [{"type": "text", "text": f"Your answer could not be used: {reason}. {ask}"}]
         return [assistant, {"role": "user", "content": content}]

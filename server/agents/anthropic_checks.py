@@ -4,9 +4,10 @@ apply to the files). anthropic_agent.py uses these; a bad tool input goes back t
 
 Must not import: git, torch, the store, runner, ledger or engine. Never writes to disk.
 """
+
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import anthropic
 
@@ -49,16 +50,23 @@ def parse_options(options: dict[str, Any]) -> dict[str, Any]:
         raise AgentError("[agent.anthropic] must be a table")
     unknown = sorted(set(nested) - _KNOWN)
     if unknown:
-        raise AgentError(f"[agent.anthropic]: unknown option(s) {', '.join(unknown)}; "
-                         f"known: {', '.join(sorted(_KNOWN - {'api_key'}))}")
+        raise AgentError(
+            f"[agent.anthropic]: unknown option(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(_KNOWN - {'api_key'}))}"
+        )
     merged = {**DEFAULTS, **{k: v for k, v in options.items() if k in _KNOWN}, **nested}
 
     def number(key: str, kind: type, low: float) -> Any:
         v = merged[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and not isinstance(v, int)) \
-                or v < low:
-            raise AgentError(f"[agent.anthropic] {key} must be {'an integer' if kind is int else 'a number'} "
-                             f">= {low:g}, not {v!r}")
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, (int, float))
+            or (kind is int and not isinstance(v, int))
+            or v < low
+        ):
+            raise AgentError(
+                f"[agent.anthropic] {key} must be {'an integer' if kind is int else 'a number'} >= {low:g}, not {v!r}"
+            )
         return kind(v)
 
     out = dict(merged)
@@ -78,22 +86,25 @@ def parse_options(options: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(merged["prices"] or {}, dict):
         raise AgentError("[agent.anthropic] prices must be a table such as {input = 3.0, output = 15.0}")
     prices = dict(merged["prices"] or {})
-    prices.update({k[len("price_"):]: merged[k] for k in merged if k.startswith("price_")})
+    prices.update({k[len("price_") :]: merged[k] for k in merged if k.startswith("price_")})
     for k, v in prices.items():
         if k not in PRICE_KEYS or isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-            raise AgentError(f"[agent.anthropic] prices: {k} = {v!r}; expected "
-                             f"{', '.join(PRICE_KEYS)} as USD per million tokens")
+            raise AgentError(
+                f"[agent.anthropic] prices: {k} = {v!r}; expected {', '.join(PRICE_KEYS)} as USD per million tokens"
+            )
     out["prices"] = prices or None
     return out
 
 
-def check_temperature(value: Any) -> Optional[float]:
+def check_temperature(value: Any) -> float | None:
     if value is None:
         return None
     if int(anthropic.__version__.split(".")[0]) >= 2:
         # API version 2026-10-21, which SDK 2.x sends, removed temperature, top_p and top_k: a 400 every time.
-        raise AgentError("[agent.anthropic] temperature is not accepted by the Claude API version this SDK "
-                         f"(anthropic {anthropic.__version__}) speaks; remove it")
+        raise AgentError(
+            "[agent.anthropic] temperature is not accepted by the Claude API version this SDK "
+            f"(anthropic {anthropic.__version__}) speaks; remove it"
+        )
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
         raise AgentError(f"[agent.anthropic] temperature must be a number in [0, 1], not {value!r}")
     return float(value)
@@ -110,7 +121,9 @@ def _norm_path(path: str) -> str:
 def validate_tool_input(data: Any, ctx: ExperimentContext) -> tuple[str, str, list[FileEdit]]:
     """(description, hypothesis, edits) from a propose_experiment input, or `InvalidToolInput` saying what is wrong."""
     if not isinstance(data, dict):
-        raise InvalidToolInput(f"the input must be an object with description, hypothesis and edits, not {type(data).__name__}")
+        raise InvalidToolInput(
+            f"the input must be an object with description, hypothesis and edits, not {type(data).__name__}"
+        )
     missing = [k for k in TOOL_SCHEMA["required"] if k not in data]
     if missing:
         raise InvalidToolInput(f"missing required key(s): {', '.join(missing)}")
@@ -133,8 +146,9 @@ def validate_tool_input(data: Any, ctx: ExperimentContext) -> tuple[str, str, li
                 raise InvalidToolInput(f"edit {i} must be an object with path, search and replace")
             for key in ("path", "search", "replace"):
                 if not isinstance(e.get(key), str):
-                    raise InvalidToolInput(f"edit {i}: {key} must be a string"
-                                   + ("" if key in e else f" (missing {key})"))
+                    raise InvalidToolInput(
+                        f"edit {i}: {key} must be a string" + ("" if key in e else f" (missing {key})")
+                    )
             edits.append(FileEdit(path=_norm_path(e["path"]), search=e["search"], replace=e["replace"]))
     else:
         raise InvalidToolInput(f"edits must be a list of {{path, search, replace}}, not {type(raw).__name__}")

@@ -6,10 +6,12 @@ writes to disk, runs anything or touches git: the engine applies the edits and t
 Built-in agents are imported lazily by name, so naming "offline" never imports an LLM SDK.
 Must not import: git, torch, the store, runner, ledger or engine; no agent module at import time.
 """
+
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 from nightlab.server.core.types import ExperimentContext, Proposal
 
@@ -31,16 +33,17 @@ class ProposalError(AgentError):
 class Agent(Protocol):
     name: str
 
-    async def propose(self, ctx: ExperimentContext) -> Proposal:
-        ...
+    async def propose(self, ctx: ExperimentContext) -> Proposal: ...
 
 
 AgentFactory = Callable[[dict[str, Any], int], Agent]
 
-# name -> "module:callable" (relative to this package) for built-ins (imported on first use), or a factory registered at run time.
+# name -> "module:callable" (relative to this package) for built-ins (imported on first use), or a
+# factory registered at run time.
 _BUILTIN: dict[str, str] = {
     "offline": ".offline:OfflineAgent",
-    "anthropic": ".anthropic_agent:AnthropicAgent", "claude": ".anthropic_agent:AnthropicAgent",
+    "anthropic": ".anthropic_agent:AnthropicAgent",
+    "claude": ".anthropic_agent:AnthropicAgent",
 }
 _REGISTERED: dict[str, AgentFactory] = {}
 

@@ -13,6 +13,7 @@ same proposal (a resumed loop proposes what the uninterrupted one would have).
 
 Must not import: git, torch, the store, runner, ledger or engine. Never writes to disk.
 """
+
 from __future__ import annotations
 
 import ast
@@ -21,12 +22,12 @@ import json
 import random
 import re
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any
 
-from nightlab.server.core.types import ExperimentContext, FileEdit, HistoryItem, Proposal
 from nightlab.server.agents.base import AgentError
+from nightlab.server.core.types import ExperimentContext, FileEdit, HistoryItem, Proposal
 
-Value = Union[bool, int, float]
+Value = bool | int | float
 _UPPER = re.compile(r"^[A-Z][A-Z0-9_]*$")
 # Names of knobs that are fractions (valid in [0, 1)): scaling one above 1 is a sure crash.
 _FRACTION = re.compile(r"BETA|MOMENTUM|RATIO|FRAC|DROPOUT|PROB|EMA")
@@ -79,11 +80,15 @@ class Candidate:
 # reading the knobs
 
 
-def _literal(node: ast.AST) -> Optional[Value]:
+def _literal(node: ast.AST) -> Value | None:
     if isinstance(node, ast.Constant) and isinstance(node.value, (bool, int, float)):
         return node.value
-    if (isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd))
-            and isinstance(node.operand, ast.Constant) and type(node.operand.value) in (int, float)):
+    if (
+        isinstance(node, ast.UnaryOp)
+        and isinstance(node.op, (ast.USub, ast.UAdd))
+        and isinstance(node.operand, ast.Constant)
+        and type(node.operand.value) in (int, float)
+    ):
         value = node.operand.value
         assert isinstance(value, (int, float))
         return -value if isinstance(node.op, ast.USub) else value
@@ -113,19 +118,25 @@ def find_knobs(path: str, text: str) -> list[Knob]:
         else:
             continue
         value = node.value
-        if (not isinstance(target, ast.Name) or not _UPPER.match(target.id) or assigned[target.id] != 1
-                or value is None or node.lineno != node.end_lineno or node.col_offset != 0):
+        if (
+            not isinstance(target, ast.Name)
+            or not _UPPER.match(target.id)
+            or assigned[target.id] != 1
+            or value is None
+            or node.lineno != node.end_lineno
+            or node.col_offset != 0
+        ):
             continue
         lit = _literal(value)
         if lit is None:
             continue
         line = lines[node.lineno - 1]
         raw = line.encode("utf-8")  # ast offsets count UTF-8 bytes
-        rest = raw[node.end_col_offset:].decode("utf-8").strip()
+        rest = raw[node.end_col_offset :].decode("utf-8").strip()
         if rest and not rest.startswith("#"):
             continue  # "A = 1; B = 2": not a whole line of its own
         start = len(raw[: value.col_offset].decode("utf-8"))
-        vtext = raw[value.col_offset: value.end_col_offset].decode("utf-8")
+        vtext = raw[value.col_offset : value.end_col_offset].decode("utf-8")
         knobs.append(Knob(path, target.id, lit, vtext, line, start, start + len(vtext)))
     return knobs
 
@@ -176,7 +187,7 @@ def _candidates(knob: Knob, level: int) -> list[Candidate]:
         if abs(v) <= SMALL_INT:
             out += [(v + step, f"+{step}"), (v - step, f"-{step}")]
         elif isinstance(v, int) and v > 0 and v & (v - 1) == 0:  # a power of two stays one
-            out += [(v * 2 ** step, f"x{2 ** step}"), (v // 2 ** step, f"/{2 ** step}")]
+            out += [(v * 2**step, f"x{2**step}"), (v // 2**step, f"/{2**step}")]
         else:
             out += [(int(round(v * f)), f"x{f:g}") for f in INT_LEVELS[level]]
     cands, seen = [], {_key(v)}
@@ -196,7 +207,7 @@ def _candidates(knob: Knob, level: int) -> list[Candidate]:
 # the agent
 
 
-def _knob_meta(item: HistoryItem) -> Optional[dict[str, Any]]:
+def _knob_meta(item: HistoryItem) -> dict[str, Any] | None:
     knob = item.meta.get("knob") if isinstance(item.meta, dict) else None
     if isinstance(knob, dict) and {"file", "name", "old", "new"} <= knob.keys():
         return knob
@@ -215,7 +226,7 @@ def _direction(old: Any, new: Any) -> str:
 class OfflineAgent:
     name = "offline"
 
-    def __init__(self, options: Optional[dict[str, Any]] = None, seed: int = 0):
+    def __init__(self, options: dict[str, Any] | None = None, seed: int = 0):
         # [agent] may hold keys meant for other agents (a model name ...); the offline agent needs none.
         self.options = dict(options or {})
         self.seed = seed
@@ -241,12 +252,17 @@ class OfflineAgent:
                 continue
             where = (str(m["file"]), str(m["name"]))
             tried.setdefault(where, set()).update({_key(m["old"]), _key(m["new"])})
-            moves.setdefault(where, []).append((m.get("direction") or _direction(m["old"], m["new"]),
-                                                item.status, item.number))
+            moves.setdefault(where, []).append(
+                (m.get("direction") or _direction(m["old"], m["new"]), item.status, item.number)
+            )
         busy = set(ctx.in_flight)
         for level in range(LEVELS):
-            cands = [c for k in knobs for c in _candidates(k, level)
-                     if _key(c.new) not in tried[(k.file, k.name)] and c.description not in busy]
+            cands = [
+                c
+                for k in knobs
+                for c in _candidates(k, level)
+                if _key(c.new) not in tried[(k.file, k.name)] and c.description not in busy
+            ]
             if cands:
                 break
         else:
@@ -281,12 +297,21 @@ class OfflineAgent:
         helped = [n for d, s, n in moves if d == c.direction and s == "keep"]
         if helped:
             hypothesis += f" The same direction on {k.name} was kept before (experiment {helped[-1]})."
-        replace = k.line[: k.start] + c.text + k.line[k.end:]
+        replace = k.line[: k.start] + c.text + k.line[k.end :]
         return Proposal(
             description=c.description,
             edits=[FileEdit(path=k.file, search=k.line, replace=replace)],
             hypothesis=hypothesis,
             agent=self.name,
-            meta={"knob": {"file": k.file, "name": k.name, "old": k.value, "new": c.new,
-                           "direction": c.direction, "step": c.step, "level": c.level}},
+            meta={
+                "knob": {
+                    "file": k.file,
+                    "name": k.name,
+                    "old": k.value,
+                    "new": c.new,
+                    "direction": c.direction,
+                    "step": c.step,
+                    "level": c.level,
+                }
+            },
         )

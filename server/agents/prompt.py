@@ -9,9 +9,10 @@ engine's feedback when the last proposal's edits did not apply.
 Plain functions of an `ExperimentContext` returning text or JSON-able dicts: no network, no disk.
 Must not import: the anthropic SDK (or any other LLM SDK), git, torch, the store, runner, ledger or engine.
 """
+
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from nightlab.server.core.types import ExperimentContext, HistoryItem
 
@@ -19,18 +20,23 @@ TOOL_NAME = "propose_experiment"
 TOOL_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "description": {"type": "string",
-                        "description": "One line: what this experiment changes (it labels the experiment)."},
+        "description": {
+            "type": "string",
+            "description": "One line: what this experiment changes (it labels the experiment).",
+        },
         "hypothesis": {"type": "string", "description": "Why this change should improve the metric."},
         "edits": {
-            "type": "array", "minItems": 1,
+            "type": "array",
+            "minItems": 1,
             "description": "SEARCH/REPLACE edits, applied in order to the files at the branch head.",
             "items": {
                 "type": "object",
                 "properties": {
                     "path": {"type": "string", "description": "An editable file, relative to the workspace."},
-                    "search": {"type": "string",
-                               "description": "Lines copied exactly from the file, enough to be unique."},
+                    "search": {
+                        "type": "string",
+                        "description": "Lines copied exactly from the file, enough to be unique.",
+                    },
                     "replace": {"type": "string", "description": "The lines that replace them."},
                 },
                 "required": ["path", "search", "replace"],
@@ -44,8 +50,12 @@ REASON_CHARS = 120  # a verdict's reason in the history: enough for "exit code 1
 
 def tool_definition() -> dict[str, Any]:
     """The propose_experiment tool, in the Messages API's shape (without cache_control)."""
-    return {"name": TOOL_NAME, "description": "Propose the next experiment: one focused change to the editable "
-            "files, with a one-line description and a hypothesis.", "input_schema": TOOL_SCHEMA}
+    return {
+        "name": TOOL_NAME,
+        "description": "Propose the next experiment: one focused change to the editable "
+        "files, with a one-line description and a hypothesis.",
+        "input_schema": TOOL_SCHEMA,
+    }
 
 
 def system_prompt(ctx: ExperimentContext) -> str:
@@ -68,7 +78,7 @@ branch head exactly (copy it, with its indentation) and be unique in it; edits a
 """
 
 
-def _num(x: Optional[float], fmt: str = ".6f") -> str:
+def _num(x: float | None, fmt: str = ".6f") -> str:
     return "n/a" if x is None else format(x, fmt)
 
 
@@ -103,8 +113,9 @@ def history_digest(ctx: ExperimentContext, last_k: int) -> str:
     older = hist[: len(hist) - len(recent)]
     parts = []
     kept = [h for h in hist if h.status in ("keep", "baseline")]
-    parts.append("Kept (the branch head is the last of these):\n"
-                 + ("\n".join(_line(h) for h in kept) if kept else "none yet"))
+    parts.append(
+        "Kept (the branch head is the last of these):\n" + ("\n".join(_line(h) for h in kept) if kept else "none yet")
+    )
     if recent:
         parts.append(f"The last {len(recent)} experiments:\n" + "\n".join(_line(h) for h in recent))
     tried: dict[str, str] = {}  # description -> the latest outcome of that idea
@@ -114,16 +125,20 @@ def history_digest(ctx: ExperimentContext, last_k: int) -> str:
             why = _short(h.reason, 80) if h.reason else ""
             tried[h.description] = f"{h.status}: {why}" if why else h.status
     if tried:
-        parts.append("Ideas tried earlier and not kept (do not propose them again):\n"
-                     + "\n".join(f"- {d} ({outcome})" for d, outcome in tried.items()))
+        parts.append(
+            "Ideas tried earlier and not kept (do not propose them again):\n"
+            + "\n".join(f"- {d} ({outcome})" for d, outcome in tried.items())
+        )
     return "\n\n".join(parts)
 
 
 def user_prompt(ctx: ExperimentContext, last_k: int) -> str:
     parts = []
     if ctx.feedback:
-        parts.append(f"IMPORTANT. Your previous proposal could not be applied: {ctx.feedback}\n"
-                     "Propose again, with every SEARCH copied exactly from the files below.")
+        parts.append(
+            f"IMPORTANT. Your previous proposal could not be applied: {ctx.feedback}\n"
+            "Propose again, with every SEARCH copied exactly from the files below."
+        )
     for path in ctx.editable:
         if path in ctx.files:
             text = ctx.files[path]
@@ -131,11 +146,14 @@ def user_prompt(ctx: ExperimentContext, last_k: int) -> str:
     parts.append("<history>\n" + history_digest(ctx, last_k) + "\n</history>")
     status = [f"Best {ctx.metric_name} so far: {_num(ctx.best)} ({ctx.direction} is better)."]
     if ctx.noise_sigma is not None:
-        status.append(f"Measured noise of {ctx.metric_name} (1 sigma): {ctx.noise_sigma:.6f}; "
-                      "a change smaller than about twice that is not an improvement.")
+        status.append(
+            f"Measured noise of {ctx.metric_name} (1 sigma): {ctx.noise_sigma:.6f}; "
+            "a change smaller than about twice that is not an improvement."
+        )
     if ctx.in_flight:
-        status.append("Running now (propose something different from these):\n"
-                      + "\n".join(f"- {d}" for d in ctx.in_flight))
+        status.append(
+            "Running now (propose something different from these):\n" + "\n".join(f"- {d}" for d in ctx.in_flight)
+        )
     parts.append("\n".join(status))
     parts.append(f"Propose the next experiment by calling {TOOL_NAME}.")
     return "\n\n".join(parts)

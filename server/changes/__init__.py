@@ -1,1 +1,2 @@
-"""What a proposed change is: SEARCH/REPLACE edits applied in memory, hunks located in a buffer, diff summaries. Knows no git, no processes."""
+"""What a proposed change is: SEARCH/REPLACE edits applied in memory, hunks located in a buffer,
+diff summaries. Knows no git, no processes."""

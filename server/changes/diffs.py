@@ -6,6 +6,7 @@ line history share.
 
 Must not import: anything but the standard library. Writes nothing to disk.
 """
+
 from __future__ import annotations
 
 import re
@@ -55,11 +56,11 @@ def diff_summary(diff: str) -> str:
 
 
 def _knobs(removed: list[str], added: list[str]) -> str:
-    """"LR 0.003 -> 0.004, DEPTH 4 -> 5" when the change is only same-name assignments, else ""."""
+    """ "LR 0.003 -> 0.004, DEPTH 4 -> 5" when the change is only same-name assignments, else ""."""
     if not removed or len(removed) != len(added) or len(removed) > 3:
         return ""
     out = []
-    for old, new in zip(removed, added):
+    for old, new in zip(removed, added, strict=False):
         mo, mn = ASSIGN.match(old), ASSIGN.match(new)
         if not mo or not mn or mo.group(1) != mn.group(1):
             return ""

@@ -9,13 +9,14 @@ other tools complain about).
 
 Must not import: git, torch, the store, runner, agents or engine. Writes nothing to disk.
 """
+
 from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Iterable
 from os.path import commonprefix
 from pathlib import PurePosixPath
-from typing import Iterable, Optional
 
 from nightlab.server.changes.diffs import diff_summary  # noqa: F401  (re-exported: its old home)
 from nightlab.server.core.types import FileEdit
@@ -24,8 +25,7 @@ from nightlab.server.core.types import FileEdit
 class EditError(Exception):
     """An edit that cannot be applied or parsed; `str(e)` says which edit, which file and why."""
 
-    def __init__(self, message: str, index: Optional[int] = None, path: Optional[str] = None,
-                 reason: str = ""):
+    def __init__(self, message: str, index: int | None = None, path: str | None = None, reason: str = ""):
         super().__init__(message)
         self.index = index
         self.path = path
@@ -41,8 +41,9 @@ def _norm(path: str) -> str:
 # applying
 
 
-def apply_edits(files: dict[str, str], edits: list[FileEdit], editable: Iterable[str],
-                protected: Iterable[str]) -> dict[str, str]:
+def apply_edits(
+    files: dict[str, str], edits: list[FileEdit], editable: Iterable[str], protected: Iterable[str]
+) -> dict[str, str]:
     """Apply edits in order (a later edit sees the earlier ones). Returns path -> new text for the files
     whose text changed. `files` holds the current texts; a missing editable file counts as empty, so an
     edit with an empty SEARCH creates it."""
@@ -53,7 +54,7 @@ def apply_edits(files: dict[str, str], edits: list[FileEdit], editable: Iterable
     for i, edit in enumerate(edits, start=1):
         path = _norm(edit.path)
 
-        def fail(reason: str) -> EditError:
+        def fail(reason: str, i: int = i, path: str = path) -> EditError:
             return EditError(f"edit {i} of {len(edits)} on {path}: {reason}", index=i, path=path, reason=reason)
 
         if path in protected_set:
@@ -83,11 +84,14 @@ def _apply_one(text: str, search: str, replace: str) -> str:
     spots = [s for s in _find_all(text, search) if fragment or s == 0 or text[s - 1] == "\n"]
     if len(spots) > 1:
         # "LR = 1" also occurs inside "MIN_LR = 1": prefer whole lines, then whole words.
-        spots = ([s for s in spots if _whole_lines(text, s, len(search))]
-                 or [s for s in spots if _whole_words(text, s, len(search))] or spots)
+        spots = (
+            [s for s in spots if _whole_lines(text, s, len(search))]
+            or [s for s in spots if _whole_words(text, s, len(search))]
+            or spots
+        )
     if len(spots) == 1:
         s = spots[0]
-        return text[:s] + replace + text[s + len(search):]
+        return text[:s] + replace + text[s + len(search) :]
     if len(spots) > 1:
         raise _Fail(f"SEARCH text matches {len(spots)} places; include more lines to make it unique")
     # 2. line by line, trailing whitespace ignored; 3. indentation ignored too (replacement re-indented)
@@ -95,15 +99,15 @@ def _apply_one(text: str, search: str, replace: str) -> str:
     s_lines, lead, trail = _trim_blank(search.splitlines())
     r_lines = _trim_like(replace.splitlines(), lead, trail)
     for level in (_match_rstrip, _match_indent):
-        found = [k for k in range(len(lines) - len(s_lines) + 1) if level(lines[k:k + len(s_lines)], s_lines)]
+        found = [k for k in range(len(lines) - len(s_lines) + 1) if level(lines[k : k + len(s_lines)], s_lines)]
         if len(found) > 1:
             where = ", ".join(str(k + 1) for k in found[:5])
             raise _Fail(f"SEARCH text matches {len(found)} places (lines {where}); include more lines")
         if found:
             k = found[0]
-            window = lines[k:k + len(s_lines)]
+            window = lines[k : k + len(s_lines)]
             new = r_lines if level is _match_rstrip else _reindent(window, s_lines, r_lines)
-            return "".join(lines[:k]) + _join(new, window) + "".join(lines[k + len(s_lines):])
+            return "".join(lines[:k]) + _join(new, window) + "".join(lines[k + len(s_lines) :])
     raise _Fail("SEARCH text not found" + _closest(lines, s_lines))
 
 
@@ -155,7 +159,7 @@ def _trim_like(lines: list[str], lead: int, trail: int) -> list[str]:
 
 
 def _match_rstrip(window: list[str], s_lines: list[str]) -> bool:
-    return all(t.rstrip() == s.rstrip() for t, s in zip(window, s_lines))
+    return all(t.rstrip() == s.rstrip() for t, s in zip(window, s_lines, strict=False))
 
 
 def _indent(lines: Iterable[str]) -> str:
@@ -166,12 +170,12 @@ def _indent(lines: Iterable[str]) -> str:
 
 def _match_indent(window: list[str], s_lines: list[str]) -> bool:
     wi, si = _indent(window), _indent(s_lines)
-    for t, s in zip(window, s_lines):
+    for t, s in zip(window, s_lines, strict=False):
         if not t.strip() or not s.strip():
             if t.strip() or s.strip():
                 return False
             continue
-        if t[len(wi):].rstrip() != s[len(si):].rstrip():
+        if t[len(wi) :].rstrip() != s[len(si) :].rstrip():
             return False
     return True
 
@@ -183,7 +187,7 @@ def _reindent(window: list[str], s_lines: list[str], r_lines: list[str]) -> list
         if not r.strip():
             out.append("")
         elif r.startswith(si):
-            out.append(wi + r[len(si):])
+            out.append(wi + r[len(si) :])
         else:
             raise _Fail("REPLACE is indented less than SEARCH, so it cannot be re-indented to fit the file")
     return out
@@ -220,7 +224,7 @@ def parse_search_replace(text: str) -> list[FileEdit]:
     Code fences around a block are allowed; a block with no file name reuses the previous block's."""
     lines = text.splitlines()
     edits: list[FileEdit] = []
-    last_path: Optional[str] = None
+    last_path: str | None = None
     i = 0
     while i < len(lines):
         if not _HEAD.match(lines[i]):
@@ -244,7 +248,7 @@ def parse_search_replace(text: str) -> list[FileEdit]:
             k += 1
         if k >= len(lines) or not _TAIL.match(lines[k]):
             raise EditError(f"block {n} ({path}): no >>>>>>> REPLACE line", index=n, path=path)
-        edits.append(FileEdit(path=path, search=_block(lines[i + 1:j]), replace=_block(lines[j + 1:k])))
+        edits.append(FileEdit(path=path, search=_block(lines[i + 1 : j]), replace=_block(lines[j + 1 : k])))
         last_path = path
         i = k + 1
     return edits
@@ -254,7 +258,7 @@ def _block(lines: list[str]) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def _path_before(lines: list[str], i: int) -> Optional[str]:
+def _path_before(lines: list[str], i: int) -> str | None:
     """The file name on the nearest line above a block, skipping blank lines and code fences."""
     for j in range(i - 1, -1, -1):
         line = lines[j].strip()

@@ -7,18 +7,19 @@ turns them into typed updates: `RowAdded`, `RunProgress`, `RunFinished`. `snapsh
 Must not import: git, torch, anthropic, or nightlab.server modules other than `types`, `summary`
 and `follow` (for its file-following helpers).
 """
+
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Iterator, Optional, Union
 
+from nightlab.server.core.types import Progress
 from nightlab.server.run.follow import FileTail, Watch
 from nightlab.server.run.summary import has_fail, parse_step_line, parse_summary
-from nightlab.server.core.types import Progress
 
 RESULTS_HEADER = ("commit", "val_bpb", "memory_gb", "status", "description")
 
@@ -29,8 +30,8 @@ class ResultRow:
 
     number: int  # 1-based position among the data rows
     commit: str
-    val_bpb: Optional[float]
-    memory_gb: Optional[float]
+    val_bpb: float | None
+    memory_gb: float | None
     status: str  # keep | discard | crash (or whatever the agent wrote)
     description: str
 
@@ -53,20 +54,20 @@ class RunFinished:
     failed: bool
 
 
-Update = Union[RowAdded, RunProgress, RunFinished]
+Update = RowAdded | RunProgress | RunFinished
 
 
 @dataclass
 class Snapshot:
     rows: list[ResultRow] = field(default_factory=list)
-    best: Optional[float] = None  # lowest val_bpb among keep rows
-    best_row: Optional[ResultRow] = None
-    progress: Optional[Progress] = None  # latest step of the current run; None once it finished
+    best: float | None = None  # lowest val_bpb among keep rows
+    best_row: ResultRow | None = None
+    progress: Progress | None = None  # latest step of the current run; None once it finished
     last_summary: dict[str, float] = field(default_factory=dict)  # of the last finished run
     running: bool = False  # step lines seen and no summary yet
 
 
-def parse_row(line: str, number: int) -> Optional[ResultRow]:
+def parse_row(line: str, number: int) -> ResultRow | None:
     """A results.tsv line as a ResultRow; None for the header or a blank line."""
     if not line.strip():
         return None
@@ -75,21 +76,34 @@ def parse_row(line: str, number: int) -> Optional[ResultRow]:
         return None
     cells += [""] * (5 - len(cells))
 
-    def number_or_none(text: str) -> Optional[float]:
+    def number_or_none(text: str) -> float | None:
         try:
             return float(text)
         except ValueError:
             return None
 
-    return ResultRow(number=number, commit=cells[0].strip(), val_bpb=number_or_none(cells[1]),
-                     memory_gb=number_or_none(cells[2]), status=cells[3].strip(), description=cells[4].strip())
+    return ResultRow(
+        number=number,
+        commit=cells[0].strip(),
+        val_bpb=number_or_none(cells[1]),
+        memory_gb=number_or_none(cells[2]),
+        status=cells[3].strip(),
+        description=cells[4].strip(),
+    )
 
 
 class Monitor:
     """Follows `directory`'s results.tsv and run.log. `poll()` reads what is new; the iterators wait."""
 
-    def __init__(self, directory: Path | str, *, results_name: str = "results.tsv", log_name: str = "run.log",
-                 poll_interval_s: float = 1.0, settle_s: float = 1.0):
+    def __init__(
+        self,
+        directory: Path | str,
+        *,
+        results_name: str = "results.tsv",
+        log_name: str = "run.log",
+        poll_interval_s: float = 1.0,
+        settle_s: float = 1.0,
+    ):
         self.directory = Path(directory)
         self.results_path = self.directory / results_name
         self.log_path = self.directory / log_name
@@ -102,7 +116,7 @@ class Monitor:
         self._results_generation = 0
         self._log_generation = 0
         self._row_cursor = 0  # data rows read from the current version of results.tsv
-        self._block: Optional[list[str]] = None  # lines after the current run's "---", until it is reported
+        self._block: list[str] | None = None  # lines after the current run's "---", until it is reported
         self._log_grew_at = time.monotonic()
         self._polled = False
 
@@ -123,8 +137,14 @@ class Monitor:
     def snapshot(self) -> Snapshot:
         with self._lock:
             snap = self._snapshot
-            return Snapshot(rows=list(snap.rows), best=snap.best, best_row=snap.best_row, progress=snap.progress,
-                            last_summary=dict(snap.last_summary), running=snap.running)
+            return Snapshot(
+                rows=list(snap.rows),
+                best=snap.best,
+                best_row=snap.best_row,
+                progress=snap.progress,
+                last_summary=dict(snap.last_summary),
+                running=snap.running,
+            )
 
     def _read_results(self) -> list[Update]:
         lines = self._results.read_lines()
@@ -230,15 +250,27 @@ def render(snapshot: Snapshot, *, last_rows: int = 15):
     from rich.text import Text
 
     table = Table(title=f"results.tsv ({len(snapshot.rows)} rows)", expand=False)
-    for name, justify in (("#", "right"), ("commit", "left"), ("val_bpb", "right"), ("mem GB", "right"),
-                          ("status", "left"), ("description", "left")):
+    for name, justify in (
+        ("#", "right"),
+        ("commit", "left"),
+        ("val_bpb", "right"),
+        ("mem GB", "right"),
+        ("status", "left"),
+        ("description", "left"),
+    ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     styles = {"keep": "green", "discard": "dim", "crash": "red"}
     for row in snapshot.rows[-last_rows:]:
         best = snapshot.best_row is row
-        table.add_row(str(row.number), row.commit, "" if row.val_bpb is None else f"{row.val_bpb:.6f}",
-                      "" if row.memory_gb is None else f"{row.memory_gb:.1f}", row.status, row.description,
-                      style="bold green" if best else styles.get(row.status, ""))
+        table.add_row(
+            str(row.number),
+            row.commit,
+            "" if row.val_bpb is None else f"{row.val_bpb:.6f}",
+            "" if row.memory_gb is None else f"{row.memory_gb:.1f}",
+            row.status,
+            row.description,
+            style="bold green" if best else styles.get(row.status, ""),
+        )
     head = "best: none kept yet" if snapshot.best is None else f"best: {snapshot.best:.6f}"
     if snapshot.best_row is not None:
         head += f" ({snapshot.best_row.commit}, #{snapshot.best_row.number})"

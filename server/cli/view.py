@@ -2,10 +2,11 @@
 
 Must not import: the engine's parts (it renders plain Experiment records and engine events).
 """
+
 from __future__ import annotations
 
 import time
-from typing import Any, Optional
+from typing import Any
 
 from rich.console import Group, JustifyMethod
 from rich.panel import Panel
@@ -16,36 +17,49 @@ from rich.text import Text
 from nightlab.protocol import events as ev
 from nightlab.server.core.types import Experiment
 
-STATUS_STYLE = {"keep": "bold green", "discard": "dim", "crash": "red", "interrupted": "yellow",
-                "running": "cyan"}
+STATUS_STYLE = {"keep": "bold green", "discard": "dim", "crash": "red", "interrupted": "yellow", "running": "cyan"}
 
 
-def _fmt(value: Optional[float], spec: str = ".6f") -> str:
+def _fmt(value: float | None, spec: str = ".6f") -> str:
     return "" if value is None else format(value, spec)
 
 
-def experiments_table(experiments: list[Experiment], metric: str = "val_bpb", last: int | None = None,
-                      title: str | None = None) -> Table:
+def experiments_table(
+    experiments: list[Experiment], metric: str = "val_bpb", last: int | None = None, title: str | None = None
+) -> Table:
     table = Table(title=title, expand=False, header_style="bold")
     columns: tuple[tuple[str, JustifyMethod], ...] = (
-        ("#", "right"), ("status", "left"), (metric, "right"), ("delta", "right"), ("mem GB", "right"),
-        ("time", "right"), ("description", "left"))
+        ("#", "right"),
+        ("status", "left"),
+        (metric, "right"),
+        ("delta", "right"),
+        ("mem GB", "right"),
+        ("time", "right"),
+        ("description", "left"),
+    )
     for name, justify in columns:
         table.add_column(name, justify=justify, no_wrap=name != "description")
     rows = experiments[-last:] if last else experiments
     for e in rows:
         total = e.timings.get("total_s") if e.timings else None
-        table.add_row(str(e.number), Text(e.status, style=STATUS_STYLE.get(e.status, "")), _fmt(e.metric),
-                      _fmt(e.delta, "+.6f"), f"{e.memory_gb:.1f}" if e.status not in ("running", "interrupted") else "", _fmt(total, ".0f") + ("s" if total else ""),
-                      Text(e.description))  # Text: an agent's "[x]" is not markup
+        table.add_row(
+            str(e.number),
+            Text(e.status, style=STATUS_STYLE.get(e.status, "")),
+            _fmt(e.metric),
+            _fmt(e.delta, "+.6f"),
+            f"{e.memory_gb:.1f}" if e.status not in ("running", "interrupted") else "",
+            _fmt(total, ".0f") + ("s" if total else ""),
+            Text(e.description),
+        )  # Text: an agent's "[x]" is not markup
     return table
 
 
 class LiveView:
     """Holds what the engine reported and renders it; fed from engine events."""
 
-    def __init__(self, metric: str, budget_seconds: float | None, experiments: list[Experiment],
-                 direction: str = "lower"):
+    def __init__(
+        self, metric: str, budget_seconds: float | None, experiments: list[Experiment], direction: str = "lower"
+    ):
         self.metric = metric
         self.direction = direction  # the metric's: "lower" or "higher" is better
         self.budget_seconds = budget_seconds
@@ -81,12 +95,15 @@ class LiveView:
         return pick(kept, key=lambda e: e.metric) if kept else None
 
     def __rich__(self) -> Group:
-        parts: list[Any] = [experiments_table(sorted(self.experiments.values(), key=lambda e: e.number),
-                                              self.metric, last=15)]
+        parts: list[Any] = [
+            experiments_table(sorted(self.experiments.values(), key=lambda e: e.number), self.metric, last=15)
+        ]
         best = self.best()
         head = Text(f"state: {self.state}   ")
-        head.append(f"best {self.metric}: {best.metric:.6f} (#{best.number} {best.description})" if best
-                    else "best: none yet", style="bold green" if best else "")
+        head.append(
+            f"best {self.metric}: {best.metric:.6f} (#{best.number} {best.description})" if best else "best: none yet",
+            style="bold green" if best else "",
+        )
         if self.cost_usd:
             head.append(f"   agent cost ${self.cost_usd:.2f}")
         parts.append(head)
@@ -101,7 +118,12 @@ class LiveView:
                 line.append(f"  {p['tok_per_s']:,.0f} tok/s")
             line.append(f"  {time.monotonic() - self.run_started.get(number, time.monotonic()):.0f}s elapsed")
             slot = exp.slot
-            parts.append(Panel(Group(line, ProgressBar(total=1.0, completed=fraction, width=60)),
-                               title=f"running{' on ' + slot if slot else ''}", expand=False))
+            parts.append(
+                Panel(
+                    Group(line, ProgressBar(total=1.0, completed=fraction, width=60)),
+                    title=f"running{' on ' + slot if slot else ''}",
+                    expand=False,
+                )
+            )
         parts.extend(Text(m, style="yellow") for m in self.messages)
         return Group(*parts)

@@ -10,13 +10,15 @@ finite metric, is a crash under every policy.
 
 Must not import: git, torch, the store, runner, ledger, agents or engine.
 """
+
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist, fmean
-from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 # The statistics (pure maths) are in stats.py; these names stay importable from here.
 from nightlab.server.core.stats import NoiseSigma, PolicyError, estimate_sigma, t_quantile  # noqa: F401
@@ -31,9 +33,9 @@ class Decision:
 
     verdict: str  # keep | discard | crash | confirm (run the candidate again with another seed)
     reason: str  # one line a researcher understands, with the numbers
-    delta: Optional[float]  # mean(candidate) - mean(best), signed in metric units
-    sigma: Optional[float]  # the per-run noise sigma used
-    z: Optional[float]  # improvement / standard error of the difference (positive = better)
+    delta: float | None  # mean(candidate) - mean(best), signed in metric units
+    sigma: float | None  # the per-run noise sigma used
+    z: float | None  # improvement / standard error of the difference (positive = better)
     repeats: int  # candidate runs so far
 
 
@@ -42,8 +44,14 @@ class Policy(Protocol):
     name: str
     baseline_repeats: int  # how many times the engine runs the baseline
 
-    def decide_runs(self, candidate: Sequence[Optional[float]], best: Optional[list[float]], sigma: Optional[float],
-                    direction: str, run_status: str) -> Decision:
+    def decide_runs(
+        self,
+        candidate: Sequence[float | None],
+        best: list[float] | None,
+        sigma: float | None,
+        direction: str,
+        run_status: str,
+    ) -> Decision:
         """The verdict on a candidate's runs so far (the latest last) against the best's runs."""
         ...
 
@@ -53,7 +61,7 @@ def _check_direction(direction: str) -> None:
         raise PolicyError(f"direction must be lower or higher, got {direction!r}")
 
 
-def crash_reason(candidate: Optional[float], run_status: str) -> Optional[str]:
+def crash_reason(candidate: float | None, run_status: str) -> str | None:
     """Why a result is a crash whatever the policy, or None when it is a usable result."""
     if run_status != RunStatus.OK:
         return f"the run ended with status {run_status!r}"
@@ -64,7 +72,7 @@ def crash_reason(candidate: Optional[float], run_status: str) -> Optional[str]:
     return None
 
 
-def _crash(candidate: Sequence[Optional[float]], run_status: str) -> Optional[Decision]:
+def _crash(candidate: Sequence[float | None], run_status: str) -> Decision | None:
     """A crash Decision when the latest run (or, defensively, an earlier one) is not a usable result."""
     values = list(candidate) or [None]
     why = crash_reason(values[-1], run_status)
@@ -84,13 +92,14 @@ class StrictPolicy:
     name = "strict"
     baseline_repeats = 1
 
-    def __init__(self, options: Optional[dict[str, Any]] = None):
+    def __init__(self, options: dict[str, Any] | None = None):
         self.options = dict(options or {})
         if self.options:
             raise PolicyError(f"unknown option {sorted(self.options)[0]!r} for policy 'strict' (it takes none)")
 
-    def decide(self, candidate: Optional[float], best: Optional[float], direction: str,
-               run_status: str) -> tuple[Verdict, str]:
+    def decide(
+        self, candidate: float | None, best: float | None, direction: str, run_status: str
+    ) -> tuple[Verdict, str]:
         _check_direction(direction)
         why = crash_reason(candidate, run_status)
         if why:
@@ -106,14 +115,22 @@ class StrictPolicy:
             return Verdict.DISCARD, f"{candidate:.6f} equals the best {best:.6f}"
         return Verdict.DISCARD, f"{candidate:.6f} is not better than the best {best:.6f} ({delta:+.6f})"
 
-    def decide_runs(self, candidate: Sequence[Optional[float]], best: Optional[list[float]], sigma: Optional[float],
-                    direction: str, run_status: str) -> Decision:
+    def decide_runs(
+        self,
+        candidate: Sequence[float | None],
+        best: list[float] | None,
+        sigma: float | None,
+        direction: str,
+        run_status: str,
+    ) -> Decision:
         """`decide` on the latest candidate value against the mean of the best's runs; sigma is ignored."""
         _check_direction(direction)
         latest = candidate[-1] if candidate else None
         best_mean = fmean(best) if best else None
         verdict, reason = self.decide(latest, best_mean, direction, run_status)
-        delta = latest - best_mean if verdict != Verdict.CRASH and best_mean is not None and latest is not None else None
+        delta = (
+            latest - best_mean if verdict != Verdict.CRASH and best_mean is not None and latest is not None else None
+        )
         return Decision(verdict, reason, delta, None, None, len(candidate))
 
 
@@ -177,7 +194,7 @@ class NoisePolicy:
         "min_sigma": (0.0, lambda v: _is_num(v) and v >= 0, "a number >= 0 (floor on the noise sigma)"),
     }
 
-    def __init__(self, options: Optional[dict[str, Any]] = None):
+    def __init__(self, options: dict[str, Any] | None = None):
         self.options = dict(options or {})
         for key, value in self.options.items():
             if key not in self.OPTIONS:
@@ -188,8 +205,10 @@ class NoisePolicy:
         if o["confirm_z"] > o["z"]:
             raise PolicyError(f"policy 'noise' option confirm_z ({o['confirm_z']}) must not exceed z ({o['z']})")
         if o["min_repeats"] > o["max_repeats"]:
-            raise PolicyError(f"policy 'noise' option min_repeats ({o['min_repeats']}) must not exceed "
-                              f"max_repeats ({o['max_repeats']})")
+            raise PolicyError(
+                f"policy 'noise' option min_repeats ({o['min_repeats']}) must not exceed "
+                f"max_repeats ({o['max_repeats']})"
+            )
         self.baseline_repeats: int = o["repeats"]
         self.z_keep: float = float(o["z"])
         self.confirm_z: float = float(o["confirm_z"])
@@ -202,8 +221,14 @@ class NoisePolicy:
         """(keep, confirm) thresholds on z for a sigma with `df` degrees of freedom."""
         return t_quantile(self._p_keep, df), t_quantile(self._p_confirm, df)
 
-    def decide_runs(self, candidate: Sequence[Optional[float]], best: Optional[list[float]], sigma: Optional[float],
-                    direction: str, run_status: str) -> Decision:
+    def decide_runs(
+        self,
+        candidate: Sequence[float | None],
+        best: list[float] | None,
+        sigma: float | None,
+        direction: str,
+        run_status: str,
+    ) -> Decision:
         _check_direction(direction)
         crash = _crash(candidate, run_status)
         if crash:
@@ -213,41 +238,62 @@ class NoisePolicy:
         if not best:
             spread = f" (mean of {n_c} runs, {', '.join(f'{v:.6f}' for v in cand)})" if n_c > 1 else ""
             return Decision(Verdict.KEEP, f"baseline: {mean_c:.6f} is the first result{spread}", None, None, None, n_c)
-        n_b, mean_b = len(best), fmean(best)
-        delta = mean_c - mean_b
+        n_b, delta = len(best), mean_c - fmean(best)
         improvement = (-delta if direction == "lower" else delta) + 0.0  # + 0.0: no "-0.0 sigma"
         if sigma is None:
             # min_sigma is a floor the user asserts, so it stands in for a sigma not measured yet, as exact
             sigma = NoiseSigma(self.min_sigma) if self.min_sigma > 0 else None
         s = None if sigma is None else max(float(sigma), self.min_sigma)
+
+        def decision(verdict: Verdict, reason: str, z: float | None = None) -> Decision:
+            return Decision(verdict, reason, delta, s, z, n_c)
+
         if not s:  # unknown, or 0: repeats that agree to the last digit make any difference real
             why = "noise floor unknown" if s is None else "no run-to-run noise (sigma 0)"
             if improvement > 0:
-                return Decision(Verdict.KEEP, f"kept: {_g(delta)} vs the best ({why}: strict rule)", delta, s, None, n_c)
-            return Decision(Verdict.DISCARD, f"discarded: {_g(delta)} is not better than the best ({why}: strict rule)",
-                            delta, s, None, n_c)
+                return decision(Verdict.KEEP, f"kept: {_g(delta)} vs the best ({why}: strict rule)")
+            return decision(Verdict.DISCARD, f"discarded: {_g(delta)} is not better than the best ({why}: strict rule)")
         # A plain float carries no df: assume the fewest it can have, the best's and this candidate's own
         # repeats (what a classic two-sample t-test would use), at least 1.
         df = getattr(sigma, "df", max(1, (n_b - 1) + (n_c - 1)))
+        z = improvement / (s * math.sqrt(1 / n_c + 1 / n_b))
+        verdict = self._verdict(z, n_c, df)
         runs = f"{n_c} runs each" if n_c == n_b else f"{n_c} run{'s' * (n_c > 1)} vs {n_b}"
         noise = f"sigma {s:.2g}" + ("" if df == math.inf else f" from {df:g} df")
-        z = improvement / (s * math.sqrt(1 / n_c + 1 / n_b))
+        return decision(verdict, self._reason(verdict, delta, improvement, z, n_c, df, runs, noise), z)
+
+    def _verdict(self, z: float, n_c: int, df: float) -> Verdict:
+        keep_at, confirm_at = self.thresholds(df)
+        if z >= keep_at and n_c >= self.min_repeats:
+            return Verdict.KEEP
+        if z < confirm_at or n_c >= self.max_repeats:
+            return Verdict.DISCARD
+        return Verdict.CONFIRM
+
+    def _reason(
+        self, verdict: Verdict, delta: float, improvement: float, z: float, n_c: int, df: float, runs: str, noise: str
+    ) -> str:
+        """The verdict in words, with the numbers behind it."""
         keep_at, confirm_at = self.thresholds(df)
         need = f"needs {keep_at:.1f}"
-        if z >= keep_at and n_c >= self.min_repeats:
-            return Decision(Verdict.KEEP, f"kept: {_g(delta)} = {z:.1f} sigma over the best ({need}; {runs}, {noise})",
-                            delta, s, z, n_c)
+        if verdict == Verdict.KEEP:
+            return f"kept: {_g(delta)} = {z:.1f} sigma over the best ({need}; {runs}, {noise})"
+        if verdict == Verdict.CONFIRM:
+            what = f"promising ({z:.1f} sigma)" if z >= keep_at else f"ambiguous ({z:.1f} sigma, {need})"
+            return f"{what}: confirming with another seed (run {n_c + 1} of {self.max_repeats}; {noise})"
         if z < confirm_at:
-            what = "is within noise" if improvement > 0 else "is worse than the best" if improvement < 0 \
+            what = (
+                "is within noise"
+                if improvement > 0
+                else "is worse than the best"
+                if improvement < 0
                 else "equals the best"
-            return Decision(Verdict.DISCARD, f"discarded: {_g(delta)} {what} ({z:.1f} sigma, {need}; {runs}, {noise})",
-                            delta, s, z, n_c)
-        if n_c >= self.max_repeats:
-            return Decision(Verdict.DISCARD, f"discarded: {_g(delta)} still ambiguous after {n_c} run{'s' * (n_c > 1)} "
-                            f"({z:.1f} sigma, {need}; {runs}, {noise})", delta, s, z, n_c)
-        what = f"promising ({z:.1f} sigma)" if z >= keep_at else f"ambiguous ({z:.1f} sigma, {need})"
-        return Decision(Verdict.CONFIRM, f"{what}: confirming with another seed (run {n_c + 1} of {self.max_repeats}; "
-                        f"{noise})", delta, s, z, n_c)
+            )
+            return f"discarded: {_g(delta)} {what} ({z:.1f} sigma, {need}; {runs}, {noise})"
+        return (
+            f"discarded: {_g(delta)} still ambiguous after {n_c} run{'s' * (n_c > 1)} "
+            f"({z:.1f} sigma, {need}; {runs}, {noise})"
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -296,7 +342,7 @@ def policy_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def make_policy(name: str, options: Optional[dict[str, Any]] = None) -> Policy:
+def make_policy(name: str, options: dict[str, Any] | None = None) -> Policy:
     """The policy `name` with its options (from nightlab.toml's [policy]); bad options raise PolicyError."""
     if name not in _REGISTRY:
         raise PolicyError(f"unknown policy {name!r}; known policies: {', '.join(policy_names())}")

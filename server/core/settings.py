@@ -10,6 +10,7 @@ as an autoresearch checkout, with defaults that fit it.
 
 Must not import: git, torch, any other nightlab.server module except types (it imports none today).
 """
+
 from __future__ import annotations
 
 import math
@@ -17,7 +18,7 @@ import re
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 try:  # Python 3.11+
     import tomllib
@@ -38,7 +39,7 @@ class SettingsError(Exception):
     """A setting a person must fix; the message names the file, section and key. `option`: the override
     (an OVERRIDES name) the bad value came from, None when it came from the file."""
 
-    def __init__(self, message: str, option: Optional[str] = None):
+    def __init__(self, message: str, option: str | None = None):
         super().__init__(message)
         self.option = option
 
@@ -113,7 +114,7 @@ class Settings:
     agent: AgentSettings = AgentSettings()
     policy: PolicySettings = PolicySettings()
     autoresearch: bool = False  # no nightlab.toml; recognised as an autoresearch checkout
-    source: Optional[Path] = None  # the nightlab.toml read, None when defaults were used
+    source: Path | None = None  # the nightlab.toml read, None when defaults were used
 
     @property
     def tag(self) -> str:
@@ -137,7 +138,7 @@ class Settings:
 # Loading
 
 
-def load_settings(workspace: Path, overrides: Optional[dict[str, Any]] = None) -> Settings:
+def load_settings(workspace: Path, overrides: dict[str, Any] | None = None) -> Settings:
     """Read `<workspace>/nightlab.toml` (or recognise an autoresearch checkout), apply CLI overrides.
 
     overrides: a flat dict whose keys are OVERRIDES' names (the CLI's flags, the editor's start
@@ -149,7 +150,7 @@ def load_settings(workspace: Path, overrides: Optional[dict[str, Any]] = None) -
     path = workspace / SETTINGS_FILE
     raw: dict[str, Any]
     autoresearch = False
-    source: Optional[Path] = None
+    source: Path | None = None
     if path.is_file():
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -272,8 +273,9 @@ class _Checker:
             raise self.fail(section, key, f"must be {minimum} or more", v)
         return v
 
-    def number(self, t: dict, section: str, key: str, default: float, positive: bool = False,
-               minimum: float = 0.0) -> float:
+    def number(
+        self, t: dict, section: str, key: str, default: float, positive: bool = False, minimum: float = 0.0
+    ) -> float:
         v = t.get(key, default)
         ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
         if not ok or (positive and v <= 0):
@@ -308,11 +310,15 @@ class _Checker:
         value = t.get("slots", "auto")
         if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
             return value
-        if isinstance(value, list) and value and all(isinstance(v, (str, int)) and not isinstance(v, bool)
-                                                     for v in value):
+        if (
+            isinstance(value, list)
+            and value
+            and all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value)
+        ):
             return tuple(str(v) for v in value)
-        raise self.fail("run", "slots", 'must be "auto", a number of slots, or a list like ["0", "1"] or '
-                        '["cpu", "cpu"]', value)
+        raise self.fail(
+            "run", "slots", 'must be "auto", a number of slots, or a list like ["0", "1"] or ["cpu", "cpu"]', value
+        )
 
     def relative(self, section: str, key: str, p: str) -> None:
         # Paths are workspace-relative: the store maps them into the worktree and must not escape it.
@@ -332,17 +338,25 @@ class _Checker:
         run, budget = self.run(self.table(raw, "run")), self.budget(self.table(raw, "budget"))
         metric, files = self.metric(self.table(raw, "metric")), self.files(self.table(raw, "files"))
         t = self.table(raw, "agent")
-        agent = AgentSettings(name=self.string(t, "agent", "name", AgentSettings().name, nonempty=True),
-                              options={k: v for k, v in t.items() if k != "name"})
+        agent = AgentSettings(
+            name=self.string(t, "agent", "name", AgentSettings().name, nonempty=True),
+            options={k: v for k, v in t.items() if k != "name"},
+        )
         t = self.table(raw, "policy")
-        policy = PolicySettings(name=self.string(t, "policy", "name", PolicySettings().name, nonempty=True),
-                                options={k: v for k, v in t.items() if k != "name"})
-        return Settings(workspace=workspace, run=run, budget=budget, metric=metric, files=files, agent=agent,
-                        policy=policy)
+        policy = PolicySettings(
+            name=self.string(t, "policy", "name", PolicySettings().name, nonempty=True),
+            options={k: v for k, v in t.items() if k != "name"},
+        )
+        return Settings(
+            workspace=workspace, run=run, budget=budget, metric=metric, files=files, agent=agent, policy=policy
+        )
 
     def run(self, t: dict[str, Any]) -> RunSettings:
-        self.unknown(t, "run", {"command", "tag", "max_experiments", "max_hours", "seed", "max_cost_usd", "slots",
-                                "propose_ahead"})
+        self.unknown(
+            t,
+            "run",
+            {"command", "tag", "max_experiments", "max_hours", "seed", "max_cost_usd", "slots", "propose_ahead"},
+        )
         d = RunSettings()
         tag = self.string(t, "run", "tag", d.tag)
         if tag and (not _TAG_RE.match(tag) or tag.endswith(".lock") or ".." in tag):
@@ -359,8 +373,11 @@ class _Checker:
         )
 
     def budget(self, t: dict[str, Any]) -> BudgetSettings:
-        self.unknown(t, "budget", {"mode", "seconds", "tokens", "kill_factor", "grace_seconds", "timeout_seconds",
-                                   "smoke_fraction"})
+        self.unknown(
+            t,
+            "budget",
+            {"mode", "seconds", "tokens", "kill_factor", "grace_seconds", "timeout_seconds", "smoke_fraction"},
+        )
         b = BudgetSettings()
         budget = BudgetSettings(
             mode=self.choice(t, "budget", "mode", b.mode, ("time", "tokens")),
@@ -372,10 +389,11 @@ class _Checker:
             smoke_fraction=self.number(t, "budget", "smoke_fraction", b.smoke_fraction),
         )
         if budget.smoke_fraction >= 1:
-            raise self.fail("budget", "smoke_fraction", "must be below 1 (a share of the budget)", budget.smoke_fraction)
+            raise self.fail(
+                "budget", "smoke_fraction", "must be below 1 (a share of the budget)", budget.smoke_fraction
+            )
         if budget.mode == "tokens" and budget.tokens <= 0:
-            raise self.fail("budget", "tokens", "must be a positive whole number when mode = \"tokens\"",
-                            budget.tokens)
+            raise self.fail("budget", "tokens", 'must be a positive whole number when mode = "tokens"', budget.tokens)
         return budget
 
     def metric(self, t: dict[str, Any]) -> MetricSettings:

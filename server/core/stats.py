@@ -4,12 +4,13 @@ sigma estimated from few runs (`t_quantile`, with the regularized incomplete bet
 
 Must not import: anything but the standard library (policy.py imports this, not the other way round).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import lru_cache
 from statistics import NormalDist, fmean
-from typing import Optional, Sequence
 
 
 class PolicyError(Exception):
@@ -26,14 +27,15 @@ class NoiseSigma(float):
 
     df: float
 
-    def __new__(cls, value: float, df: float = math.inf) -> "NoiseSigma":
+    def __new__(cls, value: float, df: float = math.inf) -> NoiseSigma:
         self = super().__new__(cls, value)
         self.df = df
         return self
 
 
-def estimate_sigma(groups: Sequence[Sequence[Optional[float]]], prior: Optional[float] = None,
-                   prior_weight: float = 0) -> Optional[NoiseSigma]:
+def estimate_sigma(
+    groups: Sequence[Sequence[float | None]], prior: float | None = None, prior_weight: float = 0
+) -> NoiseSigma | None:
     """Pooled standard deviation of groups of runs of the SAME code, or None without a group of 2 runs.
 
     Each group of n >= 2 finite values adds its squared deviations from its own mean and n - 1 degrees
@@ -51,7 +53,7 @@ def estimate_sigma(groups: Sequence[Sequence[Optional[float]]], prior: Optional[
     if df == 0:
         return None
     if prior is not None and prior_weight > 0:
-        return NoiseSigma(math.sqrt((ss + prior_weight * prior ** 2) / (df + prior_weight)), df + prior_weight)
+        return NoiseSigma(math.sqrt((ss + prior_weight * prior**2) / (df + prior_weight)), df + prior_weight)
     return NoiseSigma(math.sqrt(ss / df), df)
 
 
@@ -69,8 +71,10 @@ def _betainc(a: float, b: float, x: float) -> float:
     d = 1.0 / (d if abs(d) > tiny else tiny)
     h = d
     for m in range(1, 500):
-        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+        for num in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
             d = 1.0 + num * d
             d = 1.0 / (d if abs(d) > tiny else tiny)
             c = 1.0 + num / c
@@ -101,7 +105,7 @@ def t_quantile(p: float, df: float) -> float:
         return (2 * p - 1) / math.sqrt(2 * p * (1 - p))
     # Cornish-Fisher start, then Newton steps kept inside a bracket that bisection would also keep.
     z = NormalDist().inv_cdf(p)
-    t = z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+    t = z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
     lo, hi = 0.0, max(2 * t, 1.0)
     while _t_cdf(hi, df) < p:
         lo, hi = hi, 2 * hi

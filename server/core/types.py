@@ -4,12 +4,13 @@ Statuses, states and kinds are `str` enums: they compare equal to their values a
 so the ledger's JSON is plain strings and a ledger written before the enums is read unchanged.
 Must not import: anything but the standard library (tests/test_layers.py).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any, Optional
+from typing import Any
 
 
 class _Str(str, Enum):
@@ -98,8 +99,8 @@ class Proposal:
     meta: dict[str, Any] = field(default_factory=dict)  # agent-private, e.g. the offline agent's knob
     # Set by the engine, never by an agent:
     kind: ExperimentKind = ExperimentKind.CHANGE
-    rerun_of: Optional[int] = None  # the experiment whose change this runs again
-    files: Optional[dict[str, str]] = None  # the editable files as a whole (a re-run), instead of edits
+    rerun_of: int | None = None  # the experiment whose change this runs again
+    files: dict[str, str] | None = None  # the editable files as a whole (a re-run), instead of edits
     base: str = ""  # the commit the edits were written against
     rebased: bool = False  # a draft re-applied on a newer best
     invalid: str = ""  # why the agent could not make a valid proposal: recorded as a crash, no run spent
@@ -112,8 +113,8 @@ class HistoryItem:
     number: int
     description: str
     status: str  # keep | discard | crash | baseline
-    metric: Optional[float]
-    delta: Optional[float]
+    metric: float | None
+    delta: float | None
     diff_summary: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
     reason: str = ""  # the verdict's reason: why it was kept or discarded, or how it crashed
@@ -129,8 +130,8 @@ class ExperimentContext:
     history: list[HistoryItem]
     metric_name: str = "val_bpb"
     direction: str = "lower"
-    best: Optional[float] = None
-    noise_sigma: Optional[float] = None
+    best: float | None = None
+    noise_sigma: float | None = None
     seed: int = 0
     in_flight: list[str] = field(default_factory=list)  # descriptions of proposals running now
     feedback: str = ""  # set by the engine when the previous proposal's edits did not apply: why
@@ -142,11 +143,11 @@ class Progress:
 
     step: int
     elapsed_s: float
-    loss: Optional[float] = None
-    tok_per_s: Optional[float] = None
-    mfu: Optional[float] = None
-    lr: Optional[float] = None
-    fraction: Optional[float] = None  # 0..1 of the budget, when known
+    loss: float | None = None
+    tok_per_s: float | None = None
+    mfu: float | None = None
+    lr: float | None = None
+    fraction: float | None = None  # 0..1 of the budget, when known
 
 
 @dataclass
@@ -156,7 +157,7 @@ class RunResult:
     status: RunStatus
     metrics: dict[str, float] = field(default_factory=dict)  # the summary block, parsed
     error: str = ""  # why it crashed, last lines of the log, or the compile error
-    returncode: Optional[int] = None
+    returncode: int | None = None
     startup_s: float = 0.0
     training_s: float = 0.0
     eval_s: float = 0.0
@@ -164,7 +165,7 @@ class RunResult:
     peak_memory_mb: float = 0.0
     log_path: str = ""
 
-    def metric(self, name: str) -> Optional[float]:
+    def metric(self, name: str) -> float | None:
         return self.metrics.get(name)
 
 
@@ -185,10 +186,10 @@ class Experiment:
     diff: str = ""
     status: ExperimentStatus = ExperimentStatus.RUNNING
     run_status: str = ""  # a RunStatus, "" while running
-    metric: Optional[float] = None
+    metric: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
-    best_before: Optional[float] = None
-    delta: Optional[float] = None
+    best_before: float | None = None
+    delta: float | None = None
     seeds: list[int] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     memory_gb: float = 0.0
@@ -200,7 +201,7 @@ class Experiment:
     finished_at: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
     kind: ExperimentKind = ExperimentKind.CHANGE
-    rerun_of: Optional[int] = None
+    rerun_of: int | None = None
     runs: list[float] = field(default_factory=list)  # the metric of each full run, when repeated
     slot: str = ""  # where it ran (cpu0, gpu1, ...)
     edits: list[dict[str, str]] = field(default_factory=list)  # the proposal's SEARCH/REPLACE blocks
@@ -208,7 +209,7 @@ class Experiment:
     smoke: dict[str, Any] = field(default_factory=dict)  # the smoke run's status and time
     base: str = ""  # the commit the proposal was written against
     rebased: bool = False
-    review: Optional[Review] = None
+    review: Review | None = None
     review_note: str = ""
 
     def __post_init__(self) -> None:  # plain strings (a test, an old caller) become the enums
@@ -231,7 +232,7 @@ class Experiment:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Experiment":
+    def from_json(cls, data: dict[str, Any]) -> Experiment:
         known = set(cls.__dataclass_fields__)
         fields = {k: v for k, v in data.items() if k in known}
         meta = dict(fields.get("meta") or {})
@@ -247,8 +248,7 @@ class Experiment:
         return cls(**fields)
 
 
-_TYPED_META = ("rerun_of", "runs", "slot", "edits", "decision", "smoke", "base", "rebased", "review",
-               "review_note")
+_TYPED_META = ("rerun_of", "runs", "slot", "edits", "decision", "smoke", "base", "rebased", "review", "review_note")
 
 
 def utc_now() -> str:

@@ -1,1 +1,2 @@
-"""One workspace folder as an editor sees it (Session) and what an editor shows on a file (annotate), as plain data. Knows no LSP."""
+"""One workspace folder as an editor sees it (Session) and what an editor shows on a file (annotate),
+as plain data. Knows no LSP."""

@@ -4,12 +4,12 @@ and crash locations, computed from the ledger, the experiments' file texts and t
 lsp/ turns these into LSP types; this module knows nothing of LSP.
 Must not import: pygls, lsprotocol.
 """
+
 from __future__ import annotations
 
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Optional
 
 from nightlab.server.changes import hunks as hk
 from nightlab.server.changes.diffs import ASSIGN as _ASSIGN  # the one assignment-line pattern
@@ -37,7 +37,7 @@ class ApplyAction:
     path: str
     edits: list[hk.HunkPlan]  # the plans to apply (state "apply"), against one buffer version
     conflicts: int = 0
-    hunk: Optional[int] = None  # a single hunk's action, else the whole experiment
+    hunk: int | None = None  # a single hunk's action, else the whole experiment
 
 
 @dataclass
@@ -52,8 +52,11 @@ class FileTexts:
 
 def reviewable(experiments: list[Experiment], limit: int = 10) -> list[Experiment]:
     """Kept experiments a person may still want to take, newest first (not the baseline, not rejected)."""
-    out = [e for e in reversed(experiments)
-           if e.status == "keep" and not e.is_baseline and e.commit and e.review != "rejected"]
+    out = [
+        e
+        for e in reversed(experiments)
+        if e.status == "keep" and not e.is_baseline and e.commit and e.review != "rejected"
+    ]
     return out[:limit]
 
 
@@ -72,19 +75,34 @@ def apply_actions(texts: list[FileTexts], buffer: str, path: str, metric: str = 
         label = verdict_label(t.exp, metric)
         head = f"experiment #{t.exp.number}: {label} ({t.exp.description})"
         if conflicts:
-            actions.append(ApplyAction(t.exp.number, f"Open the diff of {head}: {len(conflicts)} hunk(s) "
-                                       "no longer apply here", path, [], conflicts=len(conflicts)))
+            actions.append(
+                ApplyAction(
+                    t.exp.number,
+                    f"Open the diff of {head}: {len(conflicts)} hunk(s) no longer apply here",
+                    path,
+                    [],
+                    conflicts=len(conflicts),
+                )
+            )
             continue
         actions.append(ApplyAction(t.exp.number, f"Apply {head}", path, todo))
         if len(todo) > 1:
             for p in todo:
-                actions.append(ApplyAction(t.exp.number, f"Apply hunk {p.hunk.index + 1} of #{t.exp.number}: {p.hunk.summary}",
-                                           path, [p], hunk=p.hunk.index))
+                actions.append(
+                    ApplyAction(
+                        t.exp.number,
+                        f"Apply hunk {p.hunk.index + 1} of #{t.exp.number}: {p.hunk.summary}",
+                        path,
+                        [p],
+                        hunk=p.hunk.index,
+                    )
+                )
     return actions
 
 
-def crash_location(exp: Experiment, editable: list[str], exp_text: dict[str, str],
-                   buffers: dict[str, str]) -> Optional[tuple[str, int, str]]:
+def crash_location(
+    exp: Experiment, editable: list[str], exp_text: dict[str, str], buffers: dict[str, str]
+) -> tuple[str, int, str] | None:
     """(path, 0-based line in the buffer, message) for a crashed experiment whose traceback points
     into an editable file: the deepest such frame, mapped by the line's text onto the user's buffer."""
     frames = [(f, int(n)) for f, n in _FRAME.findall(exp.error or "")]
@@ -120,8 +138,11 @@ def line_history(texts: list[FileTexts], line: str, metric: str = "val_bpb", lim
     for t in texts:
         for h in hk.parse_hunks(t.parent, t.new):
             removed, added = _changed(h)
-            touched = [x for x in (*removed, *added)
-                       if (name and (m := _ASSIGN.match(x)) and m.group(1) == key) or (not name and x.strip() == key)]
+            touched = [
+                x
+                for x in (*removed, *added)
+                if (name and (m := _ASSIGN.match(x)) and m.group(1) == key) or (not name and x.strip() == key)
+            ]
             if touched:
                 new = next((x.strip() for x in added if x in touched), "")
                 e = t.exp

@@ -6,32 +6,39 @@ reports through `emit` (engine events, the dicts of nightlab.protocol.events).
 
 Must not import: pygls, lsprotocol (lsp/ is the only code that does).
 """
+
 from __future__ import annotations
 
 import asyncio
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from nightlab.protocol import events as ev
-from nightlab.protocol.types import (BestPayload, ExperimentCommandResult, ExperimentDiff, FileDiff, HunkInfo,
-                                     LoopCommandResult,
-                                     LoopStatePayload, budget_text)
-
-from nightlab.server.loop.engine import Engine
-from nightlab.server.changes.hunks import parse_hunks
-from nightlab.server.record.ledger import Ledger
-from nightlab.server.run.runner import read_curve
-from nightlab.server.core.settings import Settings, SettingsError, load_settings
-from nightlab.server.record.store import Store, StoreError
-from nightlab.server.record.lock import EngineBusy, loop_owner
+from nightlab.protocol.types import (
+    BestPayload,
+    ExperimentCommandResult,
+    ExperimentDiff,
+    FileDiff,
+    HunkInfo,
+    LoopCommandResult,
+    LoopStatePayload,
+    budget_text,
+)
 from nightlab.server.agents.base import AgentError
+from nightlab.server.changes.hunks import parse_hunks
 from nightlab.server.core.policy import PolicyError
+from nightlab.server.core.settings import Settings, SettingsError, load_settings
 from nightlab.server.core.types import Experiment, Progress, Review
+from nightlab.server.loop.engine import Engine
+from nightlab.server.record.ledger import Ledger
+from nightlab.server.record.lock import EngineBusy, loop_owner
+from nightlab.server.record.store import Store, StoreError
+from nightlab.server.run.runner import read_curve
 
 log = logging.getLogger(__name__)
-
 
 
 class SessionError(Exception):
@@ -56,11 +63,11 @@ class Session:
     def __init__(self, root: Path, emit: Callable[[dict[str, Any]], None]):
         self.root = Path(root).resolve()
         self.emit = emit
-        self.engine: Optional[Engine] = None
-        self.task: Optional[asyncio.Task] = None
-        self.tag: Optional[str] = None
-        self._settings: Optional[Settings] = None
-        self._ledger: Optional[Ledger] = None  # one per session: its parsed records are cached
+        self.engine: Engine | None = None
+        self.task: asyncio.Task | None = None
+        self.tag: str | None = None
+        self._settings: Settings | None = None
+        self._ledger: Ledger | None = None  # one per session: its parsed records are cached
 
     # ------------------------------------------------------------------ reading
 
@@ -122,9 +129,17 @@ class Session:
         for path, new in news.items():
             if parents[path] == new:
                 continue
-            hunks = [HunkInfo(index=h.index, parent_start=h.start, parent_end=h.end, experiment_start=h.new_start,
-                              experiment_lines=len(h.new_lines), summary=h.summary)
-                     for h in parse_hunks(parents[path], new)]
+            hunks = [
+                HunkInfo(
+                    index=h.index,
+                    parent_start=h.start,
+                    parent_end=h.end,
+                    experiment_start=h.new_start,
+                    experiment_lines=len(h.new_lines),
+                    summary=h.summary,
+                )
+                for h in parse_hunks(parents[path], new)
+            ]
             files.append(FileDiff(path=path, parent=parents[path], experiment=new, hunks=hunks))
         return ExperimentDiff(number=exp.number, parent=exp.parent_commit, commit=exp.commit, files=files)
 
@@ -143,13 +158,20 @@ class Session:
         baseline = next((e for e in exps if e.is_baseline and e.metric is not None), None)
         running = sorted(self.engine.running()) if self.engine is not None else []
         return LoopStatePayload(
-            state=self.engine.state if self.engine is not None else "idle", reason=reason,
-            tag=s.tag if s else "", agent=s.agent.name if s else "",
+            state=self.engine.state if self.engine is not None else "idle",
+            reason=reason,
+            tag=s.tag if s else "",
+            agent=s.agent.name if s else "",
             budget=budget_text(s.budget.mode, s.budget.seconds, s.budget.tokens) if s else "",
-            metric_name=s.metric.name if s else "val_bpb", direction=s.metric.direction if s else "lower",
+            metric_name=s.metric.name if s else "val_bpb",
+            direction=s.metric.direction if s else "lower",
             best=BestPayload(number=best.number, metric=best.metric) if best else None,
-            baseline=baseline.metric if baseline else None, experiments_run=len(exps), running=running,
-            cost_usd=self.ledger().cost_usd() if s else 0.0, root=str(self.root))
+            baseline=baseline.metric if baseline else None,
+            experiments_run=len(exps),
+            running=running,
+            cost_usd=self.ledger().cost_usd() if s else 0.0,
+            root=str(self.root),
+        )
 
     # ------------------------------------------------------------------ the loop
 
@@ -198,8 +220,9 @@ class Session:
     def _result(self, message: str) -> LoopCommandResult:
         """The loop's state now, with what the command did."""
         if self.engine is not None:
-            return LoopCommandResult(state=_state_name(self.engine.state), message=message,
-                                     tag=self.engine.settings.tag)
+            return LoopCommandResult(
+                state=_state_name(self.engine.state), message=message, tag=self.engine.settings.tag
+            )
         return LoopCommandResult(state="idle", message=message, tag=self.settings().tag if self.is_workspace() else "")
 
     def pause(self) -> LoopCommandResult:
@@ -226,7 +249,7 @@ class Session:
         """Stop one running experiment (it is recorded as interrupted); the loop goes on."""
         return self.engine.cancel_run(number) if self.engine is not None else False
 
-    def progress(self, number: int) -> Optional[Progress]:
+    def progress(self, number: int) -> Progress | None:
         """The latest progress sample of a running experiment; None when it is not running (or has
         not reported yet)."""
         return self.engine.running().get(number) if self.engine is not None else None
@@ -252,5 +275,8 @@ class Session:
         """Measure the current best again, `repeats` times: a fresh anchor for the noise floor."""
         engine = self._engine()
         engine.queue_baseline()
-        return LoopCommandResult(state=_state_name(engine.state), tag=engine.settings.tag,
-                                 message="the baseline (the current best) queued to be measured again")
+        return LoopCommandResult(
+            state=_state_name(engine.state),
+            tag=engine.settings.tag,
+            message="the baseline (the current best) queued to be measured again",
+        )

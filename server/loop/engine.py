@@ -10,25 +10,36 @@ each comes in through the constructor (built from the settings by default). Clie
 events (nightlab.protocol.events) and use the public methods below; no client touches a private one.
 Must not import: pygls, lsprotocol, rich, typer.
 """
+
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from nightlab.protocol import events as ev
-from nightlab.server.agents.base import AgentError, ProposalError, make_agent
-from nightlab.server.changes.edits import EditError
+from nightlab.server.agents.base import AgentError, make_agent
 from nightlab.server.core.policy import make_policy
-from nightlab.server.core.stats import estimate_sigma
 from nightlab.server.core.settings import Settings
-from nightlab.server.core.types import (Experiment, ExperimentKind, ExperimentStatus, LoopState, Progress, Proposal,
-                                        RunStatus, Verdict, utc_now)
+from nightlab.server.core.stats import estimate_sigma
+from nightlab.server.core.types import (
+    Experiment,
+    ExperimentKind,
+    ExperimentStatus,
+    LoopState,
+    Progress,
+    Proposal,
+    RunStatus,
+    Verdict,
+    utc_now,
+)
 from nightlab.server.loop import proposals as pr
 from nightlab.server.loop.plan import RunPlan, execute
+from nightlab.server.loop.proposer import Proposer
 from nightlab.server.loop.recovery import recover, rerun
 from nightlab.server.loop.verdict import commit_message, judge
 from nightlab.server.record.ledger import Ledger
@@ -48,12 +59,20 @@ class Running:
     def __init__(self, exp: Experiment, slot: Slot, spec: SlotSpec):
         self.exp, self.slot, self.spec = exp, slot, spec
         self.cancel = asyncio.Event()
-        self.progress: Optional[Progress] = None
+        self.progress: Progress | None = None
 
 
 class Engine:
-    def __init__(self, settings: Settings, *, store: Store | None = None, ledger: Ledger | None = None,
-                 launcher: Launcher | None = None, agent=None, policy=None):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: Store | None = None,
+        ledger: Ledger | None = None,
+        launcher: Launcher | None = None,
+        agent=None,
+        policy=None,
+    ):
         self.settings = settings
         root = Path(settings.workspace)
         self.store = store or Store(root, settings.tag)
@@ -72,12 +91,18 @@ class Engine:
         self._resume = asyncio.Event()
         self._resume.set()
         self._running: dict[int, Running] = {}  # the experiments in flight, by number
-        self._pending: list[Proposal] = []  # re-runs and baselines queued: they come before the agent's
-        self._reserved: list[str] = []  # proposals made but not finished: no slot gets the same idea twice
-        self._agent_lock = asyncio.Lock()
-        self._baseline_running = False
-        self._best_ready = asyncio.Event()
         self._said = ""
+        self.proposer = Proposer(
+            settings,
+            self.ledger,
+            self.store,
+            self.agent,
+            self.runs_dir,
+            sigma=self.sigma,
+            running=lambda: [r.exp.description for r in self._running.values()],
+            proposing=lambda: self.set_state(LoopState.PROPOSING),
+            message=self.message,
+        )
         if hasattr(self.agent, "on_status"):  # an LLM agent says why it waits (rate limits, outages)
             self.agent.on_status = lambda text: self.message(text, "warning")
 
@@ -113,11 +138,11 @@ class Engine:
         """End the running experiments now (recorded as interrupted, re-run on the next start), then stop."""
         self._stop.set()
         self._resume.set()
-        self._best_ready.set()  # a slot waiting for the baseline must wake up to see the stop
+        self.proposer.wake()  # a slot waiting for the baseline must wake up to see the stop
         for running in self._running.values():
             running.cancel.set()
 
-    def running(self) -> dict[int, Optional[Progress]]:
+    def running(self) -> dict[int, Progress | None]:
         """The experiments in flight, by number, with their latest progress sample."""
         return {n: r.progress for n, r in sorted(self._running.items())}
 
@@ -131,12 +156,12 @@ class Engine:
 
     def queue_rerun(self, exp: Experiment, files: dict[str, str]) -> None:
         """Run `exp`'s files again under a new number, before the agent's next proposal."""
-        self._pending.append(replace(rerun(exp, files), kind=ExperimentKind.CHANGE, meta={}))
+        self.proposer.pending.append(replace(rerun(exp, files), kind=ExperimentKind.CHANGE, meta={}))
 
     def queue_baseline(self, description: str = "baseline (measured again)") -> None:
         """Measure the current best again, `repeats` times: a fresh anchor for the noise floor."""
-        self._pending.append(Proposal(description=description, edits=[], agent="", kind=ExperimentKind.BASELINE,
-                                      hypothesis="the current best, unchanged"))
+        again = Proposal(description, [], hypothesis="the current best, unchanged", kind=ExperimentKind.BASELINE)
+        self.proposer.pending.append(again)
 
     def best_values(self) -> list[float] | None:
         best = self.ledger.best(self.settings.metric.direction)
@@ -144,8 +169,11 @@ class Engine:
 
     def sigma(self) -> float | None:
         """The run-to-run noise, pooled over every experiment that was run more than once."""
-        groups = [e.run_values for e in self.ledger.experiments()
-                  if e.status in (ExperimentStatus.KEEP, ExperimentStatus.DISCARD)]
+        groups = [
+            e.run_values
+            for e in self.ledger.experiments()
+            if e.status in (ExperimentStatus.KEEP, ExperimentStatus.DISCARD)
+        ]
         return estimate_sigma([g for g in groups if len(g) > 1])
 
     # ------------------------------------------------------------------ the loop
@@ -156,8 +184,9 @@ class Engine:
         try:
             self.store.open_or_create()
             self._check_committed()
-            self._pending[:0] = recover(self.ledger, self.store, self.runs_dir, list(self.settings.files.editable),
-                                        self.message, self._finished)
+            editable = list(self.settings.files.editable)
+            reruns = recover(self.ledger, self.store, self.runs_dir, editable, self.message, self._finished)
+            self.proposer.pending[:0] = reruns
             if len(self.slots) > 1:
                 self.message(f"{len(self.slots)} slots: " + ", ".join(s.name for s in self.slots))
             await self._workers(started)
@@ -195,7 +224,7 @@ class Engine:
                 if self._limit_reached(started):
                     break
                 self.started_here += 1  # reserved now: the other slots see it while this one awaits
-                proposal = await (self._take_draft(draft) if draft is not None else self._next_proposal())
+                proposal = await (self.proposer.take_draft(draft) if draft else self.proposer.next())
                 draft = None
                 if proposal is None or self._stop.is_set():
                     self.started_here -= 1
@@ -204,7 +233,7 @@ class Engine:
                 # Propose-ahead: the agent drafts the next experiment while this one trains, so the
                 # GPU does not wait for the LLM. The draft is re-based (or re-asked) if this one is kept.
                 if self.settings.run.propose_ahead and not error and not self._limit_reached(started, quiet=True):
-                    draft = asyncio.create_task(self._draft())
+                    draft = asyncio.create_task(self.proposer.draft())
                 self._running[running.exp.number] = running
                 try:
                     await self._execute(running, error)
@@ -230,106 +259,49 @@ class Engine:
 
     def _check_committed(self) -> None:
         """The loop starts from the user's HEAD: files that exist only in the working tree are not there."""
-        missing = [p for p in (*self.settings.files.editable, *self.settings.files.protected)
-                   if not (self.store.workdir / p).is_file()]
+        missing = [
+            p
+            for p in (*self.settings.files.editable, *self.settings.files.protected)
+            if not (self.store.workdir / p).is_file()
+        ]
         if missing:
-            raise AgentError(f"{', '.join(missing)} not committed: the loop starts from your last commit "
-                             f"(branch {self.store.branch} is made from it); commit the workspace files, "
-                             f"then run again")
-
-    # ------------------------------------------------------------------ proposals
-
-    def _context(self, feedback: str = ""):
-        in_flight = list(dict.fromkeys([r.exp.description for r in self._running.values()] + self._reserved))
-        ctx = pr.context(self.settings, self.ledger, self.store, self.sigma(), in_flight)
-        return replace(ctx, feedback=feedback)
-
-    async def _next_proposal(self) -> Proposal | None:
-        if self._pending:
-            return self._pending.pop(0)
-        direction = self.settings.metric.direction
-        while self._baseline_running and self.ledger.best(direction) is None:
-            await self._best_ready.wait()  # another slot runs the baseline: nothing to propose against yet
-        if self.ledger.best(direction) is None:
-            crashed = [e for e in self.ledger.experiments() if e.is_baseline and e.status == ExperimentStatus.CRASH]
-            if crashed:
-                e = crashed[-1]
-                raise AgentError(f"the baseline (experiment {e.number}, your unchanged code) crashed: "
-                                 f"{e.decision_reason}; fix it, then run again "
-                                 f"(log: {self.runs_dir / str(e.number) / 'run.log'})")
-            self._baseline_running = True
-            self._best_ready.clear()
-            return Proposal(description="baseline", edits=[], hypothesis="the unchanged code, for reference",
-                            agent="", kind=ExperimentKind.BASELINE)
-        self.set_state(LoopState.PROPOSING)
-        return await self._ask()
-
-    async def _ask(self, feedback: str = "") -> Proposal:
-        """The agent's proposal; one it could not make valid becomes a crash record, not a stop. One
-        agent call at a time, its context built once the call may start (so it sees the latest best,
-        history and every idea in flight): parallel slots get distinct ideas."""
-        async with self._agent_lock:
-            ctx = self._context(feedback)
-            try:
-                proposal = await self.agent.propose(ctx)
-            except ProposalError as exc:
-                return Proposal(description="invalid proposal", edits=[], agent=self.agent.name,
-                                usage=dict(getattr(exc, "usage", {}) or {}), invalid=str(exc))
-            proposal.base = proposal.base or self.store.head()
-            self._reserved.append(proposal.description)
-            return proposal
-
-    def _release(self, description: str) -> None:
-        if description in self._reserved:
-            self._reserved.remove(description)
-
-    async def _draft(self) -> Proposal | None:
-        """The next proposal, drafted against the current best while an experiment trains."""
-        if self._pending or self.ledger.best(self.settings.metric.direction) is None:
-            return None  # a re-run or the baseline comes next: nothing to ask the agent
-        return await self._ask()
-
-    async def _take_draft(self, draft: asyncio.Task) -> Proposal | None:
-        proposal = await draft
-        if proposal is None:
-            return await self._next_proposal()
-        head = self.store.head()
-        if proposal.base in ("", head) or not proposal.edits:
-            return proposal
-        # The experiment that ran meanwhile was kept: the draft was written against its parent.
-        try:
-            pr.apply(self.settings, {p: self.store.read_file(p) for p in self.settings.files.editable}, proposal)
-        except EditError as exc:
-            self._release(proposal.description)
-            self.message(f"the drafted proposal no longer applies after the last keep ({exc.reason}); asking again")
-            return await self._next_proposal()
-        return replace(proposal, base=head, rebased=True)
-
-    async def _files(self, proposal: Proposal) -> pr.Files:
-        """The files the proposal makes; an LLM whose edit does not apply is told why and asked once more."""
-        async def again(feedback: str) -> Proposal:
-            self._release(proposal.description)
-            return await self._ask(feedback)
-
-        retry = getattr(self.agent, "accepts_feedback", False) and proposal.kind != ExperimentKind.BASELINE
-        return await pr.files_for(self.settings, self.store, proposal, again if retry else None)
+            raise AgentError(
+                f"{', '.join(missing)} not committed: the loop starts from your last commit "
+                f"(branch {self.store.branch} is made from it); commit the workspace files, "
+                f"then run again"
+            )
 
     # ------------------------------------------------------------------ one experiment
 
     async def prepare(self, proposal: Proposal, slot: Slot, spec: SlotSpec) -> tuple[Running, str]:
         """Apply the proposal's edits, commit it in the slot's worktree, and record the experiment as
         running. Returns it, and the reason it cannot run, if any."""
-        proposal, parent, old, files, error = await self._files(proposal)
+        proposal, parent, old, files, error = await self.proposer.files(proposal)
         # From here on nothing awaits: the number, the commit and the ledger record are one step, so
         # slots running side by side never take the same number.
-        exp = Experiment(number=self.ledger.next_number(), tag=self.settings.tag, description=proposal.description,
-                         hypothesis=proposal.hypothesis, parent_commit=parent, agent=proposal.agent,
-                         usage=proposal.usage, seeds=[self.settings.run.seed], started_at=utc_now(),
-                         meta=dict(proposal.meta), diff=pr.unified(old, files), kind=proposal.kind,
-                         rerun_of=proposal.rerun_of, slot=spec.name, edits=[asdict(e) for e in proposal.edits],
-                         base=proposal.base, rebased=proposal.rebased)
+        exp = Experiment(
+            number=self.ledger.next_number(),
+            tag=self.settings.tag,
+            description=proposal.description,
+            hypothesis=proposal.hypothesis,
+            parent_commit=parent,
+            agent=proposal.agent,
+            usage=proposal.usage,
+            seeds=[self.settings.run.seed],
+            started_at=utc_now(),
+            meta=dict(proposal.meta),
+            diff=pr.unified(old, files),
+            kind=proposal.kind,
+            rerun_of=proposal.rerun_of,
+            slot=spec.name,
+            edits=[asdict(e) for e in proposal.edits],
+            base=proposal.base,
+            rebased=proposal.rebased,
+        )
         slot.checkout(parent)
-        exp.commit = slot.commit(files, commit_message(exp, str(ExperimentStatus.RUNNING), self.settings.metric.name), exp.number)
+        exp.commit = slot.commit(
+            files, commit_message(exp, str(ExperimentStatus.RUNNING), self.settings.metric.name), exp.number
+        )
         self.ledger.append(exp)
         self.emit(ev.EXPERIMENT_STARTED, experiment=exp.to_json())
         return Running(exp, slot, spec), error
@@ -341,24 +313,37 @@ class Engine:
             running.progress = p
             self.emit(ev.PROGRESS, number=exp.number, progress=asdict(p), stage=stage)
 
-        return RunPlan(launcher=self.launcher, workdir=running.slot.workdir, runs_dir=self.runs_dir / str(exp.number),
-                       command=self.command, budget=s.budget, metric_name=s.metric.name, seed=s.run.seed,
-                       compile_files=list(s.files.editable), cuda_visible_devices=running.spec.cuda_visible_devices,
-                       threads=running.spec.threads, cancel=running.cancel, on_progress=on_progress,
-                       protected_changed=lambda: running.slot.changed_since(s.files.protected, exp.commit))
+        return RunPlan(
+            launcher=self.launcher,
+            workdir=running.slot.workdir,
+            runs_dir=self.runs_dir / str(exp.number),
+            command=self.command,
+            budget=s.budget,
+            metric_name=s.metric.name,
+            seed=s.run.seed,
+            compile_files=list(s.files.editable),
+            cuda_visible_devices=running.spec.cuda_visible_devices,
+            threads=running.spec.threads,
+            cancel=running.cancel,
+            on_progress=on_progress,
+            protected_changed=lambda: running.slot.changed_since(s.files.protected, exp.commit),
+        )
 
     def _more(self, exp: Experiment) -> Callable[[list[float]], bool]:
         """Whether another full run is wanted: the baseline's repeats, or the policy's confirmation."""
+
         def more(values: list[float]) -> bool:
             if exp.is_baseline:
                 return len(values) < self.policy_repeats
-            decision = self.policy.decide_runs(values, self.best_values(), self.sigma(),
-                                               self.settings.metric.direction, RunStatus.OK)
+            decision = self.policy.decide_runs(
+                values, self.best_values(), self.sigma(), self.settings.metric.direction, RunStatus.OK
+            )
             exp.decision = {"verdict": str(decision.verdict), "z": decision.z, "sigma": decision.sigma}
             if decision.verdict == Verdict.CONFIRM:
                 self.message(f"#{exp.number}: {decision.reason}")
                 return True
             return False
+
         return more
 
     async def _execute(self, running: Running, error: str = "") -> Experiment:
@@ -379,17 +364,13 @@ class Engine:
             exp.decision_reason += "; but the best moved on while it ran: queued again on top of it"
             again = pr.requeue(exp, self.settings, self.store)
             if again is not None:
-                self._pending.append(again)
+                self.proposer.pending.append(again)
         exp.commit = slot.amend(commit_message(exp, str(exp.status), self.settings.metric.name), exp.number)
         if exp.status == ExperimentStatus.KEEP and not self.store.advance(exp.commit, exp.parent_commit):
             raise RuntimeError(f"branch {self.store.branch} moved during the decision of #{exp.number}")
         exp.diff = self.store.diff(exp.parent_commit, exp.commit) or exp.diff
         self.ledger.finalize(exp)
-        self._release(exp.description)
-        if exp.is_baseline:
-            self._baseline_running = False
-        if exp.status == ExperimentStatus.KEEP or exp.is_baseline:
-            self._best_ready.set()
+        self.proposer.finished(exp)
         self._finished(exp)
         return exp
 

@@ -7,13 +7,14 @@ the metric values so far, whether another run is wanted (the baseline's repeats,
 confirmations). `execute` returns the `Runs`; the engine decides with them and records.
 Must not import: pygls, rich, typer, an agent module, the ledger, the store, the engine.
 """
+
 from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Optional
 
 from nightlab.server.core.settings import BudgetSettings
 from nightlab.server.core.types import Progress, RunResult, RunStatus
@@ -34,8 +35,8 @@ class RunPlan:
     metric_name: str
     seed: int  # the first full run's; repeat k uses seed + k
     compile_files: list[str] = field(default_factory=list)  # the editable .py files, checked first
-    cuda_visible_devices: Optional[str] = None
-    threads: Optional[int] = None
+    cuda_visible_devices: str | None = None
+    threads: int | None = None
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     on_progress: Callable[[str, Progress], None] = lambda stage, p: None  # (stage, sample)
     protected_changed: Callable[[], list[str]] = lambda: []  # protected files the run changed
@@ -50,7 +51,7 @@ class Runs:
     values: list[float] = field(default_factory=list)  # the metric of each successful full run
     seeds: list[int] = field(default_factory=list)
     results: list[RunResult] = field(default_factory=list)  # every full run, in order
-    smoke: Optional[RunResult] = None
+    smoke: RunResult | None = None
 
 
 def request(plan: RunPlan, seed: int, stage: str = RUN, fraction: float = 1.0) -> RunRequest:
@@ -59,33 +60,43 @@ def request(plan: RunPlan, seed: int, stage: str = RUN, fraction: float = 1.0) -
     run_dir = plan.runs_dir if stage == RUN else plan.runs_dir / stage
     deadline = b.deadline_seconds if fraction >= 1 else max(30.0, b.deadline_seconds * fraction * 2 + 30)
     return RunRequest(
-        workdir=plan.workdir, command=plan.command, log_path=run_dir / "run.log",
-        events_path=run_dir / "events.jsonl", seed=seed, deadline_s=deadline,
+        workdir=plan.workdir,
+        command=plan.command,
+        log_path=run_dir / "run.log",
+        events_path=run_dir / "events.jsonl",
+        seed=seed,
+        deadline_s=deadline,
         budget_seconds=b.seconds * fraction if b.mode == "time" else None,
         budget_tokens=max(1, int(b.tokens * fraction)) if b.mode == "tokens" else None,
-        metric_name=plan.metric_name, cuda_visible_devices=plan.cuda_visible_devices, threads=plan.threads)
+        metric_name=plan.metric_name,
+        cuda_visible_devices=plan.cuda_visible_devices,
+        threads=plan.threads,
+    )
 
 
 async def run_once(plan: RunPlan, seed: int, stage: str = RUN, fraction: float = 1.0) -> RunResult:
     if plan.cancel.is_set():
         return RunResult(status=RunStatus.INTERRUPTED, error="stopped before the run started")
-    result = await plan.launcher.launch(request(plan, seed, stage, fraction),
-                                        on_progress=lambda p: plan.on_progress(stage, p), cancel=plan.cancel)
+    result = await plan.launcher.launch(
+        request(plan, seed, stage, fraction), on_progress=lambda p: plan.on_progress(stage, p), cancel=plan.cancel
+    )
     changed = plan.protected_changed()
     if changed and result.status == RunStatus.OK:
-        result = replace(result, status=RunStatus.CRASH,
-                         error=f"invalid: protected file(s) changed during the run: {', '.join(changed)}")
+        result = replace(
+            result,
+            status=RunStatus.CRASH,
+            error=f"invalid: protected file(s) changed during the run: {', '.join(changed)}",
+        )
     return result
 
 
-def _value(result: RunResult, name: str) -> Optional[float]:
+def _value(result: RunResult, name: str) -> float | None:
     value = result.metric(name)
     ok = result.status == RunStatus.OK and value is not None and math.isfinite(value)
     return value if ok else None
 
 
-async def execute(plan: RunPlan, more: Callable[[list[float]], bool], *, smoke: bool = True,
-                  error: str = "") -> Runs:
+async def execute(plan: RunPlan, more: Callable[[list[float]], bool], *, smoke: bool = True, error: str = "") -> Runs:
     """The experiment's runs. `error`: it is already known to be a crash (an edit that did not apply):
     no run is spent. `more(values)`: whether another full run is wanted after these."""
     if not error:
@@ -98,8 +109,11 @@ async def execute(plan: RunPlan, more: Callable[[list[float]], bool], *, smoke: 
     if smoke and fraction > 0:
         smoke_run = await run_once(plan, plan.seed, SMOKE, fraction)
         if smoke_run.status != RunStatus.OK:
-            reason = ("stopped during the smoke run" if smoke_run.status == RunStatus.INTERRUPTED
-                      else f"smoke run ({fraction:.0%} of the budget): {crash_summary(smoke_run.error)}")
+            reason = (
+                "stopped during the smoke run"
+                if smoke_run.status == RunStatus.INTERRUPTED
+                else f"smoke run ({fraction:.0%} of the budget): {crash_summary(smoke_run.error)}"
+            )
             return Runs(last=replace(smoke_run, error=reason), seeds=[plan.seed], smoke=smoke_run)
     runs = Runs(last=RunResult(status=RunStatus.CRASH), smoke=smoke_run)
     while not runs.values or more(list(runs.values)):

@@ -2,11 +2,12 @@
 orphaned training is killed, and every interrupted change is queued to run again under a new number.
 Must not import: pygls, rich, typer, an agent module.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 from nightlab.server.core.types import Experiment, ExperimentStatus, Proposal, RunStatus, utc_now
 from nightlab.server.record.ledger import Ledger
@@ -14,16 +15,27 @@ from nightlab.server.record.store import Store
 from nightlab.server.run.processes import kill_orphan
 
 
-def recover(ledger: Ledger, store: Store, runs_dir: Path, editable: list[str],
-            say: Callable[[str], None], finished: Callable[[Experiment], None]) -> list[Proposal]:
+def recover(
+    ledger: Ledger,
+    store: Store,
+    runs_dir: Path,
+    editable: list[str],
+    say: Callable[[str], None],
+    finished: Callable[[Experiment], None],
+) -> list[Proposal]:
     """Finish every record left running (and put the branch back if its verdict was half written),
     then return the re-runs of the interrupted experiments that have none yet, oldest first."""
     ledger.repair()
     for exp in ledger.unfinished():
         if kill_orphan(runs_dir / str(exp.number), store.root / ".nightlab"):
             say(f"killed the training of experiment {exp.number} left running by a dead loop")
-        final = replace(exp, status=ExperimentStatus.INTERRUPTED, run_status=RunStatus.INTERRUPTED,
-                        finished_at=utc_now(), decision_reason="the engine stopped during this run; it is run again")
+        final = replace(
+            exp,
+            status=ExperimentStatus.INTERRUPTED,
+            run_status=RunStatus.INTERRUPTED,
+            finished_at=utc_now(),
+            decision_reason="the engine stopped during this run; it is run again",
+        )
         sha = store.ref_for(exp.number)  # the amended commit, when the verdict was half written
         if sha:
             final.commit = sha
@@ -43,5 +55,13 @@ def recover(ledger: Ledger, store: Store, runs_dir: Path, editable: list[str],
 
 def rerun(exp: Experiment, files: dict[str, str]) -> Proposal:
     """The proposal that runs `exp`'s files again (a new number; the baseline stays a baseline)."""
-    return Proposal(description=exp.description, hypothesis=exp.hypothesis, agent=exp.agent, edits=[],
-                    meta=dict(exp.meta), kind=exp.kind, rerun_of=exp.number, files=files)
+    return Proposal(
+        description=exp.description,
+        hypothesis=exp.hypothesis,
+        agent=exp.agent,
+        edits=[],
+        meta=dict(exp.meta),
+        kind=exp.kind,
+        rerun_of=exp.number,
+        files=files,
+    )

@@ -2,10 +2,10 @@
 message that carries the verdict. The policy decides keep or discard; this module fills the record.
 Must not import: pygls, rich, typer, an agent module, the store, the runner's processes.
 """
+
 from __future__ import annotations
 
 from statistics import fmean
-from typing import Optional
 
 from nightlab.server.core.policy import Policy
 from nightlab.server.core.settings import Settings
@@ -14,8 +14,9 @@ from nightlab.server.loop.plan import Runs
 from nightlab.server.run.summary import crash_summary
 
 
-def judge(exp: Experiment, runs: Runs, policy: Policy, best: Optional[list[float]], sigma: Optional[float],
-          settings: Settings) -> Experiment:
+def judge(
+    exp: Experiment, runs: Runs, policy: Policy, best: list[float] | None, sigma: float | None, settings: Settings
+) -> Experiment:
     """Fill `exp` (in place, and returned) from its runs, judged against the best's run values."""
     result = runs.last
     values = runs.values
@@ -30,8 +31,12 @@ def judge(exp: Experiment, runs: Runs, policy: Policy, best: Optional[list[float
     exp.delta = (metric - best_mean) if (metric is not None and best_mean is not None) else None
     exp.seeds = runs.seeds
     full = runs.results or [result]
-    exp.timings = {"startup_s": result.startup_s, "training_s": result.training_s, "eval_s": result.eval_s,
-                   "total_s": sum(r.total_s for r in full)}
+    exp.timings = {
+        "startup_s": result.startup_s,
+        "training_s": result.training_s,
+        "eval_s": result.eval_s,
+        "total_s": sum(r.total_s for r in full),
+    }
     exp.memory_gb = round(max(r.peak_memory_mb for r in full) / 1024, 1)
     exp.error = result.error
     exp.finished_at = utc_now()
@@ -43,8 +48,9 @@ def judge(exp: Experiment, runs: Runs, policy: Policy, best: Optional[list[float
     return exp
 
 
-def _verdict(exp: Experiment, runs: Runs, policy: Policy, best: Optional[list[float]], sigma: Optional[float],
-             settings: Settings) -> tuple[ExperimentStatus, str]:
+def _verdict(
+    exp: Experiment, runs: Runs, policy: Policy, best: list[float] | None, sigma: float | None, settings: Settings
+) -> tuple[ExperimentStatus, str]:
     values = runs.values
     if runs.last.status == RunStatus.INTERRUPTED:
         return ExperimentStatus.INTERRUPTED, "stopped during the run; it runs again on the next start"
@@ -57,8 +63,12 @@ def _verdict(exp: Experiment, runs: Runs, policy: Policy, best: Optional[list[fl
             return ExperimentStatus.CRASH, f"killed at the deadline ({settings.deadline_seconds:.0f} s)"
         return ExperimentStatus.CRASH, crash_summary(error) if error else "crashed"
     decision = policy.decide_runs(list(values), best, sigma, settings.metric.direction, RunStatus.OK)
-    exp.decision = {"verdict": str(decision.verdict), "z": decision.z, "sigma": decision.sigma,
-                    "repeats": decision.repeats}
+    exp.decision = {
+        "verdict": str(decision.verdict),
+        "z": decision.z,
+        "sigma": decision.sigma,
+        "repeats": decision.repeats,
+    }
     if decision.verdict == Verdict.CONFIRM:  # the policy wanted more runs than it allows: not proven
         return ExperimentStatus.DISCARD, decision.reason
     return ExperimentStatus(str(decision.verdict)), decision.reason

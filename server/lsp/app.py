@@ -3,6 +3,7 @@
 `python -m nightlab.server` and `nightlab lsp` start it here. This is the one module that knows every
 part of lsp/; server.py, features.py and commands.py know only what is below them.
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,6 +26,7 @@ def main() -> None:
     # stderr is the client's log (Neovim files every stderr line as an error): warnings only, unless
     # NIGHTLAB_LSP_LOG=INFO or DEBUG asks for more.
     level = os.environ.get("NIGHTLAB_LSP_LOG", "WARNING").upper()
-    logging.basicConfig(level=getattr(logging, level, logging.WARNING),
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, level, logging.WARNING), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
     create_server().start_io()

@@ -11,6 +11,7 @@ pygls 2.1 answers a `JsonRpcException` raised by a handler with its code and mes
 InternalError with a traceback in `data`), and logs every one of them with `logger.exception`; the
 filter `quiet_expected_errors` installs keeps that traceback off stderr for the two expected kinds.
 """
+
 from __future__ import annotations
 
 import functools
@@ -71,8 +72,9 @@ def _plain_message(exc: WireError) -> str:
     """The decoder's message for a person: the key, what it must be, what came ("budgetSeconds must be a
     number, got 'abc'"); the payload class's name left out."""
     text = re.sub(r"^[A-Z]\w*(\.|: )", "", str(exc))
-    return re.sub(r": expected (\w+), got \w+ (.*)$", lambda m: f" must be {_TYPE_WORDS.get(m[1], m[1])}, got {m[2]}",
-                  text)
+    return re.sub(
+        r": expected (\w+), got \w+ (.*)$", lambda m: f" must be {_TYPE_WORDS.get(m[1], m[1])}, got {m[2]}", text
+    )
 
 
 def plain(value: Any) -> Any:
@@ -110,6 +112,7 @@ def argument(args: tuple) -> Any:
 
 # ---------------------------------------------------------------------------- handlers
 
+
 def _answer(result: Any) -> Any:
     return result.to_wire() if isinstance(result, Wire) else result
 
@@ -119,6 +122,7 @@ def handler(fn: Callable) -> Callable:
     SessionError as InvalidParams or RequestFailed by its kind. The signature stays the handler's
     (pygls reads it to pass the server and the arguments)."""
     if inspect.iscoroutinefunction(fn):
+
         @functools.wraps(fn)
         async def run_async(*args: Any) -> Any:
             try:
@@ -126,6 +130,7 @@ def handler(fn: Callable) -> Callable:
             except SessionError as exc:
                 log.info("%s: %s", fn.__name__, exc)
                 raise lsp_error(exc) from None
+
         return run_async
 
     @functools.wraps(fn)
@@ -135,4 +140,5 @@ def handler(fn: Callable) -> Callable:
         except SessionError as exc:
             log.info("%s: %s", fn.__name__, exc)
             raise lsp_error(exc) from None
+
     return run

@@ -1,6 +1,7 @@
 """workspace/executeCommand handlers: the loop (start, pause, resume, stop), review (accept, reject,
 rerun, show diff), the baseline, the status. Each decodes its argument with the protocol's payload class
 and answers one (boundary.py); a SessionError becomes InvalidParams or RequestFailed."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -62,12 +63,15 @@ async def accept(ls: NightlabServer, *args: Any):
     for rel, new in news.items():
         if parents[rel] == new or (a.path and rel != a.path):
             continue
-        plans = [p for p in hk.plan(parents[rel], new, ls.buffer_text(s, rel))
-                 if a.hunks is None or p.hunk.index in a.hunks]
+        plans = [
+            p for p in hk.plan(parents[rel], new, ls.buffer_text(s, rel)) if a.hunks is None or p.hunk.index in a.hunks
+        ]
         conflicts = ", ".join(str(p.hunk.index + 1) for p in plans if p.state == "conflict")
         if conflicts:
-            raise SessionError(f"experiment #{a.number}: hunk(s) {conflicts} of {rel} no longer apply to your "
-                               "file; open its diff instead")
+            raise SessionError(
+                f"experiment #{a.number}: hunk(s) {conflicts} of {rel} no longer apply to your "
+                "file; open its diff instead"
+            )
         todo = [p for p in plans if p.state == "apply"]
         skipped += [p.hunk.index for p in plans if p.state == "applied"]
         if todo:
@@ -75,8 +79,12 @@ async def accept(ls: NightlabServer, *args: Any):
             applied.append(rel)
     s.review(a.number, "accepted")
     ls.publish_crashes(s)
-    return AcceptResult(number=a.number, files=applied, already_applied=skipped,
-                        message=f"applied experiment #{a.number}" if applied else "already in your files")
+    return AcceptResult(
+        number=a.number,
+        files=applied,
+        already_applied=skipped,
+        message=f"applied experiment #{a.number}" if applied else "already in your files",
+    )
 
 
 async def _apply(ls: NightlabServer, s: Session, rel: str, number: int, plans: list) -> None:
@@ -85,7 +93,8 @@ async def _apply(ls: NightlabServer, s: Session, rel: str, number: int, plans: l
     doc = ls.workspace.text_documents.get(uri)
     edit = workspace_edit(uri, doc.version if doc is not None else None, plans)
     result = await ls.workspace_apply_edit_async(
-        types.ApplyWorkspaceEditParams(edit=edit, label=f"Nightlab: experiment #{number}"))
+        types.ApplyWorkspaceEditParams(edit=edit, label=f"Nightlab: experiment #{number}")
+    )
     if not result.applied:
         raise SessionError(f"the editor did not apply experiment #{number}: {result.failure_reason or ''}")
 
@@ -115,9 +124,16 @@ def show_diff(ls: NightlabServer, *args: Any):
 
 
 COMMANDS = {
-    M.LOOP_START: start, M.LOOP_PAUSE: pause, M.LOOP_RESUME: resume, M.LOOP_STOP: stop, M.STATUS: status,
-    M.EXPERIMENT_ACCEPT: accept, M.EXPERIMENT_REJECT: reject, M.EXPERIMENT_RERUN: rerun,
-    M.BASELINE_MEASURE: measure_baseline, M.EXPERIMENT_SHOW_DIFF: show_diff,
+    M.LOOP_START: start,
+    M.LOOP_PAUSE: pause,
+    M.LOOP_RESUME: resume,
+    M.LOOP_STOP: stop,
+    M.STATUS: status,
+    M.EXPERIMENT_ACCEPT: accept,
+    M.EXPERIMENT_REJECT: reject,
+    M.EXPERIMENT_RERUN: rerun,
+    M.BASELINE_MEASURE: measure_baseline,
+    M.EXPERIMENT_SHOW_DIFF: show_diff,
 }
 
 

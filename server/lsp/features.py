@@ -2,6 +2,7 @@
 a line's experiment history, inlay hints on the best chain, progress cancellation, and the custom
 requests panels use (nightlab/experiments, nightlab/experimentDiff, nightlab/experimentCurve). Thin:
 annotate.py decides; the custom requests decode their params and answer payloads (boundary.py)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -9,12 +10,16 @@ from typing import Any
 from lsprotocol import types
 
 from nightlab.protocol import methods as M
-
-from nightlab.protocol.types import (CurvePoint, ExperimentCurve, ExperimentCurveParams, ExperimentDiffParams,
-                                     ExperimentsPage, ExperimentsParams, experiment_payload)
-
+from nightlab.protocol.types import (
+    CurvePoint,
+    ExperimentCurve,
+    ExperimentCurveParams,
+    ExperimentDiffParams,
+    ExperimentsPage,
+    ExperimentsParams,
+    experiment_payload,
+)
 from nightlab.server.changes.diffs import diff_summary
-
 from nightlab.server.editor import annotate
 from nightlab.server.editor.session import Session, SessionError
 from nightlab.server.lsp.boundary import decode, handler
@@ -40,16 +45,28 @@ def _texts(session: Session, rel: str, exps) -> list[annotate.FileTexts]:
 
 
 def text_edits(plans) -> list[types.TextEdit]:
-    return [types.TextEdit(range=types.Range(start=types.Position(line=p.range[0], character=p.range[1]),
-                                             end=types.Position(line=p.range[2], character=p.range[3])),
-                           new_text=p.text) for p in plans]
+    return [
+        types.TextEdit(
+            range=types.Range(
+                start=types.Position(line=p.range[0], character=p.range[1]),
+                end=types.Position(line=p.range[2], character=p.range[3]),
+            ),
+            new_text=p.text,
+        )
+        for p in plans
+    ]
 
 
 def workspace_edit(uri: str, version: int | None, plans) -> types.WorkspaceEdit:
     """One TextDocumentEdit against the buffer's version: the whole change is one undo step."""
-    return types.WorkspaceEdit(document_changes=[types.TextDocumentEdit(
-        text_document=types.OptionalVersionedTextDocumentIdentifier(uri=uri, version=version),
-        edits=text_edits(plans))])
+    return types.WorkspaceEdit(
+        document_changes=[
+            types.TextDocumentEdit(
+                text_document=types.OptionalVersionedTextDocumentIdentifier(uri=uri, version=version),
+                edits=text_edits(plans),
+            )
+        ]
+    )
 
 
 def _document(ls: NightlabServer, uri: str):
@@ -81,12 +98,24 @@ def code_action(ls: NightlabServer, params: types.CodeActionParams):
     out = []
     for a in annotate.apply_actions(texts, doc.source, rel, metric):
         if a.conflicts:
-            out.append(types.CodeAction(title=a.title, kind=types.CodeActionKind.QuickFix, command=types.Command(
-                title=a.title, command=M.EXPERIMENT_SHOW_DIFF, arguments=[{"number": a.number}])))
+            out.append(
+                types.CodeAction(
+                    title=a.title,
+                    kind=types.CodeActionKind.QuickFix,
+                    command=types.Command(
+                        title=a.title, command=M.EXPERIMENT_SHOW_DIFF, arguments=[{"number": a.number}]
+                    ),
+                )
+            )
             continue
-        out.append(types.CodeAction(title=a.title, kind=types.CodeActionKind.RefactorRewrite,
-                                    edit=workspace_edit(doc.uri, doc.version, a.edits),
-                                    data={"number": a.number, "hunk": a.hunk}))
+        out.append(
+            types.CodeAction(
+                title=a.title,
+                kind=types.CodeActionKind.RefactorRewrite,
+                edit=workspace_edit(doc.uri, doc.version, a.edits),
+                data={"number": a.number, "hunk": a.hunk},
+            )
+        )
     return out
 
 
@@ -106,8 +135,12 @@ def _summary_lens(session: Session) -> types.CodeLens:
         left = f", ~{budget.seconds * (1 - fraction):.0f} s left" if budget.mode == "time" else ""
         parts.append(f"running #{number} {exp.description if exp else ''} ({100 * fraction:.0f}%{left})")
     zero = types.Range(start=types.Position(line=0, character=0), end=types.Position(line=0, character=0))
-    return types.CodeLens(range=zero, command=types.Command(
-        title="Nightlab: " + " | ".join(parts) + f" [{state.state}]", command=M.STATUS, arguments=[]))
+    return types.CodeLens(
+        range=zero,
+        command=types.Command(
+            title="Nightlab: " + " | ".join(parts) + f" [{state.state}]", command=M.STATUS, arguments=[]
+        ),
+    )
 
 
 def code_lens(ls: NightlabServer, params: types.CodeLensParams):
@@ -121,13 +154,27 @@ def code_lens(ls: NightlabServer, params: types.CodeLensParams):
         if a.conflicts or a.hunk is not None:
             continue
         for p in a.edits:
-            at = types.Range(start=types.Position(line=p.range[0], character=0),
-                             end=types.Position(line=p.range[0], character=0))
-            lenses.append(types.CodeLens(range=at, command=types.Command(
-                title=f"Accept #{a.number}", command=M.EXPERIMENT_ACCEPT,
-                arguments=[{"number": a.number, "hunks": [p.hunk.index]}])))
-            lenses.append(types.CodeLens(range=at, command=types.Command(
-                title=f"Reject #{a.number}", command=M.EXPERIMENT_REJECT, arguments=[{"number": a.number}])))
+            at = types.Range(
+                start=types.Position(line=p.range[0], character=0), end=types.Position(line=p.range[0], character=0)
+            )
+            lenses.append(
+                types.CodeLens(
+                    range=at,
+                    command=types.Command(
+                        title=f"Accept #{a.number}",
+                        command=M.EXPERIMENT_ACCEPT,
+                        arguments=[{"number": a.number, "hunks": [p.hunk.index]}],
+                    ),
+                )
+            )
+            lenses.append(
+                types.CodeLens(
+                    range=at,
+                    command=types.Command(
+                        title=f"Reject #{a.number}", command=M.EXPERIMENT_REJECT, arguments=[{"number": a.number}]
+                    ),
+                )
+            )
     return lenses
 
 
@@ -139,10 +186,14 @@ def hover(ls: NightlabServer, params: types.HoverParams):
     lines = doc.lines
     if params.position.line >= len(lines):
         return None
-    exps = [e for e in reversed(session.experiments()) if e.commit and not e.is_baseline
-            and e.status in ("keep", "discard", "crash")][:50]
-    history = annotate.line_history(_texts(session, rel, exps), lines[params.position.line],
-                                    session.settings().metric.name)
+    exps = [
+        e
+        for e in reversed(session.experiments())
+        if e.commit and not e.is_baseline and e.status in ("keep", "discard", "crash")
+    ][:50]
+    history = annotate.line_history(
+        _texts(session, rel, exps), lines[params.position.line], session.settings().metric.name
+    )
     if not history:
         return None
     body = "**Nightlab: experiments on this line** (newest first)\n\n" + "\n".join(history)
@@ -159,9 +210,16 @@ def inlay_hint(ls: NightlabServer, params: types.InlayHintParams):
     kept = [e for e in reversed(session.experiments()) if e.status == "keep" and not e.is_baseline]
     hints = annotate.chain_hints(_texts(session, rel, kept[:50]), doc.source, session.settings().metric.name)
     lines = doc.lines
-    return [types.InlayHint(position=types.Position(line=i, character=len(lines[i].rstrip("\r\n"))),
-                            label=label, kind=types.InlayHintKind.Parameter, padding_left=True)
-            for i, label in hints if params.range.start.line <= i <= params.range.end.line]
+    return [
+        types.InlayHint(
+            position=types.Position(line=i, character=len(lines[i].rstrip("\r\n"))),
+            label=label,
+            kind=types.InlayHintKind.Parameter,
+            padding_left=True,
+        )
+        for i, label in hints
+        if params.range.start.line <= i <= params.range.end.line
+    ]
 
 
 def progress_cancel(ls: NightlabServer, params: types.WorkDoneProgressCancelParams) -> None:
@@ -181,9 +239,14 @@ def experiments(ls: NightlabServer, params: Any) -> ExperimentsPage:
     p = decode(ExperimentsParams, params)
     offset, limit = max(0, p.offset or 0), max(0, 100 if p.limit is None else p.limit)
     exps = [e for e in ls_session(ls, p.root).experiments() if p.status in (None, e.status)]
-    return ExperimentsPage(total=len(exps), offset=offset, experiments=[
-        experiment_payload(e.to_json(), diff_summary(e.diff) if e.diff else None)
-        for e in exps[offset:offset + limit]])
+    return ExperimentsPage(
+        total=len(exps),
+        offset=offset,
+        experiments=[
+            experiment_payload(e.to_json(), diff_summary(e.diff) if e.diff else None)
+            for e in exps[offset : offset + limit]
+        ],
+    )
 
 
 @handler
@@ -196,8 +259,11 @@ def experiment_diff(ls: NightlabServer, params: Any):
 def experiment_curve(ls: NightlabServer, params: Any) -> ExperimentCurve:
     p = decode(ExperimentCurveParams, params)
     samples = ls_session(ls, p.root).curve(p.number, p.stage)
-    return ExperimentCurve(number=p.number, stage=p.stage, points=[
-        CurvePoint(step=s.step, elapsed_s=s.elapsed_s, loss=s.loss) for s in samples])
+    return ExperimentCurve(
+        number=p.number,
+        stage=p.stage,
+        points=[CurvePoint(step=s.step, elapsed_s=s.elapsed_s, loss=s.loss) for s in samples],
+    )
 
 
 async def shutdown(ls: NightlabServer, params: Any) -> None:
@@ -209,10 +275,15 @@ async def shutdown(ls: NightlabServer, params: Any) -> None:
 
 
 FEATURES = {
-    types.INITIALIZED: initialized, types.TEXT_DOCUMENT_CODE_ACTION: code_action,
-    types.TEXT_DOCUMENT_CODE_LENS: code_lens, types.TEXT_DOCUMENT_HOVER: hover,
-    types.TEXT_DOCUMENT_INLAY_HINT: inlay_hint, types.WINDOW_WORK_DONE_PROGRESS_CANCEL: progress_cancel,
-    M.EXPERIMENTS: experiments, M.EXPERIMENT_DIFF: experiment_diff, M.EXPERIMENT_CURVE: experiment_curve,
+    types.INITIALIZED: initialized,
+    types.TEXT_DOCUMENT_CODE_ACTION: code_action,
+    types.TEXT_DOCUMENT_CODE_LENS: code_lens,
+    types.TEXT_DOCUMENT_HOVER: hover,
+    types.TEXT_DOCUMENT_INLAY_HINT: inlay_hint,
+    types.WINDOW_WORK_DONE_PROGRESS_CANCEL: progress_cancel,
+    M.EXPERIMENTS: experiments,
+    M.EXPERIMENT_DIFF: experiment_diff,
+    M.EXPERIMENT_CURVE: experiment_curve,
     types.SHUTDOWN: shutdown,
 }
 

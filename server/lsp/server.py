@@ -5,11 +5,12 @@ Handlers are thin: they translate LSP to Session/annotate calls and back (featur
 registered on this server by app.py, which knows them all; this module knows none of them).
 This package is the only code that imports pygls or lsprotocol.
 """
+
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from lsprotocol import types
@@ -19,7 +20,6 @@ from pygls.protocol.language_server import LanguageServerProtocol, lsp_method
 from nightlab.protocol import events as ev
 from nightlab.protocol import methods as M
 from nightlab.protocol.types import experiment_finished, experiment_started, progress_payload
-
 from nightlab.server.changes.diffs import diff_summary
 from nightlab.server.core.types import ExperimentStatus
 from nightlab.server.editor.annotate import crash_location
@@ -68,13 +68,14 @@ class NightlabServer(LanguageServer):
         if uri_or_path is None:
             return next(iter(self.sessions.values()))
         path = uri_to_path(uri_or_path) if isinstance(uri_or_path, str) and "://" in uri_or_path else Path(uri_or_path)
-        best = max((r for r in self.sessions if path == r or r in path.parents), key=lambda r: len(r.parts),
-                   default=None)
+        best = max(
+            (r for r in self.sessions if path == r or r in path.parents), key=lambda r: len(r.parts), default=None
+        )
         if best is None:
             raise LookupError(f"{path} is in no open workspace folder")
         return self.sessions[best]
 
-    def editable_path(self, uri: str) -> Optional[tuple[Session, str]]:
+    def editable_path(self, uri: str) -> tuple[Session, str] | None:
         """(session, workspace-relative path) when the document is an editable file of a workspace."""
         try:
             session = self.session_for(uri)
@@ -120,13 +121,18 @@ class NightlabServer(LanguageServer):
             exp = event["experiment"]
             self._progress_end(session, exp)
             summary = diff_summary(exp["diff"]) if exp.get("diff") else None
-            self.protocol.notify(M.EXPERIMENT_FINISHED, experiment_finished(
-                exp, new_best=exp.get("status") == ExperimentStatus.KEEP, diff_summary=summary, root=root).to_wire())
+            self.protocol.notify(
+                M.EXPERIMENT_FINISHED,
+                experiment_finished(
+                    exp, new_best=exp.get("status") == ExperimentStatus.KEEP, diff_summary=summary, root=root
+                ).to_wire(),
+            )
             self.publish_crashes(session)
             self._refresh()
         elif kind == ev.MESSAGE:
             level = {"error": types.MessageType.Error, "warning": types.MessageType.Warning}.get(
-                str(event.get("level")), types.MessageType.Info)
+                str(event.get("level")), types.MessageType.Info
+            )
             self.window_log_message(types.LogMessageParams(type=level, message=f"nightlab: {event['text']}"))
 
     def _token(self, session: Session, number: int) -> str:
@@ -136,8 +142,12 @@ class NightlabServer(LanguageServer):
         token = self._token(session, exp["number"])
         self.progress_tokens[token] = (session, exp["number"])
         self.work_done_progress.create(token)
-        self.work_done_progress.begin(token, types.WorkDoneProgressBegin(
-            title=f"Nightlab #{exp['number']}", message=exp["description"], percentage=0, cancellable=True))
+        self.work_done_progress.begin(
+            token,
+            types.WorkDoneProgressBegin(
+                title=f"Nightlab #{exp['number']}", message=exp["description"], percentage=0, cancellable=True
+            ),
+        )
 
     def _progress_report(self, session: Session, number: int, p: dict) -> None:
         token = self._token(session, number)
@@ -148,8 +158,12 @@ class NightlabServer(LanguageServer):
             parts.append(f"loss {p['loss']:.4f}")
         if p.get("tok_per_s"):
             parts.append(f"{p['tok_per_s']:,.0f} tok/s")
-        self.work_done_progress.report(token, types.WorkDoneProgressReport(
-            message=" | ".join(parts), percentage=int(100 * (p.get("fraction") or 0)), cancellable=True))
+        self.work_done_progress.report(
+            token,
+            types.WorkDoneProgressReport(
+                message=" | ".join(parts), percentage=int(100 * (p.get("fraction") or 0)), cancellable=True
+            ),
+        )
 
     def _progress_end(self, session: Session, exp: dict) -> None:
         token = self._token(session, exp["number"])
@@ -196,11 +210,18 @@ class NightlabServer(LanguageServer):
             if where is not None:
                 path, line, message = where
                 uri = (session.root / path).as_uri()
-                by_uri.setdefault(uri, []).append(types.Diagnostic(
-                    range=types.Range(start=types.Position(line=line, character=0),
-                                      end=types.Position(line=line, character=10_000)),
-                    message=message, severity=types.DiagnosticSeverity.Warning, source="nightlab",
-                    code=f"experiment-{crash.number}"))
+                by_uri.setdefault(uri, []).append(
+                    types.Diagnostic(
+                        range=types.Range(
+                            start=types.Position(line=line, character=0),
+                            end=types.Position(line=line, character=10_000),
+                        ),
+                        message=message,
+                        severity=types.DiagnosticSeverity.Warning,
+                        source="nightlab",
+                        code=f"experiment-{crash.number}",
+                    )
+                )
         self.crash_files[session.root] = {u for u, d in by_uri.items() if d}
         for uri, diagnostics in by_uri.items():
             self.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri=uri, diagnostics=diagnostics))

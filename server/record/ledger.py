@@ -13,6 +13,7 @@ written first; `repair()` restores any row a crash between the two writes lost (
 
 Must not import: git, torch, the store, runner, agents or engine.
 """
+
 from __future__ import annotations
 
 import copy
@@ -21,7 +22,6 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Optional
 
 from nightlab.server.core.types import Experiment, ExperimentStatus
 
@@ -80,7 +80,7 @@ def _append_line(path: Path, line: str, header: str = "") -> None:
                     prefix = b"\n"
         data = prefix + line.encode("utf-8")
         while data:
-            data = data[os.write(fd, data):]
+            data = data[os.write(fd, data) :]
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -96,11 +96,11 @@ class Ledger:
         self.metric_name = metric_name
         # Parsed records and how far into the file they go: the file only grows, so a later read
         # parses just the new tail (editors ask on every hover; a night's ledger is megabytes).
-        self._cache_key: Optional[tuple[int, int]] = None  # (device, inode)
+        self._cache_key: tuple[int, int] | None = None  # (device, inode)
         self._cache_offset = 0
         self._cache: list[Experiment] = []
         self._latest: list[Experiment] = []
-        self._latest_key: Optional[tuple] = None
+        self._latest_key: tuple | None = None
 
     # ---------------------------------------------------------------------------------------------
     # reading
@@ -160,7 +160,7 @@ class Ledger:
             self._latest, self._latest_key = [latest[n] for n in sorted(latest)], key
         return list(self._latest)
 
-    def get(self, number: int) -> Optional[Experiment]:
+    def get(self, number: int) -> Experiment | None:
         found = None
         for rec in self._records():
             if rec.number == number:
@@ -176,12 +176,15 @@ class Ledger:
         """Experiments whose latest record is not an ended state: left running by a crash of the engine."""
         return [e for e in self.experiments() if e.status not in ENDED]
 
-    def best(self, direction: str = "lower") -> Optional[Experiment]:
+    def best(self, direction: str = "lower") -> Experiment | None:
         """The best kept experiment with a finite metric, or None before the baseline is kept."""
         if direction not in ("lower", "higher"):
             raise ValueError(f"direction must be lower or higher, got {direction!r}")
-        kept = [e for e in self.experiments()
-                if e.status == ExperimentStatus.KEEP and e.metric is not None and math.isfinite(e.metric)]
+        kept = [
+            e
+            for e in self.experiments()
+            if e.status == ExperimentStatus.KEEP and e.metric is not None and math.isfinite(e.metric)
+        ]
         if not kept:
             return None
         pick = min if direction == "lower" else max
@@ -246,7 +249,7 @@ class Ledger:
         if have == want and not torn:
             return 0
         if not torn and have == want[: len(have)]:
-            for row in want[len(have):]:
+            for row in want[len(have) :]:
                 _append_line(self.tsv, row, header=tsv_header(self.metric_name))
             return len(want) - len(have)
         log.warning("%s disagrees with %s; rewriting it from the ledger", self.tsv, self.jsonl)

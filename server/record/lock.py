@@ -2,6 +2,7 @@
 
 Must not import: git, torch, the engine.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,10 @@ def acquire(folder: Path):
         return f
     except OSError:
         f.close()
-        raise EngineBusy(f"another nightlab loop (pid {loop_owner(folder) or '?'}) is running on {folder}; "
-                         "stop it first or use another --tag") from None
+        raise EngineBusy(
+            f"another nightlab loop (pid {loop_owner(folder) or '?'}) is running on {folder}; "
+            "stop it first or use another --tag"
+        ) from None
     f.seek(0)
     f.truncate()
     f.write(str(os.getpid()))

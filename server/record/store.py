@@ -13,12 +13,13 @@ a sub-folder of the git repository.
 
 Knows nothing of training, agents or the ledger. Must not import: torch, the runner, agents, engine.
 """
+
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Optional
 
 import git
 
@@ -33,11 +34,16 @@ _IDENTITY_ENV = {
 # Per-command config: the user's hooks (pre-commit linters, post-checkout LFS ...) and commit signing
 # would make the loop slow, interactive or fail at 3 a.m.; -c changes nothing on disk.
 _SAFE_CONFIG = [
-    "-c", f"core.hooksPath={os.devnull}",
-    "-c", "commit.gpgsign=false",
-    "-c", f"user.name={AUTHOR_NAME}",
-    "-c", f"user.email={AUTHOR_EMAIL}",
-    "-c", "advice.detachedHead=false",
+    "-c",
+    f"core.hooksPath={os.devnull}",
+    "-c",
+    "commit.gpgsign=false",
+    "-c",
+    f"user.name={AUTHOR_NAME}",
+    "-c",
+    f"user.email={AUTHOR_EMAIL}",
+    "-c",
+    "advice.detachedHead=false",
 ]
 EXCLUDE_LINE = ".nightlab/"
 
@@ -70,8 +76,14 @@ class Store:
     # ---------------------------------------------------------------------------------------------
     # git plumbing
 
-    def _git(self, *args: str, cwd: Optional[Path] = None, strip: bool = True, binary: bool = False,
-             env: Optional[dict[str, str]] = None) -> str | bytes:
+    def _git(
+        self,
+        *args: str,
+        cwd: Path | None = None,
+        strip: bool = True,
+        binary: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> str | bytes:
         cmd = ["git", *_SAFE_CONFIG, *args]
         try:
             out = git.Git(str(cwd or self.worktree)).execute(
@@ -85,7 +97,7 @@ class Store:
             err = (e.stderr or "").strip().removeprefix("stderr:").strip().strip("'").strip()
             raise StoreError(f"git {' '.join(args)} failed: {err or e}") from None
 
-    def _ok(self, *args: str, cwd: Optional[Path] = None) -> Optional[str]:
+    def _ok(self, *args: str, cwd: Path | None = None) -> str | None:
         """Run a query that may fail (a missing ref): its output, or None."""
         try:
             return str(self._git(*args, cwd=cwd or self.toplevel))
@@ -173,8 +185,10 @@ class Store:
         if here is not None:
             if self.worktree.is_dir() and "prunable" not in here:
                 if here.get("branch") != want:
-                    raise StoreError(f"{self.worktree} has {here.get('branch', 'a detached HEAD')} checked "
-                                     f"out, not {self.branch}; remove it with `git worktree remove`")
+                    raise StoreError(
+                        f"{self.worktree} has {here.get('branch', 'a detached HEAD')} checked "
+                        f"out, not {self.branch}; remove it with `git worktree remove`"
+                    )
                 return
             self._git("worktree", "prune", cwd=self.toplevel)
         if self.worktree.exists():
@@ -190,7 +204,7 @@ class Store:
         """The sha the loop's branch points at."""
         return self._resolve(f"refs/heads/{self.branch}")
 
-    def read_file(self, path: str, commit: Optional[str] = None) -> str:
+    def read_file(self, path: str, commit: str | None = None) -> str:
         """A file's text at a commit (default: the branch head)."""
         rev = commit or f"refs/heads/{self.branch}"
         data = self._ok_bytes("show", f"{rev}:{self._path(path)}")
@@ -198,14 +212,14 @@ class Store:
             raise StoreError(f"{path} does not exist at {rev}")
         return data.decode("utf-8")
 
-    def _ok_bytes(self, *args: str) -> Optional[bytes]:
+    def _ok_bytes(self, *args: str) -> bytes | None:
         try:
             out = self._git(*args, cwd=self.toplevel, strip=False, binary=True)
             return out if isinstance(out, bytes) else out.encode()
         except StoreError:
             return None
 
-    def ref_for(self, number: int) -> Optional[str]:
+    def ref_for(self, number: int) -> str | None:
         """The commit of experiment `number`, or None when it has none."""
         return self._ok("rev-parse", "--verify", "--quiet", f"{self._ref(number)}^{{commit}}")
 
@@ -219,7 +233,7 @@ class Store:
     # ---------------------------------------------------------------------------------------------
     # writing (always inside the loop's worktree)
 
-    def commit_experiment(self, files: dict[str, str], message: str, number: Optional[int] = None) -> str:
+    def commit_experiment(self, files: dict[str, str], message: str, number: int | None = None) -> str:
         """Write `files` (workspace path -> text) in the worktree and commit them on the loop's branch.
         Returns the new sha. With `number`, also points refs/nightlab/<tag>/<number> at it. An unchanged
         file set still makes a commit (the baseline has no edits but needs its own commit and ref)."""
@@ -241,8 +255,7 @@ class Store:
             paths.append(rel)
         if paths:
             self._git("add", "--", *paths, cwd=worktree)
-        self._git("commit", "--quiet", "--no-verify", "--allow-empty", "-m", message, cwd=worktree,
-                  env=_IDENTITY_ENV)
+        self._git("commit", "--quiet", "--no-verify", "--allow-empty", "-m", message, cwd=worktree, env=_IDENTITY_ENV)
         return str(self._git("rev-parse", "HEAD", cwd=worktree))
 
     def set_ref(self, number: int, sha: str) -> None:
@@ -263,7 +276,7 @@ class Store:
     # ---------------------------------------------------------------------------------------------
     # slots: where experiments run
 
-    def slot(self, index: int) -> "Slot":
+    def slot(self, index: int) -> Slot:
         """The detached worktree where slot `index` runs its experiments (made on first use)."""
         return Slot(self, index)
 
@@ -291,7 +304,7 @@ class Slot:
         prefix = self.store.prefix
         return self.worktree / prefix if str(prefix) != "." else self.worktree
 
-    def _git(self, *args: str, env: Optional[dict[str, str]] = None) -> str:
+    def _git(self, *args: str, env: dict[str, str] | None = None) -> str:
         return str(self.store._git(*args, cwd=self.worktree, env=env))
 
     def checkout(self, sha: str) -> None:
@@ -305,8 +318,7 @@ class Slot:
             if self.worktree.exists():
                 shutil.rmtree(self.worktree)
             self.worktree.parent.mkdir(parents=True, exist_ok=True)
-            self.store._git("worktree", "add", "--quiet", "--detach", str(self.worktree), sha,
-                            cwd=self.store.toplevel)
+            self.store._git("worktree", "add", "--quiet", "--detach", str(self.worktree), sha, cwd=self.store.toplevel)
             return
         self._git("checkout", "--quiet", "--force", "--detach", sha)
         self._git("reset", "--quiet", "--hard", sha)

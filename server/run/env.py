@@ -5,28 +5,79 @@ KEY, TOKEN, SECRET, PASSWORD or CREDENTIAL passes, whatever its prefix (the runn
 NIGHTLAB_BUDGET_TOKENS, a number, is set after the filter by design).
 Must not import: anything of nightlab.server but core.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 # --------------------------------------------------------------------------- environment
 # What a training script may see of the user's environment: paths, locale, thread counts, caches and
 # GPU/compiler settings. Anything else (API keys, cloud credentials, the agent's tokens) stays out.
-ALLOWED_NAMES = frozenset({
-    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TERM", "TMPDIR", "TZ", "NO_COLOR",
-    "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHASHSEED", "PYTHONDONTWRITEBYTECODE", "PYTHONWARNINGS",
-    "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "CUDA_HOME", "CUDA_PATH", "CUDA_DEVICE_ORDER", "CUDA_CACHE_PATH",
-    "CUDA_LAUNCH_BLOCKING", "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH", "LIBRARY_PATH", "CPATH", "CC", "CXX",
-    "OMP_NUM_THREADS", "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-    # The harness's own knobs (trainer/prepare.py); the runner's NIGHTLAB_* variables are set below.
-    "NIGHTLAB_CACHE", "NIGHTLAB_DATA", "NIGHTLAB_TOKENIZER", "NIGHTLAB_DEVICE",
-    "XDG_CACHE_HOME", "HF_HOME", "HF_HUB_CACHE", "HF_DATASETS_CACHE", "HF_HUB_OFFLINE",
-    "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "TORCH_HOME", "TORCH_CUDA_ARCH_LIST",
-    "SSL_CERT_FILE", "SSL_CERT_DIR",
-})
-ALLOWED_PREFIXES = ("LC_", "MKL_", "OPENBLAS_", "KMP_", "UV_", "NCCL_", "TORCHINDUCTOR_", "TRITON_",
-                    "PYTORCH_", "NVIDIA_")
+ALLOWED_NAMES = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "LANG",
+        "LANGUAGE",
+        "TERM",
+        "TMPDIR",
+        "TZ",
+        "NO_COLOR",
+        "VIRTUAL_ENV",
+        "PYTHONPATH",
+        "PYTHONHASHSEED",
+        "PYTHONDONTWRITEBYTECODE",
+        "PYTHONWARNINGS",
+        "CONDA_PREFIX",
+        "CONDA_DEFAULT_ENV",
+        "CUDA_HOME",
+        "CUDA_PATH",
+        "CUDA_DEVICE_ORDER",
+        "CUDA_CACHE_PATH",
+        "CUDA_LAUNCH_BLOCKING",
+        "LD_LIBRARY_PATH",
+        "DYLD_LIBRARY_PATH",
+        "LIBRARY_PATH",
+        "CPATH",
+        "CC",
+        "CXX",
+        "OMP_NUM_THREADS",
+        "NUMEXPR_NUM_THREADS",
+        "VECLIB_MAXIMUM_THREADS",
+        # The harness's own knobs (trainer/prepare.py); the runner's NIGHTLAB_* variables are set below.
+        "NIGHTLAB_CACHE",
+        "NIGHTLAB_DATA",
+        "NIGHTLAB_TOKENIZER",
+        "NIGHTLAB_DEVICE",
+        "XDG_CACHE_HOME",
+        "HF_HOME",
+        "HF_HUB_CACHE",
+        "HF_DATASETS_CACHE",
+        "HF_HUB_OFFLINE",
+        "HF_DATASETS_OFFLINE",
+        "TRANSFORMERS_OFFLINE",
+        "TORCH_HOME",
+        "TORCH_CUDA_ARCH_LIST",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+    }
+)
+ALLOWED_PREFIXES = (
+    "LC_",
+    "MKL_",
+    "OPENBLAS_",
+    "KMP_",
+    "UV_",
+    "NCCL_",
+    "TORCHINDUCTOR_",
+    "TRITON_",
+    "PYTORCH_",
+    "NVIDIA_",
+)
 # Checked after the allow-list, so an allowed prefix (UV_PUBLISH_TOKEN, NCCL_..._KEY) cannot leak one.
 FORBIDDEN_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
 
@@ -43,9 +94,16 @@ def _number_text(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-def build_env(parent_env: Mapping[str, str], *, events_path: Path | str | None, seed: int,
-              budget_seconds: float | None = None, budget_tokens: int | None = None,
-              cuda_visible_devices: str | None = None, threads: int | None = None) -> dict[str, str]:
+def build_env(
+    parent_env: Mapping[str, str],
+    *,
+    events_path: Path | str | None,
+    seed: int,
+    budget_seconds: float | None = None,
+    budget_tokens: int | None = None,
+    cuda_visible_devices: str | None = None,
+    threads: int | None = None,
+) -> dict[str, str]:
     """The environment of a training run: the allowed part of `parent_env` plus Nightlab's variables.
     `threads`: the CPU threads this run may use (several CPU slots share the cores: without a cap their
     OpenMP threads wait on each other and every run slows down many times over)."""

@@ -6,13 +6,15 @@ autoresearch's results.tsv and run.log.
 poll as well, since inotify may miss events or be unavailable. Shared by `runner.py` and `monitor.py`.
 Must not import: git, torch, anthropic, agents, or any other nightlab.server module.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,7 @@ class FileTail:
         self.split_cr = split_cr
         self.generation = 0
         self._offset = 0
-        self._inode: Optional[int] = None
+        self._inode: int | None = None
         self._partial = b""
         self._lock = threading.Lock()
 
@@ -99,7 +101,7 @@ class Watch:
                     except Exception:  # the polling fallback still runs; keep the observer alive
                         log.exception("following %s failed", sorted(names))
 
-        self._observer: Optional[Any] = Observer()  # watchdog's Observer (imported lazily)
+        self._observer: Any | None = Observer()  # watchdog's Observer (imported lazily)
         try:
             for folder in {os.path.dirname(name) for name in names}:
                 self._observer.schedule(Handler(), folder, recursive=False)

@@ -8,12 +8,14 @@ never an exception). `Runner` (runner.py) is the local subprocess launcher; a sa
 one go behind the same protocol.
 Must not import: git, torch, an agent, the ledger, the loop.
 """
+
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from nightlab.server.core.types import Progress, RunResult
 
@@ -28,17 +30,18 @@ class RunRequest:
     events_path: Path  # the trainer's JSON-lines events (NIGHTLAB_EVENTS)
     seed: int
     deadline_s: float  # wall clock after which the run is killed: a timeout
-    budget_seconds: Optional[float] = None  # exactly one of the two budgets is set
-    budget_tokens: Optional[int] = None
+    budget_seconds: float | None = None  # exactly one of the two budgets is set
+    budget_tokens: int | None = None
     metric_name: str = "val_bpb"  # the summary key the run must print
-    cuda_visible_devices: Optional[str] = None  # None: inherit; "": hide every GPU
-    threads: Optional[int] = None  # CPU threads, for CPU slots that share the cores
+    cuda_visible_devices: str | None = None  # None: inherit; "": hide every GPU
+    threads: int | None = None  # CPU threads, for CPU slots that share the cores
 
 
 @runtime_checkable
 class Launcher(Protocol):
-    async def launch(self, request: RunRequest, on_progress: Optional[ProgressCallback] = None,
-                     cancel: Optional[asyncio.Event] = None) -> RunResult:
+    async def launch(
+        self, request: RunRequest, on_progress: ProgressCallback | None = None, cancel: asyncio.Event | None = None
+    ) -> RunResult:
         """Run it to the end, the deadline or the cancel token; progress comes through `on_progress`
         (on the caller's event loop) while it trains."""
         ...

@@ -3,6 +3,7 @@ file a run leaves so that a later start can kill an orphan of a dead loop, and t
 before a run.
 Must not import: anything of nightlab.server but core.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -10,11 +11,10 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Optional
 
 
 # --------------------------------------------------------------------------- compile check
-def compile_check(workspace: Path, files: list[str]) -> Optional[str]:
+def compile_check(workspace: Path, files: list[str]) -> str | None:
     """Syntax errors of the edited Python files as `file:line:col: message` lines; None when all compile.
 
     Compiles in memory (what py_compile does, without writing a .pyc into the worktree).
@@ -55,7 +55,7 @@ def group_alive(pgid: int) -> bool:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        fields = stat[stat.rfind(")") + 2:].split()  # state, ppid, pgrp, ...
+        fields = stat[stat.rfind(")") + 2 :].split()  # state, ppid, pgrp, ...
         if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
             return True
     return False

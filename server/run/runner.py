@@ -7,6 +7,7 @@ polling in case inotify misses something), kills the whole group at the deadline
 exception. No global state: several runs may go at once on one event loop.
 Must not import: git, torch, anthropic, the ledger, the loop.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -17,8 +18,8 @@ import os
 import shlex
 import threading
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping, Optional
 
 from nightlab.server.core.types import Progress, RunResult, RunStatus
 from nightlab.server.run.env import build_env
@@ -39,7 +40,7 @@ class _Follower:
         self.log = FileTail(log_path, split_cr=True)
         self.emit = emit
         self.started = started
-        self.first_step_s: Optional[float] = None
+        self.first_step_s: float | None = None
         self.summary: dict = {}
         self.fail: dict = {}
         self.last_step = -1
@@ -66,7 +67,7 @@ class _Follower:
             for line in self.log.read_lines():
                 self._step(parse_step_line(line))
 
-    def _step(self, progress: Optional[Progress]) -> None:
+    def _step(self, progress: Progress | None) -> None:
         if progress is None or progress.step <= self.last_step:
             return
         self.last_step = progress.step
@@ -75,7 +76,7 @@ class _Follower:
         self.emit(progress)
 
 
-def _json_event(line: str) -> Optional[dict]:
+def _json_event(line: str) -> dict | None:
     """One line of an events file as an object, or None (a torn line, or JSON that is not an object)."""
     try:
         event = json.loads(line)
@@ -84,18 +85,24 @@ def _json_event(line: str) -> Optional[dict]:
     return event if isinstance(event, dict) else None
 
 
-def _num(event: Mapping, key: str) -> Optional[float]:
+def _num(event: Mapping, key: str) -> float | None:
     value = event.get(key)  # JSON from a script we do not trust: a number, or nothing
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _progress_from_event(event: dict) -> Optional[Progress]:
+def _progress_from_event(event: dict) -> Progress | None:
     step = _num(event, "step")
     if step is None:
         return None
-    return Progress(step=int(step), elapsed_s=_num(event, "elapsed_s") or 0.0, loss=_num(event, "loss"),
-                    tok_per_s=_num(event, "tok_per_s"), mfu=_num(event, "mfu"), lr=_num(event, "lr"),
-                    fraction=_num(event, "progress"))
+    return Progress(
+        step=int(step),
+        elapsed_s=_num(event, "elapsed_s") or 0.0,
+        loss=_num(event, "loss"),
+        tok_per_s=_num(event, "tok_per_s"),
+        mfu=_num(event, "mfu"),
+        lr=_num(event, "lr"),
+        fraction=_num(event, "progress"),
+    )
 
 
 def read_curve(run_dir: Path, max_points: int = 2000) -> list[Progress]:
@@ -109,7 +116,9 @@ def read_curve(run_dir: Path, max_points: int = 2000) -> list[Progress]:
             if event is not None and event.get("event") == "step":
                 samples.append(_progress_from_event(event))
     elif log_path.exists():
-        samples = [parse_step_line(line) for line in log_path.read_text(errors="replace").replace("\r", "\n").splitlines()]
+        samples = [
+            parse_step_line(line) for line in log_path.read_text(errors="replace").replace("\r", "\n").splitlines()
+        ]
     samples = [p for p in samples if p is not None and p.loss is not None]
     if len(samples) > max_points:
         stride = len(samples) / max_points
@@ -121,37 +130,72 @@ def read_curve(run_dir: Path, max_points: int = 2000) -> list[Progress]:
 class Runner:
     """Runs training commands. Holds settings only, so one Runner may serve several slots at once."""
 
-    def __init__(self, *, kill_grace_s: float = 3.0, poll_interval_s: float = 1.0, tail_lines: int = 50,
-                 parent_env: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        *,
+        kill_grace_s: float = 3.0,
+        poll_interval_s: float = 1.0,
+        tail_lines: int = 50,
+        parent_env: Mapping[str, str] | None = None,
+    ):
         self.kill_grace_s = kill_grace_s
         self.poll_interval_s = poll_interval_s
         self.tail_lines = tail_lines
         self.parent_env = parent_env  # None: os.environ at the time of each run
 
-    async def launch(self, request: RunRequest, on_progress: Optional[ProgressCallback] = None,
-                     cancel: Optional[asyncio.Event] = None) -> RunResult:
+    async def launch(
+        self, request: RunRequest, on_progress: ProgressCallback | None = None, cancel: asyncio.Event | None = None
+    ) -> RunResult:
         """The `Launcher` protocol: `run` with the request's fields."""
         r = request
-        return await self.run(r.workdir, r.command, log_path=r.log_path, events_path=r.events_path,
-                              budget_seconds=r.budget_seconds, budget_tokens=r.budget_tokens, seed=r.seed,
-                              deadline_s=r.deadline_s, metric_name=r.metric_name,
-                              cuda_visible_devices=r.cuda_visible_devices, threads=r.threads,
-                              on_progress=on_progress, cancel=cancel)
+        return await self.run(
+            r.workdir,
+            r.command,
+            log_path=r.log_path,
+            events_path=r.events_path,
+            budget_seconds=r.budget_seconds,
+            budget_tokens=r.budget_tokens,
+            seed=r.seed,
+            deadline_s=r.deadline_s,
+            metric_name=r.metric_name,
+            cuda_visible_devices=r.cuda_visible_devices,
+            threads=r.threads,
+            on_progress=on_progress,
+            cancel=cancel,
+        )
 
-    async def run(self, workspace: Path, command: str, *, log_path: Path, events_path: Path,
-                  budget_seconds: float | None, budget_tokens: int | None, seed: int, deadline_s: float,
-                  cuda_visible_devices: str | None = None, threads: int | None = None,
-                  on_progress: Callable[[Progress], None] | None = None,
-                  cancel: asyncio.Event | None = None, metric_name: str = "val_bpb") -> RunResult:
+    async def run(
+        self,
+        workspace: Path,
+        command: str,
+        *,
+        log_path: Path,
+        events_path: Path,
+        budget_seconds: float | None,
+        budget_tokens: int | None,
+        seed: int,
+        deadline_s: float,
+        cuda_visible_devices: str | None = None,
+        threads: int | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        cancel: asyncio.Event | None = None,
+        metric_name: str = "val_bpb",
+    ) -> RunResult:
         """One run of `command` in `workspace`. It is a crash unless it exits 0 with `metric_name` (the
         settings' [metric] name) in its summary, finite."""
         log_path, events_path = Path(log_path), Path(events_path)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         events_path.parent.mkdir(parents=True, exist_ok=True)
         events_path.unlink(missing_ok=True)  # a stale file from an earlier run would be read as this one's
-        env = build_env(os.environ if self.parent_env is None else self.parent_env, events_path=events_path,
-                        seed=seed, budget_seconds=budget_seconds, budget_tokens=budget_tokens,
-                        cuda_visible_devices=cuda_visible_devices, threads=threads)
+        env = build_env(
+            os.environ if self.parent_env is None else self.parent_env,
+            events_path=events_path,
+            seed=seed,
+            budget_seconds=budget_seconds,
+            budget_tokens=budget_tokens,
+            cuda_visible_devices=cuda_visible_devices,
+            threads=threads,
+        )
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         if cancel is not None and cancel.is_set():
@@ -159,11 +203,21 @@ class Runner:
         try:
             with open(log_path, "wb") as log_file:
                 proc = await asyncio.create_subprocess_exec(
-                    *shlex.split(command), cwd=str(workspace), env=env, stdin=asyncio.subprocess.DEVNULL,
-                    stdout=log_file, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+                    *shlex.split(command),
+                    cwd=str(workspace),
+                    env=env,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True,
+                )
         except (OSError, ValueError) as exc:  # command not found, bad quoting, missing workspace
-            return RunResult(status=RunStatus.CRASH, error=f"could not start {command!r}: {exc}",
-                             total_s=time.monotonic() - started, log_path=str(log_path))
+            return RunResult(
+                status=RunStatus.CRASH,
+                error=f"could not start {command!r}: {exc}",
+                total_s=time.monotonic() - started,
+                log_path=str(log_path),
+            )
         # The group id lets a later start kill this run if Nightlab itself dies (kill -9) mid-run.
         (log_path.parent / PID_FILE).write_text(str(proc.pid))
 
@@ -187,8 +241,9 @@ class Runner:
         await asyncio.sleep(0)  # let progress callbacks already queued run before the result is returned
         return self._result(status, proc.returncode, follower, log_path, time.monotonic() - started, metric_name)
 
-    async def _wait(self, proc: asyncio.subprocess.Process, follower: _Follower, deadline: float,
-                    cancel: asyncio.Event | None) -> str:
+    async def _wait(
+        self, proc: asyncio.subprocess.Process, follower: _Follower, deadline: float, cancel: asyncio.Event | None
+    ) -> str:
         """Waits for the process, polling the files meanwhile; returns "exited", "timeout" or "interrupted"."""
         exited = asyncio.ensure_future(proc.wait())
         cancelled = asyncio.ensure_future(cancel.wait()) if cancel is not None else None
@@ -199,8 +254,9 @@ class Runner:
                     outcome = "timeout"
                     break
                 waits = [exited] + ([cancelled] if cancelled else [])
-                await asyncio.wait(waits, timeout=min(self.poll_interval_s, remaining),
-                                   return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    waits, timeout=min(self.poll_interval_s, remaining), return_when=asyncio.FIRST_COMPLETED
+                )
                 if exited.done():
                     return "exited"
                 if cancelled is not None and cancelled.done():
@@ -216,8 +272,15 @@ class Runner:
                 if task is not None and not task.done():
                     task.cancel()
 
-    def _result(self, outcome: str, returncode: Optional[int], follower: _Follower, log_path: Path,
-                total_s: float, metric_name: str = "val_bpb") -> RunResult:
+    def _result(
+        self,
+        outcome: str,
+        returncode: int | None,
+        follower: _Follower,
+        log_path: Path,
+        total_s: float,
+        metric_name: str = "val_bpb",
+    ) -> RunResult:
         text = read_tail(log_path, 8 << 20)  # the block is at the end; a runaway log is not read whole
         metrics = parse_summary(text)
         events_summary = follower.summary
@@ -231,10 +294,16 @@ class Runner:
             return _num(events_summary, key) or 0.0
 
         result = RunResult(
-            status=RunStatus.OK, metrics=metrics, returncode=returncode, total_s=total_s, log_path=str(log_path),
+            status=RunStatus.OK,
+            metrics=metrics,
+            returncode=returncode,
+            total_s=total_s,
+            log_path=str(log_path),
             startup_s=follower.first_step_s if follower.first_step_s is not None else timing("startup_s"),
-            training_s=metrics.get("training_seconds", timing("training_s")), eval_s=timing("eval_s"),
-            peak_memory_mb=metrics.get("peak_vram_mb", timing("peak_mem_mb")))
+            training_s=metrics.get("training_seconds", timing("training_s")),
+            eval_s=timing("eval_s"),
+            peak_memory_mb=metrics.get("peak_vram_mb", timing("peak_mem_mb")),
+        )
         if outcome == "timeout":
             result.status = RunStatus.TIMEOUT
             result.error = f"killed at the deadline after {total_s:.1f} s"
@@ -249,7 +318,7 @@ class Runner:
         return result
 
 
-def _crash_reason(returncode: Optional[int], text: str, metrics: dict, fail: dict, metric_name: str) -> str:
+def _crash_reason(returncode: int | None, text: str, metrics: dict, fail: dict, metric_name: str) -> str:
     """Why an exited run counts as a crash, or "" when it does not."""
     if returncode:
         why = f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"

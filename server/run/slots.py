@@ -2,6 +2,7 @@
 
 Must not import: git, torch, the engine.
 """
+
 from __future__ import annotations
 
 import os

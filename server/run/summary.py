@@ -4,10 +4,12 @@ This is the one place that knows those formats (docs/ARCHITECTURE.md, "Contracts
 and a workspace"). Pure functions on strings; no files, no processes.
 Must not import: git, torch, subprocess machinery, or any nightlab.server module but `types`.
 """
+
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 from nightlab.server.core.types import Progress
 
@@ -51,7 +53,7 @@ def parse_summary(text: str) -> dict[str, float]:
     if start is None:
         return {}
     values: dict[str, float] = {}
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         match = _KEY_VALUE.match(line.strip())
         if not match:
             continue
@@ -86,7 +88,7 @@ def has_fail(text: str) -> bool:
     return any(line.strip() == "FAIL" for line in _lines(text))
 
 
-def _number(text: str) -> Optional[float]:
+def _number(text: str) -> float | None:
     match = _NUMBER.search(text)
     if not match:
         return None
@@ -96,7 +98,7 @@ def _number(text: str) -> Optional[float]:
         return None
 
 
-def parse_step_line(line: str) -> Optional[Progress]:
+def parse_step_line(line: str) -> Progress | None:
     """A `step 00142 (97.9%) | loss: ... | ...` line as Progress; None for any other line.
 
     Forks print different fields; known ones are read wherever they appear (`tok/sec` or `tok/s`,
@@ -139,7 +141,8 @@ def crash_summary(error: str) -> str:
     lines = [line.strip() for line in error.splitlines() if line.strip()]
     if not lines:
         return "crashed"
-    exc = next((line for line in reversed(lines)
-                if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b", line)), "")
+    exc = next(
+        (line for line in reversed(lines) if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b", line)), ""
+    )
     head = lines[0]
     return (f"{head}: {exc}" if exc and exc != head else head)[:300]

@@ -9,6 +9,7 @@ fast instead of hanging.
 
 Use the `fake_anthropic` fixture: `fake.script(tool_call({...}), http_error(429)); fake.base_url`.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -18,14 +19,25 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
-DEFAULT_USAGE = {"input_tokens": 120, "output_tokens": 80, "cache_creation_input_tokens": 0,
-                 "cache_read_input_tokens": 0}
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "not_found_error", 429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
+DEFAULT_USAGE = {
+    "input_tokens": 120,
+    "output_tokens": 80,
+    "cache_creation_input_tokens": 0,
+    "cache_read_input_tokens": 0,
+}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
 
 
 @dataclass
@@ -40,23 +52,35 @@ class Behaviour:
     seconds: float = 0.0
 
 
-def tool_call(input: Any, *, name: str = "propose_experiment", usage: Optional[dict[str, int]] = None,
-              text: str = "") -> Behaviour:
+def tool_call(
+    input: Any, *, name: str = "propose_experiment", usage: dict[str, int] | None = None, text: str = ""
+) -> Behaviour:
     """An answer that calls `name` with `input` (valid or not: the fake does not check it)."""
     content = [{"type": "text", "text": text}] if text else []
     content.append({"type": "tool_use", "id": "", "name": name, "input": input})
     return Behaviour("message", content=content, stop_reason="tool_use", usage=dict(usage or {}))
 
 
-def text_reply(text: str = "I think we should raise the learning rate.", *,
-               usage: Optional[dict[str, int]] = None, stop_reason: str = "end_turn") -> Behaviour:
+def text_reply(
+    text: str = "I think we should raise the learning rate.",
+    *,
+    usage: dict[str, int] | None = None,
+    stop_reason: str = "end_turn",
+) -> Behaviour:
     """An answer with no tool call (malformed for the agent)."""
-    return Behaviour("message", content=[{"type": "text", "text": text}], stop_reason=stop_reason,
-                     usage=dict(usage or {}))
+    return Behaviour(
+        "message", content=[{"type": "text", "text": text}], stop_reason=stop_reason, usage=dict(usage or {})
+    )
 
 
-def http_error(status: int, message: str = "", *, retry_after: str = "0", retry_after_ms: Optional[str] = "1",
-               headers: Optional[dict[str, str]] = None) -> Behaviour:
+def http_error(
+    status: int,
+    message: str = "",
+    *,
+    retry_after: str = "0",
+    retry_after_ms: str | None = "1",
+    headers: dict[str, str] | None = None,
+) -> Behaviour:
     """An error answer in the API's shape. `retry-after-ms: 1` keeps the SDK's own retry wait short."""
     h = {"retry-after": retry_after, **(headers or {})}
     if retry_after_ms is not None:
@@ -76,12 +100,20 @@ def overloaded() -> Behaviour:
     return http_error(529, "Overloaded")
 
 
-def slow(seconds: float, then: Optional[Behaviour] = None) -> Behaviour:
+def slow(seconds: float, then: Behaviour | None = None) -> Behaviour:
     """Wait `seconds` before answering (with `then`, or a valid-looking text answer): longer than the
     client's timeout, the client gives up first."""
     b = then or text_reply("late")
-    return Behaviour(b.kind, content=b.content, stop_reason=b.stop_reason, usage=b.usage, status=b.status,
-                     message=b.message, headers=b.headers, seconds=seconds)
+    return Behaviour(
+        b.kind,
+        content=b.content,
+        stop_reason=b.stop_reason,
+        usage=b.usage,
+        status=b.status,
+        message=b.message,
+        headers=b.headers,
+        seconds=seconds,
+    )
 
 
 def disconnect() -> Behaviour:
@@ -109,15 +141,16 @@ class FakeAnthropic:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name="fake-anthropic", daemon=True)  # a short poll: a quick shutdown
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-anthropic", daemon=True
+        )  # a short poll: a quick shutdown
 
     @property
     def base_url(self) -> str:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> "FakeAnthropic":
+    def start(self) -> FakeAnthropic:
         self._thread.start()
         return self
 
@@ -164,11 +197,20 @@ class FakeAnthropic:
             self._send(h, b.status, payload, b.headers)
             return
         n = next(self._ids)
-        content = [dict(c, id=c["id"] or f"toolu_fake_{n}_{i}") if c["type"] == "tool_use" else c
-                   for i, c in enumerate(b.content)]
-        payload = {"id": f"msg_fake_{n}", "type": "message", "role": "assistant",
-                   "model": (body or {}).get("model", "claude-fake"), "content": content,
-                   "stop_reason": b.stop_reason, "stop_sequence": None, "usage": {**DEFAULT_USAGE, **b.usage}}
+        content = [
+            dict(c, id=c["id"] or f"toolu_fake_{n}_{i}") if c["type"] == "tool_use" else c
+            for i, c in enumerate(b.content)
+        ]
+        payload = {
+            "id": f"msg_fake_{n}",
+            "type": "message",
+            "role": "assistant",
+            "model": (body or {}).get("model", "claude-fake"),
+            "content": content,
+            "stop_reason": b.stop_reason,
+            "stop_sequence": None,
+            "usage": {**DEFAULT_USAGE, **b.usage},
+        }
         self._send(h, 200, payload, {"request-id": f"req_fake_{n}"})
 
     @staticmethod

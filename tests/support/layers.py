@@ -7,13 +7,14 @@ return messages naming file, line and import, e.g.
 "server/core/settings.py:12 imports nightlab.server.run.runner (core may import: nothing of nightlab)".
 An empty list means the tree keeps the rule.
 """
+
 from __future__ import annotations
 
 import ast
 import sys
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
 
 STDLIB = frozenset(sys.stdlib_module_names) | {"tomllib"}  # tomllib: standard library from 3.11
 
@@ -55,8 +56,9 @@ def scan(root: Path, packages: Mapping[str, str]) -> dict[str, Module]:
 
 
 def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
-        (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _imports(tree: ast.AST, mod: Module, is_package: bool, known: set[str]) -> Iterable[Import]:
@@ -68,7 +70,7 @@ def _imports(tree: ast.AST, mod: Module, is_package: bool, known: set[str]) -> I
         base = package.split(".")
         if node.level - 1 >= len(base):  # above the top package: no such module
             return "." * node.level + (node.module or "")
-        base = base[:len(base) - (node.level - 1)]
+        base = base[: len(base) - (node.level - 1)]
         return ".".join(base + ([node.module] if node.module else []))
 
     def visit(node: ast.AST, lazy: bool, type_only: bool) -> Iterable[Import]:
@@ -81,8 +83,13 @@ def _imports(tree: ast.AST, mod: Module, is_package: bool, known: set[str]) -> I
                 if target == "__future__":
                     continue
                 if target.startswith("."):  # above the top package: name it as written
-                    yield Import(mod.file, child.lineno, target if child.module else target + child.names[0].name,
-                                 lazy, type_only)
+                    yield Import(
+                        mod.file,
+                        child.lineno,
+                        target if child.module else target + child.names[0].name,
+                        lazy,
+                        type_only,
+                    )
                     continue
                 seen = False
                 for alias in child.names:
@@ -128,8 +135,9 @@ def _nightlab(module: str, layers: Prefixes) -> bool:
     return module.startswith(".") or module.split(".")[0] in {prefix.split(".")[0] for _, prefix in _prefixes(layers)}
 
 
-def layer_violations(modules: Mapping[str, Module], layers: Prefixes,
-                     allowed: Mapping[str, Iterable[str]], only: str | None = None) -> list[str]:
+def layer_violations(
+    modules: Mapping[str, Module], layers: Prefixes, allowed: Mapping[str, Iterable[str]], only: str | None = None
+) -> list[str]:
     """Every import of one layer's module from a layer it may not import (`only`: check that layer only)."""
     out = []
     for mod in modules.values():
@@ -144,14 +152,20 @@ def layer_violations(modules: Mapping[str, Module], layers: Prefixes,
             if target is not None and (target == own or target in may):
                 continue
             what = ", ".join(sorted(may)) or "nothing of nightlab"
-            why = ("a relative import above the top package" if imp.module.startswith(".") else
-                   "no layer owns it" if target is None else f"{own} may import: {what}")
+            why = (
+                "a relative import above the top package"
+                if imp.module.startswith(".")
+                else "no layer owns it"
+                if target is None
+                else f"{own} may import: {what}"
+            )
             out.append(f"{imp.where()} imports {imp.module} ({why})")
     return out
 
 
-def owner_violations(modules: Mapping[str, Module], layers: Prefixes, owners: Iterable[str],
-                     distributions: Iterable[str]) -> list[str]:
+def owner_violations(
+    modules: Mapping[str, Module], layers: Prefixes, owners: Iterable[str], distributions: Iterable[str]
+) -> list[str]:
     """Imports of any of the top-level `distributions` ("rich", ...) from outside the `owners` layers."""
     owners, distributions = set(owners), set(distributions)
     out = []
@@ -162,13 +176,16 @@ def owner_violations(modules: Mapping[str, Module], layers: Prefixes, owners: It
         for imp in mod.imports:
             top = imp.module.split(".")[0]
             if top in distributions:
-                out.append(f"{imp.where()} imports {imp.module} (only {', '.join(sorted(owners))} may import "
-                           f"{', '.join(sorted(distributions))})")
+                out.append(
+                    f"{imp.where()} imports {imp.module} (only {', '.join(sorted(owners))} may import "
+                    f"{', '.join(sorted(distributions))})"
+                )
     return out
 
 
-def stdlib_only_violations(modules: Mapping[str, Module], layers: Prefixes, layer: str,
-                           extra: Iterable[str] = ()) -> list[str]:
+def stdlib_only_violations(
+    modules: Mapping[str, Module], layers: Prefixes, layer: str, extra: Iterable[str] = ()
+) -> list[str]:
     """Imports of `layer`'s modules that are neither the standard library, nightlab, nor one of `extra`."""
     extra = set(extra)
     out = []
@@ -189,8 +206,9 @@ class Cycle:
     imports: tuple[Import, ...]  # every import from one of them to another: each lies on a cycle
 
     def __str__(self) -> str:
-        steps = "; ".join(f"{imp.where()} imports {imp.module}" + (" (lazily)" if imp.lazy else "")
-                          for imp in self.imports)
+        steps = "; ".join(
+            f"{imp.where()} imports {imp.module}" + (" (lazily)" if imp.lazy else "") for imp in self.imports
+        )
         return f"import cycle among {', '.join(sorted(self.modules))}: {steps}"
 
 
@@ -208,8 +226,10 @@ def import_cycles(modules: Mapping[str, Module], prefix: str = "") -> list[Cycle
     out = []
     for component in _components(names, edges):
         if len(component) > 1:
-            inside = sorted((imp for a in component for b, imp in edges[a].items() if b in component),
-                            key=lambda imp: (imp.file, imp.line, imp.module))
+            inside = sorted(
+                (imp for a in component for b, imp in edges[a].items() if b in component),
+                key=lambda imp: (imp.file, imp.line, imp.module),
+            )
             out.append(Cycle(frozenset(component), tuple(inside)))
     return sorted(out, key=lambda c: sorted(c.modules))
 
@@ -272,6 +292,7 @@ def imports_of_test_modules(tests: Path) -> list[str]:
             for name in names:
                 last = name.split(".")[-1]
                 if last.startswith("test_") or last == "conftest":
-                    out.append(f"{file}:{node.lineno} imports {name} (a test module; shared helpers go in "
-                               f"tests/support/)")
+                    out.append(
+                        f"{file}:{node.lineno} imports {name} (a test module; shared helpers go in tests/support/)"
+                    )
     return out

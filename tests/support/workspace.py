@@ -1,5 +1,6 @@
 """A workspace for the loop to run in: the stand-in train.py (it trains nothing: its "val_bpb" is its knob X,
 and MODE makes it crash, hang, fork or tamper), a committed git workspace around it, and small helpers."""
+
 from __future__ import annotations
 
 import os
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from nightlab.server.core.types import FileEdit, Proposal
 
-STAND_IN = '''import os, sys, time
+STAND_IN = """import os, sys, time
 X = 1.0            # the metric this run reports
 MODE = "ok"        # ok | fail | nometric | hang | tamper | envdump | nan
 if MODE == "fail":
@@ -25,7 +26,8 @@ if MODE == "hang":
 if MODE == "tamper":
     open("prepare.py", "a").write("# changed by train.py\\n")
 if MODE == "envdump":
-    import json, tempfile; open(os.path.join(tempfile.gettempdir(), "env.json"), "w").write(json.dumps(dict(os.environ)))
+    import json, tempfile
+    open(os.path.join(tempfile.gettempdir(), "env.json"), "w").write(json.dumps(dict(os.environ)))
 if MODE == "slow":
     time.sleep(30)
 value = float("nan") if MODE == "nan" else X
@@ -35,19 +37,21 @@ print("training_seconds: 0.1")
 print("total_seconds:    0.2")
 print("peak_vram_mb:     2048.0")
 print("num_steps:        1")
-'''
+"""
 
-TOML = '''[run]
+TOML = """[run]
 command = "python train.py"
 [budget]
 seconds = 1
 timeout_seconds = {timeout}
-'''
+"""
 
 # the stand-in with a CRASH knob and a crash below X = 0.3, both raising on one known line
-CRASHY = STAND_IN.replace('MODE = "ok" ', 'CRASH = False      # the offline agent flips it: a crash on a known line\n'
-                          'MODE = "ok" ').replace(
-    'if MODE == "fail":', 'if CRASH or X < 0.3:\n    raise RuntimeError("X below 0.3 diverges")\nif MODE == "fail":')
+CRASHY = STAND_IN.replace(
+    'MODE = "ok" ', 'CRASH = False      # the offline agent flips it: a crash on a known line\nMODE = "ok" '
+).replace(
+    'if MODE == "fail":', 'if CRASH or X < 0.3:\n    raise RuntimeError("X below 0.3 diverges")\nif MODE == "fail":'
+)
 
 
 def git(ws, *args):
@@ -70,13 +74,20 @@ def make_workspace(tmp_path, train=STAND_IN, timeout=20):
 
 
 def user_state(ws):
-    return git(ws, "rev-parse", "HEAD"), git(ws, "status", "--porcelain"), git(ws, "branch", "--show-current"), \
-        (ws / "notes.txt").read_text()
+    return (
+        git(ws, "rev-parse", "HEAD"),
+        git(ws, "status", "--porcelain"),
+        git(ws, "branch", "--show-current"),
+        (ws / "notes.txt").read_text(),
+    )
 
 
 def knob(name, old, new, desc=None):
-    return Proposal(description=desc or f"{name} {old} -> {new}",
-                    edits=[FileEdit("train.py", f"{name} = {old}", f"{name} = {new}")], agent="scripted")
+    return Proposal(
+        description=desc or f"{name} {old} -> {new}",
+        edits=[FileEdit("train.py", f"{name} = {old}", f"{name} = {new}")],
+        agent="scripted",
+    )
 
 
 def merge_toml(text, extra):
@@ -95,5 +106,6 @@ def merge_toml(text, extra):
 def run_train(workspace: Path, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
     """Run `python train.py` in a workspace the way a user would, and return the finished process."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "train.py"], cwd=workspace, env=full_env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "train.py"], cwd=workspace, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
