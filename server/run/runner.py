@@ -143,27 +143,6 @@ class Runner:
         self.tail_lines = tail_lines
         self.parent_env = parent_env  # None: os.environ at the time of each run
 
-    async def launch(
-        self, request: RunRequest, on_progress: ProgressCallback | None = None, cancel: asyncio.Event | None = None
-    ) -> RunResult:
-        """The `Launcher` protocol: `run` with the request's fields."""
-        r = request
-        return await self.run(
-            r.workdir,
-            r.command,
-            log_path=r.log_path,
-            events_path=r.events_path,
-            budget_seconds=r.budget_seconds,
-            budget_tokens=r.budget_tokens,
-            seed=r.seed,
-            deadline_s=r.deadline_s,
-            metric_name=r.metric_name,
-            cuda_visible_devices=r.cuda_visible_devices,
-            threads=r.threads,
-            on_progress=on_progress,
-            cancel=cancel,
-        )
-
     async def run(
         self,
         workspace: Path,
@@ -181,55 +160,52 @@ class Runner:
         cancel: asyncio.Event | None = None,
         metric_name: str = "val_bpb",
     ) -> RunResult:
-        """One run of `command` in `workspace`. It is a crash unless it exits 0 with `metric_name` (the
-        settings' [metric] name) in its summary, finite."""
-        log_path, events_path = Path(log_path), Path(events_path)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        events_path.parent.mkdir(parents=True, exist_ok=True)
-        events_path.unlink(missing_ok=True)  # a stale file from an earlier run would be read as this one's
-        env = build_env(
-            os.environ if self.parent_env is None else self.parent_env,
-            events_path=events_path,
+        """`launch` with the request's fields as keywords."""
+        request = RunRequest(
+            workdir=Path(workspace),
+            command=command,
+            log_path=Path(log_path),
+            events_path=Path(events_path),
             seed=seed,
+            deadline_s=deadline_s,
             budget_seconds=budget_seconds,
             budget_tokens=budget_tokens,
+            metric_name=metric_name,
             cuda_visible_devices=cuda_visible_devices,
             threads=threads,
         )
-        loop = asyncio.get_running_loop()
+        return await self.launch(request, on_progress, cancel)
+
+    async def launch(
+        self, request: RunRequest, on_progress: ProgressCallback | None = None, cancel: asyncio.Event | None = None
+    ) -> RunResult:
+        """One run of the request's command in its folder (the `Launcher` protocol). It is a crash unless it
+        exits 0 with the request's metric (the settings' [metric] name) in its summary, finite."""
+        r = request
+        r.log_path.parent.mkdir(parents=True, exist_ok=True)
+        r.events_path.parent.mkdir(parents=True, exist_ok=True)
+        r.events_path.unlink(missing_ok=True)  # a stale file from an earlier run would be read as this one's
         started = time.monotonic()
         if cancel is not None and cancel.is_set():
-            return RunResult(status=RunStatus.INTERRUPTED, error="cancelled before it started", log_path=str(log_path))
-        try:
-            with open(log_path, "wb") as log_file:
-                proc = await asyncio.create_subprocess_exec(
-                    *shlex.split(command),
-                    cwd=str(workspace),
-                    env=env,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=log_file,
-                    stderr=asyncio.subprocess.STDOUT,
-                    start_new_session=True,
-                )
-        except (OSError, ValueError) as exc:  # command not found, bad quoting, missing workspace
             return RunResult(
-                status=RunStatus.CRASH,
-                error=f"could not start {command!r}: {exc}",
-                total_s=time.monotonic() - started,
-                log_path=str(log_path),
+                status=RunStatus.INTERRUPTED, error="cancelled before it started", log_path=str(r.log_path)
             )
-        # The group id lets a later start kill this run if Nightlab itself dies (kill -9) mid-run.
-        (log_path.parent / PID_FILE).write_text(str(proc.pid))
+        try:
+            proc = await self._start(r)
+        except (OSError, ValueError) as exc:  # command not found, bad quoting, missing workspace
+            error = f"could not start {r.command!r}: {exc}"
+            return RunResult(RunStatus.CRASH, error=error, total_s=time.monotonic() - started, log_path=str(r.log_path))
+        loop = asyncio.get_running_loop()
 
         def emit(progress: Progress) -> None:
             if on_progress is not None:
                 loop.call_soon_threadsafe(_safe_call, on_progress, progress)
 
-        follower = _Follower(events_path, log_path, emit, started)
-        watch = Watch({events_path, log_path}, follower.poll)
+        follower = _Follower(r.events_path, r.log_path, emit, started)
+        watch = Watch({r.events_path, r.log_path}, follower.poll)
         status = None
         try:
-            status = await self._wait(proc, follower, started + deadline_s, cancel)
+            status = await self._wait(proc, follower, started + r.deadline_s, cancel)
         finally:
             if status is None:  # our caller was cancelled: leave no training behind
                 await kill_group(proc.pid, self.kill_grace_s)
@@ -239,7 +215,34 @@ class Runner:
             await kill_group(proc.pid, self.kill_grace_s)
         follower.poll()
         await asyncio.sleep(0)  # let progress callbacks already queued run before the result is returned
-        return self._result(status, proc.returncode, follower, log_path, time.monotonic() - started, metric_name)
+        total_s = time.monotonic() - started
+        return self._result(status, proc.returncode, follower, r.log_path, total_s, r.metric_name)
+
+    async def _start(self, r: RunRequest) -> asyncio.subprocess.Process:
+        """The training process, in a session and process group of its own, its output in the log."""
+        parent = os.environ if self.parent_env is None else self.parent_env
+        env = build_env(
+            parent,
+            events_path=r.events_path,
+            seed=r.seed,
+            budget_seconds=r.budget_seconds,
+            budget_tokens=r.budget_tokens,
+            cuda_visible_devices=r.cuda_visible_devices,
+            threads=r.threads,
+        )
+        with open(r.log_path, "wb") as log_file:
+            proc = await asyncio.create_subprocess_exec(
+                *shlex.split(r.command),
+                cwd=str(r.workdir),
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        # The group id lets a later start kill this run if Nightlab itself dies (kill -9) mid-run.
+        (r.log_path.parent / PID_FILE).write_text(str(proc.pid))
+        return proc
 
     async def _wait(
         self, proc: asyncio.subprocess.Process, follower: _Follower, deadline: float, cancel: asyncio.Event | None
