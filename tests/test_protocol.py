@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from nightlab.protocol import events
+from nightlab.protocol import convert, events
 from nightlab.protocol import generate_ts as gen
 from nightlab.protocol import methods as m
 from nightlab.protocol import types as t
@@ -338,7 +338,7 @@ def test_experiment_payload_from_a_ledger_record():
     from nightlab.server.changes.edits import diff_summary
 
     record = _experiment().to_json()
-    p = t.experiment_payload(record, diff_summary=diff_summary(record["diff"]))
+    p = convert.experiment_payload(record, diff_summary=diff_summary(record["diff"]))
     assert p == t.ExperimentPayload(
         number=7,
         tag="mar5",
@@ -363,20 +363,20 @@ def test_experiment_payload_from_a_ledger_record():
         diff_summary=diff_summary(DIFF),
     )
     assert t.ExperimentPayload.from_wire(json.loads(json.dumps(p.to_wire()))) == p
-    assert t.experiment_payload(record).diff_summary == "train.py: +1 -1 lines"  # without the server's summary
-    finished = t.experiment_finished(record, new_best=True, root="/home/ada/lab")
+    assert convert.experiment_payload(record).diff_summary == "train.py: +1 -1 lines"  # without the server's summary
+    finished = convert.experiment_finished(record, new_best=True, root="/home/ada/lab")
     assert (finished.verdict, finished.reason, finished.new_best, finished.root) == (
         "keep",
         p.reason,
         True,
         "/home/ada/lab",
     )
-    reviewed = t.experiment_payload(_experiment(review="rejected", slot="", runs=[], decision={}).to_json())
+    reviewed = convert.experiment_payload(_experiment(review="rejected", slot="", runs=[], decision={}).to_json())
     assert (reviewed.review, reviewed.repeats, reviewed.sigma) == ("rejected", 1, None)
 
 
 def test_experiment_payload_of_a_running_a_baseline_and_a_crashed_record():
-    running = t.experiment_started(
+    running = convert.experiment_started(
         _experiment(
             status="running",
             run_status="",
@@ -405,11 +405,11 @@ def test_experiment_payload_of_a_running_a_baseline_and_a_crashed_record():
         running.cost_usd,
         running.rerun_of,
     ) == ("running", None, None, None, None, None, None, 3)
-    baseline = t.experiment_payload(
+    baseline = convert.experiment_payload(
         _experiment(kind="baseline", runs=[1.0, 1.01, 0.99], slot="", decision={}).to_json()
     )
     assert (baseline.baseline, baseline.repeats, baseline.sigma, baseline.slot) == (True, 3, None, None)
-    crash = t.experiment_finished(
+    crash = convert.experiment_finished(
         _experiment(status="crash", metric=None, delta=float("nan"), slot="", runs=[], decision={}).to_json()
     )
     assert (crash.verdict, crash.experiment.metric, crash.experiment.delta) == ("crash", None, None)
@@ -427,7 +427,7 @@ def test_progress_payload_from_a_progress_event():
         ),
         "stage": "repeat-1",
     }
-    p = t.progress_payload(event["number"], event["progress"], event["stage"], root="/home/ada/lab")
+    p = convert.progress_payload(event["number"], event["progress"], event["stage"], root="/home/ada/lab")
     assert p == t.ProgressPayload(
         number=8,
         step=412,
@@ -440,7 +440,7 @@ def test_progress_payload_from_a_progress_event():
         stage="repeat-1",
         root="/home/ada/lab",
     )
-    sparse = t.progress_payload(8, asdict(Progress(step=1, elapsed_s=0.5, loss=math.inf)), "")
+    sparse = convert.progress_payload(8, asdict(Progress(step=1, elapsed_s=0.5, loss=math.inf)), "")
     assert (sparse.loss, sparse.mfu, sparse.stage) == (None, None, "run")
 
 
@@ -449,7 +449,7 @@ def test_progress_payload_from_a_progress_event():
     [("time", 60, 0, "60 s"), ("time", 7.5, 0, "7.5 s"), ("tokens", 60, 1_000_000, "1,000,000 tokens")],
 )
 def test_budget_text(mode, seconds, tokens, text):
-    assert t.budget_text(mode, seconds, tokens) == text
+    assert convert.budget_text(mode, seconds, tokens) == text
 
 
 # ---------------------------------------------------------------------------- boundaries

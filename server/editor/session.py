@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nightlab.protocol import events as ev
+from nightlab.protocol.convert import budget_text
 from nightlab.protocol.types import (
     BestPayload,
     ExperimentCommandResult,
@@ -25,7 +26,6 @@ from nightlab.protocol.types import (
     HunkInfo,
     LoopCommandResult,
     LoopStatePayload,
-    budget_text,
 )
 from nightlab.server.agents.base import AgentError
 from nightlab.server.changes.hunks import parse_hunks

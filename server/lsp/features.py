@@ -10,6 +10,7 @@ from typing import Any
 from lsprotocol import types
 
 from nightlab.protocol import methods as M
+from nightlab.protocol.convert import experiment_payload
 from nightlab.protocol.types import (
     CurvePoint,
     ExperimentCurve,
@@ -17,7 +18,6 @@ from nightlab.protocol.types import (
     ExperimentDiffParams,
     ExperimentsPage,
     ExperimentsParams,
-    experiment_payload,
 )
 from nightlab.server.changes.diffs import diff_summary
 from nightlab.server.editor import annotate

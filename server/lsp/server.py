@@ -19,7 +19,7 @@ from pygls.protocol.language_server import LanguageServerProtocol, lsp_method
 
 from nightlab.protocol import events as ev
 from nightlab.protocol import methods as M
-from nightlab.protocol.types import experiment_finished, experiment_started, progress_payload
+from nightlab.protocol.convert import experiment_finished, experiment_started, progress_payload
 from nightlab.server.changes.diffs import diff_summary
 from nightlab.server.core.types import ExperimentStatus
 from nightlab.server.editor.annotate import crash_location
