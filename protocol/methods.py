@@ -302,5 +302,5 @@ generated from them by `python -m nightlab.protocol.generate_ts`, and a test fai
   root that is no open folder) or an experiment number the ledger does not have; RequestFailed
   (-32803) when the workspace's state does not allow it now (start while the loop runs, resume or
   rerun while it does not, a hunk that no longer fits). Messages of the loop (warnings, rate limits)
-  use the standard `window/showMessage` and `window/logMessage`.
+  use the standard `window/logMessage`.
 """

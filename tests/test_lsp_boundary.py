@@ -184,6 +184,16 @@ async def test_stop_and_pause_on_an_idle_loop_succeed(client: LanguageClient):
     assert_quiet_stderr()
 
 
+async def test_the_loop_state_comes_right_after_initialized(client: LanguageClient):
+    """METHODS.md: a client that connects learns where the loop stands without asking."""
+    for _ in range(100):
+        if client.states:
+            break
+        await asyncio.sleep(0.05)
+    assert client.states and client.states[0]["state"] == "idle" and client.states[0]["tag"] == "main", client.states
+    assert client.states[0]["root"] == str(client.ws.resolve())
+
+
 async def test_every_start_option_the_extension_sends_is_accepted(fast_client: LanguageClient):
     """Bug: with nightlab.model set, Start failed with "unknown option(s) model". These are the keys
     client-vscode/src/common/settings.ts's loopOverrides sends (tests/test_overrides.py checks the list)."""

@@ -86,6 +86,7 @@ def initialized(ls: NightlabServer, params: types.InitializedParams) -> None:
     for session in ls.sessions.values():
         if session.is_workspace():
             ls.publish_crashes(session)
+            ls.protocol.notify(M.LOOP_STATE, session.state().to_wire())  # where the loop stands, at once
 
 
 def code_action(ls: NightlabServer, params: types.CodeActionParams):
