@@ -3,10 +3,10 @@
 Thin: parses flags, builds the engine from the workspace settings, renders its events.
 Must not import: pygls, lsprotocol.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -37,9 +37,11 @@ def init(
     profile: str = typer.Option("auto", help="auto | cpu | gpu: the knobs and budget the template starts from."),
     force: bool = typer.Option(False, help="Overwrite template files that already exist."),
     prepare_data: bool = typer.Option(False, "--prepare", help="Also build the data cache now."),
-    budget_tokens: Optional[int] = typer.Option(
-        None, help="Low-noise setting: train every experiment on this many tokens instead of a wall-clock "
-                   "budget (e.g. 1000000 on a CPU)."),
+    budget_tokens: int | None = typer.Option(
+        None,
+        help="Low-noise setting: train every experiment on this many tokens instead of a wall-clock "
+        "budget (e.g. 1000000 on a CPU).",
+    ),
 ) -> None:
     """Make a workspace from the default experiment (git init where there is no repository)."""
     from nightlab.trainer.workspace import InitError, init_workspace
@@ -56,8 +58,11 @@ def init(
         subprocess.run([sys.executable, "prepare.py"], cwd=directory, check=False)
     console.print(f"next: cd {directory} && nightlab run   (or: python train.py for one run)")
     if not budget_tokens:
-        console.print("for less noise between runs, a fixed token budget instead of wall clock: "
-                      "nightlab init --budget-tokens N (or [budget] mode = \"tokens\")", markup=False)
+        console.print(
+            "for less noise between runs, a fixed token budget instead of wall clock: "
+            'nightlab init --budget-tokens N (or [budget] mode = "tokens")',
+            markup=False,
+        )
 
 
 def _load(workspace: Path, overrides: dict | None = None):
@@ -72,41 +77,71 @@ def _load(workspace: Path, overrides: dict | None = None):
 @app.command()
 def run(
     workspace: Path = typer.Option(Path("."), "--workspace", "-w", help="The workspace (default: here)."),
-    max_experiments: Optional[int] = typer.Option(None, help="Stop after N experiments (this run)."),
-    budget_seconds: Optional[float] = typer.Option(None, "--budget",
-                                                   help="Training seconds per experiment (time budget)."),
-    budget_tokens: Optional[int] = typer.Option(None, help="Training tokens per experiment (token budget)."),
-    agent: Optional[str] = typer.Option(None, help="The agent: offline (default)."),
-    model: Optional[str] = typer.Option(None, help="The Claude model, when the agent is anthropic."),
-    tag: Optional[str] = typer.Option(None, help="The loop's tag: branch nightlab/<tag>."),
-    policy: Optional[str] = typer.Option(None, help="noise (default) | strict (autoresearch's rule)."),
-    slots: Optional[int] = typer.Option(None, help="Experiments at once (one per GPU; CPU slots share the cores)."),
-    max_cost_usd: Optional[float] = typer.Option(None, help="Stop once the agent has cost this much (USD)."),
+    max_experiments: int | None = typer.Option(None, help="Stop after N experiments (this run)."),
+    budget_seconds: float | None = typer.Option(
+        None, "--budget", help="Training seconds per experiment (time budget)."
+    ),
+    budget_tokens: int | None = typer.Option(None, help="Training tokens per experiment (token budget)."),
+    agent: str | None = typer.Option(None, help="The agent: offline (default)."),
+    model: str | None = typer.Option(None, help="The Claude model, when the agent is anthropic."),
+    tag: str | None = typer.Option(None, help="The loop's tag: branch nightlab/<tag>."),
+    policy: str | None = typer.Option(None, help="noise (default) | strict (autoresearch's rule)."),
+    slots: int | None = typer.Option(None, help="Experiments at once (one per GPU; CPU slots share the cores)."),
+    max_cost_usd: float | None = typer.Option(None, help="Stop once the agent has cost this much (USD)."),
     plain: bool = typer.Option(False, help="Print a line per event instead of the live view."),
 ) -> None:
     """Run the loop: propose, train, keep or discard, record, repeat. Ctrl-C stops it cleanly."""
+    # every flag but --workspace and --plain is an override of settings.OVERRIDES, under its name
+    settings = _load(
+        workspace,
+        {
+            "max_experiments": max_experiments,
+            "budget_seconds": budget_seconds,
+            "budget_tokens": budget_tokens,
+            "agent": agent,
+            "model": model,
+            "tag": tag,
+            "policy": policy,
+            "slots": slots,
+            "max_cost_usd": max_cost_usd,
+        },
+    )
+    engine = _engine(settings)
+    console.print(_header(settings))
+    _drive(settings, engine, live=console.is_terminal and not plain)
+    _report(settings, engine)
+    if engine.state == "errored":
+        raise typer.Exit(1)
+
+
+def _engine(settings):
+    """The loop's engine for `settings`; a setting it cannot work with fails the command."""
+    from nightlab.server.loop.engine import Engine
+
+    try:
+        return Engine(settings)
+    except Exception as exc:  # unknown agent or policy, not a git repository ...
+        fail(str(exc))
+
+
+def _drive(settings, engine, live: bool) -> None:
+    """Runs the loop to its end, shown in the live view (or a line per event when not `live`);
+    SIGINT and SIGTERM stop it cleanly, a busy or broken record fails the command."""
     import asyncio
     import signal
 
-    from nightlab.server.loop.engine import Engine
+    from nightlab.server.cli.view import LiveView
     from nightlab.server.record.lock import EngineBusy
     from nightlab.server.record.store import StoreError
-    from nightlab.server.cli.view import LiveView
 
-    # every flag but --workspace and --plain is an override of settings.OVERRIDES, under its name
-    settings = _load(workspace, {"max_experiments": max_experiments, "budget_seconds": budget_seconds,
-                                 "budget_tokens": budget_tokens, "agent": agent, "model": model, "tag": tag,
-                                 "policy": policy, "slots": slots, "max_cost_usd": max_cost_usd})
-    try:
-        engine = Engine(settings)
-    except Exception as exc:  # unknown agent or policy, not a git repository ...
-        fail(str(exc))
     b = settings.budget
-    console.print(_header(settings))
-    view = LiveView(settings.metric.name, b.seconds if b.mode == "time" else None, engine.ledger.experiments(),
-                    direction=settings.metric.direction)
+    view = LiveView(
+        settings.metric.name,
+        b.seconds if b.mode == "time" else None,
+        engine.ledger.experiments(),
+        direction=settings.metric.direction,
+    )
     engine.subscribe(view.on_event)
-    live = console.is_terminal and not plain
     if not live:
         engine.subscribe(_print_event)
 
@@ -126,9 +161,6 @@ def run(
             asyncio.run(main())
     except (EngineBusy, StoreError) as exc:
         fail(str(exc))
-    _report(settings, engine)
-    if engine.state == "errored":
-        raise typer.Exit(1)
 
 
 def _header(settings) -> str:
@@ -158,6 +190,7 @@ def _stopper(engine):
     def stop() -> None:
         err_console.print("[yellow]stopping: ending the current run (it is recorded and runs again next time)[/]")
         engine.stop()
+
     return stop
 
 
@@ -169,28 +202,29 @@ def _print_event(event: dict) -> None:
     elif kind == ev.EXPERIMENT_FINISHED:
         e = event["experiment"]
         metric = f"{e['metric']:.6f}" if e.get("metric") is not None else "-"
-        console.print(f"#{e['number']} {e['status']}: {metric}  {e['description']}  ({e['decision_reason']})", markup=False)
+        console.print(
+            f"#{e['number']} {e['status']}: {metric}  {e['description']}  ({e['decision_reason']})", markup=False
+        )
     elif kind == ev.MESSAGE:
         console.print(f"[{event['level']}] {event['text']}", markup=False)
     elif kind == ev.STATE and event["state"] in (LoopState.ERRORED, LoopState.STOPPED):
         console.print(f"loop {event['state']}: {event.get('reason', '')}", markup=False)
 
 
-def _plot(settings, experiments) -> Optional[Path]:
+def _plot(settings, experiments) -> Path | None:
     try:
         from nightlab.server.cli.plot import plot_progress
     except ImportError:
         return None
     out = Path(settings.workspace) / ".nightlab" / settings.tag / "progress.png"
     try:
-        return plot_progress(experiments, out, metric_name=settings.metric.name,
-                             direction=settings.metric.direction)
+        return plot_progress(experiments, out, metric_name=settings.metric.name, direction=settings.metric.direction)
     except Exception as exc:  # a plot is never worth failing the night's run for
         err_console.print(f"[yellow]could not write progress.png: {exc}[/]")
         return None
 
 
-def _ledger(workspace: Path, tag: Optional[str]):
+def _ledger(workspace: Path, tag: str | None):
     from nightlab.server.record.ledger import Ledger
 
     settings = _load(workspace, {"tag": tag})
@@ -199,8 +233,7 @@ def _ledger(workspace: Path, tag: Optional[str]):
 
 @app.command()
 def status(
-    workspace: Path = typer.Option(Path("."), "--workspace", "-w"),
-    tag: Optional[str] = typer.Option(None),
+    workspace: Path = typer.Option(Path("."), "--workspace", "-w"), tag: str | None = typer.Option(None)
 ) -> None:
     """Where the loop stands: experiments, kept, best, and whether a loop is running now."""
     from nightlab.server.record.lock import loop_owner
@@ -211,12 +244,16 @@ def status(
     best = ledger.best(settings.metric.direction)
     baseline = next((e for e in experiments if e.is_baseline and e.metric is not None), None)
     owner = loop_owner(ledger.dir)
-    console.print(f"tag {settings.tag}: {len(experiments)} experiments  " +
-                  "  ".join(f"{k} {v}" for k, v in counts.items()))
+    console.print(
+        f"tag {settings.tag}: {len(experiments)} experiments  " + "  ".join(f"{k} {v}" for k, v in counts.items())
+    )
     console.print(f"loop: {'running (pid ' + str(owner) + ')' if owner else 'not running'}")
     if best:
-        gain = (f" ({best.metric - baseline.metric:+.6f} vs baseline #{baseline.number})"
-                if baseline and baseline.number != best.number else "")
+        gain = (
+            f" ({best.metric - baseline.metric:+.6f} vs baseline #{baseline.number})"
+            if baseline and baseline.number != best.number
+            else ""
+        )
         console.print(f"best {settings.metric.name}: {best.metric:.6f} (#{best.number} {best.description}){gain}")
     cost = sum(float(e.usage.get("cost_usd") or 0) for e in experiments)
     if cost:
@@ -229,8 +266,8 @@ def status(
 @app.command()
 def results(
     workspace: Path = typer.Option(Path("."), "--workspace", "-w"),
-    tag: Optional[str] = typer.Option(None),
-    status_filter: Optional[str] = typer.Option(None, "--status", help="keep | discard | crash | interrupted"),
+    tag: str | None = typer.Option(None),
+    status_filter: str | None = typer.Option(None, "--status", help="keep | discard | crash | interrupted"),
 ) -> None:
     """The experiments table."""
     from nightlab.server.cli.view import experiments_table
@@ -243,22 +280,27 @@ def results(
 @app.command()
 def plot(
     workspace: Path = typer.Option(Path("."), "--workspace", "-w"),
-    tag: Optional[str] = typer.Option(None),
-    out: Optional[Path] = typer.Option(None, help="Default: .nightlab/<tag>/progress.png"),
+    tag: str | None = typer.Option(None),
+    out: Path | None = typer.Option(None, help="Default: .nightlab/<tag>/progress.png"),
 ) -> None:
     """Write progress.png: every experiment a dot, the kept frontier a step line."""
     from nightlab.server.cli.plot import plot_progress
 
     settings, ledger = _ledger(workspace, tag)
     out = out or ledger.dir / "progress.png"
-    console.print(str(plot_progress(ledger.experiments(), out, metric_name=settings.metric.name,
-                                    direction=settings.metric.direction)))
+    console.print(
+        str(
+            plot_progress(
+                ledger.experiments(), out, metric_name=settings.metric.name, direction=settings.metric.direction
+            )
+        )
+    )
 
 
 @app.command()
 def monitor(
     directory: Path = typer.Argument(Path("."), help="An autoresearch checkout (results.tsv, run.log)."),
-    timeout: Optional[float] = typer.Option(None, help="Stop after this many seconds."),
+    timeout: float | None = typer.Option(None, help="Stop after this many seconds."),
     plain: bool = typer.Option(False, help="A line per update instead of the live view."),
 ) -> None:
     """Watch an autoresearch run that another agent drives, live, from its results.tsv and run.log."""
@@ -281,8 +323,9 @@ def monitor(
             for update in mon.updates(stop=stop):
                 if isinstance(update, RowAdded):
                     r = update.row
-                    console.print(f"row {r.number}: {r.commit} {r.val_bpb:.6f} {r.status} {r.description}",
-                                  soft_wrap=True)
+                    console.print(
+                        f"row {r.number}: {r.commit} {r.val_bpb:.6f} {r.status} {r.description}", soft_wrap=True
+                    )
                 elif isinstance(update, RunFinished):
                     console.print(f"run finished: {'FAIL' if update.failed else update.metrics.get('val_bpb')}")
     except KeyboardInterrupt:

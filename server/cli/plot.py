@@ -7,13 +7,14 @@ scale. Renders with matplotlib's Agg canvas directly, never through pyplot: no d
 global figure state is kept, and a GUI backend chosen elsewhere in the process is left alone.
 Must not import: git, torch, matplotlib.pyplot, or nightlab.server modules other than `types`.
 """
+
 from __future__ import annotations
 
 import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -32,8 +33,15 @@ LABEL_CHARS = 40
 OUTLIER_SPANS = 3.0
 
 
-def plot_progress(experiments: list[Experiment], out: Path, metric_name: str = "val_bpb",
-                  direction: str = "lower", title: Optional[str] = None, *, dpi: int = 120) -> Path:
+def plot_progress(
+    experiments: list[Experiment],
+    out: Path,
+    metric_name: str = "val_bpb",
+    direction: str = "lower",
+    title: str | None = None,
+    *,
+    dpi: int = 120,
+) -> Path:
     """Draws the loop's progress to `out` (PNG, replaced atomically) and returns `out`."""
     if direction not in ("lower", "higher"):
         raise ValueError(f"direction must be 'lower' or 'higher', not {direction!r}")
@@ -43,8 +51,36 @@ def plot_progress(experiments: list[Experiment], out: Path, metric_name: str = "
     FigureCanvasAgg(fig)  # attaches itself as fig.canvas: savefig renders with Agg
     ax = fig.add_subplot(1, 1, 1)
 
-    valued = [e for e in exps if _value(e) is not None and e.status in (ExperimentStatus.KEEP, ExperimentStatus.DISCARD)]
+    valued = [
+        e for e in exps if _value(e) is not None and e.status in (ExperimentStatus.KEEP, ExperimentStatus.DISCARD)
+    ]
     kept = [e for e in valued if e.status == ExperimentStatus.KEEP]
+    _label_axes(ax, exps, kept, metric_name, direction, title)
+
+    if not exps:
+        _centre_note(ax, "no experiments yet", fontsize=16)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return _save(fig, out)
+
+    numbers = [e.number for e in exps]
+    ax.set_xlim(min(numbers) - 0.5, max(numbers) + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    limits = _y_limits(valued, kept, direction)
+    _set_y_range(ax, limits, metric_name)
+
+    legend = _draw_points(ax, exps, limits, direction)
+    if kept:
+        legend.insert(1, _draw_frontier(ax, kept, max(numbers), direction))
+        _label_kept(ax, kept)
+    ax.legend(handles=legend, loc="lower right" if direction == "higher" else "lower left", fontsize=9, framealpha=0.9)
+    return _save(fig, out)
+
+
+def _label_axes(
+    ax, exps: list[Experiment], kept: list[Experiment], metric_name: str, direction: str, title: str | None
+) -> None:
+    """The title (counts of experiments, kept and crashes, and the best value), axis labels and grid."""
     best = _best(kept, direction)
     heading = title or "Nightlab progress"
     counts = f"{len(exps)} experiment{'s' * (len(exps) != 1)}, {len(kept)} kept"
@@ -57,35 +93,23 @@ def plot_progress(experiments: list[Experiment], out: Path, metric_name: str = "
     ax.set_ylabel(f"{metric_name} ({direction} is better)")
     ax.grid(True, alpha=0.3)
 
-    if not exps:
-        ax.text(0.5, 0.5, "no experiments yet", transform=ax.transAxes, ha="center", va="center",
-                fontsize=16, color=PENDING_COLOUR)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        return _save(fig, out)
 
-    numbers = [e.number for e in exps]
-    ax.set_xlim(min(numbers) - 0.5, max(numbers) + 0.5)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    limits = _y_limits(valued, kept, direction)
+def _centre_note(ax, text: str, fontsize: float) -> None:
+    """A grey note in the middle of the axes, for a chart with nothing to draw."""
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=fontsize, color=PENDING_COLOUR)
+
+
+def _set_y_range(ax, limits: tuple[float, float] | None, metric_name: str) -> None:
+    """The y range from `_y_limits`; with no values at all, a blank 0..1 scale and a note saying so."""
     if limits is None:
         ax.set_ylim(0.0, 1.0)
         ax.set_yticks([])
-        ax.text(0.5, 0.5, f"no experiment has a {metric_name} yet", transform=ax.transAxes,
-                ha="center", va="center", fontsize=14, color=PENDING_COLOUR)
+        _centre_note(ax, f"no experiment has a {metric_name} yet", fontsize=14)
     else:
         ax.set_ylim(*limits)
 
-    legend = _draw_points(ax, exps, limits, direction)
-    if kept:
-        legend.insert(1, _draw_frontier(ax, kept, max(numbers), direction))
-        _label_kept(ax, kept)
-    ax.legend(handles=legend, loc="lower right" if direction == "higher" else "lower left", fontsize=9,
-              framealpha=0.9)
-    return _save(fig, out)
 
-
-def _value(exp: Experiment) -> Optional[float]:
+def _value(exp: Experiment) -> float | None:
     value = exp.metric
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
@@ -109,8 +133,8 @@ def _better(a: float, b: float, direction: str) -> bool:
     return a < b if direction == "lower" else a > b
 
 
-def _best(kept: list[Experiment], direction: str) -> Optional[float]:
-    best: Optional[float] = None
+def _best(kept: list[Experiment], direction: str) -> float | None:
+    best: float | None = None
     for exp in kept:
         value = _known(exp)
         if best is None or _better(value, best, direction):
@@ -118,8 +142,7 @@ def _best(kept: list[Experiment], direction: str) -> Optional[float]:
     return best
 
 
-def _y_limits(valued: list[Experiment], kept: list[Experiment],
-              direction: str) -> Optional[tuple[float, float]]:
+def _y_limits(valued: list[Experiment], kept: list[Experiment], direction: str) -> tuple[float, float] | None:
     values = [_known(e) for e in valued]
     if not values:
         return None
@@ -135,12 +158,41 @@ def _y_limits(valued: list[Experiment], kept: list[Experiment],
     return low - margin, high + margin * 1.5
 
 
-def _draw_points(ax, exps: list[Experiment], limits: Optional[tuple[float, float]],
-                 direction: str) -> list[Line2D]:
+def _draw_points(ax, exps: list[Experiment], limits: tuple[float, float] | None, direction: str) -> list[Line2D]:
     """Dots for every experiment; returns the legend's handles for the kinds present."""
     edge = ax.get_xaxis_transform()  # x in data, y in axes fractions: "along the top edge"
-    kinds: dict[str, list[tuple[float, float, bool]]] = {"discard": [], "keep": [], "outlier": [],
-                                                          "crash": [], "pending": []}
+    kinds = _point_kinds(exps, limits, direction)
+    styles = _point_styles(direction)
+    handles = []
+    for kind in ("discard", "keep", "outlier", "crash", "pending"):
+        points = kinds[kind]
+        if not points:
+            continue
+        style: dict[str, Any] = dict(styles[kind], linestyle="none")
+        on_edge = points[0][2]
+        ax.plot(
+            [p[0] for p in points],
+            [p[1] for p in points],
+            clip_on=not on_edge,
+            **({"transform": edge} if on_edge else {}),
+            **style,
+        )
+        handles.append(Line2D([], [], **style))
+    return handles
+
+
+def _point_kinds(
+    exps: list[Experiment], limits: tuple[float, float] | None, direction: str
+) -> dict[str, list[tuple[float, float, bool]]]:
+    """Each experiment's dot as (x, y, on the top edge), sorted by kind: discard, keep, outlier (a
+    discard off the scale), crash, pending (no value). Edge dots have y in axes fractions."""
+    kinds: dict[str, list[tuple[float, float, bool]]] = {
+        "discard": [],
+        "keep": [],
+        "outlier": [],
+        "crash": [],
+        "pending": [],
+    }
     for exp in exps:
         value = _value(exp)
         if exp.status == ExperimentStatus.CRASH:
@@ -151,33 +203,43 @@ def _draw_points(ax, exps: list[Experiment], limits: Optional[tuple[float, float
             kinds["outlier"].append((exp.number, 0.97 if direction == "lower" else 0.03, True))
         else:
             kinds[str(exp.status)].append((exp.number, value, False))
-    styles: dict[str, dict[str, Any]] = {
+    return kinds
+
+
+def _point_styles(direction: str) -> dict[str, dict[str, Any]]:
+    """The marker style and legend label of each kind of dot (outliers point the way they are off)."""
+    return {
         "discard": dict(marker="o", color=DISCARD_COLOUR, markersize=6, label="Discarded"),
-        "keep": dict(marker="o", color=KEEP_COLOUR, markersize=9, markeredgecolor="black",
-                     markeredgewidth=0.6, label="Kept", zorder=4),
-        "outlier": dict(marker="^" if direction == "lower" else "v", color=DISCARD_COLOUR, markersize=7,
-                        label="Discarded, off the scale"),
+        "keep": dict(
+            marker="o",
+            color=KEEP_COLOUR,
+            markersize=9,
+            markeredgecolor="black",
+            markeredgewidth=0.6,
+            label="Kept",
+            zorder=4,
+        ),
+        "outlier": dict(
+            marker="^" if direction == "lower" else "v",
+            color=DISCARD_COLOUR,
+            markersize=7,
+            label="Discarded, off the scale",
+        ),
         "crash": dict(marker="x", color=CRASH_COLOUR, markersize=9, markeredgewidth=2, label="Crash"),
-        "pending": dict(marker="o", color=PENDING_COLOUR, markerfacecolor="none", markersize=8,
-                        label="No value (interrupted, running)"),
+        "pending": dict(
+            marker="o",
+            color=PENDING_COLOUR,
+            markerfacecolor="none",
+            markersize=8,
+            label="No value (interrupted, running)",
+        ),
     }
-    handles = []
-    for kind in ("discard", "keep", "outlier", "crash", "pending"):
-        points = kinds[kind]
-        if not points:
-            continue
-        style: dict[str, Any] = dict(styles[kind], linestyle="none")
-        on_edge = points[0][2]
-        ax.plot([p[0] for p in points], [p[1] for p in points], clip_on=not on_edge,
-                **({"transform": edge} if on_edge else {}), **style)
-        handles.append(Line2D([], [], **style))
-    return handles
 
 
 def _draw_frontier(ax, kept: list[Experiment], last_number: int, direction: str) -> Line2D:
     xs: list[float] = []
     ys: list[float] = []
-    best: Optional[float] = None
+    best: float | None = None
     for exp in kept:
         value = _known(exp)
         if best is None or _better(value, best, direction):
@@ -194,15 +256,25 @@ def _draw_frontier(ax, kept: list[Experiment], last_number: int, direction: str)
 def _short(text: str) -> str:
     lines = (text or "").strip().splitlines()
     line = " ".join(lines[0].split()) if lines else ""
-    return line if len(line) <= LABEL_CHARS else line[:LABEL_CHARS - 1].rstrip() + "\u2026"
+    return line if len(line) <= LABEL_CHARS else line[: LABEL_CHARS - 1].rstrip() + "\u2026"
 
 
 def _label_kept(ax, kept: list[Experiment]) -> None:
     for exp in kept:
         label = _short(exp.description)
         if label:
-            ax.annotate(label, (exp.number, _value(exp)), xytext=(6, 6), textcoords="offset points",
-                        fontsize=7.5, rotation=30, color="#1a6e1a", alpha=0.9, ha="left", va="bottom")
+            ax.annotate(
+                label,
+                (exp.number, _value(exp)),
+                xytext=(6, 6),
+                textcoords="offset points",
+                fontsize=7.5,
+                rotation=30,
+                color="#1a6e1a",
+                alpha=0.9,
+                ha="left",
+                va="bottom",
+            )
 
 
 def _save(fig: Figure, out: Path) -> Path:
