@@ -22,28 +22,9 @@ def _number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _diff_summary(diff: str) -> str:
-    """'train.py: +3 -1 lines; prepare.py: +1 -0 lines' from a unified diff (the server's
-    edits.diff_summary says more, e.g. the changed constants; pass it in when at hand)."""
-    counts: dict[str, list[int]] = {}
-    path = None
-    for line in diff.splitlines():
-        if line.startswith("+++ "):
-            name = line[4:].strip()
-            path = name[2:] if name.startswith("b/") else name
-            counts.setdefault(path, [0, 0])
-        elif line.startswith("--- ") or line.startswith("diff ") or path is None:
-            continue
-        elif line.startswith("+"):
-            counts[path][0] += 1
-        elif line.startswith("-"):
-            counts[path][1] += 1
-    return "; ".join(f"{p}: +{a} -{r} lines" for p, (a, r) in counts.items())
-
-
-def experiment_payload(exp: Mapping[str, Any], diff_summary: str | None = None) -> ExperimentPayload:
+def experiment_payload(exp: Mapping[str, Any], diff_summary: str = "") -> ExperimentPayload:
     """An `Experiment.to_json()` dict (a ledger record, or an event's "experiment") as a payload.
-    `diff_summary`: the server's `diff_summary(exp["diff"])`; left out, a plain count of lines."""
+    `diff_summary`: the server's `diff_summary(exp["diff"])` (the protocol does not read diffs)."""
     decision = exp.get("decision") or {}
     usage = exp.get("usage") or {}
     timings = exp.get("timings") or {}
@@ -71,7 +52,7 @@ def experiment_payload(exp: Mapping[str, Any], diff_summary: str | None = None) 
         finished_at=exp.get("finished_at") or None,
         reason=str(exp.get("decision_reason", "")),
         slot=exp.get("slot") or None,
-        diff_summary=diff_summary if diff_summary is not None else _diff_summary(exp.get("diff") or ""),
+        diff_summary=diff_summary,
         baseline=exp.get("kind") == "baseline",
         rerun_of=exp.get("rerun_of") if isinstance(exp.get("rerun_of"), int) else None,
         review=exp.get("review") if exp.get("review") in ("accepted", "rejected") else None,
@@ -79,13 +60,13 @@ def experiment_payload(exp: Mapping[str, Any], diff_summary: str | None = None) 
 
 
 def experiment_started(
-    exp: Mapping[str, Any], diff_summary: str | None = None, root: str | None = None
+    exp: Mapping[str, Any], diff_summary: str = "", root: str | None = None
 ) -> ExperimentStartedParams:
     return ExperimentStartedParams(experiment=experiment_payload(exp, diff_summary), root=root)
 
 
 def experiment_finished(
-    exp: Mapping[str, Any], new_best: bool = False, diff_summary: str | None = None, root: str | None = None
+    exp: Mapping[str, Any], new_best: bool = False, diff_summary: str = "", root: str | None = None
 ) -> ExperimentFinishedParams:
     payload = experiment_payload(exp, diff_summary)
     verdict = payload.status if payload.status != "running" else "interrupted"

@@ -244,7 +244,7 @@ def experiments(ls: NightlabServer, params: Any) -> ExperimentsPage:
         total=len(exps),
         offset=offset,
         experiments=[
-            experiment_payload(e.to_json(), diff_summary(e.diff) if e.diff else None)
+            experiment_payload(e.to_json(), diff_summary(e.diff) if e.diff else "")
             for e in exps[offset : offset + limit]
         ],
     )

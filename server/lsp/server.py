@@ -110,7 +110,7 @@ class NightlabServer(LanguageServer):
             self.protocol.notify(M.LOOP_STATE, state.to_wire())
         elif kind == ev.EXPERIMENT_STARTED:
             exp = event["experiment"]
-            summary = diff_summary(exp["diff"]) if exp.get("diff") else None
+            summary = diff_summary(exp["diff"]) if exp.get("diff") else ""
             self.protocol.notify(M.EXPERIMENT_STARTED, experiment_started(exp, summary, root=root).to_wire())
             self._progress_begin(session, exp)
         elif kind == ev.PROGRESS:
@@ -120,7 +120,7 @@ class NightlabServer(LanguageServer):
         elif kind == ev.EXPERIMENT_FINISHED:
             exp = event["experiment"]
             self._progress_end(session, exp)
-            summary = diff_summary(exp["diff"]) if exp.get("diff") else None
+            summary = diff_summary(exp["diff"]) if exp.get("diff") else ""
             self.protocol.notify(
                 M.EXPERIMENT_FINISHED,
                 experiment_finished(
