@@ -302,35 +302,24 @@ def monitor(
     directory: Path = typer.Argument(Path("."), help="An autoresearch checkout (results.tsv, run.log)."),
     timeout: float | None = typer.Option(None, help="Stop after this many seconds."),
     plain: bool = typer.Option(False, help="A line per update instead of the live view."),
+    rows: int | None = typer.Option(None, min=1, help="Rows in the live view (default: as many as fit)."),
+    all_rows: bool = typer.Option(
+        False, "--all", help="Print every row above the live view (scroll back for them), the view below."
+    ),
 ) -> None:
     """Watch an autoresearch run that another agent drives, live, from its results.tsv and run.log."""
-    import threading
-
-    from nightlab.server.cli.monitor import Monitor, RowAdded, RunFinished, render
+    from nightlab.server.cli.monitor import Monitor, counts_line, follow_live, follow_plain
 
     mon = Monitor(directory)
-    stop = threading.Event()
-    if timeout:
-        threading.Timer(timeout, stop.set).start()
     try:
         if console.is_terminal and not plain:
-            from rich.live import Live
-
-            with Live(render(mon.snapshot()), console=console, refresh_per_second=2) as live:
-                for _ in mon.updates(stop=stop):
-                    live.update(render(mon.snapshot()))
+            follow_live(mon, console, timeout=timeout, rows=rows, every_row=all_rows)
         else:
-            for update in mon.updates(stop=stop):
-                if isinstance(update, RowAdded):
-                    r = update.row
-                    console.print(
-                        f"row {r.number}: {r.commit} {r.val_bpb:.6f} {r.status} {r.description}", soft_wrap=True
-                    )
-                elif isinstance(update, RunFinished):
-                    console.print(f"run finished: {'FAIL' if update.failed else update.metrics.get('val_bpb')}")
+            follow_plain(mon, console, timeout=timeout)
     except KeyboardInterrupt:
         pass
     snap = mon.snapshot()
+    console.print(counts_line(snap), highlight=False)
     if snap.best is not None:
         console.print(f"best val_bpb: {snap.best:.6f}")
 

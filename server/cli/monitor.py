@@ -2,8 +2,9 @@
 
 Reads `results.tsv` (rows appended over time) and `run.log` (step lines rewritten with "\\r", then the
 summary block; truncated by each new run's `> run.log`) as they grow, with watchdog plus polling, and
-turns them into typed updates: `RowAdded`, `RunProgress`, `RunFinished`. `snapshot()` sums them up;
-`render()` draws a snapshot with rich for the CLI. Never writes to the directory it watches.
+turns them into typed updates: `RowAdded`, `RunProgress`, `RunFinished`, `ResultsRestarted` (a new
+session's results.tsv). `snapshot()` sums them up; `render()` draws a snapshot with rich, `follow_plain`
+and `follow_live` print them for the CLI. Never writes to the directory it watches.
 Must not import: git, torch, anthropic, or nightlab.server modules other than `types`, `summary`
 and `follow` (for its file-following helpers).
 """
@@ -32,7 +33,7 @@ class ResultRow:
     commit: str
     val_bpb: float | None
     memory_gb: float | None
-    status: str  # keep | discard | crash (or whatever the agent wrote)
+    status: str  # keep | discard | crash (or whatever the agent wrote), lower-cased: "KEEP" counts as a keep
     description: str
 
 
@@ -54,7 +55,15 @@ class RunFinished:
     failed: bool
 
 
-Update = RowAdded | RunProgress | RunFinished
+@dataclass
+class ResultsRestarted:
+    """results.tsv was replaced by one that does not continue it (a new session's header-only file):
+    the rows so far are dropped and the new file's rows follow as `RowAdded`, numbered from 1."""
+
+    previous_rows: int
+
+
+Update = RowAdded | RunProgress | RunFinished | ResultsRestarted
 
 
 @dataclass
@@ -65,6 +74,13 @@ class Snapshot:
     progress: Progress | None = None  # latest step of the current run; None once it finished
     last_summary: dict[str, float] = field(default_factory=dict)  # of the last finished run
     running: bool = False  # step lines seen and no summary yet
+
+    def counts(self) -> dict[str, int]:
+        """Rows per status, keep, discard and crash first (0 when there are none)."""
+        counts = {"keep": 0, "discard": 0, "crash": 0}
+        for row in self.rows:
+            counts[row.status] = counts.get(row.status, 0) + 1
+        return counts
 
 
 def parse_row(line: str, number: int) -> ResultRow | None:
@@ -87,7 +103,7 @@ def parse_row(line: str, number: int) -> ResultRow | None:
         commit=cells[0].strip(),
         val_bpb=number_or_none(cells[1]),
         memory_gb=number_or_none(cells[2]),
-        status=cells[3].strip(),
+        status=cells[3].strip().lower(),
         description=cells[4].strip(),
     )
 
@@ -115,7 +131,6 @@ class Monitor:
         self._snapshot = Snapshot()
         self._results_generation = 0
         self._log_generation = 0
-        self._row_cursor = 0  # data rows read from the current version of results.tsv
         self._block: list[str] | None = None  # lines after the current run's "---", until it is reported
         self._log_grew_at = time.monotonic()
         self._polled = False
@@ -126,6 +141,8 @@ class Monitor:
         with self._lock:
             first, self._polled = not self._polled, True
             updates = self._read_log()
+            if first:
+                updates = self._before_start(updates)
             rows = self._read_results()
             if rows and self._snapshot.running and not first:
                 # The agent logs a row once the run is over; a run that died with a traceback has no
@@ -147,27 +164,44 @@ class Monitor:
             )
 
     def _read_results(self) -> list[Update]:
-        lines = self._results.read_lines()
-        if self._results.generation != self._results_generation:
-            # Rewritten (an agent saved the whole file again): count from the top and report only rows
-            # past those already reported, assuming a rewrite keeps the old rows and adds at the end.
-            self._results_generation = self._results.generation
-            self._row_cursor = 0
+        fresh = [row for row in (parse_row(line, 0) for line in self._results.read_lines()) if row is not None]
         updates: list[Update] = []
-        for line in lines:
-            if parse_row(line, 0) is None:
-                continue
-            self._row_cursor += 1
-            if self._row_cursor <= len(self._snapshot.rows):
-                continue
-            row = parse_row(line, self._row_cursor)
-            assert row is not None
+        if self._results.generation != self._results_generation:
+            # Rewritten: an agent saved the whole file again (same rows first: report only the new ones),
+            # or a new session began with a fresh file (shorter, or other rows: start over).
+            self._results_generation = self._results.generation
+            old = self._snapshot.rows
+            if len(fresh) >= len(old) and all(a.commit == b.commit for a, b in zip(old, fresh, strict=False)):
+                fresh = fresh[len(old) :]
+            else:
+                self._snapshot.rows, self._snapshot.best, self._snapshot.best_row = [], None, None
+                updates.append(ResultsRestarted(previous_rows=len(old)))
+        for row in fresh:
+            row.number = len(self._snapshot.rows) + 1
             self._snapshot.rows.append(row)
             if row.status == "keep" and row.val_bpb is not None and row.val_bpb > 0:
                 if self._snapshot.best is None or row.val_bpb < self._snapshot.best:
                     self._snapshot.best, self._snapshot.best_row = row.val_bpb, row
             updates.append(RowAdded(row))
         return updates
+
+    def _before_start(self, updates: list[Update]) -> list[Update]:
+        """The first read's log updates, less those of runs that ended before the monitor started: such
+        a run is the last run (its summary is in the snapshot), not news. A run has ended when its summary
+        block or FAIL was read, or when results.tsv changed after run.log (its row was logged)."""
+        ends = [i for i, update in enumerate(updates) if isinstance(update, RunFinished)]
+        if ends:
+            updates = updates[ends[-1] + 1 :]
+        if self._block is not None or (self._snapshot.running and self._logged_after_log()):
+            self._finish()
+            return []
+        return updates
+
+    def _logged_after_log(self) -> bool:
+        try:
+            return self.results_path.stat().st_mtime_ns > self.log_path.stat().st_mtime_ns
+        except OSError:
+            return False
 
     def _read_log(self) -> list[Update]:
         lines = self._log.read_lines()
@@ -243,13 +277,37 @@ class Monitor:
             await asyncio.to_thread(watch.stop)
 
 
-def render(snapshot: Snapshot, *, last_rows: int = 15):
-    """A rich renderable of a snapshot: the latest rows, the best kept val_bpb, the current run."""
+SCREEN_LINES = 9  # what the live view draws besides its table rows: title, borders, header, caption, footer
+
+
+def fit_rows(height: int) -> int:
+    """How many table rows fit a terminal `height` lines high, with the rest of the live view."""
+    return max(1, height - SCREEN_LINES)
+
+
+def counts_line(snapshot: Snapshot) -> str:
+    """ "126 rows: 23 keep, 102 discard, 1 crash"."""
+    counts = snapshot.counts()
+    return f"{len(snapshot.rows)} rows: " + ", ".join(f"{n} {status}" for status, n in counts.items())
+
+
+def row_line(row: ResultRow) -> str:
+    """One row as `--plain` prints it; a val_bpb that is not a number (N/A, empty) as "-"."""
+    value = "-" if row.val_bpb is None else f"{row.val_bpb:.6f}"
+    return f"row {row.number}: {row.commit} {value} {row.status} {row.description}"
+
+
+def render(snapshot: Snapshot, *, last_rows: int | None = 15):
+    """A rich renderable of a snapshot: the counts, the latest `last_rows` rows (None: all, 0: none, only
+    the counts), the best kept val_bpb, the current run. A row is one line (long descriptions are cut)."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=f"results.tsv ({len(snapshot.rows)} rows)", expand=False)
+    rows = snapshot.rows if last_rows is None else snapshot.rows[max(0, len(snapshot.rows) - last_rows) :]
+    title = f"results.tsv: {counts_line(snapshot)}"
+    shown = f"the last {len(rows)} of {len(snapshot.rows)} rows (--rows N or --all for more)"
+    table = Table(title=title, caption=shown if len(rows) < len(snapshot.rows) else None, expand=False)
     for name, justify in (
         ("#", "right"),
         ("commit", "left"),
@@ -258,9 +316,9 @@ def render(snapshot: Snapshot, *, last_rows: int = 15):
         ("status", "left"),
         ("description", "left"),
     ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        table.add_column(name, justify=justify, no_wrap=name != "description")  # type: ignore[arg-type]
     styles = {"keep": "green", "discard": "dim", "crash": "red"}
-    for row in snapshot.rows[-last_rows:]:
+    for row in rows:
         best = snapshot.best_row is row
         table.add_row(
             str(row.number),
@@ -268,13 +326,14 @@ def render(snapshot: Snapshot, *, last_rows: int = 15):
             "" if row.val_bpb is None else f"{row.val_bpb:.6f}",
             "" if row.memory_gb is None else f"{row.memory_gb:.1f}",
             row.status,
-            row.description,
+            # the column narrows to fit the terminal, the text is cut there; Text: "[x]" is not markup
+            Text(row.description, no_wrap=True, overflow="ellipsis"),
             style="bold green" if best else styles.get(row.status, ""),
         )
     head = "best: none kept yet" if snapshot.best is None else f"best: {snapshot.best:.6f}"
     if snapshot.best_row is not None:
         head += f" ({snapshot.best_row.commit}, #{snapshot.best_row.number})"
-    lines = [Text(head, style="bold")]
+    lines = [table if rows else Text(title), Text(head, style="bold")]
     progress = snapshot.progress
     if progress is not None:
         done = f"{100 * progress.fraction:.1f}%" if progress.fraction is not None else "?"
@@ -283,4 +342,43 @@ def render(snapshot: Snapshot, *, last_rows: int = 15):
     elif snapshot.last_summary:
         value = snapshot.last_summary.get("val_bpb")
         lines.append(Text("last run: " + (f"val_bpb {value:.6f}" if value is not None else "no val_bpb")))
-    return Group(table, *lines)
+    return Group(*lines)
+
+
+def _news(update: Update) -> str | None:
+    """What `--plain` (and `--all`, above the live view) prints for an update; None for step lines."""
+    if isinstance(update, RowAdded):
+        return row_line(update.row)
+    if isinstance(update, RunFinished):
+        return f"run finished: {'FAIL' if update.failed else update.metrics.get('val_bpb')}"
+    if isinstance(update, ResultsRestarted):
+        return f"results.tsv started over (a new session; {update.previous_rows} rows before)"
+    return None
+
+
+def follow_plain(monitor: Monitor, console, *, timeout: float | None = None) -> None:
+    """A line per row, finished run and restart, until `timeout` seconds pass (or Ctrl-C)."""
+    for update in monitor.updates(timeout=timeout):
+        line = _news(update)
+        if line is not None:
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def follow_live(
+    monitor: Monitor, console, *, timeout: float | None = None, rows: int | None = None, every_row: bool = False
+) -> None:
+    """The live view: the last `rows` rows (default: those that fit the terminal, at each refresh), or
+    with `every_row` each row printed above the view as it comes (the terminal's scrollback holds them
+    all) and the view only the counts, the best and the current run."""
+    from rich.live import Live
+
+    def view():
+        shown = 0 if every_row else rows if rows is not None else fit_rows(console.height)
+        return render(monitor.snapshot(), last_rows=shown)
+
+    with Live(get_renderable=view, console=console, refresh_per_second=2) as live:
+        for update in monitor.updates(timeout=timeout):
+            line = _news(update)
+            if every_row and line is not None and not isinstance(update, RunFinished):
+                live.console.print(line, markup=False, highlight=False, soft_wrap=True)
+            live.refresh()
