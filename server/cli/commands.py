@@ -140,6 +140,7 @@ def _drive(settings, engine, live: bool) -> None:
         b.seconds if b.mode == "time" else None,
         engine.ledger.experiments(),
         direction=settings.metric.direction,
+        baseline_repeats=engine.policy_repeats,
     )
     engine.subscribe(view.on_event)
     if not live:
@@ -155,8 +156,12 @@ def _drive(settings, engine, live: bool) -> None:
         if live:
             from rich.live import Live
 
-            with Live(view, console=console, refresh_per_second=4):
-                asyncio.run(main())
+            try:
+                with Live(view, console=console, refresh_per_second=4):
+                    asyncio.run(main())
+            finally:  # the view cuts a long reason at the terminal's width and is gone now: say it in full
+                if view.ending():
+                    console.print(view.ending(), markup=False, highlight=False)
         else:
             asyncio.run(main())
     except (EngineBusy, StoreError) as exc:
