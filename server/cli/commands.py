@@ -229,77 +229,98 @@ def _plot(settings, experiments) -> Path | None:
         return None
 
 
-def _ledger(workspace: Path, tag: str | None):
-    from nightlab.server.record.ledger import Ledger
+PATH_HELP = "A workspace (default: here), or an autoresearch results.tsv (or a folder holding one)."
+STATUSES = ("keep", "discard", "crash", "interrupted", "running")
 
-    settings = _load(workspace, {"tag": tag})
-    return settings, Ledger(Path(settings.workspace) / ".nightlab" / settings.tag, settings.metric.name)
+
+def _source(path: Path | None, workspace: Path, tag: str | None):
+    """The experiments `nightlab status/results/plot` show: the workspace's ledger or a results.tsv."""
+    from nightlab.server.cli.sources import SourceError, open_source
+    from nightlab.server.core.settings import load_settings
+
+    try:
+        return open_source(path or workspace, tag, load_settings)
+    except SourceError as exc:
+        fail(str(exc))
 
 
 @app.command()
 def status(
-    workspace: Path = typer.Option(Path("."), "--workspace", "-w"), tag: str | None = typer.Option(None)
+    path: Path | None = typer.Argument(None, help=PATH_HELP, show_default=False),
+    workspace: Path = typer.Option(Path("."), "--workspace", "-w"),
+    tag: str | None = typer.Option(None),
 ) -> None:
     """Where the loop stands: experiments, kept, best, and whether a loop is running now."""
+    from nightlab.server.cli.sources import best_kept
     from nightlab.server.record.lock import loop_owner
 
-    settings, ledger = _ledger(workspace, tag)
-    experiments = ledger.experiments()
-    counts = {s: sum(e.status == s for e in experiments) for s in ("keep", "discard", "crash", "interrupted")}
-    best = ledger.best(settings.metric.direction)
+    src = _source(path, workspace, tag)
+    experiments = src.experiments
+    counts = {s: sum(e.status == s for e in experiments) for s in STATUSES[:4]}
+    best = best_kept(experiments, src.direction)
     baseline = next((e for e in experiments if e.is_baseline and e.metric is not None), None)
-    owner = loop_owner(ledger.dir)
     console.print(
-        f"tag {settings.tag}: {len(experiments)} experiments  " + "  ".join(f"{k} {v}" for k, v in counts.items())
+        f"{src.label}: {len(experiments)} experiments  " + "  ".join(f"{k} {v}" for k, v in counts.items()),
+        markup=False,
     )
-    console.print(f"loop: {'running (pid ' + str(owner) + ')' if owner else 'not running'}")
-    if best:
+    if src.ledger_dir is not None:
+        owner = loop_owner(src.ledger_dir)
+        console.print(f"loop: {'running (pid ' + str(owner) + ')' if owner else 'not running'}")
+    if best and best.metric is not None:
         gain = (
             f" ({best.metric - baseline.metric:+.6f} vs baseline #{baseline.number})"
-            if baseline and baseline.number != best.number
+            if baseline and baseline.metric is not None and baseline.number != best.number
             else ""
         )
-        console.print(f"best {settings.metric.name}: {best.metric:.6f} (#{best.number} {best.description}){gain}")
+        console.print(
+            f"best {src.metric_name}: {best.metric:.6f} (#{best.number} {best.description}){gain}", markup=False
+        )
     cost = sum(float(e.usage.get("cost_usd") or 0) for e in experiments)
     if cost:
         console.print(f"agent cost so far: ${cost:.2f}")
     if experiments:
         last = experiments[-1]
-        console.print(f"last: #{last.number} {last.status} {last.description}")
+        console.print(f"last: #{last.number} {last.status} {last.description}", markup=False)
 
 
 @app.command()
 def results(
+    path: Path | None = typer.Argument(None, help=PATH_HELP, show_default=False),
     workspace: Path = typer.Option(Path("."), "--workspace", "-w"),
     tag: str | None = typer.Option(None),
-    status_filter: str | None = typer.Option(None, "--status", help="keep | discard | crash | interrupted"),
+    status_filter: str | None = typer.Option(None, "--status", help=" | ".join(STATUSES[:4])),
 ) -> None:
     """The experiments table."""
     from nightlab.server.cli.view import experiments_table
 
-    settings, ledger = _ledger(workspace, tag)
-    experiments = [e for e in ledger.experiments() if status_filter in (None, e.status)]
-    console.print(experiments_table(experiments, settings.metric.name, title=f"experiments ({settings.tag})"))
+    wanted = None if status_filter is None else status_filter.strip().lower()
+    if wanted is not None and wanted not in STATUSES:
+        fail(f"--status must be one of {', '.join(STATUSES)}, not {status_filter!r}")
+    src = _source(path, workspace, tag)
+    experiments = [e for e in src.experiments if wanted in (None, e.status)]
+    console.print(experiments_table(experiments, src.metric_name, title=f"experiments ({src.label})"))
 
 
 @app.command()
 def plot(
+    path: Path | None = typer.Argument(None, help=PATH_HELP, show_default=False),
     workspace: Path = typer.Option(Path("."), "--workspace", "-w"),
     tag: str | None = typer.Option(None),
-    out: Path | None = typer.Option(None, help="Default: .nightlab/<tag>/progress.png"),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Default: .nightlab/<tag>/progress.png, or progress.png beside the results.tsv"
+    ),
 ) -> None:
     """Write progress.png: every experiment a dot, the kept frontier a step line."""
     from nightlab.server.cli.plot import plot_progress
 
-    settings, ledger = _ledger(workspace, tag)
-    out = out or ledger.dir / "progress.png"
-    console.print(
-        str(
-            plot_progress(
-                ledger.experiments(), out, metric_name=settings.metric.name, direction=settings.metric.direction
-            )
-        )
+    src = _source(path, workspace, tag)
+    if not src.experiments:  # nothing is written (no .nightlab/ in a checkout that never ran the loop)
+        fail(f"nothing to plot: no experiments in {src.label} yet")
+    target = out or (src.folder or Path(".")) / "progress.png"
+    png = plot_progress(
+        src.experiments, target, metric_name=src.metric_name, direction=src.direction, title=src.heading
     )
+    console.print(str(png), markup=False)
 
 
 @app.command()

@@ -28,6 +28,8 @@ DISCARD_COLOUR = "#c8c8c8"
 CRASH_COLOUR = "#d62728"
 PENDING_COLOUR = "#9e9e9e"
 LABEL_CHARS = 40
+KEPT_MARKER_SIZE = 9  # points
+LABEL_DEGREES = 30.0  # the slant of the kept experiments' labels
 # A discard this many kept-spans worse than the worst kept value is drawn at the edge instead, so one
 # diverged run does not squash the frontier into a flat line (autoresearch's chart clips them too).
 OUTLIER_SPANS = 3.0
@@ -42,10 +44,22 @@ def plot_progress(
     *,
     dpi: int = 120,
 ) -> Path:
-    """Draws the loop's progress to `out` (PNG, replaced atomically) and returns `out`."""
+    """Draws the loop's progress to `out` (PNG, replaced atomically; the title also in its metadata)
+    and returns `out`."""
+    return _save(progress_figure(experiments, metric_name, direction, title, dpi=dpi), Path(out))
+
+
+def progress_figure(
+    experiments: list[Experiment],
+    metric_name: str = "val_bpb",
+    direction: str = "lower",
+    title: str | None = None,
+    *,
+    dpi: int = 120,
+) -> Figure:
+    """The chart as a laid-out Agg figure (the legend below the axes, the labels that fit)."""
     if direction not in ("lower", "higher"):
         raise ValueError(f"direction must be 'lower' or 'higher', not {direction!r}")
-    out = Path(out)
     exps = _last_per_number(experiments)
     fig = Figure(figsize=(14, 7), dpi=dpi)
     FigureCanvasAgg(fig)  # attaches itself as fig.canvas: savefig renders with Agg
@@ -61,7 +75,8 @@ def plot_progress(
         _centre_note(ax, "no experiments yet", fontsize=16)
         ax.set_xticks([])
         ax.set_yticks([])
-        return _save(fig, out)
+        fig.tight_layout()
+        return fig
 
     numbers = [e.number for e in exps]
     ax.set_xlim(min(numbers) - 0.5, max(numbers) + 0.5)
@@ -72,9 +87,14 @@ def plot_progress(
     legend = _draw_points(ax, exps, limits, direction)
     if kept:
         legend.insert(1, _draw_frontier(ax, kept, max(numbers), direction))
-        _label_kept(ax, kept)
-    ax.legend(handles=legend, loc="lower right" if direction == "higher" else "lower left", fontsize=9, framealpha=0.9)
-    return _save(fig, out)
+    # Below the axes, in one row: a legend inside them would hide points wherever it went.
+    ax.legend(
+        handles=legend, loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=len(legend), fontsize=9, frameon=False
+    )
+    fig.tight_layout()  # before the labels: they are placed in the final layout's pixels
+    if kept:
+        _label_kept(ax, kept, direction)
+    return fig
 
 
 def _label_axes(
@@ -149,10 +169,14 @@ def _y_limits(valued: list[Experiment], kept: list[Experiment], direction: str) 
     kept_values = [_known(e) for e in kept] or values
     span = max(kept_values) - min(kept_values)
     scale = span or abs(kept_values[0]) * 0.05 or 1.0
+    # The range ends at the worst value within OUTLIER_SPANS of the kept ones (the near misses); what
+    # lies beyond is drawn as a mark at the edge, so one diverged run cannot stretch the scale.
     if direction == "lower":  # worse is higher: cap the top, keep every value below
-        low, high = min(values), min(max(values), max(kept_values) + OUTLIER_SPANS * scale)
+        cap = max(kept_values) + OUTLIER_SPANS * scale
+        low, high = min(values), max(v for v in values if v <= cap)
     else:
-        low, high = max(min(values), min(kept_values) - OUTLIER_SPANS * scale), max(values)
+        cap = min(kept_values) - OUTLIER_SPANS * scale
+        low, high = min(v for v in values if v >= cap), max(values)
     margin = (high - low) * 0.08 or scale * 0.5
     # The top margin is wider: crash marks sit on the top edge and must not hide the highest dots.
     return low - margin, high + margin * 1.5
@@ -213,7 +237,7 @@ def _point_styles(direction: str) -> dict[str, dict[str, Any]]:
         "keep": dict(
             marker="o",
             color=KEEP_COLOUR,
-            markersize=9,
+            markersize=KEPT_MARKER_SIZE,
             markeredgecolor="black",
             markeredgewidth=0.6,
             label="Kept",
@@ -259,32 +283,93 @@ def _short(text: str) -> str:
     return line if len(line) <= LABEL_CHARS else line[: LABEL_CHARS - 1].rstrip() + "\u2026"
 
 
-def _label_kept(ax, kept: list[Experiment]) -> None:
-    for exp in kept:
+def _label_kept(ax, kept: list[Experiment], direction: str) -> None:
+    """The kept experiments' short descriptions, slanted, the most telling first (the baseline, the
+    best, then by how much each improved); a label that would overlap one already placed or leave the
+    axes is tried on the other side of its dot, then left out: fewer labels, never unreadable ones."""
+    renderer = ax.figure.canvas.get_renderer()
+    box = ax.get_window_extent(renderer)
+    r = KEPT_MARKER_SIZE * ax.figure.dpi / 72 / 2 + 1  # a kept dot's half width in pixels
+    dots = [ax.transData.transform((e.number, _known(e))) for e in kept]
+    placed = [[(x - r, y - r), (x + r, y - r), (x + r, y + r), (x - r, y + r)] for x, y in dots]  # no label on a dot
+    for exp in _by_importance(kept, direction):
         label = _short(exp.description)
-        if label:
-            ax.annotate(
+        if not label:
+            continue
+        for side in (1, -1):  # up and to the right of the dot, else up and to the left
+            ann = ax.annotate(
                 label,
-                (exp.number, _value(exp)),
-                xytext=(6, 6),
+                (exp.number, _known(exp)),
+                xytext=(6 * side, 6),
                 textcoords="offset points",
                 fontsize=7.5,
-                rotation=30,
+                rotation=LABEL_DEGREES * side,
+                rotation_mode="anchor",
                 color="#1a6e1a",
                 alpha=0.9,
-                ha="left",
+                ha="left" if side == 1 else "right",
                 va="bottom",
             )
+            ann.set_in_layout(False)
+            corners = _corners(ann, renderer, side)
+            inside = all(box.x0 <= x <= box.x1 and box.y0 <= y <= box.y1 for x, y in corners)
+            if inside and not any(_overlap(corners, other) for other in placed):
+                placed.append(corners)
+                break
+            ann.remove()
+
+
+def _by_importance(kept: list[Experiment], direction: str) -> list[Experiment]:
+    """The baseline (the first kept), the best, then the others by the gain each made, largest first."""
+    gains: list[tuple[float, Experiment]] = []
+    best: float | None = None
+    for exp in kept:
+        value = _known(exp)
+        gains.append((0.0 if best is None else (best - value) * (1 if direction == "lower" else -1), exp))
+        if best is None or _better(value, best, direction):
+            best = value
+    top = [kept[0], *(e for e in kept if _known(e) == best and e is not kept[0])][:2]
+    rest = sorted((g for g in gains if g[1] not in top), key=lambda g: (-g[0], g[1].number))
+    return top + [e for _, e in rest]
+
+
+def _corners(ann, renderer, side: int) -> list[tuple[float, float]]:
+    """The four corners, in display pixels, of a label slanted about its anchor (`side` -1: it ends
+    at the anchor), with a pixel of room around it."""
+    rotation = ann.get_rotation()
+    ann.set_rotation(0)
+    flat = ann.get_window_extent(renderer)
+    ann.set_rotation(rotation)
+    ax0, ay0 = (flat.x0, flat.y0) if side == 1 else (flat.x1, flat.y0)
+    cos, sin = math.cos(math.radians(rotation)), math.sin(math.radians(rotation))
+    left, right = (-1.0, flat.width + 1) if side == 1 else (-flat.width - 1, 1.0)
+    return [
+        (ax0 + a * cos - b * sin, ay0 + a * sin + b * cos)
+        for a, b in ((left, -1.0), (right, -1.0), (right, flat.height + 1), (left, flat.height + 1))
+    ]
+
+
+def _overlap(p: list[tuple[float, float]], q: list[tuple[float, float]]) -> bool:
+    """Whether two convex polygons intersect (separating axis test over both polygons' edges)."""
+    for poly in (p, q):
+        for (x1, y1), (x2, y2) in zip(poly, poly[1:] + poly[:1], strict=True):
+            nx, ny = y1 - y2, x2 - x1
+            a = [nx * x + ny * y for x, y in p]
+            b = [nx * x + ny * y for x, y in q]
+            if max(a) < min(b) or max(b) < min(a):
+                return False
+    return True
 
 
 def _save(fig: Figure, out: Path) -> Path:
     # Written beside the target and renamed over it, so a viewer that reloads the file never sees half.
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    title = fig.axes[0].get_title() if fig.axes else ""
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format="png")
+            fig.savefig(handle, format="png", metadata={"Title": title})
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600: a chart is for others to read too
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
