@@ -3,11 +3,14 @@
 Two workspaces: the stand-in trainer (its val_bpb is its knob X, a CRASH knob raises on a known
 line), so that keeps, code actions and crashes are deterministic; and the real default experiment
 with a tiny token budget for the notifications, `$/progress` and its cancellation."""
+
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_lsp
@@ -22,8 +25,9 @@ CRASH_LINE = next(i for i, line in enumerate(CRASHY.splitlines()) if "raise Runt
 def standin_workspace(tmp: Path) -> Path:
     """The CRASHY stand-in workspace, one run per candidate (strict), proposals one at a time."""
     ws = make_workspace(tmp, CRASHY)
-    (ws / "nightlab.toml").write_text(merge_toml((ws / "nightlab.toml").read_text(),
-                                                 '[run]\npropose_ahead = false\n[policy]\nname = "strict"\n'))
+    (ws / "nightlab.toml").write_text(
+        merge_toml((ws / "nightlab.toml").read_text(), '[run]\npropose_ahead = false\n[policy]\nname = "strict"\n')
+    )
     git(ws, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qam", "settings")
     return ws
 
@@ -32,9 +36,14 @@ async def start_session(lsp_client: LanguageClient, ws: Path, options: dict | No
     """Follow the server's notifications, then initialize it on the workspace `ws`."""
     lsp_client.ws = ws
     listen(lsp_client)
-    return await lsp_client.initialize_session(types.InitializeParams(
-        capabilities=client_capabilities(), root_uri=ws.as_uri(), initialization_options=options,
-        workspace_folders=[types.WorkspaceFolder(uri=ws.as_uri(), name=ws.name)]))
+    return await lsp_client.initialize_session(
+        types.InitializeParams(
+            capabilities=client_capabilities(),
+            root_uri=ws.as_uri(),
+            initialization_options=options,
+            workspace_folders=[types.WorkspaceFolder(uri=ws.as_uri(), name=ws.name)],
+        )
+    )
 
 
 def client_capabilities() -> types.ClientCapabilities:
@@ -44,9 +53,9 @@ def client_capabilities() -> types.ClientCapabilities:
     )
 
 
-@pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "nightlab.server"]))
-async def client(lsp_client: LanguageClient, tmp_path_factory):
-    ws = standin_workspace(tmp_path_factory.mktemp("lsp"))
+async def start_standin_session(lsp_client: LanguageClient, tmp: Path) -> types.InitializeResult:
+    """A session on a fresh stand-in workspace under `tmp`; the client keeps the edits the server asks it to apply."""
+    ws = standin_workspace(tmp)
     lsp_client.edits = []
     fix_code_action_structuring(lsp_client)
 
@@ -55,7 +64,12 @@ async def client(lsp_client: LanguageClient, tmp_path_factory):
         lsp_client.edits.append(params.edit)
         return types.ApplyWorkspaceEditResult(applied=True)
 
-    result = await start_session(lsp_client, ws)
+    return await start_session(lsp_client, ws)
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "nightlab.server"]))
+async def client(lsp_client: LanguageClient, tmp_path_factory):
+    result = await start_standin_session(lsp_client, tmp_path_factory.mktemp("lsp"))
     assert result.capabilities.experimental == {"nightlabProtocol": 2}
     yield
     await lsp_client.shutdown_session()
@@ -69,8 +83,15 @@ def fix_code_action_structuring(client: LanguageClient) -> None:
     def hook(obj, _type):
         if obj is None:
             return None
-        return [converter.structure(x, types.CodeAction if ("kind" in x or "edit" in x or isinstance(
-            x.get("command"), dict)) else types.Command) for x in obj]
+        return [
+            converter.structure(
+                x,
+                types.CodeAction
+                if ("kind" in x or "edit" in x or isinstance(x.get("command"), dict))
+                else types.Command,
+            )
+            for x in obj
+        ]
 
     converter.register_structure_hook(types.CodeActionResult, hook)
     converter.register_structure_hook(types.Optional[types.CodeActionResult], hook)
@@ -78,8 +99,11 @@ def fix_code_action_structuring(client: LanguageClient) -> None:
 
 def open_doc(client: LanguageClient, path: Path) -> str:
     uri = path.as_uri()
-    client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
-        uri=uri, language_id="python", version=1, text=path.read_text())))
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=path.read_text())
+        )
+    )
     return uri
 
 
@@ -87,8 +111,11 @@ async def run_loop(client: LanguageClient, n: int) -> list[dict]:
     """Start the loop for n experiments and wait until it stopped; the finished notifications."""
     client.finished = []
     client.loop_stopped = asyncio.get_running_loop().create_future()
-    await client.workspace_execute_command_async(types.ExecuteCommandParams(
-        command="nightlab.loop.start", arguments=[{"agent": "offline", "maxExperiments": n, "policy": "strict"}]))
+    await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(
+            command="nightlab.loop.start", arguments=[{"agent": "offline", "maxExperiments": n, "policy": "strict"}]
+        )
+    )
     state = await asyncio.wait_for(client.loop_stopped, 120)
     assert state["state"] == "stopped", state
     return client.finished
@@ -132,113 +159,242 @@ def apply_text_edits(text: str, edits: list[types.TextEdit]) -> str:
         return offsets[min(pos.line, len(lines))] + pos.character
 
     for e in sorted(edits, key=lambda e: (e.range.start.line, e.range.start.character), reverse=True):
-        text = text[:at(e.range.start)] + e.new_text + text[at(e.range.end):]
+        text = text[: at(e.range.start)] + e.new_text + text[at(e.range.end) :]
     return text
 
 
-async def test_loop_actions_lenses_hover_accept_reject_and_crash(client: LanguageClient):
+class Seen:
+    """What the client saw in the one run of the stand-in scenario, by name; a step that raised keeps its error,
+    and a value it never recorded raises that error, so only the tests of the features it reaches fail."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+        self.errors: dict[str, Exception] = {}
+
+    @contextlib.contextmanager
+    def step(self, name: str):
+        try:
+            yield
+        except Exception as e:  # the scenario goes on: later features are still checked
+            self.errors[name] = e
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.values[key] = value
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self.values:
+            return self.values[key]
+        first = {step: e for step, e in self.errors.items() if not isinstance(e, NotRecorded)}  # not the knock-ons
+        failed = "; ".join(f"{step}: {e!r}" for step, e in first.items()) or "none"
+        raise NotRecorded(f"the scenario recorded no {key!r} (steps that raised: {failed})") from next(
+            iter(first.values()), None
+        )
+
+
+class NotRecorded(LookupError):
+    """A value the scenario never got to record, since an earlier step raised."""
+
+
+def code_action_params(uri: str) -> types.CodeActionParams:
+    return types.CodeActionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri),
+        range=types.Range(start=types.Position(line=0, character=0), end=types.Position(line=0, character=0)),
+        context=types.CodeActionContext(diagnostics=[]),
+    )
+
+
+async def run_scenario(client: LanguageClient, seen: Seen) -> None:
+    """The loop over the stand-in, then each editor feature in turn; the tests below check what it recorded.
+    The order matters (the hover, the diff, accept and reject are asked about the applied experiment)."""
     ws = client.ws
     uri = open_doc(client, ws / "train.py")
-    finished = await run_loop(client, 5)
-    statuses = [f["experiment"]["status"] for f in finished]
-    # deterministic: the seeded offline agent walks X down (kept) until X < 0.3 raises on CRASH_LINE
-    assert statuses == ["keep", "keep", "keep", "keep", "crash"], statuses
-    ledger = [line for line in (ws / ".nightlab/main/results.tsv").read_text().splitlines()[1:]]
-    assert len(ledger) == 5
+    seen["ws"], seen["uri"] = ws, uri
+    with seen.step("loop"):
+        seen["finished"] = await run_loop(client, 5)
+        seen["ledger"] = (ws / ".nightlab/main/results.tsv").read_text().splitlines()[1:]
+    with seen.step("code lens"):
+        seen["lenses"] = await client.text_document_code_lens_async(
+            types.CodeLensParams(text_document=types.TextDocumentIdentifier(uri=uri))
+        )
+    with seen.step("code action"):
+        seen["actions"] = actions = await client.text_document_code_action_async(code_action_params(uri))
+        seen["applies"] = applies = [
+            a for a in actions or [] if isinstance(a, types.CodeAction) and a.title.startswith("Apply experiment #")
+        ]
+        seen["action"] = action = applies[0]
+        seen["number"] = number = int(action.title.split("#")[1].split(":")[0])
+        seen["edit"] = edit = action.edit.document_changes[0]
+        seen["buffer"] = apply_text_edits((ws / "train.py").read_text(), edit.edits)
+        seen["commit"] = git(ws, "rev-parse", f"refs/nightlab/main/{number}")
+    with seen.step("inlay hint"):
+        client.text_document_did_change(
+            types.DidChangeTextDocumentParams(
+                text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+                content_changes=[types.TextDocumentContentChangeWholeDocument(text=seen["buffer"])],
+            )
+        )
+        seen["hints"] = await client.text_document_inlay_hint_async(
+            types.InlayHintParams(
+                text_document=types.TextDocumentIdentifier(uri=uri),
+                range=types.Range(start=types.Position(line=0, character=0), end=types.Position(line=50, character=0)),
+            )
+        )
+        seen["disk after buffer change"] = (ws / "train.py").read_text()
+        seen["actions again"] = await client.text_document_code_action_async(code_action_params(uri))
+    with seen.step("buffer restored"):
+        client.text_document_did_change(
+            types.DidChangeTextDocumentParams(
+                text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=3),
+                content_changes=[types.TextDocumentContentChangeWholeDocument(text=CRASHY)],
+            )
+        )
+    with seen.step("hover"):
+        x_line = next(i for i, line in enumerate((ws / "train.py").read_text().splitlines()) if line.startswith("X = "))
+        seen["hover"] = await client.text_document_hover_async(
+            types.HoverParams(
+                text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=x_line, character=1)
+            )
+        )
+    with seen.step("crash diagnostic"):
+        seen["diagnostics"] = list(client.diagnostics.get(uri, []))
+    with seen.step("diff"):
+        seen["diff"] = await client.protocol.send_request_async("nightlab/experimentDiff", {"number": seen["number"]})
+    with seen.step("showDiff"):
+        seen["shown"] = await client.workspace_execute_command_async(
+            types.ExecuteCommandParams(command="nightlab.experiment.showDiff", arguments=[{"number": seen["number"]}])
+        )
+    with seen.step("accept"):
+        seen["accepted"] = await client.workspace_execute_command_async(
+            types.ExecuteCommandParams(command="nightlab.experiment.accept", arguments=[{"number": seen["number"]}])
+        )
+        seen["edits after accept"] = list(client.edits)
+    with seen.step("reject"):
+        await client.workspace_execute_command_async(
+            types.ExecuteCommandParams(command="nightlab.experiment.reject", arguments=[{"number": seen["number"]}])
+        )
+        seen["records"] = (ws / ".nightlab/main/experiments.jsonl").read_text()
+        seen["disk after review"] = (ws / "train.py").read_text()
+    with seen.step("next run"):
+        await run_loop(client, 1)
+        seen["diagnostics after next run"] = list(client.diagnostics.get(uri, []))
 
-    # the code lens at the top summarises the loop
-    lenses = await client.text_document_code_lens_async(types.CodeLensParams(
-        text_document=types.TextDocumentIdentifier(uri=uri)))
-    assert lenses[0].range.start.line == 0 and "best" in lenses[0].command.title and "5 experiments" in lenses[0].command.title
 
-    # a code action applies a kept experiment to the buffer: the result is that experiment's file
-    actions = await client.text_document_code_action_async(types.CodeActionParams(
-        text_document=types.TextDocumentIdentifier(uri=uri),
-        range=types.Range(start=types.Position(line=0, character=0), end=types.Position(line=0, character=0)),
-        context=types.CodeActionContext(diagnostics=[])))
-    applies = [a for a in actions if isinstance(a, types.CodeAction) and a.title.startswith("Apply experiment #")]
-    assert applies, [(type(a).__name__, a.title) for a in actions or []]
-    action = applies[0]
-    number = int(action.title.split("#")[1].split(":")[0])
-    edit = action.edit.document_changes[0]
-    assert edit.text_document.version == 1
-    buffer = apply_text_edits((ws / "train.py").read_text(), edit.edits)
-    commit = git(ws, "rev-parse", f"refs/nightlab/main/{number}")
-    assert buffer == git(ws, "show", f"{commit}:train.py") + "\n"
+@pytest_lsp.fixture(scope="class", config=ClientServerConfig(server_command=[sys.executable, "-m", "nightlab.server"]))
+async def scenario_client(lsp_client: LanguageClient, tmp_path_factory):
+    """One server for TestStandinScenario: the loop runs once, in the fixture, on a class-scoped event loop."""
+    lsp_client.seen = seen = Seen()
+    with seen.step("initialize"):
+        seen["initialize"] = await start_standin_session(lsp_client, tmp_path_factory.mktemp("lsp-scenario"))
+    if "initialize" not in seen.errors:
+        await run_scenario(lsp_client, seen)
+    yield
+    await lsp_client.shutdown_session()
 
-    # once the buffer holds that change, an inlay hint marks the line with the experiment and its delta
-    client.text_document_did_change(types.DidChangeTextDocumentParams(
-        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
-        content_changes=[types.TextDocumentContentChangeWholeDocument(text=buffer)]))
-    hints = await client.text_document_inlay_hint_async(types.InlayHintParams(
-        text_document=types.TextDocumentIdentifier(uri=uri),
-        range=types.Range(start=types.Position(line=0, character=0), end=types.Position(line=50, character=0))))
-    changed = next(i for i, (a, b) in enumerate(zip(CRASHY.splitlines(), buffer.splitlines())) if a != b)
-    assert any(h.position.line == changed and f"#{number}" in h.label for h in hints), hints
-    assert (ws / "train.py").read_text() == CRASHY  # the buffer changed, the file on disk did not
-    # ... and the action for it is gone, since the change is in the buffer
-    again = await client.text_document_code_action_async(types.CodeActionParams(
-        text_document=types.TextDocumentIdentifier(uri=uri),
-        range=types.Range(start=types.Position(line=0, character=0), end=types.Position(line=0, character=0)),
-        context=types.CodeActionContext(diagnostics=[])))
-    assert not any(a.title == action.title for a in again or [])
-    client.text_document_did_change(types.DidChangeTextDocumentParams(
-        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=3),
-        content_changes=[types.TextDocumentContentChangeWholeDocument(text=CRASHY)]))
 
-    # hover on the knob line shows the experiments that changed it, newest first
-    x_line = next(i for i, line in enumerate((ws / "train.py").read_text().splitlines()) if line.startswith("X = "))
-    hover = await client.text_document_hover_async(types.HoverParams(
-        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=x_line, character=1)))
-    assert hover is not None and f"#{number}" in hover.contents.value and "keep" in hover.contents.value
+@pytest.fixture(scope="class")
+def seen(scenario_client: LanguageClient) -> Seen:
+    return scenario_client.seen
 
-    # the crash is a diagnostic on the line that raised
-    diagnostics = client.diagnostics.get(uri, [])
-    assert diagnostics and diagnostics[0].range.start.line == CRASH_LINE, diagnostics
-    assert "crashed here" in diagnostics[0].message
 
-    # the diff request (what the extension's diff editor shows) lists the change and its hunks
-    diff = await client.protocol.send_request_async("nightlab/experimentDiff", {"number": number})
-    (changed_file,) = diff.files
-    assert changed_file.path == "train.py" and changed_file.experiment == git(ws, "show", f"{commit}:train.py") + "\n"
-    assert [h.index for h in changed_file.hunks] == [0] and changed_file.hunks[0].summary.startswith("X = ")
-    assert changed_file.parent.splitlines()[changed_file.hunks[0].parentStart].startswith("X = ")
-    shown = await client.workspace_execute_command_async(types.ExecuteCommandParams(
-        command="nightlab.experiment.showDiff", arguments=[{"number": number}]))
-    assert shown["commit"] == diff.commit and shown["files"][0]["hunks"][0]["summary"] == changed_file.hunks[0].summary
+class TestStandinScenario:
+    """One feature a test, all on the one run of the scenario (`seen`, once for the class: its server ends
+    with the class, before the tests below start theirs)."""
 
-    # accept by command: the server asks the editor to apply the edit; reject records the verdict
-    result = await client.workspace_execute_command_async(types.ExecuteCommandParams(
-        command="nightlab.experiment.accept", arguments=[{"number": number}]))
-    assert result["number"] == number and client.edits
-    await client.workspace_execute_command_async(types.ExecuteCommandParams(
-        command="nightlab.experiment.reject", arguments=[{"number": number}]))
-    records = (ws / ".nightlab/main/experiments.jsonl").read_text()
-    assert '"review":"accepted"' in records and '"review":"rejected"' in records
-    # the user's file on disk is untouched by all of this (the editor owns the buffer)
-    assert (ws / "train.py").read_text() == CRASHY
+    def test_initialize_announces_the_nightlab_protocol(self, seen: Seen):
+        assert seen["initialize"].capabilities.experimental == {"nightlabProtocol": 2}
 
-    # the crash diagnostic goes once a later experiment supersedes it
-    await run_loop(client, 1)
-    assert all(d.code != "experiment-5" for d in client.diagnostics.get(uri, []))
+    def test_loop_keeps_then_crashes_and_fills_the_ledger(self, seen: Seen):
+        statuses = [f["experiment"]["status"] for f in seen["finished"]]  # run_loop asserted the loop stopped
+        # deterministic: the seeded offline agent walks X down (kept) until X < 0.3 raises on CRASH_LINE
+        assert statuses == ["keep", "keep", "keep", "keep", "crash"], statuses
+        assert len(seen["ledger"]) == 5
+
+    def test_code_lens_summarises_the_loop(self, seen: Seen):
+        lenses = seen["lenses"]
+        assert (
+            lenses[0].range.start.line == 0
+            and "best" in lenses[0].command.title
+            and "5 experiments" in lenses[0].command.title
+        )
+
+    def test_code_action_applies_a_kept_experiment_to_the_buffer(self, seen: Seen):
+        # the result of applying it is that experiment's file
+        assert seen["applies"], [(type(a).__name__, a.title) for a in seen["actions"] or []]
+        assert seen["edit"].text_document.version == 1
+        assert seen["buffer"] == git(seen["ws"], "show", f"{seen['commit']}:train.py") + "\n"
+
+    def test_inlay_hint_marks_the_applied_line_with_the_experiment(self, seen: Seen):
+        buffer, hints, number = seen["buffer"], seen["hints"], seen["number"]
+        changed = next(
+            i for i, (a, b) in enumerate(zip(CRASHY.splitlines(), buffer.splitlines(), strict=False)) if a != b
+        )
+        assert any(h.position.line == changed and f"#{number}" in h.label for h in hints), hints
+
+    def test_code_action_is_gone_once_the_buffer_holds_the_change(self, seen: Seen):
+        assert not any(a.title == seen["action"].title for a in seen["actions again"] or [])
+
+    def test_hover_shows_the_experiments_that_changed_the_knob_line(self, seen: Seen):
+        hover, number = seen["hover"], seen["number"]
+        assert hover is not None and f"#{number}" in hover.contents.value and "keep" in hover.contents.value
+
+    def test_crash_is_a_diagnostic_on_the_line_that_raised(self, seen: Seen):
+        diagnostics = seen["diagnostics"]
+        assert diagnostics and diagnostics[0].range.start.line == CRASH_LINE, diagnostics
+        assert "crashed here" in diagnostics[0].message
+
+    def test_experiment_diff_lists_the_change_and_its_hunks(self, seen: Seen):
+        # what the extension's diff editor shows
+        (changed_file,) = seen["diff"].files
+        experiment = git(seen["ws"], "show", f"{seen['commit']}:train.py") + "\n"
+        assert changed_file.path == "train.py" and changed_file.experiment == experiment
+        assert [h.index for h in changed_file.hunks] == [0] and changed_file.hunks[0].summary.startswith("X = ")
+        assert changed_file.parent.splitlines()[changed_file.hunks[0].parentStart].startswith("X = ")
+
+    def test_show_diff_command_answers_the_same_diff(self, seen: Seen):
+        diff, shown = seen["diff"], seen["shown"]
+        assert (
+            shown["commit"] == diff.commit
+            and shown["files"][0]["hunks"][0]["summary"] == diff.files[0].hunks[0].summary
+        )
+
+    def test_accept_asks_the_editor_to_apply_the_edit(self, seen: Seen):
+        assert seen["accepted"]["number"] == seen["number"] and seen["edits after accept"]
+
+    def test_accept_and_reject_record_the_verdicts(self, seen: Seen):
+        records = seen["records"]
+        assert '"review":"accepted"' in records and '"review":"rejected"' in records
+
+    def test_the_file_on_disk_is_untouched_by_the_editor_features(self, seen: Seen):
+        # the editor owns the buffer: changing it, applying, accepting and rejecting leave train.py as it was
+        assert seen["disk after buffer change"] == CRASHY
+        assert seen["disk after review"] == CRASHY
+
+    def test_crash_diagnostic_goes_once_a_later_experiment_supersedes_it(self, seen: Seen):
+        # run_loop asserted that the one more experiment's loop stopped
+        assert all(d.code != "experiment-5" for d in seen["diagnostics after next run"])
 
 
 async def test_commands_fail_clearly(client: LanguageClient):
     with pytest.raises(Exception, match="not running"):
         await client.workspace_execute_command_async(types.ExecuteCommandParams(command="nightlab.loop.resume"))
     with pytest.raises(Exception, match="no experiment #99"):
-        await client.workspace_execute_command_async(types.ExecuteCommandParams(
-            command="nightlab.experiment.accept", arguments=[{"number": 99}]))
+        await client.workspace_execute_command_async(
+            types.ExecuteCommandParams(command="nightlab.experiment.accept", arguments=[{"number": 99}])
+        )
     with pytest.raises(Exception, match="unknown option"):
-        await client.workspace_execute_command_async(types.ExecuteCommandParams(
-            command="nightlab.loop.start", arguments=[{"budgetMinutes": 3}]))
+        await client.workspace_execute_command_async(
+            types.ExecuteCommandParams(command="nightlab.loop.start", arguments=[{"budgetMinutes": 3}])
+        )
 
 
 @pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "nightlab.server"]))
 async def demo_client(lsp_client: LanguageClient, tmp_path_factory):
     ws = tmp_path_factory.mktemp("lsp-demo") / "demo"
-    proc = subprocess.run([sys.executable, "-m", "nightlab.server.cli", "init", str(ws), "--profile", "cpu"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nightlab.server.cli", "init", str(ws), "--profile", "cpu"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     await start_session(lsp_client, ws)
     yield
@@ -249,9 +405,12 @@ async def demo_client(lsp_client: LanguageClient, tmp_path_factory):
 async def test_real_training_reports_progress_and_cancelling_stops_the_run(demo_client: LanguageClient):
     client = demo_client
     client.loop_stopped = asyncio.get_running_loop().create_future()
-    await client.workspace_execute_command_async(types.ExecuteCommandParams(
-        command="nightlab.loop.start",
-        arguments=[{"agent": "offline", "maxExperiments": 2, "policy": "strict", "budgetTokens": 40960}]))
+    await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(
+            command="nightlab.loop.start",
+            arguments=[{"agent": "offline", "maxExperiments": 2, "policy": "strict", "budgetTokens": 40960}],
+        )
+    )
 
     async def until(predicate, timeout=120):
         for _ in range(int(timeout * 10)):
@@ -271,8 +430,9 @@ async def test_real_training_reports_progress_and_cancelling_stops_the_run(demo_
     assert any(r.kind == "report" and "loss" in (r.message or "") for r in reports)
     # the code lens on the demo's train.py already shows the baseline as the best
     uri = open_doc(client, client.ws / "train.py")
-    lenses = await client.text_document_code_lens_async(types.CodeLensParams(
-        text_document=types.TextDocumentIdentifier(uri=uri)))
+    lenses = await client.text_document_code_lens_async(
+        types.CodeLensParams(text_document=types.TextDocumentIdentifier(uri=uri))
+    )
     assert f"best {baseline['metric']:.4f} (#1)" in lenses[0].command.title
     # the baseline's loss curve, as the panel draws it under the running experiment's
     curve = await client.protocol.send_request_async("nightlab/experimentCurve", {"number": 1})
@@ -312,11 +472,17 @@ async def test_inlay_hints_can_be_turned_off(quiet_client: LanguageClient):
     kept = git(ws, "show", "nightlab/main:train.py")  # the best chain's file: its lines would get hints
     (ws / "best.py").write_text(kept)
     uri = (ws / "train.py").as_uri()
-    client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
-        uri=uri, language_id="python", version=1, text=kept)))
-    hints = await client.text_document_inlay_hint_async(types.InlayHintParams(
-        text_document=types.TextDocumentIdentifier(uri=uri),
-        range=types.Range(start=types.Position(line=0, character=0), end=types.Position(line=50, character=0))))
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=kept)
+        )
+    )
+    hints = await client.text_document_inlay_hint_async(
+        types.InlayHintParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            range=types.Range(start=types.Position(line=0, character=0), end=types.Position(line=50, character=0)),
+        )
+    )
     assert not hints, hints
 
 
@@ -334,8 +500,9 @@ async def slow_client(lsp_client: LanguageClient, tmp_path_factory):
 async def test_shutdown_ends_the_loop_and_its_training(slow_client: LanguageClient):
     """An editor restarting its server (a setting, an API key) must not leave training running unseen."""
     client, ws = slow_client, slow_client.ws
-    await client.workspace_execute_command_async(types.ExecuteCommandParams(
-        command="nightlab.loop.start", arguments=[{"agent": "offline", "maxExperiments": 2}]))
+    await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="nightlab.loop.start", arguments=[{"agent": "offline", "maxExperiments": 2}])
+    )
     pid_file = ws / ".nightlab/runs/main/1/pgid"
     for _ in range(300):
         if pid_file.exists() and pid_file.read_text().strip():
