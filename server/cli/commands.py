@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from nightlab.protocol import events as ev
+from nightlab.server.agents.base import agent_names
 from nightlab.server.core.types import LoopState
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Nightlab: autoresearch's overnight loop.")
@@ -19,8 +20,20 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        console.print(f"nightlab {version('nightlab')}", markup=False, highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print Nightlab's version and exit."
+    ),
+) -> None:
     """Nightlab: autoresearch's overnight loop, headless."""
 
 
@@ -65,13 +78,21 @@ def init(
         )
 
 
+# `nightlab run`'s flag for each settings.OVERRIDES name it sets, where the two differ.
+FLAGS = {"budget_seconds": "--budget"}
+
+
 def _load(workspace: Path, overrides: dict | None = None):
     from nightlab.server.core.settings import SettingsError, load_settings
 
     try:
         return load_settings(workspace, overrides)
     except SettingsError as exc:
-        fail(str(exc))
+        message = str(exc)
+        if exc.option:  # "option budget_seconds: ..." names the flag the user typed instead
+            flag = FLAGS.get(exc.option, "--" + exc.option.replace("_", "-"))
+            message = message.replace(f"option {exc.option}:", f"{flag}:", 1)
+        fail(message)
 
 
 @app.command()
@@ -82,7 +103,9 @@ def run(
         None, "--budget", help="Training seconds per experiment (time budget)."
     ),
     budget_tokens: int | None = typer.Option(None, help="Training tokens per experiment (token budget)."),
-    agent: str | None = typer.Option(None, help="The agent: offline (default)."),
+    agent: str | None = typer.Option(
+        None, help=f"The agent: {', '.join(agent_names())} (default offline; claude is anthropic's)."
+    ),
     model: str | None = typer.Option(None, help="The Claude model, when the agent is anthropic."),
     tag: str | None = typer.Option(None, help="The loop's tag: branch nightlab/<tag>."),
     policy: str | None = typer.Option(None, help="noise (default) | strict (autoresearch's rule)."),
@@ -92,6 +115,8 @@ def run(
 ) -> None:
     """Run the loop: propose, train, keep or discard, record, repeat. Ctrl-C stops it cleanly."""
     # every flag but --workspace and --plain is an override of settings.OVERRIDES, under its name
+    if budget_seconds is not None and budget_tokens is not None:
+        fail("--budget (seconds) and --budget-tokens are two different budgets: give one of them")
     settings = _load(
         workspace,
         {
@@ -106,7 +131,7 @@ def run(
             "max_cost_usd": max_cost_usd,
         },
     )
-    engine = _engine(settings)
+    engine = _engine(settings, policy_flag=policy is not None)
     console.print(_header(settings))
     _drive(settings, engine, live=console.is_terminal and not plain)
     _report(settings, engine)
@@ -114,13 +139,18 @@ def run(
         raise typer.Exit(1)
 
 
-def _engine(settings):
+def _engine(settings, policy_flag: bool = False):
     """The loop's engine for `settings`; a setting it cannot work with fails the command."""
+    from nightlab.server.core.policy import PolicyError, policy_names
     from nightlab.server.loop.engine import Engine
 
     try:
         return Engine(settings)
-    except Exception as exc:  # unknown agent or policy, not a git repository ...
+    except PolicyError as exc:  # say where the bad name or option came from: the flag, or the file
+        if policy_flag and settings.policy.name not in policy_names():
+            fail(f"--policy: {exc}")
+        fail(f"{settings.source.name if settings.source else 'settings'}: [policy] {exc}")
+    except Exception as exc:  # unknown agent, not a git repository ...
         fail(str(exc))
 
 
@@ -217,6 +247,8 @@ def _print_event(event: dict) -> None:
 
 
 def _plot(settings, experiments) -> Path | None:
+    if not experiments:  # a loop that never started one: no empty chart left behind
+        return None
     try:
         from nightlab.server.cli.plot import plot_progress
     except ImportError:
@@ -230,7 +262,6 @@ def _plot(settings, experiments) -> Path | None:
 
 
 PATH_HELP = "A workspace (default: here), or an autoresearch results.tsv (or a folder holding one)."
-STATUSES = ("keep", "discard", "crash", "interrupted", "running")
 
 
 def _source(path: Path | None, workspace: Path, tag: str | None):
@@ -251,36 +282,13 @@ def status(
     tag: str | None = typer.Option(None),
 ) -> None:
     """Where the loop stands: experiments, kept, best, and whether a loop is running now."""
-    from nightlab.server.cli.sources import best_kept
+    from nightlab.server.cli.sources import status_lines
     from nightlab.server.record.lock import loop_owner
 
     src = _source(path, workspace, tag)
-    experiments = src.experiments
-    counts = {s: sum(e.status == s for e in experiments) for s in STATUSES[:4]}
-    best = best_kept(experiments, src.direction)
-    baseline = next((e for e in experiments if e.is_baseline and e.metric is not None), None)
-    console.print(
-        f"{src.label}: {len(experiments)} experiments  " + "  ".join(f"{k} {v}" for k, v in counts.items()),
-        markup=False,
-    )
-    if src.ledger_dir is not None:
-        owner = loop_owner(src.ledger_dir)
-        console.print(f"loop: {'running (pid ' + str(owner) + ')' if owner else 'not running'}")
-    if best and best.metric is not None:
-        gain = (
-            f" ({best.metric - baseline.metric:+.6f} vs baseline #{baseline.number})"
-            if baseline and baseline.metric is not None and baseline.number != best.number
-            else ""
-        )
-        console.print(
-            f"best {src.metric_name}: {best.metric:.6f} (#{best.number} {best.description}){gain}", markup=False
-        )
-    cost = sum(float(e.usage.get("cost_usd") or 0) for e in experiments)
-    if cost:
-        console.print(f"agent cost so far: ${cost:.2f}")
-    if experiments:
-        last = experiments[-1]
-        console.print(f"last: #{last.number} {last.status} {last.description}", markup=False)
+    owner = loop_owner(src.ledger_dir) if src.ledger_dir is not None else None
+    for line in status_lines(src, owner):
+        console.print(line, markup=False)
 
 
 @app.command()
@@ -288,9 +296,10 @@ def results(
     path: Path | None = typer.Argument(None, help=PATH_HELP, show_default=False),
     workspace: Path = typer.Option(Path("."), "--workspace", "-w"),
     tag: str | None = typer.Option(None),
-    status_filter: str | None = typer.Option(None, "--status", help=" | ".join(STATUSES[:4])),
+    status_filter: str | None = typer.Option(None, "--status", help="keep | discard | crash | interrupted"),
 ) -> None:
     """The experiments table."""
+    from nightlab.server.cli.sources import STATUSES
     from nightlab.server.cli.view import experiments_table
 
     wanted = None if status_filter is None else status_filter.strip().lower()

@@ -17,6 +17,7 @@ from nightlab.server.cli.monitor import parse_row
 from nightlab.server.core.types import Experiment, ExperimentKind, ExperimentStatus
 
 RESULTS_NAME = "results.tsv"
+STATUSES = ("keep", "discard", "crash", "interrupted", "running")  # what `results --status` may name
 # Not experiments' ledgers: what else lives under .nightlab/
 _NOT_TAGS = {"worktrees", "runs"}
 
@@ -145,3 +146,27 @@ def best_kept(experiments: list[Experiment], direction: str = "lower") -> Experi
         return None
     pick = min if direction == "lower" else max
     return pick(kept, key=lambda e: e.metric)
+
+
+def status_lines(src: Source, owner: int | None) -> list[str]:
+    """What `nightlab status` prints: the counts, whether a loop runs (`owner`: its pid; a ledger only),
+    the best against the baseline, the agent's cost, the last experiment."""
+    experiments = src.experiments
+    counts = {s: sum(e.status == s for e in experiments) for s in STATUSES[:4]}
+    lines = [f"{src.label}: {len(experiments)} experiments  " + "  ".join(f"{k} {v}" for k, v in counts.items())]
+    if src.ledger_dir is not None:
+        lines.append(f"loop: {f'running (pid {owner})' if owner else 'not running'}")
+    best = best_kept(experiments, src.direction)
+    baseline = next((e for e in experiments if e.is_baseline and e.metric is not None), None)
+    if best is not None and best.metric is not None:
+        gain = ""
+        if baseline is not None and baseline.metric is not None and baseline.number != best.number:
+            gain = f" ({best.metric - baseline.metric:+.6f} vs baseline #{baseline.number})"
+        lines.append(f"best {src.metric_name}: {best.metric:.6f} (#{best.number} {best.description}){gain}")
+    cost = sum(float(e.usage.get("cost_usd") or 0) for e in experiments)
+    if cost:
+        lines.append(f"agent cost so far: ${cost:.2f}")
+    if experiments:
+        last = experiments[-1]
+        lines.append(f"last: #{last.number} {last.status} {last.description}")
+    return lines

@@ -41,6 +41,7 @@ from nightlab.server.loop import proposals as pr
 from nightlab.server.loop.plan import RunPlan, execute
 from nightlab.server.loop.proposer import Proposer
 from nightlab.server.loop.recovery import recover, rerun
+from nightlab.server.loop.startfiles import start_files_problem
 from nightlab.server.loop.verdict import commit_message, judge
 from nightlab.server.record.ledger import Ledger
 from nightlab.server.record.lock import acquire
@@ -180,10 +181,12 @@ class Engine:
 
     async def run(self) -> None:
         started = time.monotonic()
+        problem = start_files_problem(self.settings, self.store)  # before the lock, branch or worktree
+        if problem:  # exist: a start that cannot work leaves nothing behind
+            return self.set_state(LoopState.ERRORED, problem)
         lockfile = acquire(self.ledger.dir)
         try:
             self.store.open_or_create()
-            self._check_committed()
             editable = list(self.settings.files.editable)
             reruns = recover(self.ledger, self.store, self.runs_dir, editable, self.message, self._finished)
             self.proposer.pending[:0] = reruns
@@ -256,20 +259,6 @@ class Engine:
             self._said = why
             self.message(why)
         return bool(why)
-
-    def _check_committed(self) -> None:
-        """The loop starts from the user's HEAD: files that exist only in the working tree are not there."""
-        missing = [
-            p
-            for p in (*self.settings.files.editable, *self.settings.files.protected)
-            if not (self.store.workdir / p).is_file()
-        ]
-        if missing:
-            raise AgentError(
-                f"{', '.join(missing)} not committed: the loop starts from your last commit "
-                f"(branch {self.store.branch} is made from it); commit the workspace files, "
-                f"then run again"
-            )
 
     # ------------------------------------------------------------------ one experiment
 
