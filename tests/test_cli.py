@@ -132,11 +132,11 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(ws):
         if proc.poll() is None:
             proc.kill()
     assert [e.status for e in ledger(ws).experiments()] == ["running"]
-    assert _orphans(ws), "the training should outlive the killed loop (own process group)"
+    # the training dies with the loop (PR_SET_PDEATHSIG), before any restart; recovery's kill of what a
+    # dead loop left is tested in test_runner (kill_orphan)
+    assert wait_for(lambda: not _orphans(ws), 10), "the training outlived the killed loop"
     (ws.parent / "tmp" / "slow").unlink()
     again = cli(ws, "run", "--max-experiments", "3", "--plain")
-    assert "killed the training of experiment 1" in again.stdout
-    assert wait_for(lambda: not _orphans(ws), 10)
     assert again.returncode == 0, again.stdout + again.stderr
     exps = ledger(ws).experiments()
     assert [(e.number, e.status) for e in exps][:2] == [(1, "interrupted"), (2, "keep")]

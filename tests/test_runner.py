@@ -399,3 +399,73 @@ async def test_following_a_run_does_not_spin(tmp_path: Path) -> None:
     assert result.status == "ok", result.error
     cpu = (after.user - before.user) + (after.system - before.system)
     assert cpu < 0.5 * result.total_s, f"the runner used {cpu:.2f} CPU s over a {result.total_s:.2f} s run"
+
+
+@pytest.mark.parametrize("stage", ["", "smoke", "repeat-2"])
+def test_kill_orphan_reads_every_runs_pgid_file(tmp_path, stage):
+    """Recovery kills what a dead loop left running: the full run's, the smoke run's and the repeats'
+    process groups (their pgid files sit in smoke/ and repeat-<k>/), and only inside the loop's folder."""
+    import subprocess
+    import time
+
+    from nightlab.server.run.processes import PID_FILE, group_alive, kill_orphan
+
+    run_dir = tmp_path / ".nightlab" / "runs" / "main" / "3"
+    (run_dir / stage).mkdir(parents=True, exist_ok=True)
+    worktree = tmp_path / ".nightlab" / "slots" / "main" / "0"
+    worktree.mkdir(parents=True)
+    proc = subprocess.Popen(["sleep", "60"], cwd=worktree, start_new_session=True)
+    try:
+        (run_dir / stage / PID_FILE).write_text(str(proc.pid))
+        assert not kill_orphan(run_dir, tmp_path / "elsewhere")  # not in the loop's folder: someone else's
+        assert group_alive(proc.pid)
+        assert kill_orphan(run_dir, tmp_path / ".nightlab")
+        proc.wait(timeout=10)
+        assert not group_alive(proc.pid)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    time.sleep(0)
+
+
+def test_a_run_dies_with_the_loop(tmp_path):
+    """The one moment no pgid file covers (right after the start) is covered by PR_SET_PDEATHSIG: a
+    training whose loop process is killed -9 gets SIGKILL from the kernel."""
+    import signal
+    import subprocess
+    import time
+
+    script = textwrap.dedent(f"""
+        import asyncio, sys
+        sys.path[:0] = {sys.path!r}
+        from pathlib import Path
+        from nightlab.server.run.runner import Runner
+        async def main():
+            await Runner().run(Path({str(tmp_path)!r}), "sleep 60", log_path=Path({str(tmp_path / "run.log")!r}),
+                               events_path=Path({str(tmp_path / "ev.jsonl")!r}), budget_seconds=1,
+                               budget_tokens=None, seed=0, deadline_s=120)
+        asyncio.run(main())
+    """)
+    loop = subprocess.Popen([sys.executable, "-c", script])
+    pgid_file = tmp_path / "pgid"
+    try:
+        for _ in range(200):
+            if pgid_file.exists() and pgid_file.read_text():
+                break
+            time.sleep(0.05)
+        pid = int(pgid_file.read_text())
+        os.kill(loop.pid, signal.SIGKILL)
+        loop.wait(timeout=10)
+        for _ in range(100):
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                break
+            if stat[stat.rfind(")") + 2] == "Z":
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the training outlived its loop")
+    finally:
+        if loop.poll() is None:
+            loop.kill()

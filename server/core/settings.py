@@ -46,6 +46,8 @@ class RunSettings:
     max_cost_usd: float = 0.0  # 0 = no cap; the loop stops cleanly once the agent has cost this much
     slots: Any = "auto"  # "auto" (one per visible GPU, else one CPU slot) | N | ["0", "1"] | ["cpu", "cpu"]
     propose_ahead: bool = True  # draft the next proposal while a run trains
+    sandbox: str = "auto"  # auto (bubblewrap where it runs, else said once) | required | off
+    network: bool = False  # a sandboxed run reaches the network
 
 
 @dataclass(frozen=True)
@@ -266,7 +268,18 @@ class _Checker(TomlChecker):
         self.unknown(
             t,
             "run",
-            {"command", "tag", "max_experiments", "max_hours", "seed", "max_cost_usd", "slots", "propose_ahead"},
+            {
+                "command",
+                "tag",
+                "max_experiments",
+                "max_hours",
+                "seed",
+                "max_cost_usd",
+                "slots",
+                "propose_ahead",
+                "sandbox",
+                "network",
+            },
         )
         d = RunSettings()
         tag = self.string(t, "run", "tag", d.tag)
@@ -281,6 +294,8 @@ class _Checker(TomlChecker):
             max_cost_usd=float(self.number(t, "run", "max_cost_usd", d.max_cost_usd)),
             slots=self.slots(t),
             propose_ahead=self.boolean(t, "run", "propose_ahead", d.propose_ahead),
+            sandbox=self.choice(t, "run", "sandbox", d.sandbox, ("auto", "required", "off")),
+            network=self.boolean(t, "run", "network", d.network),
         )
 
     def budget(self, t: dict[str, Any]) -> BudgetSettings:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -47,7 +48,7 @@ from nightlab.server.record.ledger import Ledger
 from nightlab.server.record.lock import acquire
 from nightlab.server.record.store import Slot, Store
 from nightlab.server.run.launcher import Launcher
-from nightlab.server.run.runner import Runner
+from nightlab.server.run.sandbox import SandboxSpec, SandboxUnavailable, default_caches, make_launcher
 from nightlab.server.run.slots import SlotSpec, resolve_slots
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ class Engine:
         self.store = store or Store(root, settings.tag)
         self.ledger = ledger or Ledger(root / ".nightlab" / settings.tag, metric_name=settings.metric.name)
         self.runs_dir = root / ".nightlab" / "runs" / settings.tag
-        self.launcher: Launcher = launcher or Runner()
+        self.launcher: Launcher | None = launcher  # None: the settings' (sandboxed) launcher, made on start
         self.agent = agent or make_agent(settings.agent.name, settings.agent.options, settings.run.seed)
         self.policy = policy or make_policy(settings.policy.name, settings.policy.options)
         self.state = LoopState.IDLE
@@ -184,6 +185,10 @@ class Engine:
         problem = start_files_problem(self.settings, self.store)  # before the lock, branch or worktree
         if problem:  # exist: a start that cannot work leaves nothing behind
             return self.set_state(LoopState.ERRORED, problem)
+        try:
+            self.launcher = self.launcher or self._make_launcher()  # a sandbox that cannot run: say so first
+        except AgentError as exc:
+            return self.set_state(LoopState.ERRORED, str(exc))
         lockfile = acquire(self.ledger.dir)
         try:
             self.store.open_or_create()
@@ -260,6 +265,23 @@ class Engine:
             self.message(why)
         return bool(why)
 
+    def _make_launcher(self) -> Launcher:
+        """The sandboxed launcher where bubblewrap runs (the settings' [run] sandbox): the user's
+        repository hidden, the interpreter and the data cache visible (see run/sandbox.py)."""
+        s = self.settings
+        nightlab = Path(s.workspace) / ".nightlab"
+        spec = SandboxSpec(
+            hide=tuple(dict.fromkeys([self.store.toplevel, Path(s.workspace).resolve()])),
+            writable=default_caches(s.run.command),
+            readable=(Path(sys.prefix), Path(sys.base_prefix)),
+            network=s.run.network,
+            compile_cache=nightlab / "cache" / "compile",
+        )
+        try:
+            return make_launcher(s.run.sandbox, spec, lambda text: self.message(text, "warning"))
+        except SandboxUnavailable as exc:
+            raise AgentError(f'{exc}; install bubblewrap, or set it to "auto" or "off"') from None
+
     # ------------------------------------------------------------------ one experiment
 
     async def prepare(self, proposal: Proposal, slot: Slot, spec: SlotSpec) -> tuple[Running, str]:
@@ -303,7 +325,7 @@ class Engine:
             self.emit(ev.PROGRESS, number=exp.number, progress=asdict(p), stage=stage)
 
         return RunPlan(
-            launcher=self.launcher,
+            launcher=self.launcher or self._make_launcher(),
             workdir=running.slot.workdir,
             runs_dir=self.runs_dir / str(exp.number),
             command=self.command,

@@ -8,6 +8,7 @@ Must not import: anything of nightlab.server but core.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -94,6 +95,19 @@ def _number_text(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
+# A value that carries a credential, whatever its name: a URL with user:password, or a token with a
+# well-known prefix (Anthropic, OpenAI, GitHub, Hugging Face, Slack, AWS access keys, GitLab, PyPI).
+_CREDENTIAL_VALUE = re.compile(
+    r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@"
+    r"|\b(?:sk-ant-|sk-proj-|sk-|ghp_|gho_|ghs_|github_pat_|hf_|xox[abpr]-|AKIA|ASIA|glpat-|pypi-)[A-Za-z0-9_\-]{8,}",
+    re.IGNORECASE,
+)
+
+
+def carries_credential(value: str) -> bool:
+    return bool(_CREDENTIAL_VALUE.search(value))
+
+
 def build_env(
     parent_env: Mapping[str, str],
     *,
@@ -107,7 +121,7 @@ def build_env(
     """The environment of a training run: the allowed part of `parent_env` plus Nightlab's variables.
     `threads`: the CPU threads this run may use (several CPU slots share the cores: without a cap their
     OpenMP threads wait on each other and every run slows down many times over)."""
-    env = {name: value for name, value in parent_env.items() if _allowed(name)}
+    env = {name: value for name, value in parent_env.items() if _allowed(name) and not carries_credential(value)}
     # The runner's own variables are set after the filter: NIGHTLAB_BUDGET_TOKENS is a number, by design.
     if events_path is not None:
         env["NIGHTLAB_EVENTS"] = str(events_path)

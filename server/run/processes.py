@@ -7,9 +7,12 @@ Must not import: anything of nightlab.server but core.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import signal
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -64,21 +67,44 @@ def group_alive(pgid: int) -> bool:
 PID_FILE = "pgid"
 
 
+def _prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl  # loaded here, not in the forked child
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _prctl()
+
+
+def die_with_parent() -> None:
+    """In the child, before exec: the kernel sends it SIGKILL when the loop's process dies (Linux's
+    PR_SET_PDEATHSIG), so a kill -9 of the loop takes its training along. A no-op elsewhere."""
+    if _PRCTL is not None:
+        _PRCTL(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+
+
 def kill_orphan(run_dir: Path, cwd_prefix: Path) -> bool:
-    """Kill the process group a dead Nightlab left running from `run_dir` (its pgid file), but only when
-    that process still runs inside `cwd_prefix` (a recycled pid belongs to someone else). True if killed."""
-    try:
-        pgid = int((Path(run_dir) / PID_FILE).read_text().strip())
-        cwd = os.readlink(f"/proc/{pgid}/cwd")
-    except (OSError, ValueError):
-        return False
-    if not cwd.startswith(str(cwd_prefix)):
-        return False
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
+    """Kill every process group a dead Nightlab left running from `run_dir`: the pgid files of its full
+    run, its smoke run and its repeats (`smoke/`, `repeat-<k>/`), but only where that process still runs
+    inside `cwd_prefix` (a recycled pid belongs to someone else). True if any was killed."""
+    killed = False
+    for pid_file in sorted(Path(run_dir).glob(f"**/{PID_FILE}")):
+        try:
+            pgid = int(pid_file.read_text().strip())
+            cwd = os.readlink(f"/proc/{pgid}/cwd")
+        except (OSError, ValueError):
+            continue
+        if not cwd.startswith(str(cwd_prefix)):
+            continue
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+            killed = True
+        except (ProcessLookupError, PermissionError):
+            continue
+    return killed
 
 
 async def kill_group(pgid: int, grace_s: float) -> None:

@@ -25,7 +25,7 @@ from nightlab.server.core.types import Progress, RunResult, RunStatus
 from nightlab.server.run.env import build_env
 from nightlab.server.run.follow import FileTail, Watch, read_tail
 from nightlab.server.run.launcher import ProgressCallback, RunRequest
-from nightlab.server.run.processes import PID_FILE, group_alive, kill_group
+from nightlab.server.run.processes import PID_FILE, die_with_parent, group_alive, kill_group
 from nightlab.server.run.summary import SUMMARY_KEYS, has_fail, parse_step_line, parse_summary
 
 log = logging.getLogger(__name__)
@@ -218,10 +218,14 @@ class Runner:
         total_s = time.monotonic() - started
         return self._result(status, proc.returncode, follower, r.log_path, total_s, r.metric_name)
 
-    async def _start(self, r: RunRequest) -> asyncio.subprocess.Process:
-        """The training process, in a session and process group of its own, its output in the log."""
+    def argv(self, r: RunRequest) -> list[str]:
+        """The command line that starts the run (a sandbox wraps it)."""
+        return shlex.split(r.command)
+
+    def env(self, r: RunRequest) -> dict[str, str]:
+        """The run's environment: the allow-list of ours (env.py) and Nightlab's variables."""
         parent = os.environ if self.parent_env is None else self.parent_env
-        env = build_env(
+        return build_env(
             parent,
             events_path=r.events_path,
             seed=r.seed,
@@ -230,15 +234,20 @@ class Runner:
             cuda_visible_devices=r.cuda_visible_devices,
             threads=r.threads,
         )
+
+    async def _start(self, r: RunRequest) -> asyncio.subprocess.Process:
+        """The training process, in a session and process group of its own, its output in the log. It is
+        sent SIGKILL if the loop dies (Linux): the one moment no pgid file covers is right after the start."""
         with open(r.log_path, "wb") as log_file:
             proc = await asyncio.create_subprocess_exec(
-                *shlex.split(r.command),
+                *self.argv(r),
                 cwd=str(r.workdir),
-                env=env,
+                env=self.env(r),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         # The group id lets a later start kill this run if Nightlab itself dies (kill -9) mid-run.
         (r.log_path.parent / PID_FILE).write_text(str(proc.pid))

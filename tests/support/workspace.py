@@ -39,8 +39,11 @@ print("peak_vram_mb:     2048.0")
 print("num_steps:        1")
 """
 
+# The stand-in reports through files in /tmp (child.pid, env.json) and tampers with prepare.py on
+# purpose: outside the sandbox, which would hide both (tests/test_sandbox.py runs it inside).
 TOML = """[run]
 command = "python train.py"
+sandbox = "off"
 [budget]
 seconds = 1
 timeout_seconds = {timeout}
