@@ -38,6 +38,27 @@ setup() {
   fi
 }
 
+system_packages() {
+  # What the tests need from Debian beyond Python: Neovim (a second LSP client), Chromium (the panel's
+  # browser tests), bubblewrap (the sandbox), and what code-server's build needs (its end-to-end test).
+  # Installed when we may (root with apt-get); else named, and the tests that need them are skipped.
+  local want=(neovim:nvim chromium:/usr/bin/chromium bubblewrap:bwrap build-essential:make pkg-config:pkg-config
+              libkrb5-dev:krb5-config ripgrep:rg) missing=() item pkg probe
+  for item in "${want[@]}"; do
+    pkg="${item%%:*}"; probe="${item#*:}"
+    if [[ "$probe" == /* ]]; then [ -x "$probe" ] || missing+=("$pkg"); else command -v "$probe" >/dev/null 2>&1 || missing+=("$pkg"); fi
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && [ "${NIGHTLAB_SKIP_APT:-0}" != 1 ]; then
+    echo "[dev.sh] installing Debian packages for the editor, browser and sandbox tests: ${missing[*]}" >&2
+    if (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}") >/dev/null 2>&1; then
+      return 0
+    fi
+    echo "[dev.sh] could not install ${missing[*]}" >&2
+  fi
+  echo "[dev.sh] missing ${missing[*]} (install: sudo apt-get install ${missing[*]}): the tests that need them are skipped, and say why" >&2
+}
+
 lint() {
   # Every check runs, so one report shows all that is wrong; the status says whether any failed.
   local failed=0
@@ -68,6 +89,7 @@ case "$cmd" in
     ;;
   test)
     setup
+    system_packages
     cd "$ROOT"
     status=0
     lint || status=1

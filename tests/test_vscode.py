@@ -3,7 +3,7 @@
 recorded notification stream; and the end-to-end test in a real VS Code (code-server in headless Chromium).
 
 Each step is the extension's own npm script, run as a subprocess; a failure shows its output. Needs Node 20
-and npm (CI has them); the browser tests need Debian's chromium (.ci/run installs it), and the end-to-end
+and npm (CI has them); the browser tests need Debian's chromium (./dev.sh test installs it), and the end-to-end
 test installs code-server 4.100.3 with client-vscode/scripts/install-code-server.sh (minutes, once).
 """
 
@@ -26,9 +26,25 @@ VSIX = CLIENT / "dist" / "nightlab.vsix"
 RESULTS = CLIENT / "test-results"
 
 
+CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+needs_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing: apt-get install chromium (./dev.sh test does, as root)"
+)
+CODE_SERVER_PACKAGES = {
+    "make": "build-essential",
+    "pkg-config": "pkg-config",
+    "krb5-config": "libkrb5-dev",
+    "rg": "ripgrep",
+}
+MISSING_BUILD = sorted(pkg for tool, pkg in CODE_SERVER_PACKAGES.items() if shutil.which(tool) is None)
+needs_code_server_build = pytest.mark.skipif(
+    bool(MISSING_BUILD) and os.geteuid() != 0,
+    reason=f"code-server's build needs {', '.join(MISSING_BUILD)} (apt-get install them, or run as root)",
+)
+pytestmark = pytest.mark.skipif(shutil.which("npm") is None, reason="npm is not installed: the extension needs Node 20")
+
+
 def npm(*args: str, timeout: float = 900, env: dict | None = None) -> str:
-    if shutil.which("npm") is None:
-        pytest.fail("npm is not installed: the extension's tests need Node 20 and npm")
     try:
         proc = subprocess.run(
             ["npm", *args],
@@ -83,6 +99,7 @@ def test_extension_unit_tests(vsix: Path):
 
 
 @pytest.mark.slow
+@needs_chromium
 @pytest.mark.timeout(900)  # above npm()'s own limit, so a hang reports the test's output
 def test_webview_in_headless_chromium(vsix: Path):
     shot = RESULTS / "webview.png"
@@ -92,6 +109,8 @@ def test_webview_in_headless_chromium(vsix: Path):
 
 
 @pytest.mark.slow
+@needs_chromium
+@needs_code_server_build
 @pytest.mark.timeout(1500)  # code-server's install (first run) and three sessions; npm() stops at 1200 s
 def test_vscode_end_to_end_in_code_server(vsix: Path):
     shot = RESULTS / "vscode-panel.png"
