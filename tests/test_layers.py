@@ -130,6 +130,26 @@ def test_protocol_modules_say_what_they_must_not_import_and_stay_small(path):
     assert len(source.splitlines()) <= 400, path.name
 
 
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60
+SIZED = [p for d in ("server", "protocol", "trainer") for p in sorted((ROOT / d).rglob("*.py"))]
+
+
+@pytest.mark.parametrize("path", SIZED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_modules_and_functions_stay_small(path):
+    """A module of at most 400 lines, functions of at most 60 (nested functions count in their parent):
+    what a reader can hold at once."""
+    source = path.read_text(encoding="utf-8")
+    assert len(source.splitlines()) <= MAX_MODULE_LINES, f"{path.name}: {len(source.splitlines())} lines"
+    long = [
+        f"{node.name} ({node.end_lineno - node.lineno + 1} lines, line {node.lineno})"
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.end_lineno is not None
+        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+    ]
+    assert not long, f"{path.relative_to(ROOT)}: " + ", ".join(long)
+
+
 def test_no_test_module_imports_another():
     assert not (found := imports_of_test_modules(ROOT / "tests")), report(found)
 
