@@ -227,3 +227,21 @@ async def test_the_experiments_page_is_one_the_protocol_reads(fast_client: Langu
     first = ExperimentsPage.from_wire(as_dict(await client.protocol.send_request_async("nightlab/experiments", {})))
     assert (first.total, first.offset, [e.number for e in first.experiments]) == (2, 0, [1, 2])
     assert_quiet_stderr()
+
+
+async def test_accept_with_a_path_the_experiment_did_not_change_is_an_error(fast_client: LanguageClient):
+    """Bug: accept with a path that matches no file answered "already in your files" and recorded the
+    experiment as accepted."""
+    client = fast_client
+    await command(client, "nightlab.loop.start", {"agent": "offline", "policy": "strict", "maxExperiments": 2})
+    assert (await asyncio.wait_for(client.loop_stopped, 120))["state"] == "stopped"
+    ledger = client.ws / ".nightlab" / "main" / "experiments.jsonl"
+    before = ledger.read_text()
+    for path in ("nope.py", "prepare.py"):
+        assert_plain(
+            await error_of(command(client, "nightlab.experiment.accept", {"number": 2, "path": path})),
+            INVALID_PARAMS,
+            rf"experiment #2 did not change {path} \(it changed train.py\)",
+        )
+    assert ledger.read_text() == before  # no review recorded
+    assert_quiet_stderr()

@@ -58,6 +58,10 @@ async def accept(ls: NightlabServer, *args: Any):
     a = decode(AcceptArgs, argument(args))
     s = session(ls, a.root)
     _, parents, news = s.files(a.number)
+    changed = [rel for rel, new in news.items() if parents[rel] != new]
+    if a.path and a.path not in changed:  # nothing to apply there: an error, and no review recorded
+        what = ", ".join(changed) or "no file"
+        raise SessionError(f"experiment #{a.number} did not change {a.path} (it changed {what})", SessionError.INVALID)
     applied: list[str] = []
     skipped: list[int] = []
     for rel, new in news.items():
