@@ -8,12 +8,16 @@ This package is the only code that imports pygls or lsprotocol.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sys
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import unquote, urlparse
 
 from lsprotocol import types
+from pygls.io_ import StdoutWriter
 from pygls.lsp.server import LanguageServer
 from pygls.protocol.language_server import LanguageServerProtocol, lsp_method
 
@@ -24,6 +28,7 @@ from nightlab.server.changes.diffs import diff_summary
 from nightlab.server.core.types import ExperimentStatus
 from nightlab.server.editor.annotate import crash_location
 from nightlab.server.editor.session import Session
+from nightlab.server.lsp import stdio
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +58,21 @@ class NightlabServer(LanguageServer):
         self.progress_tokens: dict[str, tuple[Session, int]] = {}
         self.options: dict[str, Any] = {}
         self.crash_files: dict[Path, set[str]] = {}  # session root -> uris holding a crash diagnostic
+
+    def start_io(self, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> None:
+        """Serve over stdio with a reader that survives bad framing and oversized messages (stdio.py)."""
+        self._stop_event = threading.Event()
+        self.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
+        try:
+            asyncio.run(
+                stdio.serve(stdio.Reader(stdin or sys.stdin.buffer, self.thread_pool), self.protocol, self._stop_event)
+            )
+        except BrokenPipeError:
+            log.warning("the client closed the connection; shutting down")
+        except (KeyboardInterrupt, SystemExit):
+            pass
+        finally:
+            self.shutdown()
 
     # ------------------------------------------------------------------ sessions
 
