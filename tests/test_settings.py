@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nightlab.server.core import settings as settings_mod
+from nightlab.server.core import autoresearch as autoresearch_mod
 from nightlab.server.core.settings import (
     AgentSettings,
     BudgetSettings,
@@ -186,11 +186,13 @@ def test_missing_file_suggests_init(tmp_path):
 def test_autoresearch_checkout_is_recognised(tmp_path, monkeypatch, uv, command):
     for name in ("prepare.py", "train.py", "program.md"):
         (tmp_path / name).write_text("# autoresearch\n")
-    monkeypatch.setattr(settings_mod.shutil, "which", lambda name: uv if name == "uv" else None)
+    monkeypatch.setattr(autoresearch_mod.shutil, "which", lambda name, path=None: uv if name == "uv" else None)
+    monkeypatch.delenv("VIRTUAL_ENV", raising=False)
     s = load_settings(tmp_path, {"max_experiments": 2})
     assert s.autoresearch and s.source is None
     assert s.run.command == command
-    assert s.budget.seconds == 300 and s.deadline_seconds == 660
+    # no TIME_BUDGET in this prepare.py: autoresearch's 300 s, killed at 2x as its program.md says
+    assert s.budget.seconds == 300 and s.deadline_seconds == 600
     assert s.files.editable == ("train.py",) and s.files.protected == ("prepare.py",)
     assert s.run.max_experiments == 2
 

@@ -108,6 +108,9 @@ def run(
     ),
     model: str | None = typer.Option(None, help="The Claude model, when the agent is anthropic."),
     tag: str | None = typer.Option(None, help="The loop's tag: branch nightlab/<tag>."),
+    branch_prefix: str | None = typer.Option(
+        None, help="The branch's prefix: autoresearch names it autoresearch/<tag> (default nightlab)."
+    ),
     policy: str | None = typer.Option(None, help="noise (default) | strict (autoresearch's rule)."),
     slots: int | None = typer.Option(None, help="Experiments at once (one per GPU; CPU slots share the cores)."),
     max_cost_usd: float | None = typer.Option(None, help="Stop once the agent has cost this much (USD)."),
@@ -129,6 +132,7 @@ def run(
             "policy": policy,
             "slots": slots,
             "max_cost_usd": max_cost_usd,
+            "branch_prefix": branch_prefix,
         },
     )
     engine = _engine(settings, policy_flag=policy is not None)

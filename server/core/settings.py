@@ -14,11 +14,11 @@ Must not import: anything but the standard library and core.validate (its checks
 from __future__ import annotations
 
 import re
-import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from nightlab.server.core import autoresearch as ar
 from nightlab.server.core.validate import SettingsError, TomlChecker
 
 try:  # Python 3.11+
@@ -27,9 +27,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 SETTINGS_FILE = "nightlab.toml"
-AUTORESEARCH_FILES = ("prepare.py", "train.py", "program.md")
-# autoresearch's train.py ignores our budget variables and trains for its own TIME_BUDGET of 300 s.
-AUTORESEARCH_SECONDS = 300
+AUTORESEARCH_FILES = ar.FILES  # autoresearch's train.py trains for prepare.py's TIME_BUDGET: core/autoresearch.py
 # In tokens mode the wall clock of a run is unknown up front: a fixed, generous deadline.
 TOKENS_MODE_TIMEOUT = 600
 # Tags become part of a branch and ref name (nightlab/<tag>, refs/nightlab/<tag>/<n>): keep them plain.
@@ -48,6 +46,7 @@ class RunSettings:
     propose_ahead: bool = True  # draft the next proposal while a run trains
     sandbox: str = "auto"  # auto (bubblewrap where it runs, else said once) | required | off
     network: bool = False  # a sandboxed run reaches the network
+    branch_prefix: str = "nightlab"  # the loop's branch is <prefix>/<tag>; "autoresearch" names it as autoresearch does
 
 
 @dataclass(frozen=True)
@@ -117,7 +116,7 @@ class Settings:
 
     @property
     def branch(self) -> str:
-        return f"nightlab/{self.tag}"
+        return f"{self.run.branch_prefix}/{self.tag}"
 
     @property
     def deadline_seconds(self) -> float:
@@ -155,10 +154,7 @@ def load_settings(workspace: Path, overrides: dict[str, Any] | None = None) -> S
         source = path
     elif all((workspace / name).is_file() for name in AUTORESEARCH_FILES):
         autoresearch = True
-        raw = {
-            "run": {"command": "uv run train.py" if shutil.which("uv") else "python train.py"},
-            "budget": {"seconds": AUTORESEARCH_SECONDS},
-        }
+        raw = ar.defaults(workspace)[0]  # TIME_BUDGET from its prepare.py, killed at 2x; uv, else a venv
     else:
         raise SettingsError(
             f"{workspace}: there is no {SETTINGS_FILE} here (and this is not an autoresearch checkout "
@@ -194,6 +190,7 @@ OVERRIDES: dict[str, Override] = {
     "policy": Override("policy", "name"),
     "slots": Override("run", "slots"),
     "max_cost_usd": Override("run", "max_cost_usd"),
+    "branch_prefix": Override("run", "branch_prefix"),
 }
 
 
@@ -279,12 +276,18 @@ class _Checker(TomlChecker):
                 "propose_ahead",
                 "sandbox",
                 "network",
+                "branch_prefix",
             },
         )
         d = RunSettings()
         tag = self.string(t, "run", "tag", d.tag)
         if tag and (not _TAG_RE.match(tag) or tag.endswith(".lock") or ".." in tag):
             raise self.fail("run", "tag", "must be letters, digits, '.', '_' or '-' (it names a git branch)", tag)
+        prefix = self.string(t, "run", "branch_prefix", d.branch_prefix, nonempty=True)
+        if not _TAG_RE.match(prefix) or prefix.endswith(".lock") or ".." in prefix:
+            raise self.fail(
+                "run", "branch_prefix", "must be letters, digits, '.', '_' or '-' (it names a git branch)", prefix
+            )
         return RunSettings(
             command=self.string(t, "run", "command", d.command, nonempty=True),
             tag=tag,
@@ -296,6 +299,7 @@ class _Checker(TomlChecker):
             propose_ahead=self.boolean(t, "run", "propose_ahead", d.propose_ahead),
             sandbox=self.choice(t, "run", "sandbox", d.sandbox, ("auto", "required", "off")),
             network=self.boolean(t, "run", "network", d.network),
+            branch_prefix=prefix,
         )
 
     def budget(self, t: dict[str, Any]) -> BudgetSettings:

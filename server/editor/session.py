@@ -105,7 +105,9 @@ class Session:
         return exp
 
     def store(self) -> Store:
-        return self.engine.store if self.engine is not None else Store(self.root, self.settings().tag)
+        if self.engine is not None:
+            return self.engine.store
+        return Store(self.root, self.settings().tag, branch=self.settings().branch)
 
     def files(self, number: int) -> tuple[Experiment, dict[str, str], dict[str, str]]:
         """The experiment, and the text of each editable file at its parent and at its commit."""

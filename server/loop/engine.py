@@ -42,13 +42,13 @@ from nightlab.server.loop import proposals as pr
 from nightlab.server.loop.plan import RunPlan, execute
 from nightlab.server.loop.proposer import Proposer
 from nightlab.server.loop.recovery import recover, rerun
-from nightlab.server.loop.startfiles import start_files_problem
+from nightlab.server.loop.startfiles import start_problem
 from nightlab.server.loop.verdict import commit_message, judge
 from nightlab.server.record.ledger import Ledger
 from nightlab.server.record.lock import acquire
 from nightlab.server.record.store import Slot, Store
 from nightlab.server.run.launcher import Launcher
-from nightlab.server.run.sandbox import SandboxSpec, SandboxUnavailable, default_caches, make_launcher
+from nightlab.server.run.sandbox import SandboxSpec, SandboxUnavailable, default_caches, interpreter_dirs, make_launcher
 from nightlab.server.run.slots import SlotSpec, resolve_slots
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class Engine:
     ):
         self.settings = settings
         root = Path(settings.workspace)
-        self.store = store or Store(root, settings.tag)
+        self.store = store or Store(root, settings.tag, branch=settings.branch)
         self.ledger = ledger or Ledger(root / ".nightlab" / settings.tag, metric_name=settings.metric.name)
         self.runs_dir = root / ".nightlab" / "runs" / settings.tag
         self.launcher: Launcher | None = launcher  # None: the settings' (sandboxed) launcher, made on start
@@ -182,8 +182,8 @@ class Engine:
 
     async def run(self) -> None:
         started = time.monotonic()
-        problem = start_files_problem(self.settings, self.store)  # before the lock, branch or worktree
-        if problem:  # exist: a start that cannot work leaves nothing behind
+        problem = start_problem(self)  # before the lock, branch or worktree exist: a start that cannot
+        if problem:  # work leaves nothing behind (the files; an autoresearch checkout's interpreter, data)
             return self.set_state(LoopState.ERRORED, problem)
         try:
             self.launcher = self.launcher or self._make_launcher()  # a sandbox that cannot run: say so first
@@ -273,7 +273,7 @@ class Engine:
         spec = SandboxSpec(
             hide=tuple(dict.fromkeys([self.store.toplevel, Path(s.workspace).resolve()])),
             writable=default_caches(s.run.command),
-            readable=(Path(sys.prefix), Path(sys.base_prefix)),
+            readable=(Path(sys.prefix), Path(sys.base_prefix), *interpreter_dirs(self.command)),
             network=s.run.network,
             compile_cache=nightlab / "cache" / "compile",
         )

@@ -11,7 +11,13 @@ import subprocess
 from pathlib import Path
 
 from nightlab.server.core.settings import Settings
+from nightlab.server.loop.autoresearch import Loop, preflight
 from nightlab.server.record.store import Store, StoreError
+
+
+def start_problem(loop: Loop) -> str | None:
+    """Every check made before anything exists: the files, then an autoresearch checkout's pre-flight."""
+    return start_files_problem(loop.settings, loop.store) or preflight(loop)
 
 
 def start_files_problem(settings: Settings, store: Store) -> str | None:

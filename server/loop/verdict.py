@@ -10,6 +10,7 @@ from statistics import fmean
 from nightlab.server.core.policy import Policy
 from nightlab.server.core.settings import Settings
 from nightlab.server.core.types import Experiment, ExperimentStatus, RunStatus, Verdict, utc_now
+from nightlab.server.loop.autoresearch import explain
 from nightlab.server.loop.plan import Runs
 from nightlab.server.run.summary import crash_summary
 
@@ -61,7 +62,7 @@ def _verdict(
         error = runs.last.error
         if runs.last.status == RunStatus.TIMEOUT:
             return ExperimentStatus.CRASH, f"killed at the deadline ({settings.deadline_seconds:.0f} s)"
-        return ExperimentStatus.CRASH, crash_summary(error) if error else "crashed"
+        return ExperimentStatus.CRASH, explain(crash_summary(error), error, settings) if error else "crashed"
     decision = policy.decide_runs(list(values), best, sigma, settings.metric.direction, RunStatus.OK)
     exp.decision = {
         "verdict": str(decision.verdict),

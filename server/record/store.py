@@ -53,10 +53,10 @@ class StoreError(Exception):
 
 
 class Store:
-    def __init__(self, repo_root: Path, tag: str):
+    def __init__(self, repo_root: Path, tag: str, branch: str = ""):
         self.root = Path(repo_root).resolve()
         self.tag = tag
-        self.branch = f"nightlab/{tag}"
+        self.branch = branch or f"nightlab/{tag}"  # [run] branch_prefix = "autoresearch": autoresearch/<tag>
         self.worktree = self.root / ".nightlab" / "worktrees" / tag
         try:
             repo = git.Repo(self.root, search_parent_directories=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -130,6 +131,15 @@ def default_caches(command: str = "", env: dict[str, str] | None = None) -> tupl
     if command.split()[:1] == ["uv"]:
         caches.append(Path(env.get("UV_CACHE_DIR") or os.path.join(home_cache, "uv")))
     return tuple(caches)
+
+
+def interpreter_dirs(command: str) -> tuple[Path, ...]:
+    """The environment of a command's interpreter given as a path (`/x/.venv/bin/python train.py`: a
+    virtualenv), to stay readable when it lives in the hidden repository."""
+    argv = shlex.split(command)
+    if argv and os.path.isabs(argv[0]) and Path(argv[0]).parent.name in ("bin", "Scripts"):
+        return (Path(argv[0]).parent.parent,)
+    return ()
 
 
 def make_launcher(

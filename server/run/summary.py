@@ -137,12 +137,17 @@ def parse_step_line(line: str) -> Progress | None:
 
 
 def crash_summary(error: str) -> str:
-    """One line for a crash: the runner's reason plus the exception line of a traceback, if any."""
+    """One line for a crash: the runner's reason plus the exception line of a traceback, if any, else a
+    tool's own `error: ...` line and its `Caused by:` lines (uv's, when `uv run` itself failed)."""
     lines = [line.strip() for line in error.splitlines() if line.strip()]
     if not lines:
         return "crashed"
     exc = next(
         (line for line in reversed(lines) if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b", line)), ""
     )
+    tool = next((i for i, line in enumerate(lines) if i and re.match(r"^(error|fatal): ", line, re.I)), 0)
+    if not exc and tool:
+        causes = [line for line in lines[tool + 1 :] if line.lower().startswith("caused by:")]
+        exc = "; ".join([lines[tool], *causes])
     head = lines[0]
     return (f"{head}: {exc}" if exc and exc != head else head)[:300]
