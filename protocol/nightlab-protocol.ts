@@ -234,6 +234,8 @@ export interface LoopStartOverrides {
   model?: string | null;
   /** "auto", a number, or a list of GPU ids ("0", "1") or "cpu"s */
   slots?: unknown | null;
+  /** the user's HEAD moved on since the tag started: go on with its old lineage */
+  continueLineage?: boolean | null;
   /** the loop's branch is <prefix>/<tag> ("autoresearch": autoresearch's naming) */
   branchPrefix?: string | null;
   /** the workspace folder (a path or file URI); left out: the first one */

@@ -243,6 +243,7 @@ class LoopStartOverrides(Wire):
     max_cost_usd: float | None = None  # stop once the agent has cost this much
     model: str | None = None  # the Claude model, when the agent is anthropic
     slots: Any | None = None  # "auto", a number, or a list of GPU ids ("0", "1") or "cpu"s
+    continue_lineage: bool | None = None  # the user's HEAD moved on since the tag started: go on with its old lineage
     branch_prefix: str | None = None  # the loop's branch is <prefix>/<tag> ("autoresearch": autoresearch's naming)
     root: str | None = None  # the workspace folder (a path or file URI); left out: the first one
 

@@ -18,7 +18,7 @@ from nightlab.server.core.settings import OVERRIDES, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENT_ONLY = {"python", "notifyOnNewBest", "inlayHints"}  # settings the extension itself reads, never sends
-SAMPLE = {"int": 2, "float": 1.5, "str": "x", "Any": "auto"}  # a value load_settings takes, by annotation
+SAMPLE = {"bool": True, "int": 2, "float": 1.5, "str": "x", "Any": "auto"}  # a value load_settings takes, by annotation
 
 
 def extension_sends() -> set[str]:

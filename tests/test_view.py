@@ -134,7 +134,7 @@ def test_the_stop_reason_is_printed_in_full_after_the_live_view(tmp_path, monkey
     assert result.exit_code == 1, out.getvalue()
     lines = [re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", line) for line in out.getvalue().splitlines()]
     ending = [line for line in lines if line.startswith("loop errored: ")]
-    assert ending and "fix it, then run again (log: " in ending[-1] and ending[-1].endswith("run.log)"), lines
+    assert ending and "from your new commit (log: " in ending[-1] and ending[-1].endswith("run.log)"), lines
 
 
 def test_the_live_views_state_line_wraps_a_long_reason():

@@ -79,7 +79,7 @@ def init(
 
 
 # `nightlab run`'s flag for each settings.OVERRIDES name it sets, where the two differ.
-FLAGS = {"budget_seconds": "--budget"}
+FLAGS = {"budget_seconds": "--budget", "continue_lineage": "--continue"}
 
 
 def _load(workspace: Path, overrides: dict | None = None):
@@ -114,6 +114,9 @@ def run(
     policy: str | None = typer.Option(None, help="noise (default) | strict (autoresearch's rule)."),
     slots: int | None = typer.Option(None, help="Experiments at once (one per GPU; CPU slots share the cores)."),
     max_cost_usd: float | None = typer.Option(None, help="Stop once the agent has cost this much (USD)."),
+    continue_lineage: bool | None = typer.Option(
+        None, "--continue", help="Your HEAD moved on since the tag started: go on with its old lineage."
+    ),
     plain: bool = typer.Option(False, help="Print a line per event instead of the live view."),
 ) -> None:
     """Run the loop: propose, train, keep or discard, record, repeat. Ctrl-C stops it cleanly."""
@@ -132,6 +135,7 @@ def run(
             "policy": policy,
             "slots": slots,
             "max_cost_usd": max_cost_usd,
+            "continue_lineage": continue_lineage,
             "branch_prefix": branch_prefix,
         },
     )

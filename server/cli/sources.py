@@ -138,9 +138,15 @@ def _tsv_source(path: Path) -> Source:
 
 
 def best_kept(experiments: list[Experiment], direction: str = "lower") -> Experiment | None:
-    """The best kept experiment with a finite metric (the ledger's rule, for any list)."""
+    """The best kept experiment with a finite metric of the latest lineage (the ledger's rule, for any list)."""
+    lineage = max((e.lineage for e in experiments), default=1)
     kept = [
-        e for e in experiments if e.status == ExperimentStatus.KEEP and e.metric is not None and math.isfinite(e.metric)
+        e
+        for e in experiments
+        if e.status == ExperimentStatus.KEEP
+        and e.metric is not None
+        and math.isfinite(e.metric)
+        and e.lineage == lineage
     ]
     if not kept:
         return None
@@ -157,7 +163,9 @@ def status_lines(src: Source, owner: int | None) -> list[str]:
     if src.ledger_dir is not None:
         lines.append(f"loop: {f'running (pid {owner})' if owner else 'not running'}")
     best = best_kept(experiments, src.direction)
-    baseline = next((e for e in experiments if e.is_baseline and e.metric is not None), None)
+    baseline = next(
+        (e for e in experiments if e.is_baseline and e.metric is not None and best and e.lineage == best.lineage), None
+    )
     if best is not None and best.metric is not None:
         gain = ""
         if baseline is not None and baseline.metric is not None and baseline.number != best.number:

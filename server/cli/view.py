@@ -157,7 +157,10 @@ class LiveView:
         return f"loop {self.state_name}" + (f": {self.reason}" if self.reason else "")
 
     def best(self) -> Experiment | None:
-        kept = [e for e in self.experiments.values() if e.status == "keep" and e.metric is not None]
+        lineage = max((e.lineage for e in self.experiments.values()), default=1)  # the latest lineage's best
+        kept = [
+            e for e in self.experiments.values() if e.status == "keep" and e.metric is not None and e.lineage == lineage
+        ]
         pick = max if self.direction == "higher" else min
         return pick(kept, key=lambda e: e.metric) if kept else None
 

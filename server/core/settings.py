@@ -46,6 +46,7 @@ class RunSettings:
     propose_ahead: bool = True  # draft the next proposal while a run trains
     sandbox: str = "auto"  # auto (bubblewrap where it runs, else said once) | required | off
     network: bool = False  # a sandboxed run reaches the network
+    continue_lineage: bool = False  # the user's HEAD moved on: go on with the old lineage (loop/lineage.py)
     branch_prefix: str = "nightlab"  # the loop's branch is <prefix>/<tag>; "autoresearch" names it as autoresearch does
 
 
@@ -190,6 +191,7 @@ OVERRIDES: dict[str, Override] = {
     "policy": Override("policy", "name"),
     "slots": Override("run", "slots"),
     "max_cost_usd": Override("run", "max_cost_usd"),
+    "continue_lineage": Override("run", "continue_lineage"),  # nightlab run --continue
     "branch_prefix": Override("run", "branch_prefix"),
 }
 
@@ -276,6 +278,7 @@ class _Checker(TomlChecker):
                 "propose_ahead",
                 "sandbox",
                 "network",
+                "continue_lineage",
                 "branch_prefix",
             },
         )
@@ -299,6 +302,7 @@ class _Checker(TomlChecker):
             propose_ahead=self.boolean(t, "run", "propose_ahead", d.propose_ahead),
             sandbox=self.choice(t, "run", "sandbox", d.sandbox, ("auto", "required", "off")),
             network=self.boolean(t, "run", "network", d.network),
+            continue_lineage=self.boolean(t, "run", "continue_lineage", d.continue_lineage),
             branch_prefix=prefix,
         )
 

@@ -211,6 +211,9 @@ class Experiment:
     rebased: bool = False
     review: Review | None = None
     review_note: str = ""
+    # Which lineage of the tag it belongs to: a new one starts from the user's HEAD when their code
+    # moved on (loop/lineage.py); a record written before lineages has none and is of the first.
+    lineage: int = 1
 
     def __post_init__(self) -> None:  # plain strings (a test, an old caller) become the enums
         self.status = ExperimentStatus(self.status)

@@ -157,7 +157,8 @@ class Session:
         exps = self.experiments()
         s = self.settings() if self.is_workspace() else None
         best = self.ledger().best(s.metric.direction) if s else None  # the one rule for "best"
-        baseline = next((e for e in exps if e.is_baseline and e.metric is not None), None)
+        current = self.ledger().current() if s else []  # the lineage the best is of
+        baseline = next((e for e in current if e.is_baseline and e.metric is not None), None)
         running = sorted(self.engine.running()) if self.engine is not None else []
         return LoopStatePayload(
             state=self.engine.state if self.engine is not None else "idle",

@@ -38,6 +38,7 @@ from nightlab.server.core.types import (
     Verdict,
     utc_now,
 )
+from nightlab.server.loop import lineage
 from nightlab.server.loop import proposals as pr
 from nightlab.server.loop.plan import RunPlan, execute
 from nightlab.server.loop.proposer import Proposer
@@ -170,12 +171,9 @@ class Engine:
         return best.run_values if best else None
 
     def sigma(self) -> float | None:
-        """The run-to-run noise, pooled over every experiment that was run more than once."""
-        groups = [
-            e.run_values
-            for e in self.ledger.experiments()
-            if e.status in (ExperimentStatus.KEEP, ExperimentStatus.DISCARD)
-        ]
+        """The run-to-run noise, pooled over the lineage's experiments that were run more than once."""
+        judged = (ExperimentStatus.KEEP, ExperimentStatus.DISCARD)  # this lineage's: the code it started from
+        groups = [e.run_values for e in self.ledger.current() if e.status in judged]
         return estimate_sigma([g for g in groups if len(g) > 1])
 
     # ------------------------------------------------------------------ the loop
@@ -191,7 +189,7 @@ class Engine:
             return self.set_state(LoopState.ERRORED, str(exc))
         lockfile = acquire(self.ledger.dir)
         try:
-            self.store.open_or_create()
+            lineage.follow(self.settings, self.store, self.ledger, self.store.open_or_create(), self.message)
             editable = list(self.settings.files.editable)
             reruns = recover(self.ledger, self.store, self.runs_dir, editable, self.message, self._finished)
             self.proposer.pending[:0] = reruns
@@ -308,6 +306,7 @@ class Engine:
             edits=[asdict(e) for e in proposal.edits],
             base=proposal.base,
             rebased=proposal.rebased,
+            lineage=self.ledger.current_lineage(),
         )
         slot.checkout(parent)
         exp.commit = slot.commit(

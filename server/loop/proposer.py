@@ -68,12 +68,13 @@ class Proposer:
         while self._baseline_running and self.ledger.best(direction) is None:
             await self._best_ready.wait()  # another slot runs the baseline: nothing to propose against yet
         if self.ledger.best(direction) is None:
-            crashed = [e for e in self.ledger.experiments() if e.is_baseline and e.status == ExperimentStatus.CRASH]
+            crashed = [e for e in self.ledger.current() if e.is_baseline and e.status == ExperimentStatus.CRASH]
             if crashed:
                 e = crashed[-1]
                 raise AgentError(
                     f"the baseline (experiment {e.number}, your unchanged code) crashed: {e.decision_reason}; "
-                    f"fix it, then run again (log: {self.runs_dir / str(e.number) / 'run.log'})"
+                    f"fix it and commit, then run again: the loop starts from your new commit "
+                    f"(log: {self.runs_dir / str(e.number) / 'run.log'})"
                 )
             self._baseline_running = True
             self._best_ready.clear()

@@ -46,7 +46,7 @@ def recover(
     store.reset_worktree()
     done = {e.rerun_of for e in ledger.experiments()}
     out = []
-    for exp in ledger.experiments():
+    for exp in ledger.current():  # an earlier lineage's ran on code the user has moved on from
         if exp.status == ExperimentStatus.INTERRUPTED and exp.number not in done and exp.commit:
             out.append(rerun(exp, {p: store.read_file(p, exp.commit) for p in editable}))
             say(f"experiment {exp.number} was interrupted; running it again")

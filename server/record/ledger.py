@@ -101,6 +101,7 @@ class Ledger:
         self._cache: list[Experiment] = []
         self._latest: list[Experiment] = []
         self._latest_key: tuple | None = None
+        self.lineage: int | None = None  # the loop's current lineage (loop/lineage.py); None: the latest recorded
 
     # ---------------------------------------------------------------------------------------------
     # reading
@@ -176,13 +177,23 @@ class Ledger:
         """Experiments whose latest record is not an ended state: left running by a crash of the engine."""
         return [e for e in self.experiments() if e.status not in ENDED]
 
+    def current_lineage(self) -> int:
+        return self.lineage if self.lineage is not None else max((r.lineage for r in self._records()), default=1)
+
+    def current(self) -> list[Experiment]:
+        """The experiments of the current lineage (the user's code it started from): what the best,
+        the baseline and the noise floor count. Earlier lineages stay in experiments()."""
+        lineage = self.current_lineage()
+        return [e for e in self.experiments() if e.lineage == lineage]
+
     def best(self, direction: str = "lower") -> Experiment | None:
-        """The best kept experiment with a finite metric, or None before the baseline is kept."""
+        """The best kept experiment of the current lineage with a finite metric, or None before its
+        baseline is kept."""
         if direction not in ("lower", "higher"):
             raise ValueError(f"direction must be lower or higher, got {direction!r}")
         kept = [
             e
-            for e in self.experiments()
+            for e in self.current()
             if e.status == ExperimentStatus.KEEP and e.metric is not None and math.isfinite(e.metric)
         ]
         if not kept:

@@ -219,6 +219,36 @@ class Store:
         except StoreError:
             return None
 
+    def user_head(self) -> str:
+        """The sha of the user's HEAD (their current branch), which the loop's branch starts from."""
+        return self._resolve("HEAD")
+
+    def same_workspace(self, a: str, b: str) -> bool:
+        """Whether commits `a` and `b` hold the same workspace files (the same tree under the prefix)."""
+        where = "" if str(self.prefix) == "." else str(self.prefix)
+        trees = [self._ok("rev-parse", "--verify", "--quiet", f"{rev}:{where}") for rev in (a, b)]
+        return trees[0] is not None and trees[0] == trees[1]
+
+    def file_bytes(self, path: str, rev: str = "HEAD") -> bytes | None:
+        """A file's bytes at `rev` (default: the user's HEAD), or None when it is not there."""
+        return self._ok_bytes("show", f"{rev}:{self._path(path)}")
+
+    def lineage_ref(self, lineage: int) -> str:
+        """Where the kept chain of an earlier lineage of the tag stays once the branch moved on."""
+        return f"refs/nightlab/{self.tag}/lineage-{int(lineage)}"
+
+    def has_ref(self, ref: str) -> bool:
+        return self._ok("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}") is not None
+
+    def keep_chain(self, ref: str, sha: str) -> None:
+        """Point `ref` (a lineage_ref) at `sha`, so the chain ending there stays reachable and viewable."""
+        self._git("update-ref", ref, self._resolve(sha), cwd=self.toplevel)
+
+    def restart_at(self, sha: str) -> None:
+        """Move the loop's branch (and its worktree's files) to `sha`: a new lineage starts there.
+        Earlier commits stay reachable through their refs (keep_chain first)."""
+        self._git("reset", "--quiet", "--hard", self._resolve(sha))
+
     def ref_for(self, number: int) -> str | None:
         """The commit of experiment `number`, or None when it has none."""
         return self._ok("rev-parse", "--verify", "--quiet", f"{self._ref(number)}^{{commit}}")
