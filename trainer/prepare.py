@@ -15,6 +15,7 @@ Needs torch and numpy (and `tokenizers` for BPE, `pyarrow` for parquet). Imports
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import math
@@ -248,6 +249,8 @@ class Harness:
         self._t_train0: float | None = None
         self.smooth_loss: float | None = None
         self.startup_seconds = 0.0
+        self._loaders: list = []  # batches() generators: their threads are stopped and joined before exit
+        atexit.register(self.close)
 
     def autocast(self):
         if self.device_type == "cuda":
@@ -264,7 +267,15 @@ class Harness:
 
     def batches(self, batch_size: int, seq_len: int | None = None):
         seq_len = min(seq_len or self.seq_len, self.seq_len)
-        return batches(self.train_tokens, batch_size, seq_len, self.bos_id, self.seed, self.device)
+        loader = batches(self.train_tokens, batch_size, seq_len, self.bos_id, self.seed, self.device)
+        self._loaders.append(loader)
+        return loader
+
+    def close(self) -> None:
+        """Stop every loader's thread and join it (finish() does, and so does the exit): a thread still in
+        torch's pin_memory when the interpreter shuts down aborts the process after a complete result."""
+        while self._loaders:
+            self._loaders.pop().close()
 
     def event(self, kind: str, **fields) -> None:
         if self._events is not None:
@@ -318,6 +329,7 @@ class Harness:
 
     def finish(self, model) -> float:
         """Evaluate the model with the harness's own metric and print the summary block."""
+        self.close()  # training is over: the loader's thread would only compete with the evaluation
         print(flush=True)
         t_eval = time.time()
         rows = eval_rows(self.val_tokens, self.seq_len, self.eval_tokens, self.bos_id)

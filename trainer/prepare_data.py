@@ -338,7 +338,9 @@ def make_rows(tokens: np.ndarray, starts: np.ndarray, seq_len: int, bos_id: int)
 
 def batches(tokens: np.ndarray, batch_size: int, seq_len: int, bos_id: int, seed: int, device,
             prefetch: int = 4):
-    """Endless (x, y) batches on `device`. Deterministic for a seed; never blocks on Python packing."""
+    """Endless (x, y) batches on `device`. Deterministic for a seed; never blocks on Python packing.
+    Closing the generator (`.close()`, as Harness.finish does) stops the producing thread and joins it:
+    a thread still inside torch (pin_memory) when the interpreter shuts down aborts the process."""
     dev = torch.device(device)
     pin = dev.type == "cuda"
     q: queue.Queue = queue.Queue(maxsize=prefetch)
@@ -366,3 +368,4 @@ def batches(tokens: np.ndarray, batch_size: int, seq_len: int, bos_id: int, seed
             yield rows[:, :-1], rows[:, 1:]
     finally:
         stop.set()
+        thread.join(timeout=10.0)  # it sees `stop` within 0.1 s of its current batch

@@ -46,6 +46,7 @@ class RunSettings:
     propose_ahead: bool = True  # draft the next proposal while a run trains
     sandbox: str = "auto"  # auto (bubblewrap where it runs, else said once) | required | off
     network: bool = False  # a sandboxed run reaches the network
+    log_max_mb: float = 64.0  # each run's log keeps its head and tail within this, a marker where it is cut
     continue_lineage: bool = False  # the user's HEAD moved on: go on with the old lineage (loop/lineage.py)
     branch_prefix: str = "nightlab"  # the loop's branch is <prefix>/<tag>; "autoresearch" names it as autoresearch does
 
@@ -278,6 +279,7 @@ class _Checker(TomlChecker):
                 "propose_ahead",
                 "sandbox",
                 "network",
+                "log_max_mb",
                 "continue_lineage",
                 "branch_prefix",
             },
@@ -302,6 +304,7 @@ class _Checker(TomlChecker):
             propose_ahead=self.boolean(t, "run", "propose_ahead", d.propose_ahead),
             sandbox=self.choice(t, "run", "sandbox", d.sandbox, ("auto", "required", "off")),
             network=self.boolean(t, "run", "network", d.network),
+            log_max_mb=float(self.number(t, "run", "log_max_mb", d.log_max_mb, minimum=0.0625)),
             continue_lineage=self.boolean(t, "run", "continue_lineage", d.continue_lineage),
             branch_prefix=prefix,
         )

@@ -276,7 +276,12 @@ class Engine:
             compile_cache=nightlab / "cache" / "compile",
         )
         try:
-            return make_launcher(s.run.sandbox, spec, lambda text: self.message(text, "warning"))
+            return make_launcher(
+                s.run.sandbox,
+                spec,
+                lambda text: self.message(text, "warning"),
+                log_max_bytes=int(s.run.log_max_mb * (1 << 20)),
+            )
         except SandboxUnavailable as exc:
             raise AgentError(f'{exc}; install bubblewrap, or set it to "auto" or "off"') from None
 

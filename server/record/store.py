@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
@@ -285,8 +286,21 @@ class Store:
             paths.append(rel)
         if paths:
             self._git("add", "--", *paths, cwd=worktree)
-        self._git("commit", "--quiet", "--no-verify", "--allow-empty", "-m", message, cwd=worktree, env=_IDENTITY_ENV)
+        self._commit(worktree, message)
         return str(self._git("rev-parse", "HEAD", cwd=worktree))
+
+    def _commit(self, worktree: Path, message: str, *flags: str) -> None:
+        """`git commit` in `worktree`, the message read from a file: a message of any size (a 200 KB
+        hypothesis) would not fit in one command-line argument (E2BIG)."""
+        fd, path = tempfile.mkstemp(prefix="nightlab-commit-", suffix=".txt")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(message)
+            self._git(
+                "commit", "--quiet", "--no-verify", "--allow-empty", *flags, "-F", path, cwd=worktree, env=_IDENTITY_ENV
+            )
+        finally:
+            os.unlink(path)
 
     def set_ref(self, number: int, sha: str) -> None:
         self._git("update-ref", self._ref(number), self._resolve(sha), cwd=self.toplevel)
@@ -360,7 +374,7 @@ class Slot:
         return sha
 
     def amend(self, message: str, number: int) -> str:
-        self._git("commit", "--quiet", "--no-verify", "--allow-empty", "--amend", "-m", message, env=_IDENTITY_ENV)
+        self.store._commit(self.worktree, message, "--amend")
         sha = self._git("rev-parse", "HEAD")
         self.store.set_ref(number, sha)
         return sha

@@ -2,8 +2,9 @@
 autoresearch's results.tsv and run.log.
 
 `FileTail` reads the complete lines added since the last call (and notices truncation or replacement),
-`read_tail` reads the end of a file, `Watch` calls back when watchdog (inotify) sees a change; callers
-poll as well, since inotify may miss events or be unavailable. Shared by `runner.py` and `monitor.py`.
+in bounded chunks, with `LineSplitter` dropping a line too long to hold; `read_tail` reads the end of a
+file, `Watch` calls back when watchdog (inotify) sees a change; callers poll as well, since inotify may
+miss events or be unavailable. Shared by `runner.py`, `logcap.py` and `monitor.py`.
 Must not import: git, torch, anthropic, agents, or any other nightlab.server module.
 """
 
@@ -19,44 +20,91 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+MAX_LINE = 1 << 20  # a longer line is dropped: no reader here needs it, and it must not be held whole
+_CHUNK = 1 << 20
+
+
+class LineSplitter:
+    """Bytes in, complete lines out, holding at most `max_line` bytes of a partial line: a line that
+    grows past it is dropped (up to its end), so a runaway line costs no memory. `dropped` counts them.
+    `split_cr` also ends a line at "\\r", for step lines rewritten in place."""
+
+    def __init__(self, *, split_cr: bool = False, max_line: int = MAX_LINE):
+        self.split_cr = split_cr
+        self.max_line = max_line
+        self.dropped = 0
+        self._partial = b""
+        self._skipping = False  # inside a dropped line: discard up to its end
+
+    def reset(self) -> None:
+        self._partial, self._skipping = b"", False
+
+    def pending(self) -> str:
+        """The partial line held back (a last line with no line break yet)."""
+        return self._partial.decode("utf-8", errors="replace")
+
+    def feed(self, data: bytes) -> list[str]:
+        if self.split_cr:
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        *complete, rest = (self._partial + data).split(b"\n")
+        if self._skipping and complete:  # the first piece ends the line being dropped
+            complete, self._skipping = complete[1:], False
+        self._partial = b"" if self._skipping else rest
+        if len(self._partial) > self.max_line:
+            self._partial, self._skipping = b"", True
+            self.dropped += 1
+        kept = [line for line in complete if len(line) <= self.max_line]
+        self.dropped += len(complete) - len(kept)
+        return [line.decode("utf-8", errors="replace") for line in kept]
+
+
 class FileTail:
     """Reads the complete lines added to a file since the last call (offset kept, partial line held back).
 
     `split_cr` also ends a line at "\\r", for step lines rewritten in place. A file that shrinks or is
-    replaced is read again from the start, and `generation` goes up so a reader can tell.
+    replaced is read again from the start, and `generation` goes up so a reader can tell. Reads go in
+    chunks and a line longer than `max_line` is dropped, so a runaway writer cannot fill our memory;
+    `max_bytes` bounds one call (the rest comes on the next).
     """
 
-    def __init__(self, path: Path, *, split_cr: bool = False):
+    def __init__(self, path: Path, *, split_cr: bool = False, max_line: int = MAX_LINE):
         self.path = Path(path)
         self.split_cr = split_cr
         self.generation = 0
         self._offset = 0
         self._inode: int | None = None
-        self._partial = b""
+        self._lines = LineSplitter(split_cr=split_cr, max_line=max_line)
         self._lock = threading.Lock()
 
     def exists(self) -> bool:
         return self._inode is not None or self.path.exists()
 
-    def read_lines(self) -> list[str]:
+    def pending(self) -> str:
+        """The last line read so far when it has no line break yet (a finished file's last line)."""
         with self._lock:
+            return self._lines.pending()
+
+    def read_lines(self, max_bytes: int | None = None) -> list[str]:
+        """The complete lines added since the last call (at most `max_bytes` read, when given)."""
+        with self._lock:
+            lines: list[str] = []
             try:
                 with open(self.path, "rb") as handle:
                     stat = os.fstat(handle.fileno())
                     if self._inode is not None and (stat.st_ino != self._inode or stat.st_size < self._offset):
-                        self._offset, self._partial = 0, b""
+                        self._offset = 0
+                        self._lines.reset()
                         self.generation += 1
                     self._inode = stat.st_ino
                     handle.seek(self._offset)
-                    data = handle.read()
+                    budget = stat.st_size - self._offset if max_bytes is None else max_bytes
+                    while budget > 0 and (data := handle.read(min(_CHUNK, budget))):
+                        self._offset += len(data)
+                        budget -= len(data)
+                        lines += self._lines.feed(data)
             except OSError:  # not created yet, or removed between two polls
-                return []
-            self._offset += len(data)
-            data = self._partial + data
-            if self.split_cr:
-                data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            *complete, self._partial = data.split(b"\n")
-            return [line.decode("utf-8", errors="replace") for line in complete]
+                pass
+            return lines
 
 
 def read_tail(path: Path, max_bytes: int) -> str:

@@ -1,9 +1,10 @@
 """Runs one training run on this machine: the local `Launcher` (launcher.py).
 
 `Runner.run` starts the workspace's command in its own session and process group with an allow-listed
-environment (env.py), follows the events file and the log while they grow (follow.py: watchdog, plus
-polling in case inotify misses something), kills the whole group at the deadline or on cancel
-(processes.py), and turns the outcome into a `RunResult`. A failed run is a result, never an
+environment (env.py), its output through a pipe into a capped log (logcap.py: head and tail kept, no
+line held whole), follows the events file while it grows (follow.py: watchdog, plus polling in case
+inotify misses something) and the output's step lines as they come, kills the whole group at the
+deadline or on cancel (processes.py), and turns the outcome into a `RunResult`. A failed run is a result, never an
 exception. No global state: several runs may go at once on one event loop.
 Must not import: git, torch, anthropic, the ledger, the loop.
 """
@@ -13,31 +14,31 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import os
 import shlex
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from nightlab.server.core.types import Progress, RunResult, RunStatus
 from nightlab.server.run.env import build_env
 from nightlab.server.run.follow import FileTail, Watch, read_tail
 from nightlab.server.run.launcher import ProgressCallback, RunRequest
+from nightlab.server.run.logcap import DEFAULT_MAX_BYTES, CappedLog, LogPump
+from nightlab.server.run.outcome import crash_reason, last_lines
 from nightlab.server.run.processes import PID_FILE, die_with_parent, group_alive, kill_group
-from nightlab.server.run.summary import SUMMARY_KEYS, has_fail, parse_step_line, parse_summary
+from nightlab.server.run.summary import SUMMARY_KEYS, parse_step_line, parse_summary
 
 log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- following a run
 class _Follower:
-    """Turns new lines of the events file and the log into Progress; remembers the events summary."""
+    """Turns new lines of the events file and of the output into Progress; remembers the events summary."""
 
-    def __init__(self, events_path: Path, log_path: Path, emit: Callable[[Progress], None], started: float):
-        self.events = FileTail(events_path, split_cr=False)
-        self.log = FileTail(log_path, split_cr=True)
+    def __init__(self, events_path: Path, emit: Callable[[Progress], None], started: float):
+        self.events = FileTail(events_path, split_cr=False, max_line=_EVENT_LINE_MAX)
         self.emit = emit
         self.started = started
         self.first_step_s: float | None = None
@@ -51,21 +52,29 @@ class _Follower:
             self._poll()
 
     def _poll(self) -> None:
-        for line in self.events.read_lines():
-            event = _json_event(line)
-            if event is None:
-                continue
-            kind = event.get("event")
-            if kind == "step":
-                self._step(_progress_from_event(event))
-            elif kind == "summary":
-                self.summary = event
-            elif kind == "fail":
-                self.fail = event
-        # A script that writes events also prints step lines; read the log only when there is no events file.
-        if not self.events.exists():
-            for line in self.log.read_lines():
-                self._step(parse_step_line(line))
+        while lines := self.events.read_lines(max_bytes=4 << 20):  # a flood of events, a batch at a time
+            for line in lines:
+                self._event(line)
+
+    def _event(self, line: str) -> None:
+        event = _json_event(line)
+        if event is None:
+            return
+        kind = event.get("event")
+        if kind == "step":
+            self._step(_progress_from_event(event))
+        elif kind == "summary":
+            self.summary = event
+        elif kind == "fail":
+            self.fail = event
+
+    def on_output(self, lines: list[str]) -> None:
+        """Lines of the run's output (from the log pump's thread)."""
+        with self._lock:
+            # A script that writes events also prints step lines; use them only when there is no events file.
+            if not self.events.exists():
+                for line in lines:
+                    self._step(parse_step_line(line))
 
     def _step(self, progress: Progress | None) -> None:
         if progress is None or progress.step <= self.last_step:
@@ -74,6 +83,10 @@ class _Follower:
         if self.first_step_s is None:
             self.first_step_s = time.monotonic() - self.started
         self.emit(progress)
+
+
+_EVENT_LINE_MAX = 1 << 20  # a longer events line is dropped unread
+_TAIL_BYTES = 256 << 10  # what the summary parse and the crash text read of the log: its end
 
 
 def _json_event(line: str) -> dict | None:
@@ -105,20 +118,23 @@ def _progress_from_event(event: dict) -> Progress | None:
     )
 
 
+def _all_lines(tail: FileTail) -> Iterator[str]:
+    while lines := tail.read_lines(max_bytes=4 << 20):  # in batches: a log may be large
+        yield from lines
+    yield tail.pending()  # the last line, when it has no line break (a crashed run's last step)
+
+
 def read_curve(run_dir: Path, max_points: int = 2000) -> list[Progress]:
     """The step samples a finished (or running) run recorded: its events file, else its log's step
     lines; thinned evenly to at most `max_points`, the last sample always kept."""
     events, log_path = Path(run_dir) / "events.jsonl", Path(run_dir) / "run.log"
-    samples: list[Progress] = []
-    if events.exists():
-        for line in events.read_text(errors="replace").splitlines():
-            event = _json_event(line)
-            if event is not None and event.get("event") == "step":
-                samples.append(_progress_from_event(event))
-    elif log_path.exists():
-        samples = [
-            parse_step_line(line) for line in log_path.read_text(errors="replace").replace("\r", "\n").splitlines()
-        ]
+    samples: list[Progress | None] = []
+    tail = FileTail(events) if events.exists() else FileTail(log_path, split_cr=True, max_line=_EVENT_LINE_MAX)
+    for line in _all_lines(tail):
+        if tail.path == log_path:
+            samples.append(parse_step_line(line))
+        elif (event := _json_event(line)) is not None and event.get("event") == "step":
+            samples.append(_progress_from_event(event))
     samples = [p for p in samples if p is not None and p.loss is not None]
     if len(samples) > max_points:
         stride = len(samples) / max_points
@@ -137,10 +153,12 @@ class Runner:
         poll_interval_s: float = 1.0,
         tail_lines: int = 50,
         parent_env: Mapping[str, str] | None = None,
+        log_max_bytes: int = DEFAULT_MAX_BYTES,
     ):
         self.kill_grace_s = kill_grace_s
         self.poll_interval_s = poll_interval_s
         self.tail_lines = tail_lines
+        self.log_max_bytes = log_max_bytes  # [run] log_max_mb: each run's log keeps its head and tail within it
         self.parent_env = parent_env  # None: os.environ at the time of each run
 
     async def run(
@@ -190,29 +208,31 @@ class Runner:
             return RunResult(
                 status=RunStatus.INTERRUPTED, error="cancelled before it started", log_path=str(r.log_path)
             )
-        try:
-            proc = await self._start(r)
-        except (OSError, ValueError) as exc:  # command not found, bad quoting, missing workspace
-            error = f"could not start {r.command!r}: {exc}"
-            return RunResult(RunStatus.CRASH, error=error, total_s=time.monotonic() - started, log_path=str(r.log_path))
         loop = asyncio.get_running_loop()
 
         def emit(progress: Progress) -> None:
             if on_progress is not None:
                 loop.call_soon_threadsafe(_safe_call, on_progress, progress)
 
-        follower = _Follower(r.events_path, r.log_path, emit, started)
-        watch = Watch({r.events_path, r.log_path}, follower.poll)
+        follower = _Follower(r.events_path, emit, started)
+        try:
+            proc, pump = await self._start(r, follower)
+        except (OSError, ValueError) as exc:  # command not found, bad quoting, missing workspace
+            error = f"could not start {r.command!r}: {exc}"
+            return RunResult(RunStatus.CRASH, error=error, total_s=time.monotonic() - started, log_path=str(r.log_path))
+        watch = Watch({r.events_path}, follower.poll)
         status = None
         try:
             status = await self._wait(proc, follower, started + r.deadline_s, cancel)
         finally:
             if status is None:  # our caller was cancelled: leave no training behind
                 await kill_group(proc.pid, self.kill_grace_s)
+                pump.stop()
             await asyncio.to_thread(watch.stop)
         # Stragglers of a run that ended by itself (dataloader workers, a forked daemon) go too.
         if group_alive(proc.pid):
             await kill_group(proc.pid, self.kill_grace_s)
+        await asyncio.to_thread(pump.finish, 2.0)  # the output's end, unless an escaped process holds it
         follower.poll()
         await asyncio.sleep(0)  # let progress callbacks already queued run before the result is returned
         total_s = time.monotonic() - started
@@ -235,23 +255,34 @@ class Runner:
             threads=r.threads,
         )
 
-    async def _start(self, r: RunRequest) -> asyncio.subprocess.Process:
-        """The training process, in a session and process group of its own, its output in the log. It is
-        sent SIGKILL if the loop dies (Linux): the one moment no pgid file covers is right after the start."""
-        with open(r.log_path, "wb") as log_file:
+    async def _start(self, r: RunRequest, follower: _Follower) -> tuple[asyncio.subprocess.Process, LogPump]:
+        """The training process, in a session and process group of its own, its output through a pipe
+        into the capped log (logcap.py). It is sent SIGKILL if the loop dies (Linux): the one moment no
+        pgid file covers is right after the start."""
+        capped = CappedLog(r.log_path, self.log_max_bytes)
+        read_fd, write_fd = os.pipe()
+        try:
             proc = await asyncio.create_subprocess_exec(
                 *self.argv(r),
                 cwd=str(r.workdir),
                 env=self.env(r),
                 stdin=asyncio.subprocess.DEVNULL,
-                stdout=log_file,
+                stdout=write_fd,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
                 preexec_fn=die_with_parent,
             )
+        except BaseException:
+            os.close(read_fd)
+            capped.close()
+            raise
+        finally:
+            os.close(write_fd)  # the training holds the only write end: its exit is the output's end
+        pump = LogPump(read_fd, capped, follower.on_output)
+        pump.start()
         # The group id lets a later start kill this run if Nightlab itself dies (kill -9) mid-run.
         (r.log_path.parent / PID_FILE).write_text(str(proc.pid))
-        return proc
+        return proc, pump
 
     async def _wait(
         self, proc: asyncio.subprocess.Process, follower: _Follower, deadline: float, cancel: asyncio.Event | None
@@ -293,7 +324,7 @@ class Runner:
         total_s: float,
         metric_name: str = "val_bpb",
     ) -> RunResult:
-        text = read_tail(log_path, 8 << 20)  # the block is at the end; a runaway log is not read whole
+        text = read_tail(log_path, _TAIL_BYTES)  # the block is at the end; the log is not read whole
         metrics = parse_summary(text)
         events_summary = follower.summary
         # the block on stdout is the contract; the events summary fills gaps (the metric's too)
@@ -323,38 +354,11 @@ class Runner:
             result.status = RunStatus.INTERRUPTED
             result.error = "cancelled"
         else:
-            reason = _crash_reason(returncode, text, metrics, follower.fail, metric_name)
+            reason = crash_reason(returncode, text, metrics, follower.fail, metric_name)
             if reason:
                 result.status = RunStatus.CRASH
-                result.error = reason + "\n" + _last_lines(text, self.tail_lines)
+                result.error = reason + "\n" + last_lines(text, self.tail_lines)
         return result
-
-
-def _crash_reason(returncode: int | None, text: str, metrics: dict, fail: dict, metric_name: str) -> str:
-    """Why an exited run counts as a crash, or "" when it does not."""
-    if returncode:
-        why = f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
-        if has_fail(text) or fail:
-            why += f" (FAIL{': ' + str(fail['reason']) if fail.get('reason') else ''})"
-        return why
-    if has_fail(text) or fail:
-        return "FAIL printed" + (f": {fail['reason']}" if fail.get("reason") else "")
-    value = metrics.get(metric_name)
-    if value is None:
-        return f"no {metric_name} in the summary"
-    if not math.isfinite(value):
-        return f"{metric_name} is {value}"
-    return ""
-
-
-def _last_lines(text: str, count: int) -> str:
-    # Split on "\n" only and keep what follows the last "\r" of each line (what a terminal shows), so
-    # hundreds of rewritten step lines do not push the traceback out of the tail.
-    lines = [line.rsplit("\r", 1)[-1] for line in text.split("\n")]
-    while lines and not lines[-1].strip():
-        lines.pop()
-    # A cap per line, so one runaway line (a printed tensor) cannot make the ledger's record huge.
-    return "\n".join(line if len(line) <= 500 else line[:500] + " ..." for line in lines[-count:])
 
 
 def _safe_call(callback: Callable[[Progress], None], progress: Progress) -> None:
