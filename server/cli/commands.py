@@ -164,10 +164,10 @@ def _engine(settings, policy_flag: bool = False):
 
 def _drive(settings, engine, live: bool) -> None:
     """Runs the loop to its end, shown in the live view (or a line per event when not `live`);
-    SIGINT and SIGTERM stop it cleanly, a busy or broken record fails the command."""
+    SIGINT and SIGTERM stop it cleanly (a second one at once), a busy or broken record fails the command."""
     import asyncio
-    import signal
 
+    from nightlab.server.cli.stopping import Stopper
     from nightlab.server.cli.view import LiveView
     from nightlab.server.record.lock import EngineBusy
     from nightlab.server.record.store import StoreError
@@ -184,10 +184,10 @@ def _drive(settings, engine, live: bool) -> None:
     if not live:
         engine.subscribe(_print_event)
 
+    stopper = Stopper(engine.stop, err_console.print, lambda: console.show_cursor(True))
+
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, _stopper(engine))
+        stopper.install(asyncio.get_running_loop())
         await engine.run()
 
     try:
@@ -204,6 +204,7 @@ def _drive(settings, engine, live: bool) -> None:
             asyncio.run(main())
     except (EngineBusy, StoreError) as exc:
         fail(str(exc))
+    stopper.rearm()  # the loop's handlers went with it: a second Ctrl-C during the report quits at once
 
 
 def _header(settings) -> str:
@@ -227,14 +228,6 @@ def _report(settings, engine) -> None:
         console.print(format_summary(best.metrics), highlight=False)
     png = _plot(settings, experiments)
     console.print(f"ledger: {engine.ledger.jsonl}\nresults: {engine.ledger.tsv}" + (f"\nplot: {png}" if png else ""))
-
-
-def _stopper(engine):
-    def stop() -> None:
-        err_console.print("[yellow]stopping: ending the current run (it is recorded and runs again next time)[/]")
-        engine.stop()
-
-    return stop
 
 
 def _print_event(event: dict) -> None:

@@ -41,7 +41,7 @@ from nightlab.server.core.types import (
 from nightlab.server.loop import lineage
 from nightlab.server.loop import proposals as pr
 from nightlab.server.loop.plan import RunPlan, execute
-from nightlab.server.loop.proposer import Proposer
+from nightlab.server.loop.proposer import Proposer, Stopped
 from nightlab.server.loop.recovery import recover, rerun
 from nightlab.server.loop.startfiles import start_problem
 from nightlab.server.loop.verdict import commit_message, judge
@@ -138,10 +138,10 @@ class Engine:
         self._resume.set()
 
     def stop(self) -> None:
-        """End the running experiments now (recorded as interrupted, re-run on the next start), then stop."""
+        """End the running experiments now (interrupted, re-run on the next start) and any agent call, then stop."""
         self._stop.set()
         self._resume.set()
-        self.proposer.wake()  # a slot waiting for the baseline must wake up to see the stop
+        self.proposer.stop()
         for running in self._running.values():
             running.cancel.set()
 
@@ -235,7 +235,11 @@ class Engine:
                 if proposal is None or self._stop.is_set():
                     self.started_here -= 1
                     break
-                running, error = await self.prepare(proposal, slot, spec)
+                try:
+                    running, error = await self.prepare(proposal, slot, spec)
+                except Stopped:  # stopped while the agent was asked again: nothing is recorded
+                    self.started_here -= 1
+                    break
                 # Propose-ahead: the agent drafts the next experiment while this one trains, so the
                 # GPU does not wait for the LLM. The draft is re-based (or re-asked) if this one is kept.
                 if self.settings.run.propose_ahead and not error and not self._limit_reached(started, quiet=True):

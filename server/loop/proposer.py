@@ -1,6 +1,8 @@
 """Where the next experiment comes from: queued re-runs and baselines first, then the baseline when
 there is no best yet, then the agent: one call at a time, told every idea in flight (so parallel
 slots never run the same one), drafted ahead while a run trains and re-based if that run is kept.
+`stop()` cancels the agent's call in progress (an API that never answers, a retry's wait): nothing is
+recorded for it, since no experiment exists before a proposal does, and the next start asks again.
 Must not import: pygls, rich, typer, the runner, the engine.
 """
 
@@ -19,6 +21,10 @@ from nightlab.server.core.types import Experiment, ExperimentContext, Experiment
 from nightlab.server.loop import proposals as pr
 from nightlab.server.record.ledger import Ledger
 from nightlab.server.record.store import Store
+
+
+class Stopped(Exception):
+    """The loop stopped while the agent was asked again (its edit did not apply): nothing is recorded."""
 
 
 def baseline() -> Proposal:
@@ -46,12 +52,21 @@ class Proposer:
         self._lock = asyncio.Lock()
         self._baseline_running = False
         self._best_ready = asyncio.Event()
+        self._stopped = False
+        self._call: asyncio.Future[Proposal] | None = None  # the agent's call in progress (one at a time)
 
     # ------------------------------------------------------------------ what the engine asks
 
     def wake(self) -> None:
         """A slot waiting for another's baseline wakes up (to see a stop)."""
         self._best_ready.set()
+
+    def stop(self) -> None:
+        """The loop is stopping: cancel the agent's call in progress, start no other, wake the waiters."""
+        self._stopped = True
+        self.wake()
+        if self._call is not None:
+            self._call.cancel()
 
     def finished(self, exp: Experiment) -> None:
         """An experiment has its verdict: its idea is free again; a baseline (or keep) wakes the waiters."""
@@ -109,7 +124,10 @@ class Proposer:
 
         async def again(feedback: str) -> Proposal:
             self._release(proposal.description)
-            return await self._ask(feedback)
+            retry = await self._ask(feedback)
+            if retry is None:
+                raise Stopped()
+            return retry
 
         retry = getattr(self.agent, "accepts_feedback", False) and proposal.kind != ExperimentKind.BASELINE
         return await pr.files_for(self.settings, self.store, proposal, again if retry else None)
@@ -121,13 +139,24 @@ class Proposer:
         ctx = pr.context(self.settings, self.ledger, self.store, self._sigma(), in_flight)
         return replace(ctx, feedback=feedback)
 
-    async def _ask(self, feedback: str = "") -> Proposal:
-        """The agent's proposal; one it could not make valid becomes a crash record, not a stop. Its
-        context is built once the call may start, so it sees the latest best and every idea in flight."""
+    async def _ask(self, feedback: str = "") -> Proposal | None:
+        """The agent's proposal; one it could not make valid becomes a crash record, not a stop; None
+        once `stop()` was called (its call cancelled). Its context is built once the call may start, so
+        it sees the latest best and every idea in flight."""
         async with self._lock:
+            if self._stopped:
+                return None
             ctx = self._context(feedback)
+            call = self._call = asyncio.ensure_future(self.agent.propose(ctx))
             try:
-                proposal = await self.agent.propose(ctx)
+                await asyncio.wait([call])  # returns when the call ends, cancelled by stop() included
+            finally:
+                call.cancel()  # a no-op once it ended; a caller cancelled (a dropped draft) takes it along
+                self._call = None
+            if call.cancelled():
+                return None
+            try:
+                proposal = call.result()
             except ProposalError as exc:
                 usage = dict(getattr(exc, "usage", {}) or {})
                 return Proposal("invalid proposal", [], agent=self.agent.name, usage=usage, invalid=str(exc))
