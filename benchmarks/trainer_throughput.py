@@ -8,6 +8,7 @@ constant, total_tokens_M / num_steps of the summary), the summary gives val_bpb.
 
     .venv/bin/python benchmarks/trainer_throughput.py --seconds 20            # the CPU profile here
     .venv/bin/python benchmarks/trainer_throughput.py --gpu-autoresearch      # autoresearch's size
+    .venv/bin/python benchmarks/trainer_throughput.py --tokens 20000000       # a token budget instead
 
 p90/p10 of the step time is the jitter that a wall-clock budget turns into metric noise
 (docs: REFERENCE.md section 2). Prints figures; asserts nothing.
@@ -43,6 +44,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--seconds", type=float, default=30.0, help="training budget in seconds, warm-up steps excluded (default 30)"
+    )
+    parser.add_argument(
+        "--tokens",
+        type=int,
+        default=None,
+        help="a token budget (NIGHTLAB_BUDGET_TOKENS) instead of --seconds: deterministic on the CPU",
     )
     parser.add_argument(
         "--profile",
@@ -109,12 +116,15 @@ def read_events(path: Path) -> list[dict]:
 def run_training(folder: Path, args: argparse.Namespace, console: Console) -> tuple[int, float, Path]:
     events_path = folder / "events.jsonl"
     log_path = folder / "run.log"
-    env = build_env(os.environ, events_path=events_path, seed=args.seed, budget_seconds=args.seconds)
+    if args.tokens:
+        env = build_env(os.environ, events_path=events_path, seed=args.seed, budget_tokens=args.tokens)
+    else:
+        env = build_env(os.environ, events_path=events_path, seed=args.seed, budget_seconds=args.seconds)
     if args.device:
         env["NIGHTLAB_DEVICE"] = args.device
-    timeout = args.timeout or 3 * args.seconds + 600
+    timeout = args.timeout or (1200 if args.tokens else 3 * args.seconds + 600)
     started = time.monotonic()
-    status = console.status(f"training for {args.seconds:g} s ({args.profile} profile)")
+    status = console.status(f"training for {budget_text(args)} ({args.profile} profile)")
     with open(log_path, "wb") as log, status:
         proc = subprocess.Popen(
             [sys.executable, "train.py"],
@@ -188,6 +198,10 @@ def device_name(device: str) -> str:
         return device
 
 
+def budget_text(args: argparse.Namespace) -> str:
+    return f"{args.tokens:,d} tokens" if args.tokens else f"{args.seconds:g} s"
+
+
 def fmt(value, spec: str, missing: str = "n/a") -> str:
     return missing if value is None else format(value, spec)
 
@@ -219,9 +233,13 @@ def table(result: dict, args: argparse.Namespace, config: dict[str, str], wall_s
     ]
     if result["steady_steps"] < 20:
         rows.append(
-            ("note", f"only {result['steady_steps']} steady steps: the percentiles are rough; give it more --seconds")
+            (
+                "note",
+                f"only {result['steady_steps']} steady steps: the percentiles are rough; "
+                "give it more --seconds or --tokens",
+            )
         )
-    t = Table(title=f"trainer throughput ({args.seconds:g} s budget, seed {args.seed})", show_header=False)
+    t = Table(title=f"trainer throughput ({budget_text(args)} budget, seed {args.seed})", show_header=False)
     t.add_column("figure", style="bold")
     t.add_column("value")
     for name, value in rows:
