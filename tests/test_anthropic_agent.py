@@ -23,9 +23,11 @@ from nightlab.server.changes.edits import apply_edits
 from nightlab.server.core.types import ExperimentContext, HistoryItem
 from support.fake_anthropic import (
     disconnect,
+    html_page,
     http_error,
     overloaded,
     rate_limited,
+    raw,
     server_error,
     slow,
     text_reply,
@@ -280,7 +282,45 @@ async def test_outage_gives_up_after_max_wait(fake_anthropic):
     assert 2 <= len(fake_anthropic.requests) < 30
 
 
-@pytest.mark.parametrize("status,match", [(401, "HTTP 401.*check ANTHROPIC_API_KEY"), (404, "HTTP 404")])
+async def test_answers_that_are_not_the_messages_api_are_retried(fake_anthropic):
+    """A proxy's HTML page with status 200, empty bodies (as JSON and as HTML) and JSON of other shapes: each is
+    retried like an outage, with a status saying what came; then a valid answer is the proposal."""
+    fake_anthropic.script(
+        html_page(),
+        raw("", content_type="application/json"),
+        raw(""),
+        raw('{"type": "error", "error": {"message": "no"}}', content_type="application/json"),
+        raw("[1, 2]", content_type="application/json"),
+        raw("plain words", content_type="text/plain"),
+        tool_call(VALID),
+    )
+    a = agent(fake_anthropic, max_retries=3)  # the SDK does not retry a 200: the agent's loop does
+    p = await a.propose(ctx())
+    assert p.description == VALID["description"] and len(fake_anthropic.requests) == 7
+    assert p.usage["requests"] == 7 and p.usage["input_tokens"] == 120
+    assert len(a.statuses) == 6 and all("not the Messages API's" in s and "trying again" in s for s in a.statuses)
+    assert "an HTML page, beginning '<!DOCTYPE html>" in a.statuses[0]
+    assert "an empty body" in a.statuses[1] and "an empty body" in a.statuses[2]
+    assert all("JSON that is not a Messages response" in s for s in a.statuses[3:5])
+    assert "not JSON, beginning 'plain words'" in a.statuses[5]
+
+
+async def test_always_html_gives_up_in_plain_words(fake_anthropic):
+    fake_anthropic.script(*[html_page() for _ in range(40)])
+    a = agent(fake_anthropic, max_wait_s=0.3, retry_base_s=0.02)
+    with pytest.raises(AgentError) as info:
+        await a.propose(ctx())
+    n = len(fake_anthropic.requests)
+    assert 2 <= n < 40
+    assert str(info.value).startswith(
+        f"the API at {fake_anthropic.base_url} answered something that is not the Messages API (an HTML page, "
+    )
+    assert f") {n} times in a row over 0 s; check ANTHROPIC_BASE_URL" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "status,match", [(401, "HTTP 401.*check ANTHROPIC_API_KEY"), (404, "HTTP 404.*check the model")]
+)
 async def test_refusals_a_person_must_fix_stop_at_once(fake_anthropic, status, match):
     fake_anthropic.script(http_error(status, f"echo {KEY}"), tool_call(VALID))
     a = agent(fake_anthropic, max_retries=3)

@@ -17,7 +17,17 @@ import pytest
 
 from nightlab.server.core.settings import load_settings
 from nightlab.server.loop.engine import Engine
-from support.fake_anthropic import disconnect, http_error, rate_limited, server_error, slow, text_reply, tool_call
+from support.fake_anthropic import (
+    disconnect,
+    html_page,
+    http_error,
+    rate_limited,
+    raw,
+    server_error,
+    slow,
+    text_reply,
+    tool_call,
+)
 from support.workspace import STAND_IN, git, make_workspace, merge_toml
 
 KEY = "sk-ant-test-SECRET-123"
@@ -201,6 +211,51 @@ def test_api_failures_lose_and_duplicate_no_experiment(tmp_path, fake_anthropic)
     assert events[-1]["state"] == "stopped"
     check_ledger(ws, 5)
     check_no_key(ws, events)
+
+
+def test_answers_that_are_not_the_api_are_retried_as_an_outage(tmp_path, fake_anthropic):
+    """A proxy's HTML page with status 200 and an empty body where the Messages API should answer: each is
+    retried, with a warning saying what came, and the proposal after them is one experiment."""
+    ws = setup(tmp_path, fake_anthropic, IN_ORDER)
+    fake_anthropic.script(html_page(), raw("", content_type="application/json"), tool_call(edit("X", "1.0", "0.9")))
+    engine, events = run_loop(ws, 2)
+    assert statuses(engine) == [(1, "keep"), (2, "keep")]
+    assert engine.ledger.experiments()[1].usage["requests"] == 3
+    warnings = " | ".join(messages(events, "warning"))
+    assert "Claude API: an answer that is not the Messages API's: an HTML page" in warnings
+    assert "not the Messages API's: an empty body" in warnings
+    assert fake_anthropic.left == 0 and events[-1]["state"] == "stopped"
+    check_ledger(ws, 2)
+    check_no_key(ws, events)
+
+
+def test_always_html_stops_the_loop_in_plain_words(tmp_path, fake_anthropic, capsys, caplog):
+    """A proxy that answers every request with its HTML page: retried until max_wait_s, then the loop is
+    errored with a reason naming the base URL to check; no traceback, and no experiment for it."""
+    ws = setup(tmp_path, fake_anthropic, IN_ORDER + "[agent.anthropic]\nmax_wait_s = 0.3\n")
+    fake_anthropic.script(tool_call(edit("X", "1.0", "0.9")), *[html_page() for _ in range(40)])
+    engine, events = run_loop(ws, 5)
+    assert statuses(engine) == [(1, "keep"), (2, "keep")]
+    assert engine.state == "errored" and events[-1]["state"] == "errored"
+    reason = events[-1]["reason"]
+    assert reason.startswith(f"the API at {fake_anthropic.base_url} answered something that is not the Messages API")
+    assert "(an HTML page, beginning '<!DOCTYPE html>" in reason and "check ANTHROPIC_BASE_URL" in reason
+    assert 0 < fake_anthropic.left < 40
+    assert "Traceback" not in capsys.readouterr().err and not [r for r in caplog.records if r.exc_info]
+    check_ledger(ws, 2)
+    check_no_key(ws, events)
+
+
+def test_unknown_model_stops_the_loop_at_once(tmp_path, fake_anthropic):
+    """A 404 (the model id is wrong) is not retried: the loop is errored with what to check."""
+    ws = setup(tmp_path, fake_anthropic, IN_ORDER + '[agent.anthropic]\nmodel = "claude-nope-9"\n')
+    fake_anthropic.script(http_error(404, "model: claude-nope-9"), tool_call(edit("X", "1.0", "0.9")))
+    engine, events = run_loop(ws, 3)
+    assert statuses(engine) == [(1, "keep")] and engine.state == "errored"
+    assert len(fake_anthropic.requests) == 1 and fake_anthropic.requests[0]["body"]["model"] == "claude-nope-9"
+    reason = events[-1]["reason"]
+    assert "HTTP 404" in reason and "check the model, 'claude-nope-9'" in reason and "claude-nope-9" in reason
+    check_ledger(ws, 1)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -15,7 +15,9 @@ leave room for the thinking. Every option can be overridden in [agent] or [agent
 Failures of the API are retried twice over: the SDK retries 429, 5xx, dropped connections and timeouts
 itself (`max_retries`, `timeout_s`), and around it a patient loop waits with exponential backoff (capped
 at `retry_cap_s`) through an outage, telling `self.on_status` why, and gives up only after `max_wait_s`
-of continuous failure. A refusal that a person must fix (bad key, unknown model) stops at once.
+of continuous failure. An answer that is not the Messages API's (a proxy's HTML page with status 200, an
+empty body, JSON of another shape) counts as an outage; given up on, it is named with the base URL to
+check. A refusal that a person must fix (bad key, unknown model) stops at once.
 
 The API key comes from options["api_key"] or ANTHROPIC_API_KEY; it is handed to the SDK and nowhere else
 (no log, message, proposal or usage holds it).
@@ -34,7 +36,13 @@ from typing import Any
 
 import anthropic
 
-from nightlab.server.agents.anthropic_checks import PRICE_KEYS, check_temperature, validate_tool_input
+from nightlab.server.agents.anthropic_checks import (
+    PRICE_KEYS,
+    check_temperature,
+    not_a_message,
+    unreadable,
+    validate_tool_input,
+)
 from nightlab.server.agents.anthropic_checks import InvalidToolInput as _Invalid
 from nightlab.server.agents.anthropic_checks import parse_options as _options
 from nightlab.server.agents.base import AgentError, ProposalError
@@ -213,6 +221,22 @@ class AnthropicAgent:
         if self.on_status is not None:
             self.on_status(self._scrub(text))
 
+    def _refusal(self, exc: anthropic.APIStatusError) -> str:
+        """Why an error answer is worth another try ("": at once); an AgentError when a person must act."""
+        message = self._scrub(str(getattr(exc, "message", exc)))
+        if exc.status_code == 400 and self.force_tool and "tool" in message.lower():
+            # Newer models refuse a forced tool (with thinking on, or at all): ask for it in words.
+            # At most one extra request: a second 400 is not taken for this again.
+            self.force_tool = False
+            self._status(f"{self.model} refuses a forced tool call; asking for it in the prompt instead")
+            return ""
+        if not _transient(exc):
+            hint = {401: " (check ANTHROPIC_API_KEY)", 403: " (check ANTHROPIC_API_KEY)"}.get(exc.status_code, "")
+            if exc.status_code == 404:
+                hint = f" (check the model, {self.model!r}, and the API's base URL)"
+            raise AgentError(f"the Claude API refused the request (HTTP {exc.status_code}){hint}: {message}") from None
+        return f"HTTP {exc.status_code}"
+
     async def _create(
         self,
         client: anthropic.AsyncAnthropic,
@@ -220,32 +244,34 @@ class AnthropicAgent:
         messages: list[dict[str, Any]],
         counter: list[int],
     ) -> Any:
-        """One answer, however long an outage lasts (up to max_wait_s of continuous failure)."""
+        """One answer, however long an outage lasts (up to max_wait_s of continuous failure). An answer
+        that is not the Messages API's (a proxy's HTML page, an empty body) is taken for an outage too."""
         failing_since: float | None = None
-        attempt = 0
+        attempt = malformed = 0
         while True:
+            request = self._request(ctx, messages)
+            reason = alien = ""  # alien: what came instead of a Messages response
             try:
                 if self._count_calls:
                     counter[0] += 1
-                return await client.messages.create(**self._request(ctx, messages))
+                response = await client.messages.create(**request)
+                alien = not_a_message(response)
+                if not alien:
+                    return response
             except anthropic.APIStatusError as exc:
-                message = self._scrub(str(getattr(exc, "message", exc)))
-                if exc.status_code == 400 and self.force_tool and "tool" in message.lower():
-                    # Newer models refuse a forced tool (with thinking on, or at all): ask for it in words.
-                    # At most one extra request: a second 400 is not taken for this again.
-                    self.force_tool = False
-                    self._status(f"{self.model} refuses a forced tool call; asking for it in the prompt instead")
+                reason = self._refusal(exc)
+                if not reason:
                     continue
-                if not _transient(exc):
-                    hint = " (check ANTHROPIC_API_KEY)" if exc.status_code in (401, 403) else ""
-                    raise AgentError(
-                        f"the Claude API refused the request (HTTP {exc.status_code}){hint}: {message}"
-                    ) from None
-                reason = f"HTTP {exc.status_code}"
             except anthropic.APITimeoutError:
                 reason = f"no answer within {self.options['timeout_s']:g} s"
             except anthropic.APIConnectionError as exc:
                 reason = f"connection failed ({self._scrub(str(exc.__cause__ or exc))})"
+            except (ValueError, anthropic.APIResponseValidationError) as exc:  # a body that does not parse
+                alien = unreadable(exc)
+            malformed = malformed + 1 if alien else 0
+            if alien:
+                alien = self._scrub(alien)
+                reason = f"an answer that is not the Messages API's: {alien}"
             now = time.monotonic()
             failing_since = now if failing_since is None else failing_since
             failed_for = now - failing_since
@@ -255,13 +281,22 @@ class AnthropicAgent:
                 self.options["max_wait_s"] - failed_for,
             )
             if delay <= 0:
-                raise AgentError(
-                    f"the Claude API has been failing for {failed_for:.0f} s (last: {reason}); "
-                    "check the network and https://status.anthropic.com, then start the loop again"
-                )
+                raise AgentError(self._gave_up(client, reason, failed_for, alien, malformed))
             self._status(f"Claude API: {reason}; trying again in {delay:.0f} s (failing for {failed_for:.0f} s)")
             await asyncio.sleep(delay)
             attempt += 1
+
+    def _gave_up(self, client: anthropic.AsyncAnthropic, reason: str, failed_for: float, alien: str, n: int) -> str:
+        if alien:
+            return (
+                f"the API at {client.base_url} answered something that is not the Messages API "
+                f"({alien}) {n} time{'s' * (n > 1)} in a row over {failed_for:.0f} s; "
+                "check ANTHROPIC_BASE_URL (or [agent.anthropic] base_url) and your proxy, then start the loop again"
+            )
+        return (
+            f"the Claude API has been failing for {failed_for:.0f} s (last: {reason}); "
+            "check the network and https://status.anthropic.com, then start the loop again"
+        )
 
     # ---- one proposal
 

@@ -1,6 +1,7 @@
 """What the Claude agent checks: its options ([agent] / [agent.anthropic], typed, with errors that name
-the key) and the input of a `propose_experiment` tool call (schema, editable paths, and that the edits
-apply to the files). anthropic_agent.py uses these; a bad tool input goes back to the model.
+the key), that an answer is a Messages API response at all (not a proxy's HTML page), and the input of
+a `propose_experiment` tool call (schema, editable paths, and that the edits apply to the files).
+anthropic_agent.py uses these; a bad tool input goes back to the model.
 
 Must not import: git, torch, the store, runner, ledger or engine. Never writes to disk.
 """
@@ -108,6 +109,42 @@ def check_temperature(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
         raise AgentError(f"[agent.anthropic] temperature must be a number in [0, 1], not {value!r}")
     return float(value)
+
+
+# --------------------------------------------------------------------------------------------------
+# the answer
+
+
+def _gist(text: str) -> str:
+    return " ".join(text.split())[:80]
+
+
+def not_a_message(response: Any) -> str:
+    """What the SDK returned instead of a Messages response, in words; "" when it is one. The SDK hands
+    back a body that is not JSON as a string, and JSON of another shape as a half-built object."""
+    if isinstance(response, str):
+        if not response.strip():
+            return "an empty body"
+        page = "an HTML page" if "<html" in response[:2000].lower() else "not JSON"
+        return f"{page}, beginning {_gist(response)!r}"
+    content = getattr(response, "content", None)
+    usage = getattr(response, "usage", None)
+    if (
+        getattr(response, "type", None) != "message"
+        or not isinstance(content, list)
+        or usage is None
+        or not all(isinstance(getattr(b, "type", None), str) and hasattr(b, "to_dict") for b in content)
+    ):
+        return "JSON that is not a Messages response"
+    return ""
+
+
+def unreadable(exc: Exception) -> str:
+    """A body the SDK could not read (JSON that does not parse, such as an empty one), in words."""
+    body = getattr(exc, "doc", None)
+    if isinstance(body, str):
+        return "an empty body" if not body.strip() else f"not JSON, beginning {_gist(body)!r}"
+    return f"an unreadable body ({type(exc).__name__})"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -2,10 +2,10 @@
 
 The real `anthropic` SDK talks to it over a socket, so its retries, timeouts and parsing run for real.
 Each request takes the next behaviour off the script (a tool call, a text answer, an HTTP error, a slow
-answer, a dropped connection); every request is recorded (path, headers, parsed body, raw body) so a
-test can check the prompt, cache_control, tool_choice and where the key went. An exhausted script
-answers 400 "script exhausted", which the agent does not retry, so a test with too short a script fails
-fast instead of hanging.
+answer, a dropped connection, a raw body such as a proxy's HTML page); every request is recorded (path,
+headers, parsed body, raw body) so a test can check the prompt, cache_control, tool_choice and where the
+key went. An exhausted script answers 400 "script exhausted", which the agent does not retry, so a test
+with too short a script fails fast instead of hanging.
 
 Use the `fake_anthropic` fixture: `fake.script(tool_call({...}), http_error(429)); fake.base_url`.
 """
@@ -42,7 +42,7 @@ _ERROR_TYPES = {
 
 @dataclass
 class Behaviour:
-    kind: str  # message | error | slow | disconnect
+    kind: str  # message | error | slow | disconnect | raw
     content: list[dict[str, Any]] = field(default_factory=list)
     stop_reason: str = "end_turn"
     usage: dict[str, int] = field(default_factory=dict)
@@ -86,6 +86,20 @@ def http_error(
     if retry_after_ms is not None:
         h["retry-after-ms"] = retry_after_ms
     return Behaviour("error", status=status, message=message or f"fake {status}", headers=h)
+
+
+PROXY_PAGE = "<!DOCTYPE html><html><head><title>Proxy login</title></head><body>Sign in to continue</body></html>"
+
+
+def raw(body: str, *, status: int = 200, content_type: str = "text/html; charset=utf-8") -> Behaviour:
+    """An answer that is not the API's: `body` as it is, under `content_type` (a proxy's HTML page, an
+    empty body, JSON of another shape)."""
+    return Behaviour("raw", status=status, message=body, headers={"content-type": content_type})
+
+
+def html_page(status: int = 200) -> Behaviour:
+    """A proxy's or captive portal's HTML page where the Messages API should be."""
+    return raw(PROXY_PAGE, status=status)
 
 
 def rate_limited() -> Behaviour:
@@ -191,6 +205,9 @@ class FakeAnthropic:
             except OSError:
                 pass
             return
+        if b.kind == "raw":
+            self._send(h, b.status, b.message, b.headers)
+            return
         if b.kind == "error":
             error = {"type": _ERROR_TYPES.get(b.status, "api_error"), "message": b.message}
             payload = {"type": "error", "error": error, "request_id": f"req_fake_{next(self._ids)}"}
@@ -214,11 +231,11 @@ class FakeAnthropic:
         self._send(h, 200, payload, {"request-id": f"req_fake_{n}"})
 
     @staticmethod
-    def _send(h: BaseHTTPRequestHandler, status: int, payload: dict[str, Any], headers: dict[str, str]) -> None:
-        data = json.dumps(payload).encode("utf-8")
+    def _send(h: BaseHTTPRequestHandler, status: int, payload: dict[str, Any] | str, headers: dict[str, str]) -> None:
+        data = (payload if isinstance(payload, str) else json.dumps(payload)).encode("utf-8")
+        headers = {"content-type": "application/json", **headers}
         try:
             h.send_response(status)
-            h.send_header("content-type", "application/json")
             h.send_header("content-length", str(len(data)))
             for k, v in headers.items():
                 h.send_header(k, v)
