@@ -73,6 +73,14 @@ export interface ExperimentPayload {
   rerunOf?: number | null;
   /** the person's verdict, when they gave one */
   review?: Review | null;
+  /** the tag's lineage it belongs to; its verdicts compare only its own experiments */
+  lineage: number;
+  /** "time" | "tokens"; null: a record from before budgets were recorded */
+  budgetMode?: string | null;
+  /** seconds or tokens */
+  budgetAmount?: number | null;
+  /** "cpu", "cuda:<name>", or the slot's kind ("gpu") */
+  device?: string | null;
 }
 
 /** A progress sample of a running experiment. */

@@ -102,6 +102,11 @@ class ExperimentPayload(Wire):
     baseline: bool = False  # the unchanged code, run to measure where the loop starts
     rerun_of: int | None = None  # the experiment this one runs again
     review: Review | None = None  # the person's verdict, when they gave one
+    # The conditions it was measured under: a new lineage (a new baseline) starts when they change
+    lineage: int = 1  # the tag's lineage it belongs to; its verdicts compare only its own experiments
+    budget_mode: str | None = None  # "time" | "tokens"; null: a record from before budgets were recorded
+    budget_amount: float | None = None  # seconds or tokens
+    device: str | None = None  # "cpu", "cuda:<name>", or the slot's kind ("gpu")
 
 
 @dataclass

@@ -214,6 +214,12 @@ class Experiment:
     # Which lineage of the tag it belongs to: a new one starts from the user's HEAD when their code
     # moved on (loop/lineage.py); a record written before lineages has none and is of the first.
     lineage: int = 1
+    # The conditions it was measured under (loop/conditions.py): verdicts compare only experiments of
+    # one lineage, and a change of conditions starts a new one. "" / None: a record from before them.
+    budget_mode: str = ""  # time | tokens
+    budget_amount: float | None = None  # seconds or tokens
+    device: str = ""  # cpu, cuda:<name>, or the slot's kind (gpu)
+    protected_hash: str = ""  # the [files] protected at its commit
 
     def __post_init__(self) -> None:  # plain strings (a test, an old caller) become the enums
         self.status = ExperimentStatus(self.status)

@@ -38,7 +38,7 @@ from nightlab.server.core.types import (
     Verdict,
     utc_now,
 )
-from nightlab.server.loop import lineage
+from nightlab.server.loop import conditions, lineage
 from nightlab.server.loop import proposals as pr
 from nightlab.server.loop.plan import RunPlan, execute
 from nightlab.server.loop.proposer import Proposer, Stopped
@@ -189,7 +189,8 @@ class Engine:
             return self.set_state(LoopState.ERRORED, str(exc))
         lockfile = acquire(self.ledger.dir)
         try:
-            lineage.follow(self.settings, self.store, self.ledger, self.store.open_or_create(), self.message)
+            created = self.store.open_or_create()
+            lineage.follow(self.settings, self.store, self.ledger, created, self.message, self.slots)
             editable = list(self.settings.files.editable)
             reruns = recover(self.ledger, self.store, self.runs_dir, editable, self.message, self._finished)
             self.proposer.pending[:0] = reruns
@@ -321,7 +322,7 @@ class Engine:
         exp.commit = slot.commit(
             files, commit_message(exp, str(ExperimentStatus.RUNNING), self.settings.metric.name), exp.number
         )
-        self.ledger.append(exp)
+        self.ledger.append(conditions.stamp(exp, self.settings, self.store, spec))
         self.emit(ev.EXPERIMENT_STARTED, experiment=exp.to_json())
         return Running(exp, slot, spec), error
 

@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nightlab.server.core.settings import Settings
 from nightlab.server.core.types import utc_now
+from nightlab.server.loop import conditions
 from nightlab.server.record.ledger import Ledger
 from nightlab.server.record.store import Store
+from nightlab.server.run.slots import SlotSpec
 
 STATE_FILE = "lineage.json"
 Say = Callable[[str, str], None]  # (text, level)
@@ -36,13 +38,18 @@ class LineageState:
     origin: str  # the user's commit it started from
     started_at: str = ""
     earlier: list[dict[str, Any]] = field(default_factory=list)  # {lineage, origin, head, ref, experiments}
+    reason: str = ""  # why it started (a change of conditions), "" for the user's code
 
 
 def read_state(path: Path) -> LineageState | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return LineageState(
-            int(data["lineage"]), str(data["origin"]), str(data.get("started_at", "")), list(data.get("earlier") or [])
+            int(data["lineage"]),
+            str(data["origin"]),
+            str(data.get("started_at", "")),
+            list(data.get("earlier") or []),
+            str(data.get("reason", "")),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None  # missing (a tag from before lineages) or unreadable: derived from the ledger
@@ -66,9 +73,13 @@ def derived_state(store: Store, ledger: Ledger) -> LineageState:
     return LineageState(lineage, parents[0] if parents else store.head())
 
 
-def follow(settings: Settings, store: Store, ledger: Ledger, created: bool, say: Say) -> int:
+def follow(
+    settings: Settings, store: Store, ledger: Ledger, created: bool, say: Say, slots: Sequence[SlotSpec] = ()
+) -> int:
     """The lineage this start runs on (also set as `ledger.lineage`), after the branch moved to the
-    user's HEAD if a new one starts; uncommitted edits are named. `created`: the store made the branch now."""
+    user's HEAD if a new one starts; uncommitted edits are named. `created`: the store made the branch now.
+    A start under other conditions (budget, its `slots`' device classes, protected files) than
+    the lineage's experiments were measured under starts a new one too, from the lineage's origin."""
     path = ledger.dir / STATE_FILE
     state = read_state(path) or derived_state(store, ledger)
     ledger.lineage = state.lineage
@@ -76,6 +87,11 @@ def follow(settings: Settings, store: Store, ledger: Ledger, created: bool, say:
     had = len(ledger.current())
     moved = not store.same_workspace(state.origin, head)
     was = f"({state.origin[:7]} -> {head[:7]}) since lineage {k} of tag {tag} started"
+    why = (
+        ""
+        if created or (moved and not settings.run.continue_lineage)
+        else conditions.changed(settings, store, ledger, slots)
+    )
     if created and had:  # the branch was deleted: made again from the user's HEAD, its chain is gone
         state = _next(state, head, None, had, "")
         say(
@@ -83,6 +99,8 @@ def follow(settings: Settings, store: Store, ledger: Ledger, created: bool, say:
             f"{state.lineage} of tag {tag} starts there, with a new baseline",
             "warning",
         )
+    elif why:
+        state = _new_conditions(state, store, ledger, had, why, say, tag)
     elif moved and settings.run.continue_lineage:
         say(
             f"your HEAD moved on {was}; continuing lineage {k} as asked: the experiments go on from "
@@ -108,9 +126,26 @@ def follow(settings: Settings, store: Store, ledger: Ledger, created: bool, say:
     return state.lineage
 
 
-def _next(state: LineageState, head: str, old_head: str | None, had: int, ref: str) -> LineageState:
+def _next(state: LineageState, head: str, old_head: str | None, had: int, ref: str, reason: str = "") -> LineageState:
     ended = {"lineage": state.lineage, "origin": state.origin, "head": old_head, "ref": ref, "experiments": had}
-    return LineageState(state.lineage + 1, head, utc_now(), [*state.earlier, ended])
+    return LineageState(state.lineage + 1, head, utc_now(), [*state.earlier, ended], reason)
+
+
+def _new_conditions(
+    state: LineageState, store: Store, ledger: Ledger, had: int, why: str, say: Say, tag: str
+) -> LineageState:
+    """A new lineage from the same origin (the user's commit), because the conditions changed: its
+    kept chain was judged under the old ones, so its baseline is measured again under the new."""
+    k = state.lineage
+    ref = store.lineage_ref(k)
+    new = _next(state, state.origin, _old_head(store, ledger), had, ref, why)
+    say(
+        f"{why} since lineage {k} of tag {tag} started: lineage {new.lineage} starts again from "
+        f"{state.origin[:7]} with a new baseline, so no verdict compares runs measured differently; "
+        f"lineage {k}'s {had} experiments stay in the ledger and its kept chain at {ref}",
+        "warning",
+    )
+    return new
 
 
 def _old_head(store: Store, ledger: Ledger) -> str:
