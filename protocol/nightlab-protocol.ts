@@ -73,8 +73,8 @@ export interface ExperimentPayload {
   rerunOf?: number | null;
   /** the person's verdict, when they gave one */
   review?: Review | null;
-  /** the tag's lineage it belongs to; its verdicts compare only its own experiments */
-  lineage: number;
+  /** the tag's lineage (null: 1, before lineages); verdicts compare only its own */
+  lineage?: number | null;
   /** "time" | "tokens"; null: a record from before budgets were recorded */
   budgetMode?: string | null;
   /** seconds or tokens */

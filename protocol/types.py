@@ -103,7 +103,7 @@ class ExperimentPayload(Wire):
     rerun_of: int | None = None  # the experiment this one runs again
     review: Review | None = None  # the person's verdict, when they gave one
     # The conditions it was measured under: a new lineage (a new baseline) starts when they change
-    lineage: int = 1  # the tag's lineage it belongs to; its verdicts compare only its own experiments
+    lineage: int | None = None  # the tag's lineage (null: 1, before lineages); verdicts compare only its own
     budget_mode: str | None = None  # "time" | "tokens"; null: a record from before budgets were recorded
     budget_amount: float | None = None  # seconds or tokens
     device: str | None = None  # "cpu", "cuda:<name>", or the slot's kind ("gpu")

@@ -341,6 +341,7 @@ def test_experiment_payload_from_a_ledger_record():
     p = convert.experiment_payload(record, diff_summary=diff_summary(record["diff"]))
     assert p == t.ExperimentPayload(
         number=7,
+        lineage=1,
         tag="mar5",
         status="keep",
         description="raise the learning rate",
