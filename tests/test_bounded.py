@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 
 from nightlab.server.core.settings import load_settings
-from nightlab.server.core.types import Progress, Proposal, RunResult
+from nightlab.server.core.types import Progress, RunResult
 from nightlab.server.core.validate import SettingsError
 from nightlab.server.loop.engine import Engine
 from nightlab.server.run.follow import FileTail
 from nightlab.server.run.runner import Runner, read_curve
 from nightlab.server.run.summary import format_summary
+from support.agents import Scripted
 from support.workspace import STAND_IN, git, knob, make_workspace, merge_toml
 
 PYTHON = shlex.quote(sys.executable)
@@ -154,16 +155,6 @@ async def test_an_abnormal_exit_without_a_result_names_the_signal(tmp_path: Path
 
 
 # --------------------------------------------------------------------------- a huge hypothesis
-class Scripted:
-    name = "scripted"
-
-    def __init__(self, proposals: list[Proposal]):
-        self.proposals = list(proposals)
-
-    async def propose(self, ctx) -> Proposal:
-        return self.proposals.pop(0)
-
-
 def test_a_200_kb_hypothesis_is_committed_and_kept_whole(tmp_path: Path) -> None:
     """A commit message past one argument's limit (128 KB on Linux) goes through a file: before,
     `git commit -m` failed with E2BIG and the loop ended with a traceback."""

@@ -3,21 +3,19 @@ experiment records its budget, device class and protected files' hash; a start u
 starts a new lineage with a new baseline and says so, its candidates judged against that baseline;
 the same budget again goes on. Real git, a stand-in train.py whose metric depends on the budget."""
 
-import asyncio
 import json
 import os
 import subprocess
 import sys
 
-from nightlab.protocol import events as ev
 from nightlab.protocol.convert import experiment_payload
 from nightlab.server.core.settings import load_settings
 from nightlab.server.core.types import Experiment, ExperimentKind
 from nightlab.server.loop import conditions
-from nightlab.server.loop.engine import Engine
 from nightlab.server.record.ledger import Ledger
 from nightlab.server.record.store import Store
 from nightlab.server.run.slots import SlotSpec
+from support.agents import messages, run_scripted
 from support.workspace import STAND_IN, git, knob, make_workspace
 
 # At a token budget the stand-in reports 0.3 * X: the same code measures differently under each budget.
@@ -26,26 +24,6 @@ BUDGETED = STAND_IN.replace(
     'value = X * (0.3 if os.environ.get("NIGHTLAB_BUDGET_TOKENS") else 1.0)',
 )
 FIELDS = ("budget_mode", "budget_amount", "device", "protected_hash")
-
-
-class Scripted:
-    name = "scripted"
-
-    def __init__(self, proposals):
-        self.proposals = list(proposals)
-
-    async def propose(self, ctx):
-        if not self.proposals:
-            raise AssertionError("the agent was asked for more: no new baseline ran")
-        return self.proposals.pop(0)
-
-
-def run_loop(ws, proposals, n, **overrides):
-    engine = Engine(load_settings(ws, {"max_experiments": n, **overrides}), agent=Scripted(proposals))
-    events = []
-    engine.subscribe(events.append)
-    asyncio.run(engine.run())
-    return engine, [e["text"] for e in events if e["type"] == ev.MESSAGE]
 
 
 def cli(ws, *args):
@@ -131,3 +109,8 @@ def test_another_device_class_is_another_condition(tmp_path):
     why = conditions.changed(settings, store, ledger, [SlotSpec("gpu0", "0", None)])
     assert why.startswith("the device changed (cpu -> "), why
     assert "budget changed" in conditions.changed(load_settings(ws, {"budget_tokens": 4096}), store, ledger, [])
+
+
+def run_loop(ws, proposals, n, **overrides):
+    engine, events = run_scripted(ws, proposals, n, **overrides)
+    return engine, messages(events)

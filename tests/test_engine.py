@@ -13,6 +13,7 @@ from nightlab.server.core.types import FileEdit, Proposal
 from nightlab.server.loop.engine import Engine
 from nightlab.server.loop.proposals import resolve_command
 from nightlab.server.run.summary import crash_summary
+from support.agents import Scripted, run_scripted
 from support.workspace import STAND_IN, TOML, git, knob, make_workspace, user_state
 
 
@@ -23,31 +24,6 @@ def ws(tmp_path):
     return ws
 
 
-class Scripted:
-    """An agent that returns the proposals it was given, in order."""
-
-    name = "scripted"
-
-    def __init__(self, proposals):
-        self.proposals = list(proposals)
-        self.contexts = []
-
-    async def propose(self, ctx):
-        self.contexts.append(ctx)
-        if not self.proposals:
-            raise AssertionError("no more proposals")
-        return self.proposals.pop(0)
-
-
-def run_loop(ws, proposals, n, **overrides):
-    settings = load_settings(ws, {"max_experiments": n, **overrides})
-    engine = Engine(settings, agent=Scripted(proposals))
-    events = []
-    engine.subscribe(events.append)
-    asyncio.run(engine.run())
-    return engine, events
-
-
 def test_keep_discard_crash_and_the_users_tree(ws):
     before = user_state(ws)
     proposals = [
@@ -56,7 +32,7 @@ def test_keep_discard_crash_and_the_users_tree(ws):
         knob("MODE", '"ok"', '"fail"', "fail"),
         knob("X", "0.5", "0.25"),
     ]
-    engine, events = run_loop(ws, proposals, 5)
+    engine, events = run_scripted(ws, proposals, 5)
     exps = engine.ledger.experiments()
     assert [(e.number, e.status) for e in exps] == [(1, "keep"), (2, "keep"), (3, "discard"), (4, "crash"), (5, "keep")]
     assert exps[0].is_baseline and exps[0].metric == 1.0
@@ -83,14 +59,14 @@ def test_keep_discard_crash_and_the_users_tree(ws):
 
 @pytest.mark.parametrize("mode,reason", [("nometric", "no"), ("nan", "nan")])
 def test_no_metric_or_nan_is_a_crash(ws, mode, reason):
-    engine, _ = run_loop(ws, [knob("MODE", '"ok"', f'"{mode}"')], 2)
+    engine, _ = run_scripted(ws, [knob("MODE", '"ok"', f'"{mode}"')], 2)
     last = engine.ledger.experiments()[-1]
     assert last.status == "crash" and reason in last.decision_reason.lower()
 
 
 def test_syntax_error_costs_no_training(ws):
     bad = Proposal(description="typo", edits=[FileEdit("train.py", "X = 1.0", "X = = 1.0")])
-    engine, _ = run_loop(ws, [bad], 2)
+    engine, _ = run_scripted(ws, [bad], 2)
     last = engine.ledger.experiments()[-1]
     assert last.status == "crash" and "does not compile" in last.decision_reason
     assert "train.py:2" in last.error
@@ -100,14 +76,14 @@ def test_syntax_error_costs_no_training(ws):
 
 def test_edit_to_protected_file_is_rejected(ws):
     sneaky = Proposal(description="tweak the harness", edits=[FileEdit("prepare.py", "# the fixed", "# my")])
-    engine, _ = run_loop(ws, [sneaky], 2)
+    engine, _ = run_scripted(ws, [sneaky], 2)
     last = engine.ledger.experiments()[-1]
     assert last.status == "crash" and "protected" in last.decision_reason
     assert not (ws / ".nightlab/runs/main/2").exists()
 
 
 def test_run_that_changes_a_protected_file_is_invalid(ws):
-    engine, _ = run_loop(ws, [knob("MODE", '"ok"', '"tamper"')], 2)
+    engine, _ = run_scripted(ws, [knob("MODE", '"ok"', '"tamper"')], 2)
     last = engine.ledger.experiments()[-1]
     assert last.status == "crash" and "prepare.py" in last.decision_reason
     assert (engine.store.workdir / "prepare.py").read_text() == "# the fixed harness\n"  # reset with the branch
@@ -116,7 +92,7 @@ def test_run_that_changes_a_protected_file_is_invalid(ws):
 def test_hanging_run_is_killed_with_its_children(ws, tmp_path, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # TMPDIR is allow-listed: the child's pid lands here
     (ws / "nightlab.toml").write_text(TOML.format(timeout=3))
-    engine, _ = run_loop(ws, [knob("MODE", '"ok"', '"hang"')], 2)
+    engine, _ = run_scripted(ws, [knob("MODE", '"ok"', '"hang"')], 2)
     last = engine.ledger.experiments()[-1]
     assert last.status == "crash" and last.run_status == "timeout"
     assert "deadline" in last.decision_reason and last.timings["total_s"] < 15
@@ -131,7 +107,7 @@ def test_no_secrets_reach_the_training_process(ws, monkeypatch, tmp_path):
     monkeypatch.setenv("MY_SECRET_THING", "x")
     monkeypatch.setenv("OPENAI_KEY", "x")
     monkeypatch.setenv("TMPDIR", str(tmp_path))
-    engine, _ = run_loop(ws, [knob("MODE", '"ok"', '"envdump"')], 2)
+    engine, _ = run_scripted(ws, [knob("MODE", '"ok"', '"envdump"')], 2)
     assert engine.ledger.experiments()[-1].status in ("keep", "discard")
     env = json.loads((tmp_path / "env.json").read_text())
     leaked = [k for k in env if any(w in k.upper() for w in ("KEY", "TOKEN", "SECRET"))]
@@ -182,6 +158,6 @@ def test_uncommitted_workspace_is_a_clear_error(tmp_path):
     (ws / "train.py").write_text(STAND_IN)
     (ws / "prepare.py").write_text("#\n")
     (ws / "nightlab.toml").write_text(TOML.format(timeout=20))
-    engine, events = run_loop(ws, [], 1)
+    engine, events = run_scripted(ws, [], 1)
     assert engine.state == "errored"
     assert "not committed" in events[-1]["reason"] and engine.ledger.experiments() == []

@@ -2,41 +2,17 @@
 commits after a session (a new lineage from the user's HEAD, the old one kept and viewable),
 `--continue`, and uncommitted edits named. Real git, the stand-in train.py, real subprocesses."""
 
-import asyncio
 import json
 import os
 import subprocess
 import sys
 
-from nightlab.protocol import events as ev
-from nightlab.server.core.settings import load_settings
 from nightlab.server.core.types import Experiment, ExperimentKind
-from nightlab.server.loop.engine import Engine
 from nightlab.server.record.ledger import Ledger
+from support.agents import messages, run_scripted
 from support.workspace import STAND_IN, git, knob, make_workspace
 
 NIGHTLAB = [sys.executable, "-m", "nightlab.server.cli"]
-
-
-class Scripted:
-    name = "scripted"
-
-    def __init__(self, proposals):
-        self.proposals = list(proposals)
-
-    async def propose(self, ctx):
-        if not self.proposals:
-            raise AssertionError("the agent was asked for more: no baseline ran on the user's new code")
-        return self.proposals.pop(0)
-
-
-def run_loop(ws, proposals, n, **overrides):
-    engine = Engine(load_settings(ws, {"max_experiments": n, **overrides}), agent=Scripted(proposals))
-    events = []
-    engine.subscribe(events.append)
-    asyncio.run(engine.run())
-    said = [e["text"] for e in events if e["type"] == ev.MESSAGE]
-    return engine, said
 
 
 def commit(ws, message, **files):
@@ -154,3 +130,8 @@ def test_best_and_records_of_an_older_ledger():
     old = Experiment.from_json({"number": 1, "tag": "main", "description": "baseline", "status": "keep", "metric": 1.0})
     assert old.lineage == 1 and Experiment.from_json(old.to_json()).lineage == 1
     assert "lineage" in old.to_json()  # and older code drops the key it does not know (from_json's filter)
+
+
+def run_loop(ws, proposals, n, **overrides):
+    engine, events = run_scripted(ws, proposals, n, **overrides)
+    return engine, messages(events)
