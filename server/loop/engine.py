@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -40,6 +39,7 @@ from nightlab.server.core.types import (
 )
 from nightlab.server.loop import conditions, lineage
 from nightlab.server.loop import proposals as pr
+from nightlab.server.loop.launch import settings_launcher
 from nightlab.server.loop.plan import RunPlan, execute
 from nightlab.server.loop.proposer import Proposer, Stopped
 from nightlab.server.loop.recovery import recover, rerun
@@ -49,7 +49,7 @@ from nightlab.server.record.ledger import Ledger
 from nightlab.server.record.lock import acquire
 from nightlab.server.record.store import Slot, Store
 from nightlab.server.run.launcher import Launcher
-from nightlab.server.run.sandbox import SandboxSpec, SandboxUnavailable, default_caches, interpreter_dirs, make_launcher
+from nightlab.server.run.sandbox import SandboxUnavailable
 from nightlab.server.run.slots import SlotSpec, resolve_slots
 
 log = logging.getLogger(__name__)
@@ -269,23 +269,9 @@ class Engine:
         return bool(why)
 
     def _make_launcher(self) -> Launcher:
-        """The sandboxed launcher where bubblewrap runs (the settings' [run] sandbox): the user's
-        repository hidden, the interpreter and the data cache visible (see run/sandbox.py)."""
-        s = self.settings
-        nightlab = Path(s.workspace) / ".nightlab"
-        spec = SandboxSpec(
-            hide=tuple(dict.fromkeys([self.store.toplevel, Path(s.workspace).resolve()])),
-            writable=default_caches(s.run.command),
-            readable=(Path(sys.prefix), Path(sys.base_prefix), *interpreter_dirs(self.command)),
-            network=s.run.network,
-            compile_cache=nightlab / "cache" / "compile",
-        )
         try:
-            return make_launcher(
-                s.run.sandbox,
-                spec,
-                lambda text: self.message(text, "warning"),
-                log_max_bytes=int(s.run.log_max_mb * (1 << 20)),
+            return settings_launcher(
+                self.settings, self.store.toplevel, self.command, lambda text: self.message(text, "warning")
             )
         except SandboxUnavailable as exc:
             raise AgentError(f'{exc}; install bubblewrap, or set it to "auto" or "off"') from None
