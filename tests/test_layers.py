@@ -38,6 +38,7 @@ PREFIXES = {
     "loop": "nightlab.server.loop",
     "editor": "nightlab.server.editor",
     "lsp": "nightlab.server.lsp",
+    "control": "nightlab.server.control",
     "cli": "nightlab.server.cli",
     "protocol": "nightlab.protocol",
     "trainer": "nightlab.trainer",
@@ -54,10 +55,12 @@ LAYERS = {  # layer -> the other layers it may import
     "agents": {"core", "changes"},
     "loop": _BELOW_LOOP | {"protocol"},
     "editor": _BELOW_LOOP | {"loop", "protocol"},
-    "lsp": _BELOW_LOOP | {"loop", "editor", "protocol"},
+    # the loop process's control endpoint and its clients' side (the CLI's attach, the language server)
+    "control": {"core", "record", "loop", "protocol"},
+    "lsp": _BELOW_LOOP | {"loop", "editor", "control", "protocol"},
     # every layer; lsp because the `lsp` command starts the server (a lazy import)
-    "cli": _BELOW_LOOP | {"loop", "editor", "lsp", "protocol", "trainer"},
-    "server": _BELOW_LOOP | {"loop", "editor", "lsp", "cli", "protocol", "trainer"},
+    "cli": _BELOW_LOOP | {"loop", "editor", "lsp", "control", "protocol", "trainer"},
+    "server": _BELOW_LOOP | {"loop", "editor", "lsp", "cli", "control", "protocol", "trainer"},
     "protocol": set(),  # the contract with clients: nothing of the server, the trainer, pygls or lsprotocol
     "trainer": set(),  # nothing of the server
     "templates": set(),

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from nightlab.protocol import events as ev
 from nightlab.server.agents.base import agent_names
+from nightlab.server.cli import control
 from nightlab.server.core.types import LoopState
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Nightlab: autoresearch's overnight loop.")
@@ -118,6 +119,7 @@ def run(
         None, "--continue", help="Your HEAD moved on since the tag started: go on with its old lineage."
     ),
     plain: bool = typer.Option(False, help="Print a line per event instead of the live view."),
+    detach: bool = typer.Option(False, help="Run in the background (output to .nightlab/<tag>/loop.log)."),
 ) -> None:
     """Run the loop: propose, train, keep or discard, record, repeat. Ctrl-C stops it cleanly."""
     # every flag but --workspace and --plain is an override of settings.OVERRIDES, under its name
@@ -140,6 +142,10 @@ def run(
         },
     )
     engine = _engine(settings, policy_flag=policy is not None)
+    if detach:  # the same command in its own session; this one returns once it answers
+        import sys
+
+        return control.detach(settings, sys.argv[1:])
     console.print(_header(settings))
     _drive(settings, engine, live=console.is_terminal and not plain)
     _report(settings, engine)
@@ -188,7 +194,8 @@ def _drive(settings, engine, live: bool) -> None:
 
     async def main() -> None:
         stopper.install(asyncio.get_running_loop())
-        await engine.run()
+        async with control.serving(engine):  # nightlab attach, stop, pause, resume and the editor reach it here
+            await engine.run()
 
     try:
         if live:
@@ -290,6 +297,8 @@ def status(
     owner = loop_owner(src.ledger_dir) if src.ledger_dir is not None else None
     for line in status_lines(src, owner):
         console.print(line, markup=False)
+    for line in control.status_lines(src.ledger_dir, src.tag) if src.ledger_dir is not None else []:
+        console.print(line, markup=False)  # what the running loop says (or that it died)
 
 
 @app.command()
@@ -366,6 +375,9 @@ def lsp() -> None:
     from nightlab.server.lsp.app import main as serve
 
     serve()
+
+
+control.register(app, _print_event)  # attach, stop, pause, resume
 
 
 def main() -> None:
