@@ -29,6 +29,7 @@ from .wire import Wire, WireError
 CONTROL_VERSION = 1  # bump on any change a client of the previous version would misread
 MAX_LINE = 1 << 20  # bytes per line, either way; a longer one is refused (and the connection closed)
 RECENT_EVENTS = 200  # events the hello carries
+CLIENT_QUEUE = 1000  # lines a client may fall behind before the loop drops it
 
 ControlCommandName = Literal["pause", "resume", "stop", "rerun", "baseline", "status"]
 ControlErrorCode = Literal["malformed", "tooLarge", "unknownType", "invalid", "conflict", "failed"]
@@ -94,7 +95,7 @@ class LoopSnapshot(Wire):
 
 
 @dataclass
-class Hello(Wire):
+class ControlHello(Wire):
     """The first line the server sends: the loop as it stands, then the last events, oldest first."""
 
     protocol: int  # CONTROL_VERSION
@@ -103,14 +104,14 @@ class Hello(Wire):
 
 
 @dataclass
-class Event(Wire):
+class ControlEvent(Wire):
     """One engine event as it happens: a dict with "type" and the fields protocol/events.py lists."""
 
     event: dict[str, Any]
 
 
 @dataclass
-class Command(Wire):
+class ControlCommand(Wire):
     """Client -> loop: what to do. Each is answered by a reply or an error with the same id."""
 
     id: Any  # a number or a string, echoed
@@ -119,7 +120,7 @@ class Command(Wire):
 
 
 @dataclass
-class Reply(Wire):
+class ControlReply(Wire):
     id: Any
     command: ControlCommandName
     state: LoopState  # the loop's state right after the command
@@ -128,14 +129,14 @@ class Reply(Wire):
 
 
 @dataclass
-class ErrorReply(Wire):
+class ControlErrorReply(Wire):
     id: Any  # the command's, when it could be read; else null
     code: ControlErrorCode
     message: str
 
 
 @dataclass
-class Goodbye(Wire):
+class ControlGoodbye(Wire):
     """The server's last line before it closes the connection."""
 
     code: GoodbyeCode
@@ -145,14 +146,15 @@ class Goodbye(Wire):
 
 # the "type" of each message on the wire, in the order METHODS.md and the TypeScript mirror list them
 MESSAGES: dict[str, type[Wire]] = {
-    "hello": Hello,
-    "event": Event,
-    "command": Command,
-    "reply": Reply,
-    "error": ErrorReply,
-    "goodbye": Goodbye,
+    "hello": ControlHello,
+    "event": ControlEvent,
+    "command": ControlCommand,
+    "reply": ControlReply,
+    "error": ControlErrorReply,
+    "goodbye": ControlGoodbye,
 }
 TYPE_OF: dict[type, str] = {cls: name for name, cls in MESSAGES.items()}
+SENT_BY = {"hello": "loop", "event": "loop", "command": "client", "reply": "loop", "error": "loop", "goodbye": "loop"}
 PAYLOADS: tuple[type, ...] = (ControlSettings, RunningExperiment, LoopSnapshot, *MESSAGES.values())
 
 
@@ -198,7 +200,34 @@ def decode(line: bytes | str) -> Wire:
         raise ControlError(str(exc), "invalid", data.get("id")) from None
 
 
-# ---------------------------------------------------------------------------- METHODS.md's examples
+# ---------------------------------------------------------------------------- METHODS.md
+
+DOC = f"""\
+`nightlab run` (in a terminal or with `--detach`) is the one process that runs a tag's loop. It serves a
+Unix domain socket at `.nightlab/<tag>/loop.sock` (mode 0600; peers of another uid are closed at once).
+Where that path is longer than a socket's 107 bytes, the socket lies under `$XDG_RUNTIME_DIR/nightlab/`
+or `/tmp/nightlab-<uid>/` (a folder of mode 0700) instead. Either way `.nightlab/<tag>/loop.json` says
+where: `{{"pid": 41277, "socket": "...", "log": ".nightlab/<tag>/loop.log" | null}}`, written once the loop
+listens and removed when it ends cleanly. A loop.json whose pid no longer holds the tag's lock
+(`.nightlab/<tag>/loop.lock`, an flock the kernel drops with the process) means that the loop died
+(`kill -9`): its socket refuses connections and is removed by the first client that finds it so.
+
+Framing: one JSON object per line (UTF-8, ending in `\\n`), at most {MAX_LINE:,} bytes; each has a `type`
+naming the message and the message's fields in camelCase. On connect the loop sends `hello`, then an
+`event` for each engine event as it happens (the dicts of protocol/events.py: `state`, `experimentStarted`,
+`progress`, `experimentFinished`, `message`; experiment records with the ledger's snake_case keys). A client
+sends `command`s, each answered by a `reply` or an `error` with its `id`. Any number of clients may be
+attached; each has a queue of 1,000 lines, and a client that lets it fill is sent a `goodbye` (`tooSlow`)
+and closed: the loop never waits for a client. A line that is not a command is answered with an `error`;
+a line over the limit ends the connection (`goodbye`, `tooLarge`). When the loop ends, every client gets a
+`goodbye` (`loopEnded`) with the final state; a connection that ends without one means the process died.
+
+Commands: `pause` (finish the running experiment, then wait), `resume`, `stop` (end the running
+experiments now: each is recorded as interrupted and runs again on the next start; the process exits once
+the loop has ended), `rerun` (`number`: that experiment's files again, under a new number, before the
+agent's next proposal), `baseline` (measure the current best again), `status` (the reply's `loop`).
+"""
+
 
 _SETTINGS = ControlSettings("time", 60.0, "60 s", "noise", "anthropic", "claude-sonnet-4-5", "auto")
 _RUNNING = RunningExperiment(
@@ -209,10 +238,10 @@ _RUNNING = RunningExperiment(
 )
 _LOOP = LoopSnapshot(41277, "main", "/home/me/nanochat-lab", "running", "MATRIX_LR 0.04 -> 0.06", _SETTINGS, [_RUNNING])
 EXAMPLES: dict[str, Wire] = {
-    "hello": Hello(CONTROL_VERSION, _LOOP, [{"type": "state", "state": "running", "reason": "MATRIX_LR 0.04 -> 0.06"}]),
-    "event": Event({"type": "progress", "number": 7, "progress": _RUNNING.progress, "stage": "run"}),
-    "command": Command(3, "pause"),
-    "reply": Reply(3, "pause", "running", "pausing after the running experiment"),
-    "error": ErrorReply(4, "invalid", "there is no experiment #99 on tag main"),
-    "goodbye": Goodbye("loopEnded", "the loop stopped: stop requested", "stopped"),
+    "hello": ControlHello(CONTROL_VERSION, _LOOP, [{"type": "state", "state": "running", "reason": _LOOP.reason}]),
+    "event": ControlEvent({"type": "progress", "number": 7, "progress": _RUNNING.progress, "stage": "run"}),
+    "command": ControlCommand(3, "pause"),
+    "reply": ControlReply(3, "pause", "running", "pausing after the running experiment"),
+    "error": ControlErrorReply(4, "invalid", "there is no experiment #99 on tag main"),
+    "goodbye": ControlGoodbye("loopEnded", "the loop stopped: stop requested", "stopped"),
 }

@@ -4,7 +4,11 @@ extension's copy of the method names and payload types) and METHODS.md (one sect
     python -m nightlab.protocol.generate_ts           # write both files
     python -m nightlab.protocol.generate_ts --check   # exit 1 with a diff when a file on disk differs
 
-The output depends on nothing but types.py, methods.py and examples.py (no dates, no paths, no dict order
+The loop's control endpoint (control.py: its messages, their framing, its examples) is rendered after the
+LSP's: its payload interfaces and a map from each message's "type" to its interface in the TypeScript, its
+own part in METHODS.md.
+
+The output depends on nothing but types.py, methods.py, examples.py and control.py (no dates, no paths, no dict order
 of the interpreter), so the check is exact. TypeScript types come from the annotations: str -> string,
 int/float -> number, bool -> boolean, list[T] -> T[], dict[str, T] -> Record<string, T>, Literal ->
 a union of its values (named when it is one of types.ALIASES), a payload class -> its name, and
@@ -27,6 +31,7 @@ from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, Union
 
+from . import control as ctl
 from . import examples as ex
 from . import methods as m
 from . import types as t
@@ -35,7 +40,7 @@ from .wire import camel, hints, is_optional
 HERE = Path(__file__).resolve().parent
 TS_FILE = HERE / "nightlab-protocol.ts"
 MD_FILE = HERE / "METHODS.md"
-HEADER = "generated from protocol/types.py and protocol/methods.py by generate_ts.py: do not edit"
+HEADER = "generated from protocol/types.py, methods.py and control.py by generate_ts.py: do not edit"
 _FIELD_COMMENT = re.compile(r"^    (\w+): [^#]*#\s*(.+?)\s*$")
 
 
@@ -171,7 +176,36 @@ def render_ts(
             args = "[]" if x.params is None else f"[{x.params.__name__}{'?' if x.params_optional else ''}]"
             out.append(f"  {json.dumps(x.name)}: {{ args: {args}; result: {_name(x.result)} }};")
     out += ["}", ""]
-    return "\n".join(out)
+    return "\n".join(out + render_control_ts(aliases))
+
+
+def render_control_ts(aliases: dict[str, Any]) -> list[str]:
+    """The control endpoint's part of nightlab-protocol.ts: constants, its named literals, its messages."""
+    both = {**aliases, **ctl.ALIASES}
+    _check_closed([*t.PAYLOADS, *ctl.PAYLOADS], [])
+    out = [
+        "// The loop's control endpoint: line-delimited JSON over .nightlab/<tag>/loop.sock (METHODS.md, last part).",
+        "",
+        f"export const CONTROL_VERSION = {ctl.CONTROL_VERSION};",
+        f"export const CONTROL_MAX_LINE = {ctl.MAX_LINE};",
+        "",
+    ]
+    out += [f"export type {name} = {ts_type(alias, {})};" for name, alias in ctl.ALIASES.items()]
+    out.append("")
+    for cls in ctl.PAYLOADS:
+        out += [render_interface(cls, both), ""]
+    out += ["/** Each message on the control socket, by its `type`. */", "export interface ControlMessages {"]
+    out += [f"  {json.dumps(kind)}: {cls.__name__};" for kind, cls in ctl.MESSAGES.items()]
+    out += [
+        "}",
+        "",
+        "/** One line on the control socket: its `type` and that message's fields. */",
+        "export type ControlMessage = {",
+        "  [K in keyof ControlMessages]: { type: K } & ControlMessages[K];",
+        "}[keyof ControlMessages];",
+        "",
+    ]
+    return out
 
 
 # ---------------------------------------------------------------------------- METHODS.md
@@ -257,8 +291,40 @@ def render_md(
     shared = [c for c in payloads if c not in direct]
     out += ["## Shared types", "", "```typescript"]
     out.append("\n".join(f"export type {name} = {ts_type(alias, {})};" for name, alias in aliases.items()))
-    out += ["", "\n\n".join(render_interface(c, aliases) for c in shared), "```", ""]
-    return "\n".join(out)
+    out += ["", "\n\n".join(render_interface(x, aliases) for x in shared), "```", ""]
+    return "\n".join(out + render_control_md(aliases))
+
+
+def render_control_md(aliases: dict[str, Any]) -> list[str]:
+    """METHODS.md's last part: the loop's control endpoint, a section per message with an example line."""
+    both = {**aliases, **ctl.ALIASES}
+    out = ["# The loop's control endpoint", "", ctl.DOC, f"Control protocol version: {ctl.CONTROL_VERSION}.  "]
+    out += ["**Messages:** " + ", ".join(f"`{kind}`" for kind in ctl.MESSAGES), ""]
+    for kind, cls in ctl.MESSAGES.items():
+        sender = ctl.SENT_BY[kind]
+        out += [
+            f"## `{kind}`",
+            "",
+            f"**Type:** `{kind}`  ",
+            f"**Direction:** {sender} -> {'client' if sender == 'loop' else 'loop'}  ",
+            f"**Payload:** `{cls.__name__}`",
+            "",
+            "```typescript",
+            render_interface(cls, both),
+            "```",
+            "",
+            "Example line:",
+            "",
+            "```json",
+            ctl.encode(ctl.EXAMPLES[kind]).decode().rstrip("\n"),
+            "```",
+            "",
+        ]
+    shared = [x for x in ctl.PAYLOADS if x not in ctl.MESSAGES.values()]
+    out += ["## Control types", "", "```typescript"]
+    out.append("\n".join(f"export type {name} = {ts_type(alias, {})};" for name, alias in ctl.ALIASES.items()))
+    out += ["", "\n\n".join(render_interface(x, both) for x in shared), "```", ""]
+    return out
 
 
 # ---------------------------------------------------------------------------- files

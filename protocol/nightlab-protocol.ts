@@ -1,4 +1,4 @@
-// generated from protocol/types.py and protocol/methods.py by generate_ts.py: do not edit
+// generated from protocol/types.py, methods.py and control.py by generate_ts.py: do not edit
 // Nightlab's LSP extensions: method names and payload types. See protocol/METHODS.md.
 
 export const PROTOCOL_VERSION = 2;
@@ -320,3 +320,125 @@ export interface CommandTypes {
   "nightlab.experiment.showDiff": { args: [ExperimentArgs]; result: ExperimentDiff };
   "nightlab.baseline.measure": { args: [LoopArgs?]; result: LoopCommandResult };
 }
+
+// The loop's control endpoint: line-delimited JSON over .nightlab/<tag>/loop.sock (METHODS.md, last part).
+
+export const CONTROL_VERSION = 1;
+export const CONTROL_MAX_LINE = 1048576;
+
+export type ControlCommandName = "pause" | "resume" | "stop" | "rerun" | "baseline" | "status";
+export type ControlErrorCode = "malformed" | "tooLarge" | "unknownType" | "invalid" | "conflict" | "failed";
+export type GoodbyeCode = "loopEnded" | "tooSlow" | "tooLarge";
+
+/** The settings the loop runs with (nightlab.toml with the run's flags over it). */
+export interface ControlSettings {
+  /** "time" | "tokens" */
+  budgetMode: string;
+  /** seconds or tokens per experiment */
+  budgetAmount: number;
+  /** "60 s" or "1,000,000 tokens" */
+  budget: string;
+  /** "noise" | "strict" */
+  policy: string;
+  agent: string;
+  /** the Claude model, when the agent is anthropic */
+  model?: string | null;
+  /** auto | required | off */
+  sandbox: string;
+  metricName: string;
+  /** "lower" | "higher" is better */
+  direction: string;
+  /** the policy's runs of a baseline */
+  baselineRepeats: number;
+  /** 0: no limit */
+  maxExperiments: number;
+}
+
+/** An experiment in flight: its record as the engine's events carry it, and its latest progress. */
+export interface RunningExperiment {
+  number: number;
+  /** the ledger record (Experiment.to_json(), snake_case keys, as in events) */
+  experiment: Record<string, unknown>;
+  /** the last progress event's `progress`, none yet: null */
+  progress?: Record<string, unknown> | null;
+  /** that event's stage: "run", "smoke", "repeat-<k>" */
+  stage?: string | null;
+}
+
+/** Where one loop process stands. */
+export interface LoopSnapshot {
+  pid: number;
+  tag: string;
+  /** the workspace folder (a path) */
+  workspace: string;
+  state: LoopState;
+  reason: string;
+  settings?: ControlSettings | null;
+  running: RunningExperiment[];
+  /** the loop's log file when detached (.nightlab/<tag>/loop.log) */
+  log?: string | null;
+}
+
+/** The first line the server sends: the loop as it stands, then the last events, oldest first. */
+export interface ControlHello {
+  /** CONTROL_VERSION */
+  protocol: number;
+  loop: LoopSnapshot;
+  /** engine events (protocol/events.py) */
+  events: (Record<string, unknown>)[];
+}
+
+/** One engine event as it happens: a dict with "type" and the fields protocol/events.py lists. */
+export interface ControlEvent {
+  event: Record<string, unknown>;
+}
+
+/** Client -> loop: what to do. Each is answered by a reply or an error with the same id. */
+export interface ControlCommand {
+  /** a number or a string, echoed */
+  id: unknown;
+  command: ControlCommandName;
+  /** rerun: the experiment to run again */
+  number?: number | null;
+}
+
+export interface ControlReply {
+  id: unknown;
+  command: ControlCommandName;
+  /** the loop's state right after the command */
+  state: LoopState;
+  /** what follows ("pausing after the running experiment") */
+  message: string;
+  /** status: where the loop stands */
+  loop?: LoopSnapshot | null;
+}
+
+export interface ControlErrorReply {
+  /** the command's, when it could be read; else null */
+  id: unknown;
+  code: ControlErrorCode;
+  message: string;
+}
+
+/** The server's last line before it closes the connection. */
+export interface ControlGoodbye {
+  code: GoodbyeCode;
+  message: string;
+  /** the loop's final state when it ended */
+  state?: LoopState | null;
+}
+
+/** Each message on the control socket, by its `type`. */
+export interface ControlMessages {
+  "hello": ControlHello;
+  "event": ControlEvent;
+  "command": ControlCommand;
+  "reply": ControlReply;
+  "error": ControlErrorReply;
+  "goodbye": ControlGoodbye;
+}
+
+/** One line on the control socket: its `type` and that message's fields. */
+export type ControlMessage = {
+  [K in keyof ControlMessages]: { type: K } & ControlMessages[K];
+}[keyof ControlMessages];

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from nightlab.protocol import control as ctl
 from nightlab.protocol import convert, events
 from nightlab.protocol import generate_ts as gen
 from nightlab.protocol import methods as m
@@ -177,11 +178,30 @@ def test_loop_states_are_the_engines():
 
 
 def test_methods_md_has_one_section_per_registered_method_and_no_other():
-    text = gen.MD_FILE.read_text(encoding="utf-8")
+    text, control_part = gen.MD_FILE.read_text(encoding="utf-8").split("\n# The loop's control endpoint\n")
     named = re.findall(r"^\*\*(?:Method|Command):\*\* `([^`]+)`", text, flags=re.M)
     assert sorted(named) == sorted(m.BY_NAME) and len(named) == len(set(named))
     sections = re.findall(r"^## (.+)$", text, flags=re.M)
     assert sections == [x.title for x in m.REGISTRY] + ["Shared types"]
+    sections = re.findall(r"^## (.+)$", control_part, flags=re.M)
+    assert sections == [f"`{kind}`" for kind in ctl.MESSAGES] + ["Control types"]
+
+
+def test_the_control_part_shows_each_message_with_an_example_line_that_decodes():
+    text = gen.MD_FILE.read_text(encoding="utf-8").split("\n# The loop's control endpoint\n")[1]
+    lines = re.findall(r"^Example line:\n\n```json\n(.+)\n```$", text, flags=re.M)
+    assert [ctl.decode(line) for line in lines] == [ctl.EXAMPLES[kind] for kind in ctl.MESSAGES]
+    ts = gen.TS_FILE.read_text(encoding="utf-8")
+    for kind, cls in ctl.MESSAGES.items():
+        assert f"export interface {cls.__name__} {{" in ts and f'  "{kind}": {cls.__name__};' in ts
+
+
+def test_a_field_added_to_a_control_message_in_python_only_fails_the_check(monkeypatch):
+    changed = _with_extra_field(ctl.ControlGoodbye, "retry_after_s", typing.Optional[float])  # noqa: UP045
+    monkeypatch.setattr(ctl, "MESSAGES", {**ctl.MESSAGES, "goodbye": changed})
+    monkeypatch.setattr(ctl, "PAYLOADS", tuple(changed if x is ctl.ControlGoodbye else x for x in ctl.PAYLOADS))
+    assert "+  retryAfterS?: number | null;" in gen.diff(gen.TS_FILE, gen.render_ts()).splitlines()
+    assert "retryAfterS" in gen.diff(gen.MD_FILE, gen.render_md())
 
 
 def test_every_method_has_an_example_of_its_own_types():

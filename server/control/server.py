@@ -32,7 +32,7 @@ from nightlab.server.record.lock import loop_owner
 from nightlab.server.record.store import StoreError
 
 log = logging.getLogger(__name__)
-QUEUE_LINES = 1000  # lines a client may fall behind before it is dropped (a few minutes of progress events)
+QUEUE_LINES = c.CLIENT_QUEUE  # lines a client may fall behind before it is dropped (minutes of progress events)
 DRAIN_S = 2.0  # how long the last lines (the final state, the goodbye) may take to reach clients
 
 
@@ -101,7 +101,7 @@ class ControlServer:
             return
         self._server.close()
         state = str(self.engine.state)
-        goodbye = c.encode(c.Goodbye("loopEnded", message or f"the loop {state}: {self.reason}".rstrip(": "), state))
+        goodbye = c.encode(c.ControlGoodbye("loopEnded", message or f"the loop {state}: {self.reason}".rstrip(": "), state))
         for client in list(self.clients):
             if not (client.send(goodbye) and client.send(None)):
                 client.writer.close()
@@ -123,7 +123,7 @@ class ControlServer:
             writer.close()
             return
         client = _Client(reader, writer)
-        client.send(c.encode(c.Hello(c.CONTROL_VERSION, self.snapshot(), list(self.recent))))
+        client.send(c.encode(c.ControlHello(c.CONTROL_VERSION, self.snapshot(), list(self.recent))))
         self.clients.add(client)  # in the same step as the hello: no event is lost or sent twice
         writing = client.task = asyncio.create_task(client.write_loop())
         self._tasks.add(writing)
@@ -141,8 +141,8 @@ class ControlServer:
                 line = await client.reader.readline()
             except ValueError:  # over the limit: what follows cannot be framed
                 size = f"over {c.MAX_LINE:,} bytes"
-                client.send(c.encode(c.ErrorReply(None, "tooLarge", f"a line {size}: at most {c.MAX_LINE:,}")))
-                client.send(c.encode(c.Goodbye("tooLarge", f"closing: a line {size}")))
+                client.send(c.encode(c.ControlErrorReply(None, "tooLarge", f"a line {size}: at most {c.MAX_LINE:,}")))
+                client.send(c.encode(c.ControlGoodbye("tooLarge", f"closing: a line {size}")))
                 return
             except (ConnectionError, OSError):
                 return
@@ -168,7 +168,7 @@ class ControlServer:
         self.recent.append(event)
         if not self.clients:
             return
-        line = c.encode(c.Event(event))
+        line = c.encode(c.ControlEvent(event))
         for client in list(self.clients):
             if not client.send(line):
                 self._drop(client)
@@ -179,7 +179,7 @@ class ControlServer:
         self.clients.discard(client)
         why = f"closing: this client fell {QUEUE_LINES} lines behind the loop (it reads too slowly)"
         with contextlib.suppress(Exception):
-            client.writer.write(c.encode(c.Goodbye("tooSlow", why)))
+            client.writer.write(c.encode(c.ControlGoodbye("tooSlow", why)))
         client.writer.close()
         if client.task is not None:
             client.task.cancel()
@@ -217,24 +217,24 @@ class ControlServer:
 
     # ------------------------------------------------------------------ commands
 
-    def answer(self, line: bytes) -> c.Reply | c.ErrorReply:
+    def answer(self, line: bytes) -> c.ControlReply | c.ControlErrorReply:
         try:
             message = c.decode(line)
         except c.ControlError as exc:
-            return c.ErrorReply(exc.id if isinstance(exc.id, (int, str)) else None, exc.code, str(exc))
-        if not isinstance(message, c.Command):
-            return c.ErrorReply(None, "invalid", f"a client sends commands, not {c.TYPE_OF[type(message)]!r}")
+            return c.ControlErrorReply(exc.id if isinstance(exc.id, (int, str)) else None, exc.code, str(exc))
+        if not isinstance(message, c.ControlCommand):
+            return c.ControlErrorReply(None, "invalid", f"a client sends commands, not {c.TYPE_OF[type(message)]!r}")
         try:
             text = self._do(message)
         except _Refused as exc:
-            return c.ErrorReply(message.id, exc.code, str(exc))
+            return c.ControlErrorReply(message.id, exc.code, str(exc))
         except Exception as exc:  # a command must never take the loop down
             log.exception("control command %s failed", message.command)
-            return c.ErrorReply(message.id, "failed", f"{message.command} failed: {exc}")
+            return c.ControlErrorReply(message.id, "failed", f"{message.command} failed: {exc}")
         loop = self.snapshot() if message.command == "status" else None
-        return c.Reply(message.id, message.command, str(self.engine.state), text, loop)
+        return c.ControlReply(message.id, message.command, str(self.engine.state), text, loop)
 
-    def _do(self, cmd: c.Command) -> str:
+    def _do(self, cmd: c.ControlCommand) -> str:
         e = self.engine
         if cmd.command == "pause":
             e.pause()
