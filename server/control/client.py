@@ -33,7 +33,7 @@ REPLY_S = 30.0  # a command's answer (the loop answers at once; this only bounds
 class ControlRefused(Exception):
     """The loop answered a command with an error."""
 
-    def __init__(self, error: c.ErrorReply):
+    def __init__(self, error: c.ControlErrorReply):
         super().__init__(error.message)
         self.error = error
 
@@ -43,10 +43,10 @@ class LinkLost(Exception):
 
 
 class Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hello: c.Hello):
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hello: c.ControlHello):
         self.reader, self.writer, self.hello = reader, writer, hello
         self.pid = hello.loop.pid
-        self.ending: c.Goodbye | None = None  # the server's goodbye, once it came
+        self.ending: c.ControlGoodbye | None = None  # the server's goodbye, once it came
         self.closed = False
         self._ids = itertools.count(1)
         self._waiting: dict[Any, asyncio.Future] = {}
@@ -60,13 +60,13 @@ class Connection:
                     message = c.decode(line)
                 except c.ControlError:
                     continue  # a newer server's message this client does not know
-                if isinstance(message, c.Event):
+                if isinstance(message, c.ControlEvent):
                     self._events.put_nowait(message.event)
-                elif isinstance(message, (c.Reply, c.ErrorReply)):
+                elif isinstance(message, (c.ControlReply, c.ControlErrorReply)):
                     future = self._waiting.pop(message.id, None)
                     if future is not None and not future.done():
                         future.set_result(message)
-                elif isinstance(message, c.Goodbye):
+                elif isinstance(message, c.ControlGoodbye):
                     self.ending = message
         except (ConnectionError, OSError, ValueError):  # ValueError: a line over the limit
             pass
@@ -77,17 +77,17 @@ class Connection:
                 if not future.done():
                     future.set_exception(LinkLost("the loop closed the connection"))
 
-    async def command(self, name: str, number: int | None = None, timeout: float = REPLY_S) -> c.Reply:
+    async def command(self, name: str, number: int | None = None, timeout: float = REPLY_S) -> c.ControlReply:
         """Send a command and wait for its reply; ControlRefused for an error reply, LinkLost if none came."""
         if self.closed:
             raise LinkLost("the connection to the loop is closed")
         ident = next(self._ids)
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._waiting[ident] = future
-        self.writer.write(c.encode(c.Command(ident, name, number)))
+        self.writer.write(c.encode(c.ControlCommand(ident, name, number)))
         await self.writer.drain()
         answer = await asyncio.wait_for(future, timeout)
-        if isinstance(answer, c.ErrorReply):
+        if isinstance(answer, c.ControlErrorReply):
             raise ControlRefused(answer)
         return answer
 
@@ -115,7 +115,7 @@ async def connect(path: str | os.PathLike, timeout: float = CONNECT_S) -> Connec
     except (c.ControlError, asyncio.TimeoutError, ValueError) as exc:
         writer.close()
         raise LinkLost(f"the loop's control socket did not say hello: {exc}") from None
-    if not isinstance(first, c.Hello):
+    if not isinstance(first, c.ControlHello):
         writer.close()
         raise LinkLost(f"the loop's control socket began with {c.TYPE_OF[type(first)]!r}, not a hello")
     return Connection(reader, writer, first)
