@@ -25,7 +25,6 @@ from nightlab.protocol import events as ev
 from nightlab.server.agents.base import AgentError, make_agent
 from nightlab.server.core.policy import make_policy
 from nightlab.server.core.settings import Settings
-from nightlab.server.core.stats import estimate_sigma
 from nightlab.server.core.types import (
     Experiment,
     ExperimentKind,
@@ -33,19 +32,18 @@ from nightlab.server.core.types import (
     LoopState,
     Progress,
     Proposal,
-    RunStatus,
-    Verdict,
     utc_now,
 )
-from nightlab.server.loop import conditions, lineage
+from nightlab.server.loop import conditions, lineage, pairing
 from nightlab.server.loop import proposals as pr
 from nightlab.server.loop.launch import settings_launcher
 from nightlab.server.loop.plan import RunPlan, execute
 from nightlab.server.loop.proposer import Proposer, Stopped
 from nightlab.server.loop.recovery import recover, rerun
+from nightlab.server.loop.space import DiskGuard
 from nightlab.server.loop.startfiles import start_problem
 from nightlab.server.loop.verdict import commit_message, judge
-from nightlab.server.record.ledger import Ledger
+from nightlab.server.record.ledger import Ledger, LedgerError
 from nightlab.server.record.lock import acquire
 from nightlab.server.record.store import Slot, Store
 from nightlab.server.run.launcher import Launcher
@@ -95,6 +93,8 @@ class Engine:
         self._resume.set()
         self._running: dict[int, Running] = {}  # the experiments in flight, by number
         self._said = ""
+        self.ledger.on_problem = lambda text: self.message(text, "warning")  # a record the loop did not write
+        self.space = DiskGuard(self, self._stop)  # a full disk pauses the loop (loop/space.py)
         self.proposer = Proposer(
             settings,
             self.ledger,
@@ -167,14 +167,15 @@ class Engine:
         self.proposer.pending.append(again)
 
     def best_values(self) -> list[float] | None:
+        """The best's run values, a list that carries their seeds (`.seeds`): paired verdicts use them."""
         best = self.ledger.best(self.settings.metric.direction)
-        return best.run_values if best else None
+        return pairing.best_runs(best) if best else None
 
     def sigma(self) -> float | None:
-        """The run-to-run noise, pooled over the lineage's experiments that were run more than once."""
+        """The run-to-run noise, pooled over the lineage's experiments that were run more than once,
+        carrying (`.paired`) the spread of the paired differences their verdicts recorded."""
         judged = (ExperimentStatus.KEEP, ExperimentStatus.DISCARD)  # this lineage's: the code it started from
-        groups = [e.run_values for e in self.ledger.current() if e.status in judged]
-        return estimate_sigma([g for g in groups if len(g) > 1])
+        return pairing.noise(e for e in self.ledger.current() if e.status in judged)
 
     # ------------------------------------------------------------------ the loop
 
@@ -189,6 +190,7 @@ class Engine:
             return self.set_state(LoopState.ERRORED, str(exc))
         lockfile = acquire(self.ledger.dir)
         try:
+            self.ledger.open()  # its key held for the session; a key that no longer matches refuses the start
             created = self.store.open_or_create()
             lineage.follow(self.settings, self.store, self.ledger, created, self.message, self.slots)
             editable = list(self.settings.files.editable)
@@ -197,7 +199,7 @@ class Engine:
             if len(self.slots) > 1:
                 self.message(f"{len(self.slots)} slots: " + ", ".join(s.name for s in self.slots))
             await self._workers(started)
-        except AgentError as exc:
+        except (AgentError, LedgerError) as exc:
             self.set_state(LoopState.ERRORED, str(exc))
             return
         except Exception as exc:
@@ -228,7 +230,7 @@ class Engine:
                     self.set_state(LoopState.PAUSED)
                     await self._resume.wait()
                     continue
-                if self._limit_reached(started):
+                if self._limit_reached(started) or not await self.space.ready():
                     break
                 self.started_here += 1  # reserved now: the other slots see it while this one awaits
                 proposal = await (self.proposer.take_draft(draft) if draft else self.proposer.next())
@@ -237,7 +239,7 @@ class Engine:
                     self.started_here -= 1
                     break
                 try:
-                    running, error = await self.prepare(proposal, slot, spec)
+                    running, error = await self.space.retry(self.prepare, proposal, slot, spec)
                 except Stopped:  # stopped while the agent was asked again: nothing is recorded
                     self.started_here -= 1
                     break
@@ -247,7 +249,7 @@ class Engine:
                     draft = asyncio.create_task(self.proposer.draft())
                 self._running[running.exp.number] = running
                 try:
-                    await self._execute(running, error)
+                    await self.space.finish(self._execute(running, error), running)
                 finally:
                     self._running.pop(running.exp.number, None)
         finally:
@@ -319,7 +321,8 @@ class Engine:
             running.progress = p
             self.emit(ev.PROGRESS, number=exp.number, progress=asdict(p), stage=stage)
 
-        return RunPlan(
+        files = [*s.files.editable, *s.files.protected]  # the judge's pristine copy comes from the commit
+        plan = RunPlan(
             launcher=self.launcher or self._make_launcher(),
             workdir=running.slot.workdir,
             runs_dir=self.runs_dir / str(exp.number),
@@ -333,22 +336,26 @@ class Engine:
             cancel=running.cancel,
             on_progress=on_progress,
             protected_changed=lambda: running.slot.changed_since(s.files.protected, exp.commit),
+            committed=lambda: {f: self.store.file_bytes(f, exp.commit) for f in files},
+            protected=list(s.files.protected),
         )
+        exp.self_reported = not plan.judged
+        return plan
 
     def _more(self, exp: Experiment) -> Callable[[list[float]], bool]:
-        """Whether another full run is wanted: the baseline's repeats, or the policy's confirmation."""
+        """Whether another full run is wanted: the baseline's repeats, the policy's confirmation, or a
+        keep filled up to the seeds later candidates pair with (pairing.wants_more)."""
 
         def more(values: list[float]) -> bool:
             if exp.is_baseline:
                 return len(values) < self.policy_repeats
-            decision = self.policy.decide_runs(
-                values, self.best_values(), self.sigma(), self.settings.metric.direction, RunStatus.OK
-            )
+            seeds, direction = pairing.run_seeds(self.settings.run.seed, len(values)), self.settings.metric.direction
+            decision = pairing.decide(self.policy, values, seeds, self.best_values(), self.sigma(), direction)
             exp.decision = {"verdict": str(decision.verdict), "z": decision.z, "sigma": decision.sigma}
-            if decision.verdict == Verdict.CONFIRM:
-                self.message(f"#{exp.number}: {decision.reason}")
-                return True
-            return False
+            again, why = pairing.wants_more(self.policy, decision, len(values))
+            if again:
+                self.message(f"#{exp.number}: {why}")
+            return again
 
         return more
 

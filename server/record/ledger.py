@@ -2,12 +2,28 @@
 
 experiments.jsonl is append-only: one JSON object per line, each append flushed and fsync'ed. An
 experiment's number appears again each time its state moves on ('running', then 'keep'); readers take
-the last record per number. A line torn by a kill -9 is skipped with a warning, and the next append
-starts on a fresh line.
+the last record per number. A line torn by a kill -9 (or a full disk) is skipped, and the next append
+starts on a fresh line; an append that fails (ENOSPC) takes its partial line back out.
+
+**Only the loop's records count.** Every record written through this class is sealed (seal.py: an
+HMAC-SHA256 with the ledger's key, `.nightlab/<tag>/ledger.key`, and a sequence number); audit.py
+decides which lines count. A record the loop did not write (no seal or a wrong one, a copy of another,
+a second verdict, a number from the future, a torn line) is reported once, in words, through
+`on_problem` and ignored: never the best, never moves the numbering, never stops the loop. Records from
+before the key existed are legacy and trusted as before.
+The loop's own Ledger is `open()`ed: it holds the key in memory for the session (a key file deleted or
+replaced behind its back is put back; a start whose key does not match the sealed history is refused),
+and it runs the **live check**: it knows the file's size and hash after its own last append, and before
+each append anything that appeared behind its back is reported and voided by a sealed `void` record
+(so it stays ignored even when training, with the sandbox off, read the key and sealed it). The
+person's review (the editor's own append, a sealed record that only adds a review) is let through.
+What does not hold with the sandbox off: a forgery sealed with the leaked key, followed by the loop's
+death before its next check, reads as the loop's on the next start. Run training under the sandbox.
 
 results.tsv is autoresearch's exact format, one row per final experiment (keep | discard | crash),
 appended when it becomes final, in that order. `interrupted` experiments get no row. The jsonl record is
-written first; `repair()` restores any row a crash between the two writes lost (or doubled).
+written first; `repair()` restores results.tsv from the sealed jsonl (a row a crash lost or doubled, or
+one training wrote).
 
 **Invariant:** a jsonl record is never rewritten in place.
 
@@ -21,15 +37,21 @@ import json
 import logging
 import math
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from nightlab.server.core.types import Experiment, ExperimentStatus
+from nightlab.server.record import audit, seal, watch
+from nightlab.server.record.audit import FINAL, Line
+from nightlab.server.record.durable import append_line, append_lock, fsync_dir
+from nightlab.server.record.seal import Key
 
 log = logging.getLogger(__name__)
 
-FINAL = (ExperimentStatus.KEEP, ExperimentStatus.DISCARD, ExperimentStatus.CRASH)  # one results.tsv row each
 ENDED = (*FINAL, ExperimentStatus.INTERRUPTED)
 FIRST_NUMBER = 1  # experiment 1 is the baseline
+_UNSET = object()
 
 
 class LedgerError(Exception):
@@ -50,55 +72,28 @@ def tsv_row(exp: Experiment) -> str:
     return f"{commit}\t{metric:.6f}\t{memory:.1f}\t{exp.status}\t{text}\n"
 
 
-def _fsync_dir(path: Path) -> None:
-    # A new file's directory entry is only durable once the directory is synced too.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _append_line(path: Path, line: str, header: str = "") -> None:
-    """Append one complete line durably. If the file ends in a torn line, start a new one first."""
-    created = not path.exists()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        size = os.fstat(fd).st_size
-        prefix = b""
-        if size == 0:
-            prefix = header.encode("utf-8")
-        else:
-            with open(path, "rb") as r:
-                r.seek(size - 1)
-                if r.read(1) != b"\n":
-                    prefix = b"\n"
-        data = prefix + line.encode("utf-8")
-        while data:
-            data = data[os.write(fd, data) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    if created:
-        _fsync_dir(path.parent)
-
-
 class Ledger:
     def __init__(self, dir: Path, metric_name: str = "val_bpb"):
         self.dir = Path(dir)
         self.jsonl = self.dir / "experiments.jsonl"
         self.tsv = self.dir / "results.tsv"
         self.metric_name = metric_name
-        # Parsed records and how far into the file they go: the file only grows, so a later read
-        # parses just the new tail (editors ask on every hover; a night's ledger is megabytes).
+        self.on_problem: Callable[[str], None] = lambda text: log.warning("%s", text)  # a person reads it
+        # Parsed lines and how far into the file they go: the file only grows, so a later read parses
+        # just the new tail (editors ask on every hover; a night's ledger is megabytes).
         self._cache_key: tuple[int, int] | None = None  # (device, inode)
         self._cache_offset = 0
-        self._cache: list[Experiment] = []
+        self._lines: list[Line] = []
+        self._trusted: list[Experiment] = []
+        self._trusted_key: tuple | None = None
+        self._reported: set[int] = set()  # offsets of the rejected lines already reported
+        self._key: Key | None = None
+        self._verified_with: Any = _UNSET  # the key the cached lines' seals were checked with
+        self._lineno = 1  # the line number of the first line not yet parsed
+        self._torn_seen = -1  # the torn last line already warned about
+        self._key_seen: tuple | None = None  # the key file's stat when read (readers reload a new key)
+        self._pinned = False  # open(): the loop's ledger, its key held in memory for the session
+        self.watch: watch.Watch | None = None  # the live check, on the loop's own ledger (open())
         self._latest: list[Experiment] = []
         self._latest_key: tuple | None = None
         self.lineage: int | None = None  # the loop's current lineage (loop/lineage.py); None: the latest recorded
@@ -107,47 +102,82 @@ class Ledger:
     # reading
 
     def records(self) -> list[Experiment]:
-        """Every record in file order (several per experiment). Torn or unreadable lines are skipped.
-        Copies: a caller may change what it gets without changing the ledger's cache."""
+        """Every record that counts, in file order (several per experiment). Copies: a caller may change
+        what it gets without changing the ledger's cache."""
         return [copy.copy(r) for r in self._records()]
 
     def _records(self) -> list[Experiment]:
+        lines, tail = self._read()
+        key = self._current_key()
+        if key is not self._verified_with:  # a key made or read again: every line is checked with it
+            for line in lines:
+                line.seq = seal.verify(key, line.rec) if line.rec is not None else None
+            self._verified_with = key
+        if tail is not None:
+            tail.seq = seal.verify(key, tail.rec) if tail.rec is not None else None
+        state = (self._cache_key, self._cache_offset, id(key), tail.end if tail else None)
+        if state == self._trusted_key:
+            return self._trusted
+        trusted, rejected = audit.audit(lines + ([tail] if tail else []), key)
+        self._trusted, self._trusted_key = trusted, state
+        for r in rejected:
+            if r.line is not tail and r.line.offset not in self._reported:
+                self._reported.add(r.line.offset)
+                self.on_problem(audit.message(self.jsonl.name, r))
+        return trusted
+
+    def _read(self) -> tuple[list[Line], Line | None]:
+        """The file's complete lines (the new ones parsed), and a complete record at its end without
+        its newline (it may still be being written: read it, but parse it again once it is finished)."""
         try:
             st = os.stat(self.jsonl)
         except FileNotFoundError:
-            self._cache_key, self._cache_offset, self._cache = None, 0, []
-            return []
-        key = (st.st_dev, st.st_ino)
-        if key != self._cache_key or st.st_size < self._cache_offset:  # a new or rewritten file
-            self._cache_key, self._cache_offset, self._cache = key, 0, []
-        if st.st_size == self._cache_offset:
-            return self._cache
+            st = None
+        ident = (st.st_dev, st.st_ino) if st else None
+        if st is None or ident != self._cache_key or st.st_size < self._cache_offset:  # a new or rewritten file
+            self._cache_key, self._cache_offset, self._lines, self._lineno = ident, 0, [], 1
+            self._verified_with, self._trusted_key = _UNSET, None
+        if st is None or st.st_size == self._cache_offset:
+            return self._lines, None
         with open(self.jsonl, "rb") as f:
             f.seek(self._cache_offset)
             data = f.read()
-        end = data.rfind(b"\n") + 1  # a last line without its newline may still be being written
-        for raw in data[:end].split(b"\n"):
-            if not raw.strip():
-                continue
-            try:
-                rec = json.loads(raw.decode("utf-8"))
-                if not isinstance(rec, dict) or not isinstance(rec.get("number"), int):
-                    raise ValueError("not an experiment record")
-                self._cache.append(Experiment.from_json(rec))
-            except (ValueError, UnicodeDecodeError, TypeError) as e:
-                # The usual cause is a kill -9 mid-append: the tail of the line never reached the disk.
-                log.warning("%s: a line skipped (torn or not a record): %s", self.jsonl, e)
-        tail = data[end:]
-        if tail.strip():
-            try:  # a complete record without its newline (the file ends there): read it, but parse
-                rec = json.loads(tail.decode("utf-8"))  # it again once its line is finished
-                if isinstance(rec, dict) and isinstance(rec.get("number"), int):
-                    self._cache_offset += end
-                    return self._cache + [Experiment.from_json(rec)]
-            except (ValueError, UnicodeDecodeError):
-                log.warning("%s: the last line is torn (skipped)", self.jsonl)
+        end = data.rfind(b"\n") + 1
+        new = audit.parse(data[:end], self._cache_offset, self._lineno)
+        key = self._verified_with if isinstance(self._verified_with, Key) else None
+        for line in new:
+            line.seq = seal.verify(key, line.rec) if line.rec is not None else None
+        self._lines.extend(new)
+        self._lineno += data[:end].count(b"\n")
+        tail = None
+        if data[end:].strip():
+            tail = audit.read_line(data[end:], self._cache_offset + end, self._cache_offset + len(data), self._lineno)
+            if tail.rec is None:  # torn (a kill -9), or half written: judged once its line is finished
+                if tail.offset != self._torn_seen:
+                    self._torn_seen = tail.offset
+                    log.warning("%s: the last line is torn (skipped for now)", self.jsonl)
+                tail = None
         self._cache_offset += end
-        return self._cache
+        return self._lines, tail
+
+    def _current_key(self) -> Key | None:
+        """The key to verify with: the loop's own, held for the session; a reader's, read again when the
+        file changes (the loop may make it after an editor opened the ledger)."""
+        if self._pinned:
+            return self._key
+        try:
+            st = os.stat(self.dir / seal.KEY_NAME)
+            seen: tuple | None = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except OSError:
+            seen = None
+        if seen != self._key_seen:
+            self._key_seen = seen
+            try:
+                self._key = seal.read_key(self.dir) if seen else None
+            except seal.KeyUnreadable as exc:
+                self.on_problem(f"{exc}: sealed records cannot be checked, so none of them counts")
+                self._key = None
+        return self._key
 
     def experiments(self) -> list[Experiment]:
         """The latest state of every experiment, sorted by number. The records are shared with the
@@ -220,22 +250,84 @@ class Ledger:
     # ---------------------------------------------------------------------------------------------
     # writing
 
-    def append(self, exp: Experiment) -> None:
-        """Append one record (any state) to experiments.jsonl, durably."""
+    def open(self) -> None:
+        """The loop's start: hold the key for the session (made now for a ledger that has none), refuse a
+        key that does not match the sealed history, and begin the live check (watch.py)."""
+        try:
+            key = seal.read_key(self.dir)
+        except seal.KeyUnreadable as exc:
+            raise LedgerError(f"{exc}: put it back from a backup, or move experiments.jsonl aside") from None
+        self._pinned, self._key = True, key
+        lines, _ = self._read()
+        for line in lines:
+            line.seq = seal.verify(key, line.rec) if line.rec is not None else None
+        self._verified_with = key
+        problem = watch.key_problem(key, lines, self.dir)
+        if problem:
+            self._pinned = False
+            raise LedgerError(problem)
         self.dir.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(exp.to_json(), ensure_ascii=False, separators=(",", ":"))
-        _append_line(self.jsonl, line + "\n")
+        with append_lock(self.dir):
+            self._key = self._writing_key()
+        self.watch = watch.Watch(self, self._key)
+
+    def append(self, exp: Experiment) -> None:
+        """Append one record (any state) to experiments.jsonl, sealed, durably; on the loop's ledger the
+        live check runs first."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with append_lock(self.dir):
+            if self.watch is not None:
+                try:
+                    self.watch.check()
+                except watch.WatchError as exc:
+                    raise LedgerError(str(exc)) from None
+            self.write_sealed(exp.to_json())
+            if self.watch is not None:
+                self.watch.mark()
+
+    def write_sealed(self, rec: dict[str, Any]) -> None:
+        """Seal and append one record (the caller holds the append lock)."""
+        key = self._writing_key()
+        self._records()
+        lines, tail = self._read()
+        seq = 1 + max((line.seq or 0 for line in [*lines, *([tail] if tail else [])]), default=0)
+        line = json.dumps(seal.sealed(key, seq, rec), ensure_ascii=False, separators=(",", ":"))
+        append_line(self.jsonl, line + "\n")
+
+    def _writing_key(self) -> Key:
+        key = self._current_key()
+        if key is not None:
+            return key
+        if any(line.rec is not None and seal.has_seal(line.rec) for line in self._read()[0]):
+            raise LedgerError(watch.key_problem(None, self._read()[0], self.dir))
+        key = seal.new_key(self.jsonl.stat().st_size if self.jsonl.exists() else 0)
+        if not seal.write_key(self.dir, key):  # another writer made one first: use theirs
+            key = seal.read_key(self.dir) or key
+        self._key_seen = None  # a reader reads it again, from the file
+        if self._pinned:
+            self._key = key
+        return key
+
+    def lines(self) -> list[Line]:
+        """The file's complete lines as parsed, before any judgement (the live check reads them)."""
+        return list(self._read()[0])
+
+    def note_reported(self, offsets: Iterable[int]) -> None:
+        self._reported.update(offsets)
 
     def finalize(self, exp: Experiment) -> None:
-        """Record an experiment's final state: the jsonl record, then (unless interrupted) its tsv row."""
+        """Record an experiment's final state: the jsonl record, then (unless interrupted) its tsv row.
+        The same verdict again (a retry after a full disk) only makes sure the row is there."""
         if exp.status not in ENDED:
             raise LedgerError(f"experiment {exp.number}: {exp.status!r} is not a final state ({', '.join(ENDED)})")
         before = self.get(exp.number)
         if before is not None and before.status in FINAL:
-            raise LedgerError(f"experiment {exp.number} is already final ({before.status})")
-        self.append(exp)
+            if not audit.same_verdict(before, exp):
+                raise LedgerError(f"experiment {exp.number} is already final ({before.status})")
+        else:
+            self.append(exp)
         if exp.status in FINAL:
-            _append_line(self.tsv, tsv_row(exp), header=tsv_header(self.metric_name))
+            self.repair()
 
     def expected_rows(self) -> list[str]:
         """results.tsv's rows as the jsonl says they should be: one per final experiment, in the order
@@ -261,15 +353,21 @@ class Ledger:
             return 0
         if not torn and have == want[: len(have)]:
             for row in want[len(have) :]:
-                _append_line(self.tsv, row, header=tsv_header(self.metric_name))
+                append_line(self.tsv, row, header=tsv_header(self.metric_name))
             return len(want) - len(have)
-        log.warning("%s disagrees with %s; rewriting it from the ledger", self.tsv, self.jsonl)
+        if set(have) - set(want):  # rows the ledger does not have: someone else wrote them
+            self.on_problem(f"{self.tsv.name} has rows the loop did not write: rewritten from {self.jsonl.name}")
+        else:
+            log.warning("%s disagrees with %s; rewriting it from the ledger", self.tsv, self.jsonl)
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.tsv.with_suffix(".tsv.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(tsv_header(self.metric_name) + "".join(want))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.tsv)
-        _fsync_dir(self.dir)
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(tsv_header(self.metric_name) + "".join(want))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.tsv)
+        finally:
+            tmp.unlink(missing_ok=True)  # a full disk: no half-written copy left behind
+        fsync_dir(self.dir)
         return len(want)
