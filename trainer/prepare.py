@@ -5,6 +5,8 @@ It owns everything the metric depends on: the corpus and its train/val split, th
 data cache, the loader, the budget, `evaluate_bpb` and the summary block. train.py builds a model
 and trains it through `Harness`; the harness measures it. The data side (corpus, tokenizers, cache,
 loader) is in prepare_data.py, as fixed as this file; its names are importable from here.
+Under Nightlab (NIGHTLAB_WEIGHTS set) training only saves its weights: judge.py, fixed too, measures
+them in a process of its own, with the same `val_rows` and `evaluate_bpb`.
 
     python prepare.py                      # build the cache for the built-in corpus (stdlib sources)
     python prepare.py --data PATH          # a folder of text files, .jsonl (a "text" field) or .parquet
@@ -28,12 +30,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# The data side (corpus, split, tokenizers, cache, loader) and its constants live in prepare_data.py,
+# The data side (corpus, split, tokenizers, cache, loader, the summary's format) lives in prepare_data.py,
 # fixed like this file; its names are importable from here.
 from prepare_data import (  # noqa: F401  (re-exported: prepare's names, as train.py and tools know them)
     BPE_TRAIN_BYTES,
     BPE_VOCAB_SIZE,
     SPECIAL_TOKENS,
+    SUMMARY_FORMATS,
     VAL_PERCENT,
     BPETokenizer,
     ByteTokenizer,
@@ -43,6 +46,7 @@ from prepare_data import (  # noqa: F401  (re-exported: prepare's names, as trai
     cache_root,
     corpus_key,
     default_tokenizer_name,
+    format_summary,
     in_val,
     iter_documents,
     list_sources,
@@ -103,6 +107,13 @@ def eval_rows(val_tokens: np.ndarray, seq_len: int, eval_tokens: int, bos_id: in
     """The fixed validation set: consecutive windows of the val split, each led by BOS."""
     n = min(eval_tokens // seq_len, (len(val_tokens) - 1) // seq_len)
     return make_rows(val_tokens, np.arange(n, dtype=np.int64) * seq_len, seq_len, bos_id)
+
+
+def val_rows(folder: Path, device_type: str, bos_id: int) -> np.ndarray:
+    """The rows the metric is computed on, for a device: the harness's and the judge's, one definition."""
+    cuda = device_type == "cuda"
+    val = np.load(folder / "val.npy", mmap_mode="r")
+    return eval_rows(val, SEQ_LEN_CUDA if cuda else SEQ_LEN_CPU, EVAL_TOKENS_CUDA if cuda else EVAL_TOKENS_CPU, bos_id)
 
 
 @torch.no_grad()
@@ -214,7 +225,7 @@ class Harness:
         for x, y in h.batches(batch_size):   # ... forward, backward, optimizer step ...
             h.step(loss, lrm=..., tokens=...)  # step line, events, budget, NaN check
             if h.done: break
-        h.finish(model)                      # evaluate_bpb and the summary block
+        h.finish(model)                      # evaluate_bpb (or, judged, save the weights) and the summary
     """
 
     def __init__(self, device: str | None = None, tokenizer: str | None = None):
@@ -233,10 +244,9 @@ class Harness:
         self.bos_id = int(self.meta["bos_id"])
         self.token_bytes = np.load(self.folder / "token_bytes.npy")
         self.train_tokens = np.load(self.folder / "train.npy", mmap_mode="r")
-        self.val_tokens = np.load(self.folder / "val.npy", mmap_mode="r")
-        cuda = self.device_type == "cuda"
-        self.seq_len = SEQ_LEN_CUDA if cuda else SEQ_LEN_CPU
-        self.eval_tokens = EVAL_TOKENS_CUDA if cuda else EVAL_TOKENS_CPU
+        # Judged (Nightlab sets NIGHTLAB_WEIGHTS), training never reads the val split: it is hidden from it.
+        self.weights = os.environ.get("NIGHTLAB_WEIGHTS") or None
+        self.seq_len = SEQ_LEN_CUDA if self.device_type == "cuda" else SEQ_LEN_CPU
         self.budget = Budget.from_env(self.device_type)
         self.peak_flops = peak_flops(self.device_type)
         events = os.environ.get("NIGHTLAB_EVENTS")
@@ -327,20 +337,25 @@ class Harness:
                    tok_per_s=round(tok_per_s, 1), mfu=round(mfu, 2), lr=round(lrm, 6),
                    progress=round(self.progress, 4))
 
-    def finish(self, model) -> float:
-        """Evaluate the model with the harness's own metric and print the summary block."""
+    def finish(self, model) -> float | None:
+        """Evaluate the model with the harness's own metric and print the summary block; judged, save
+        its weights for judge.py instead (the block, without val_bpb, is then only informational)."""
         self.close()  # training is over: the loader's thread would only compete with the evaluation
         print(flush=True)
         t_eval = time.time()
-        rows = eval_rows(self.val_tokens, self.seq_len, self.eval_tokens, self.bos_id)
-        val_bpb = evaluate_bpb(model, rows, self.token_bytes, self.device, self.autocast)
+        val_bpb = None
+        if self.weights:
+            torch.save(model.state_dict(), self.weights)
+        else:
+            rows = val_rows(self.folder, self.device_type, self.bos_id)
+            val_bpb = evaluate_bpb(model, rows, self.token_bytes, self.device, self.autocast)
         eval_seconds = time.time() - t_eval
         training_seconds = self.budget.training_seconds
         total_seconds = time.time() - self.t0
         memory = peak_memory_mb(self.device_type)
         steady = self.budget.steady_tokens / training_seconds if training_seconds > 0 else 0.0
         mfu = 100 * self.flops_per_token * steady / self.peak_flops if self.peak_flops else 0.0
-        if not math.isfinite(val_bpb):
+        if val_bpb is not None and not math.isfinite(val_bpb):
             print("FAIL", flush=True)
             self.event("fail", reason="nan", step=self.step_count)
             sys.exit(1)
@@ -349,27 +364,13 @@ class Harness:
             "peak_vram_mb": memory, "mfu_percent": mfu, "total_tokens_M": self.budget.tokens / 1e6,
             "num_steps": self.step_count, "num_params_M": self.num_params / 1e6, "depth": self.depth,
         }
+        if val_bpb is None:
+            del summary["val_bpb"]
         print(format_summary(summary), flush=True)
-        self.event("summary", **summary, startup_s=round(self.startup_seconds, 3),
+        self.event("summary", **summary, tokens=self.budget.tokens, startup_s=round(self.startup_seconds, 3),
                    training_s=round(training_seconds, 3), eval_s=round(eval_seconds, 3),
                    total_s=round(total_seconds, 3), peak_mem_mb=round(memory, 1))
         return val_bpb
-
-
-SUMMARY_FORMATS = [
-    ("val_bpb", "{:.6f}"), ("training_seconds", "{:.1f}"), ("total_seconds", "{:.1f}"),
-    ("peak_vram_mb", "{:.1f}"), ("mfu_percent", "{:.2f}"), ("total_tokens_M", "{:.1f}"),
-    ("num_steps", "{:d}"), ("num_params_M", "{:.1f}"), ("depth", "{:d}"),
-]
-
-
-def format_summary(values: dict) -> str:
-    """autoresearch's summary block, byte for byte: tools grep it."""
-    lines = ["---"]
-    for key, fmt in SUMMARY_FORMATS:
-        value = int(values[key]) if fmt == "{:d}" else float(values[key])
-        lines.append(f"{key + ':':<18}{fmt.format(value)}")
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------

@@ -4,6 +4,12 @@ A small GPT trained for a fixed budget: the one file of the experiment the agent
 Run it with `python train.py`. The harness in prepare.py (fixed) supplies the data, the budget, the
 step lines and the metric; everything here is fair game: the model, the optimizer, the schedule and
 the UPPER_CASE knobs below. Needs torch and numpy; imports nothing from nightlab.
+
+The contract with the judge (judge.py, fixed), which measures the weights training saves in a process
+of its own: `build_model(vocab_size, seq_len)` stays at module level and returns the untrained model
+whose `state_dict()` `h.finish(model)` is given; `model(idx)` returns logits (B, T, vocab_size), or a
+tuple that starts with them, and position t depends on idx[:, :t + 1] only (causal: the judge checks);
+importing this file trains nothing (main() runs under `if __name__ == "__main__"` only).
 """
 import math
 
@@ -124,6 +130,12 @@ class GPT(nn.Module):
         return 6 * matmul + 12 * len(self.blocks) * width * seq_len
 
 
+def build_model(vocab_size, seq_len):
+    # The judge rebuilds the model with this and loads the saved weights into it: keep the name and
+    # the arguments (the knobs above are read here, at call time).
+    return GPT(vocab_size, seq_len, DEPTH, WIDTH, HEAD_DIM, MLP_RATIO, LOGIT_SOFTCAP)
+
+
 # ---------------------------------------------------------------------------
 # Optimizer: Muon (orthogonalised momentum) for the matrices inside blocks, AdamW for the rest
 
@@ -191,7 +203,7 @@ def lr_multiplier(progress):
 def main():
     h = Harness()
     seq_len = min(SEQ_LEN, h.seq_len)
-    model = GPT(h.vocab_size, h.seq_len, DEPTH, WIDTH, HEAD_DIM, MLP_RATIO, LOGIT_SOFTCAP).to(h.device)
+    model = build_model(h.vocab_size, h.seq_len).to(h.device)
     num_params = sum(p.numel() for p in model.parameters())
     print(f"device: {h.device_type} | params: {num_params / 1e6:.2f}M | budget: {h.budget.mode} {h.budget.amount:g}")
     step_model = torch.compile(model) if COMPILE else model

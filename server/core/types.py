@@ -164,6 +164,8 @@ class RunResult:
     total_s: float = 0.0
     peak_memory_mb: float = 0.0
     log_path: str = ""
+    # True: the metric is the run's own printed word; False: a judge process measured it (run/judge.py)
+    self_reported: bool = True
 
     def metric(self, name: str) -> float | None:
         return self.metrics.get(name)
@@ -220,6 +222,9 @@ class Experiment:
     budget_amount: float | None = None  # seconds or tokens
     device: str = ""  # cpu, cuda:<name>, or the slot's kind (gpu)
     protected_hash: str = ""  # the [files] protected at its commit
+    # Whose number the metric is: False, the judge's (Nightlab's trainer); True, the run's own printed
+    # summary (an autoresearch checkout, any workspace without judge.py); None: a record from before.
+    self_reported: bool | None = None
 
     def __post_init__(self) -> None:  # plain strings (a test, an old caller) become the enums
         self.status = ExperimentStatus(self.status)

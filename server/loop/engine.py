@@ -323,7 +323,8 @@ class Engine:
             running.progress = p
             self.emit(ev.PROGRESS, number=exp.number, progress=asdict(p), stage=stage)
 
-        return RunPlan(
+        files = [*s.files.editable, *s.files.protected]  # the judge's pristine copy comes from the commit
+        plan = RunPlan(
             launcher=self.launcher or self._make_launcher(),
             workdir=running.slot.workdir,
             runs_dir=self.runs_dir / str(exp.number),
@@ -337,7 +338,11 @@ class Engine:
             cancel=running.cancel,
             on_progress=on_progress,
             protected_changed=lambda: running.slot.changed_since(s.files.protected, exp.commit),
+            committed=lambda: {f: self.store.file_bytes(f, exp.commit) for f in files},
+            protected=list(s.files.protected),
         )
+        exp.self_reported = not plan.judged
+        return plan
 
     def _more(self, exp: Experiment) -> Callable[[list[float]], bool]:
         """Whether another full run is wanted: the baseline's repeats, or the policy's confirmation."""

@@ -2,7 +2,8 @@
 confirmation runs, each with its own seed. Knows no engine, no ledger, no policy, no git.
 
 The engine builds a `RunPlan` (how to launch, where, the budget, the seed, a cancel token, a progress
-callback, and a check that the protected files are unchanged) and a `more` callback that says, from
+callback, a check that the protected files are unchanged and, for Nightlab's own trainer, the
+experiment's committed files, which each run's judge measures with: run/judge.py) and a `more` callback that says, from
 the metric values so far, whether another run is wanted (the baseline's repeats, the policy's
 confirmations). `execute` returns the `Runs`; the engine decides with them and records.
 Must not import: pygls, rich, typer, an agent module, the ledger, the store, the engine.
@@ -18,11 +19,13 @@ from pathlib import Path
 
 from nightlab.server.core.settings import BudgetSettings
 from nightlab.server.core.types import Progress, RunResult, RunStatus
-from nightlab.server.run.launcher import Launcher, RunRequest
+from nightlab.server.run.judge import wants_judge
+from nightlab.server.run.launcher import JudgeRequest, Launcher, RunRequest
 from nightlab.server.run.processes import compile_check
 from nightlab.server.run.summary import crash_summary
 
 SMOKE, RUN = "smoke", "run"
+JUDGE_DEADLINE_S = 300.0  # at least, for the judge's evaluation (half the run's deadline when that is more)
 
 
 @dataclass
@@ -40,6 +43,14 @@ class RunPlan:
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     on_progress: Callable[[str, Progress], None] = lambda stage, p: None  # (stage, sample)
     protected_changed: Callable[[], list[str]] = lambda: []  # protected files the run changed
+    # The experiment's committed files (path -> content, None where missing), read from its commit; with
+    # judge.py among `protected`, every run is judged from them. None: every run's metric is self-reported.
+    committed: Callable[[], dict[str, bytes | None]] | None = None
+    protected: list[str] = field(default_factory=list)  # the [files] protected
+
+    @property
+    def judged(self) -> bool:
+        return self.committed is not None and wants_judge(self.protected, self.command, self.metric_name)
 
 
 @dataclass
@@ -59,6 +70,10 @@ def request(plan: RunPlan, seed: int, stage: str = RUN, fraction: float = 1.0) -
     b = plan.budget
     run_dir = plan.runs_dir if stage == RUN else plan.runs_dir / stage
     deadline = b.deadline_seconds if fraction >= 1 else max(30.0, b.deadline_seconds * fraction * 2 + 30)
+    judge = None
+    if plan.judged and plan.committed is not None:
+        files = {path: data for path, data in plan.committed().items() if data is not None}
+        judge = JudgeRequest(files=files, deadline_s=max(JUDGE_DEADLINE_S, b.deadline_seconds / 2))
     return RunRequest(
         workdir=plan.workdir,
         command=plan.command,
@@ -71,6 +86,7 @@ def request(plan: RunPlan, seed: int, stage: str = RUN, fraction: float = 1.0) -
         metric_name=plan.metric_name,
         cuda_visible_devices=plan.cuda_visible_devices,
         threads=plan.threads,
+        judge=judge,
     )
 
 

@@ -49,7 +49,8 @@ ALLOWED_NAMES = frozenset(
         "OMP_NUM_THREADS",
         "NUMEXPR_NUM_THREADS",
         "VECLIB_MAXIMUM_THREADS",
-        # The harness's own knobs (trainer/prepare.py); the runner's NIGHTLAB_* variables are set below.
+        # The harness's own knobs (trainer/prepare.py); the runner's NIGHTLAB_* variables (NIGHTLAB_EVENTS,
+        # _SEED, _BUDGET_SECONDS, _BUDGET_TOKENS, _WEIGHTS) are set below, never inherited.
         "NIGHTLAB_CACHE",
         "NIGHTLAB_DATA",
         "NIGHTLAB_TOKENIZER",
@@ -117,10 +118,12 @@ def build_env(
     budget_tokens: int | None = None,
     cuda_visible_devices: str | None = None,
     threads: int | None = None,
+    weights_path: Path | str | None = None,
 ) -> dict[str, str]:
     """The environment of a training run: the allowed part of `parent_env` plus Nightlab's variables.
     `threads`: the CPU threads this run may use (several CPU slots share the cores: without a cap their
-    OpenMP threads wait on each other and every run slows down many times over)."""
+    OpenMP threads wait on each other and every run slows down many times over). `weights_path`: a judged
+    run saves its model's weights there (NIGHTLAB_WEIGHTS) and leaves the measuring to the judge."""
     env = {name: value for name, value in parent_env.items() if _allowed(name) and not carries_credential(value)}
     # The runner's own variables are set after the filter: NIGHTLAB_BUDGET_TOKENS is a number, by design.
     if events_path is not None:
@@ -130,6 +133,8 @@ def build_env(
         env["NIGHTLAB_BUDGET_SECONDS"] = _number_text(budget_seconds)
     if budget_tokens is not None:
         env["NIGHTLAB_BUDGET_TOKENS"] = str(int(budget_tokens))
+    if weights_path is not None:
+        env["NIGHTLAB_WEIGHTS"] = str(weights_path)
     env["PYTHONUNBUFFERED"] = "1"  # step lines and the summary reach the log as they are printed
     if cuda_visible_devices is not None:
         env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices

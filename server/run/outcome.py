@@ -14,14 +14,17 @@ import signal
 from nightlab.server.run.summary import has_fail
 
 
-def crash_reason(returncode: int | None, text: str, metrics: dict, fail: dict, metric_name: str) -> str:
+def crash_reason(
+    returncode: int | None, text: str, metrics: dict, fail: dict, metric_name: str, judged: bool = False
+) -> str:
     """Why an exited run counts as a crash, or "" when it does not.
 
     A complete result (the metric, finite, and no FAIL) followed by an abnormal exit (a signal such as
     SIGABRT at interpreter shutdown, or a non-zero code after the block) is still a crash, but says so:
     nothing tells a result the process finished from one printed before it went wrong (a block printed
     early, a corrupted state the abort comes from), and an exit status is the only word a run gives
-    that it ended as it meant to. Its metric stays in the result's metrics, for a person to read."""
+    that it ended as it meant to. Its metric stays in the result's metrics, for a person to read.
+    `judged`: the run's metric comes from the judge, so a clean exit needs none in the summary."""
     if returncode:
         value = metrics.get(metric_name)
         failed = has_fail(text) or fail
@@ -35,6 +38,8 @@ def crash_reason(returncode: int | None, text: str, metrics: dict, fail: dict, m
         return why
     if has_fail(text) or fail:
         return "FAIL printed" + (f": {fail['reason']}" if fail.get("reason") else "")
+    if judged:  # the metric is the judge's to give (run/judge.py), whatever training printed
+        return ""
     value = metrics.get(metric_name)
     if value is None:
         return f"no {metric_name} in the summary"

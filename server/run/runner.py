@@ -4,14 +4,17 @@
 environment (env.py), its output through a pipe into a capped log (logcap.py: head and tail kept, no
 line held whole), follows the events file while it grows (follow.py: watchdog, plus polling in case
 inotify misses something) and the output's step lines as they come, kills the whole group at the
-deadline or on cancel (processes.py), and turns the outcome into a `RunResult`. A failed run is a result, never an
-exception. No global state: several runs may go at once on one event loop.
+deadline or on cancel (processes.py), and turns the outcome into a `RunResult`. A judged run (the request's
+`judge`: Nightlab's trainer) gets its data cache built first and its metric from the judge (judge.py).
+A failed run is a result, never an exception. No global state but a memo of the data caches prepared:
+several runs may go at once on one event loop.
 Must not import: git, torch, anthropic, the ledger, the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -22,6 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from nightlab.server.core.types import Progress, RunResult, RunStatus
+from nightlab.server.run import judge as judging
 from nightlab.server.run.env import build_env
 from nightlab.server.run.follow import FileTail, Watch, read_tail
 from nightlab.server.run.launcher import ProgressCallback, RunRequest
@@ -160,6 +164,7 @@ class Runner:
         self.tail_lines = tail_lines
         self.log_max_bytes = log_max_bytes  # [run] log_max_mb: each run's log keeps its head and tail within it
         self.parent_env = parent_env  # None: os.environ at the time of each run
+        self.data_folders: dict[tuple, Path] = {}  # judged runs' data caches, built once per checkout and devices
 
     async def run(
         self,
@@ -203,6 +208,7 @@ class Runner:
         r.log_path.parent.mkdir(parents=True, exist_ok=True)
         r.events_path.parent.mkdir(parents=True, exist_ok=True)
         r.events_path.unlink(missing_ok=True)  # a stale file from an earlier run would be read as this one's
+        why = await self._prepare(r) if r.judge is not None else ""  # before the clock: not the run's start-up
         started = time.monotonic()
         if cancel is not None and cancel.is_set():
             return RunResult(
@@ -215,6 +221,8 @@ class Runner:
                 loop.call_soon_threadsafe(_safe_call, on_progress, progress)
 
         follower = _Follower(r.events_path, emit, started)
+        if why:
+            return RunResult(RunStatus.CRASH, error=why, total_s=time.monotonic() - started, log_path=str(r.log_path))
         try:
             proc, pump = await self._start(r, follower)
         except (OSError, ValueError) as exc:  # command not found, bad quoting, missing workspace
@@ -229,6 +237,7 @@ class Runner:
                 await kill_group(proc.pid, self.kill_grace_s)
                 pump.stop()
             await asyncio.to_thread(watch.stop)
+        clock_s = time.monotonic() - started - (follower.first_step_s or 0.0)  # first step seen -> exit
         # Stragglers of a run that ended by itself (dataloader workers, a forked daemon) go too.
         if group_alive(proc.pid):
             await kill_group(proc.pid, self.kill_grace_s)
@@ -236,7 +245,28 @@ class Runner:
         follower.poll()
         await asyncio.sleep(0)  # let progress callbacks already queued run before the result is returned
         total_s = time.monotonic() - started
-        return self._result(status, proc.returncode, follower, r.log_path, total_s, r.metric_name)
+        result = self._result(status, proc.returncode, follower, r.log_path, total_s, r.metric_name, bool(r.judge))
+        if r.judge is None or result.status != RunStatus.OK:
+            return result
+        reported = {**result.metrics, **follower.summary}  # training's word: only for the budget's token count
+        result = judging.informational(result, r.metric_name)
+        argv_for = functools.partial(self.judge_argv, r)
+        return await judging.judge(r, result, clock_s=clock_s, reported=reported, argv_for=argv_for, env=self.env(r))
+
+    async def _prepare(self, r: RunRequest) -> str:
+        """A judged run's data cache, built before training (outside any sandbox); "" or why it failed."""
+        judging.clear(judging.paths(r))
+        key = (str(r.workdir), r.cuda_visible_devices)
+        if not (self.data_folders.get(key, Path("/nonexistent")) / "meta.json").exists():  # gone: built again
+            folder, why = await judging.prepare_data(r, Runner.env(self, r))
+            if folder is None:
+                return why
+            self.data_folders[key] = folder
+        return ""
+
+    def judge_argv(self, r: RunRequest, argv: list[str], p: judging.JudgePaths) -> list[str]:
+        """The judge's command line (a sandbox wraps it)."""
+        return argv
 
     def argv(self, r: RunRequest) -> list[str]:
         """The command line that starts the run (a sandbox wraps it)."""
@@ -253,6 +283,7 @@ class Runner:
             budget_tokens=r.budget_tokens,
             cuda_visible_devices=r.cuda_visible_devices,
             threads=r.threads,
+            weights_path=judging.paths(r).weights if r.judge is not None else None,
         )
 
     async def _start(self, r: RunRequest, follower: _Follower) -> tuple[asyncio.subprocess.Process, LogPump]:
@@ -323,6 +354,7 @@ class Runner:
         log_path: Path,
         total_s: float,
         metric_name: str = "val_bpb",
+        judged: bool = False,
     ) -> RunResult:
         text = read_tail(log_path, _TAIL_BYTES)  # the block is at the end; the log is not read whole
         metrics = parse_summary(text)
@@ -354,7 +386,7 @@ class Runner:
             result.status = RunStatus.INTERRUPTED
             result.error = "cancelled"
         else:
-            reason = crash_reason(returncode, text, metrics, follower.fail, metric_name)
+            reason = crash_reason(returncode, text, metrics, follower.fail, metric_name, judged)
             if reason:
                 result.status = RunStatus.CRASH
                 result.error = reason + "\n" + last_lines(text, self.tail_lines)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nightlab.server.run.judge import JudgePaths
 from nightlab.server.run.launcher import Launcher, RunRequest
 from nightlab.server.run.runner import Runner
 
@@ -77,9 +78,37 @@ def _under(path: Path, folders: Iterable[Path]) -> bool:
     return any(path == f or f in path.parents for f in folders)
 
 
-def bwrap_argv(bwrap: str, argv: list[str], r: RunRequest, spec: SandboxSpec) -> list[str]:
-    """bubblewrap's command line for one run. Later mounts win: the hidden folders are emptied, then
-    the run's own folders are put back inside them."""
+def bwrap_argv(bwrap: str, argv: list[str], r: RunRequest, spec: SandboxSpec, data: Path | None = None) -> list[str]:
+    """bubblewrap's command line for one run. `data`: a judged run's data cache (run/judge.py), built
+    before it: read-only to training, its val split (val.npy) replaced by an empty file."""
+    writable = [*spec.writable, *([spec.compile_cache] if spec.compile_cache else []), r.log_path.parent]
+    if data is None:
+        return mounts(bwrap, argv, r.workdir, spec, ro=[r.workdir], rw=writable)
+    data = data.resolve()
+    rw = [p for p in writable if not _under(data, [p.resolve()])]
+    return mounts(bwrap, argv, r.workdir, spec, ro=[r.workdir, data], rw=rw, null=[data / "val.npy"])
+
+
+def judge_argv(bwrap: str, argv: list[str], p: JudgePaths, spec: SandboxSpec, data: Path | None) -> list[str]:
+    """The judge's: the committed files, the weights and the data cache (val split included) read-only;
+    nothing writable but its result file."""
+    ro = [p.src, p.weights, *([data] if data is not None else [])]
+    return mounts(bwrap, argv, p.src, spec, ro=ro, rw=[p.out], make=False)
+
+
+def mounts(
+    bwrap: str,
+    argv: list[str],
+    chdir: Path,
+    spec: SandboxSpec,
+    *,
+    ro: list[Path],
+    rw: list[Path],
+    null: Iterable[Path] = (),
+    make: bool = True,
+) -> list[str]:
+    """bubblewrap's command line. Later mounts win: the hidden folders are emptied, then the run's own
+    paths are put back inside them (`make`: the writable ones are folders, made when missing)."""
     hide = [p.resolve() for p in spec.hide]
     out = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
     for pattern in _GPU_DEVICES:
@@ -91,14 +120,18 @@ def bwrap_argv(bwrap: str, argv: list[str], r: RunRequest, spec: SandboxSpec) ->
         p = p.resolve()
         if p.exists() and (_under(p, hide) or _under(p, [Path("/tmp")])):
             out += ["--ro-bind", str(p), str(p)]
-    out += ["--ro-bind", str(r.workdir.resolve()), str(r.workdir.resolve())]
-    writable = [*spec.writable, *([spec.compile_cache] if spec.compile_cache else []), r.log_path.parent]
-    for p in dict.fromkeys(p.resolve() for p in writable):
-        p.mkdir(parents=True, exist_ok=True)
+    for p in dict.fromkeys(p.resolve() for p in ro):
+        out += ["--ro-bind", str(p), str(p)]
+    for p in dict.fromkeys(p.resolve() for p in rw):
+        if make:
+            p.mkdir(parents=True, exist_ok=True)
         out += ["--bind", str(p), str(p)]
+    for p in null:  # hidden behind an empty file: exists, reads as nothing
+        if p.exists():
+            out += ["--ro-bind", "/dev/null", str(p)]
     for folder in hide:  # read-only once the run's folders are in place: nothing written there at all
         out += ["--remount-ro", str(folder)]
-    return [*out, *_namespaces(spec.network), *spec.extra, "--chdir", str(r.workdir.resolve()), "--", *argv]
+    return [*out, *_namespaces(spec.network), *spec.extra, "--chdir", str(chdir.resolve()), "--", *argv]
 
 
 class SandboxedRunner(Runner):
@@ -110,7 +143,12 @@ class SandboxedRunner(Runner):
         self.bwrap = shutil.which(bwrap) or bwrap
 
     def argv(self, r: RunRequest) -> list[str]:
-        return bwrap_argv(self.bwrap, super().argv(r), r, self.spec)
+        data = self.data_folders.get((str(r.workdir), r.cuda_visible_devices)) if r.judge is not None else None
+        return bwrap_argv(self.bwrap, super().argv(r), r, self.spec, data)
+
+    def judge_argv(self, r: RunRequest, argv: list[str], p: JudgePaths) -> list[str]:
+        data = self.data_folders.get((str(r.workdir), r.cuda_visible_devices))
+        return judge_argv(self.bwrap, argv, p, self.spec, data)
 
     def env(self, r: RunRequest) -> dict[str, str]:
         env = super().env(r)
