@@ -17,6 +17,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+_write = os.write  # the one call that puts a line's bytes on disk (tests make it fail as a full disk does)
 LOCK_WAIT_S = 10.0  # another writer holds the append lock this long at most (training could hold it forever)
 
 
@@ -51,7 +52,7 @@ def append_line(path: Path, line: str, header: str = "") -> None:
         data = prefix + line.encode("utf-8")
         try:
             while data:
-                data = data[os.write(fd, data) :]
+                data = data[_write(fd, data) :]
             os.fsync(fd)
         except OSError:  # a full disk mid-line: take the partial line back out, so nothing half
             os.ftruncate(fd, size)  # written is ever read (shrinking needs no space); the caller retries

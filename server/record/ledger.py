@@ -37,7 +37,8 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -274,6 +275,12 @@ class Ledger:
     def append(self, exp: Experiment) -> None:
         """Append one record (any state) to experiments.jsonl, sealed, durably; on the loop's ledger the
         live check runs first."""
+        with self._checked():
+            self._append(exp)
+
+    @contextmanager
+    def _checked(self) -> Iterator[None]:
+        """The append lock, and the live check (on the loop's ledger) before anything is read for a write."""
         self.dir.mkdir(parents=True, exist_ok=True)
         with append_lock(self.dir):
             if self.watch is not None:
@@ -281,9 +288,12 @@ class Ledger:
                     self.watch.check()
                 except watch.WatchError as exc:
                     raise LedgerError(str(exc)) from None
-            self.write_sealed(exp.to_json())
-            if self.watch is not None:
-                self.watch.mark()
+            yield
+
+    def _append(self, exp: Experiment) -> None:
+        self.write_sealed(exp.to_json())
+        if self.watch is not None:
+            self.watch.mark()
 
     def write_sealed(self, rec: dict[str, Any]) -> None:
         """Seal and append one record (the caller holds the append lock)."""
@@ -320,12 +330,13 @@ class Ledger:
         The same verdict again (a retry after a full disk) only makes sure the row is there."""
         if exp.status not in ENDED:
             raise LedgerError(f"experiment {exp.number}: {exp.status!r} is not a final state ({', '.join(ENDED)})")
-        before = self.get(exp.number)
-        if before is not None and before.status in FINAL:
-            if not audit.same_verdict(before, exp):
-                raise LedgerError(f"experiment {exp.number} is already final ({before.status})")
-        else:
-            self.append(exp)
+        with self._checked():
+            before = self.get(exp.number)
+            if before is not None and before.status in FINAL:
+                if not audit.same_verdict(before, exp):
+                    raise LedgerError(f"experiment {exp.number} is already final ({before.status})")
+            else:
+                self._append(exp)
         if exp.status in FINAL:
             self.repair()
 
