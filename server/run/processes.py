@@ -1,12 +1,13 @@
 """Process groups of training runs: whether one is alive, killing it with a grace period, the pgid
-file a run leaves so that a later start can kill an orphan of a dead loop, and the compile check done
-before a run.
+file a run leaves so that a later start can kill an orphan of a dead loop, the sweep for what escaped
+a run's group (setsid daemons), and the compile check done before a run.
 Must not import: anything of nightlab.server but core.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import os
 import signal
@@ -104,6 +105,67 @@ def kill_orphan(run_dir: Path, cwd_prefix: Path) -> bool:
             killed = True
         except (ProcessLookupError, PermissionError):
             continue
+    return killed
+
+
+def become_subreaper() -> None:
+    """Make this process the reaper of its orphaned descendants (Linux's PR_SET_CHILD_SUBREAPER): a
+    training's double-forked daemon is then re-parented to the loop, not to init, where `sweep_escaped`
+    finds it even when it emptied its environment. A no-op elsewhere, and idempotent."""
+    if _PRCTL is not None:
+        _PRCTL(36, 1)  # PR_SET_CHILD_SUBREAPER
+
+
+def _environ(pid: str) -> bytes | None:
+    try:
+        return (Path("/proc") / pid / "environ").read_bytes()
+    except OSError:
+        return None
+
+
+def _ppid(pid: str) -> int | None:
+    try:
+        stat = (Path("/proc") / pid / "stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()  # state, ppid, ...
+    return int(fields[1]) if len(fields) > 1 and fields[0] not in ("Z", "X") else None
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        return (Path("/proc") / pid / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "?"
+
+
+def sweep_escaped(events_path: Path) -> list[str]:
+    """Kill what a finished run left running outside its process group (`setsid` daemons, double forks:
+    killpg does not reach them) and say what: each as "pid: command line". A process is the run's when
+    its environment holds the run's own NIGHTLAB_EVENTS path, or when it was re-parented to this loop
+    (`become_subreaper`) with its environment emptied, which only an escape does. Needs /proc (Linux);
+    elsewhere nothing is found. Under the sandbox the run's pid namespace has already taken them all."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return []
+    mark, me, killed = f"NIGHTLAB_EVENTS={events_path}".encode(), os.getpid(), []
+    for entry in proc.iterdir():
+        pid = entry.name
+        if not pid.isdigit() or int(pid) == me:
+            continue
+        env = _environ(pid)
+        ours = env is not None and mark in env.split(b"\0")
+        if not ours and not (env == b"" and _ppid(pid) == me):
+            continue
+        what, adopted = f"{pid}: {_cmdline(pid)[:200]}", _ppid(pid) == me
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            continue
+        killed.append(what)
+        if adopted:  # ours to reap now, or it stays a zombie of the loop's
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(int(pid), 0)
     return killed
 
 

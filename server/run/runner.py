@@ -31,7 +31,14 @@ from nightlab.server.run.follow import FileTail, Watch, read_tail
 from nightlab.server.run.launcher import ProgressCallback, RunRequest
 from nightlab.server.run.logcap import DEFAULT_MAX_BYTES, CappedLog, LogPump
 from nightlab.server.run.outcome import crash_reason, last_lines
-from nightlab.server.run.processes import PID_FILE, die_with_parent, group_alive, kill_group
+from nightlab.server.run.processes import (
+    PID_FILE,
+    become_subreaper,
+    die_with_parent,
+    group_alive,
+    kill_group,
+    sweep_escaped,
+)
 from nightlab.server.run.summary import SUMMARY_KEYS, parse_step_line, parse_summary
 
 log = logging.getLogger(__name__)
@@ -241,7 +248,11 @@ class Runner:
         # Stragglers of a run that ended by itself (dataloader workers, a forked daemon) go too.
         if group_alive(proc.pid):
             await kill_group(proc.pid, self.kill_grace_s)
+        escaped = await asyncio.to_thread(sweep_escaped, r.events_path)  # what left the group: setsid daemons
         await asyncio.to_thread(pump.finish, 2.0)  # the output's end, unless an escaped process holds it
+        if escaped:
+            with open(r.log_path, "a", encoding="utf-8") as f:
+                f.write(f"\nnightlab: killed {len(escaped)} process(es) the run left running: {'; '.join(escaped)}\n")
         follower.poll()
         await asyncio.sleep(0)  # let progress callbacks already queued run before the result is returned
         total_s = time.monotonic() - started
@@ -290,6 +301,7 @@ class Runner:
         """The training process, in a session and process group of its own, its output through a pipe
         into the capped log (logcap.py). It is sent SIGKILL if the loop dies (Linux): the one moment no
         pgid file covers is right after the start."""
+        become_subreaper()  # a daemon that escapes the group is re-parented here, where the sweep finds it
         capped = CappedLog(r.log_path, self.log_max_bytes)
         read_fd, write_fd = os.pipe()
         try:
