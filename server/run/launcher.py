@@ -13,6 +13,7 @@ Must not import: git, torch, an agent, the ledger, the loop.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Protocol, runtime_checkable
 from nightlab.server.core.types import Progress, RunResult
 
 ProgressCallback = Callable[[Progress], None]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,3 +59,11 @@ class Launcher(Protocol):
         """Run it to the end, the deadline or the cancel token; progress comes through `on_progress`
         (on the caller's event loop) while it trains."""
         ...
+
+
+def safe_progress(callback: ProgressCallback, progress: Progress) -> None:
+    """Calls a launcher's progress callback; a broken display must not stop the night's training."""
+    try:
+        callback(progress)
+    except Exception:
+        log.exception("on_progress callback failed")

@@ -169,6 +169,13 @@ def sweep_escaped(events_path: Path) -> list[str]:
     return killed
 
 
+def note_escaped(log_path: Path, escaped: list[str]) -> None:
+    """Say in the run's log what `sweep_escaped` killed."""
+    if escaped:
+        with open(log_path, "a", encoding="utf-8") as f:
+            f.write(f"\nnightlab: killed {len(escaped)} process(es) the run left running: {'; '.join(escaped)}\n")
+
+
 async def kill_group(pgid: int, grace_s: float) -> None:
     """SIGTERM the whole group, wait up to `grace_s` for it to go, then SIGKILL what is left."""
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 2.0)):

@@ -26,19 +26,13 @@ from pathlib import Path
 
 from nightlab.server.core.types import Progress, RunResult, RunStatus
 from nightlab.server.run import judge as judging
+from nightlab.server.run import processes
 from nightlab.server.run.env import build_env
 from nightlab.server.run.follow import FileTail, Watch, read_tail
-from nightlab.server.run.launcher import ProgressCallback, RunRequest
+from nightlab.server.run.launcher import ProgressCallback, RunRequest, safe_progress
 from nightlab.server.run.logcap import DEFAULT_MAX_BYTES, CappedLog, LogPump
 from nightlab.server.run.outcome import crash_reason, last_lines
-from nightlab.server.run.processes import (
-    PID_FILE,
-    become_subreaper,
-    die_with_parent,
-    group_alive,
-    kill_group,
-    sweep_escaped,
-)
+from nightlab.server.run.processes import PID_FILE, die_with_parent, group_alive, kill_group
 from nightlab.server.run.summary import SUMMARY_KEYS, parse_step_line, parse_summary
 
 log = logging.getLogger(__name__)
@@ -225,7 +219,7 @@ class Runner:
 
         def emit(progress: Progress) -> None:
             if on_progress is not None:
-                loop.call_soon_threadsafe(_safe_call, on_progress, progress)
+                loop.call_soon_threadsafe(safe_progress, on_progress, progress)
 
         follower = _Follower(r.events_path, emit, started)
         if why:
@@ -248,11 +242,9 @@ class Runner:
         # Stragglers of a run that ended by itself (dataloader workers, a forked daemon) go too.
         if group_alive(proc.pid):
             await kill_group(proc.pid, self.kill_grace_s)
-        escaped = await asyncio.to_thread(sweep_escaped, r.events_path)  # what left the group: setsid daemons
+        escaped = await asyncio.to_thread(processes.sweep_escaped, r.events_path)  # what left the group: daemons
         await asyncio.to_thread(pump.finish, 2.0)  # the output's end, unless an escaped process holds it
-        if escaped:
-            with open(r.log_path, "a", encoding="utf-8") as f:
-                f.write(f"\nnightlab: killed {len(escaped)} process(es) the run left running: {'; '.join(escaped)}\n")
+        processes.note_escaped(r.log_path, escaped)
         follower.poll()
         await asyncio.sleep(0)  # let progress callbacks already queued run before the result is returned
         total_s = time.monotonic() - started
@@ -301,7 +293,7 @@ class Runner:
         """The training process, in a session and process group of its own, its output through a pipe
         into the capped log (logcap.py). It is sent SIGKILL if the loop dies (Linux): the one moment no
         pgid file covers is right after the start."""
-        become_subreaper()  # a daemon that escapes the group is re-parented here, where the sweep finds it
+        processes.become_subreaper()  # a daemon that escapes the group is re-parented here, where the sweep finds it
         capped = CappedLog(r.log_path, self.log_max_bytes)
         read_fd, write_fd = os.pipe()
         try:
@@ -404,9 +396,3 @@ class Runner:
                 result.error = reason + "\n" + last_lines(text, self.tail_lines)
         return result
 
-
-def _safe_call(callback: Callable[[Progress], None], progress: Progress) -> None:
-    try:
-        callback(progress)
-    except Exception:  # a broken display must not stop the night's training
-        log.exception("on_progress callback failed")
