@@ -26,7 +26,7 @@ from nightlab.server.record import durable
 from nightlab.server.record.ledger import Ledger
 from nightlab.server.record.store import Slot, StoreError
 from support.agents import Scripted, messages
-from support.workspace import knob, make_workspace
+from support.workspace import git, knob, make_workspace, merge_toml
 
 MB = 1 << 20
 PLENTY = 50 << 30
@@ -213,3 +213,33 @@ def test_a_real_full_disk_pauses_the_loop_until_space_is_freed(small_disk, monke
     assert "needs about 6 MB" in reasons[0]
     assert engine.state == LoopState.STOPPED, events[-1]
     recorded_once(ws, 3)
+
+
+def test_a_crash_while_the_disk_is_short_runs_again_once_there_is_space(tmp_path, monkeypatch):
+    """Its crash stays recorded (it did crash), but the change gets a fair run: the disk, not the code,
+    may have been the cause (a log that could not be written, a checkpoint that did not fit)."""
+    ws = make_workspace(tmp_path)
+    short = {"left": 0}
+
+    def free(path):
+        short["left"] -= 1
+        return 12 * MB if short["left"] >= 0 else PLENTY
+
+    monkeypatch.setattr(space, "free_bytes", free)
+
+    def on_event(engine, event):
+        if finished(event, 2):
+            short["left"] = 3
+
+    crashing = knob("MODE", '"ok"', '"fail"')
+    toml = ws / "nightlab.toml"  # no draft ahead: the re-run is what comes next
+    toml.write_text(merge_toml(toml.read_text(), "[run]\npropose_ahead = false\n"))
+    git(ws, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qam", "no drafts")
+    engine, events, _ = drive(ws, 3, on_event, proposals=[crashing])
+    assert "#2 crashed while the disk was full; it runs again once there is space" in messages(events)
+    exps = Ledger(ws / ".nightlab" / "main").experiments()
+    assert [(e.number, str(e.status), e.rerun_of) for e in exps] == [
+        (1, "keep", None),
+        (2, "crash", None),
+        (3, "crash", 2),
+    ]
