@@ -109,12 +109,12 @@ def test_the_estimate_is_twice_the_largest_recent_run_folder_plus_the_margin(tmp
     assert abs(engine.space.needed() - (2 * 5 * MB + space.MARGIN)) < MB
 
 
-def half_then_full(monkeypatch, marker: bytes):
-    """The ledger's next write whose bytes hold `marker` puts half its line on disk, then ENOSPC."""
+def half_then_full(monkeypatch, *markers: bytes):
+    """The ledger's next write whose bytes hold every marker puts half its line on disk, then ENOSPC."""
     real, state = durable._write, {"failed": 0}
 
     def write(fd, data):
-        if not state["failed"] and marker in data:
+        if not state["failed"] and all(m in data for m in markers):
             state["failed"] += 1
             real(fd, data[: len(data) // 2])
             raise OSError(errno.ENOSPC, "No space left on device")
@@ -124,18 +124,28 @@ def half_then_full(monkeypatch, marker: bytes):
     return state
 
 
-@pytest.mark.parametrize(
-    "marker", [b'"status":"discard"', b'"number":2,"tag":"main"'], ids=["the verdict", "the first record"]
-)
-def test_a_ledger_append_that_fails_on_a_full_disk_is_done_again_once(tmp_path, monkeypatch, marker):
+KEPT = [knob("X", "1.0", "0.5"), knob("X", "0.5", "0.4")]
+FAILING_WRITES = [
+    # which append fails half way, the proposals
+    ("the first record", (b'"number":2,"tag":"main"',), PROPOSALS),
+    ("a discard's verdict", (b'"status":"discard"',), PROPOSALS),
+    ("a keep's verdict, the branch moved", (b'"number":2,', b'"status":"keep"'), KEPT),
+]
+
+
+@pytest.mark.parametrize("name,markers,proposals", FAILING_WRITES, ids=[w[0] for w in FAILING_WRITES])
+def test_a_ledger_append_that_fails_on_a_full_disk_is_done_again_once(tmp_path, monkeypatch, name, markers, proposals):
     ws = make_workspace(tmp_path)
-    state = half_then_full(monkeypatch, marker)
-    engine, events, _ = drive(ws, 3)
+    state = half_then_full(monkeypatch, *markers)
+    engine, events, _ = drive(ws, 3, proposals=proposals)
     assert state["failed"] == 1
     reasons = paused_for_disk(events)
     assert reasons and "a write failed ([Errno 28] No space left on device)" in reasons[0], reasons
     assert engine.state == LoopState.STOPPED, events[-1]
-    recorded_once(ws, 3)
+    ledger = recorded_once(ws, 3)
+    if proposals is KEPT:
+        assert [str(e.status) for e in ledger.experiments()] == ["keep", "keep", "keep"]
+        assert git(ws, "rev-parse", "nightlab/main") == ledger.get(3).commit
 
 
 def test_a_commit_that_fails_on_a_full_disk_is_done_again(tmp_path, monkeypatch):
