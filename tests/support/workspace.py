@@ -112,3 +112,24 @@ def run_train(workspace: Path, env: dict | None = None, timeout: float = 240) ->
     return subprocess.run(
         [sys.executable, "train.py"], cwd=workspace, env=full_env, capture_output=True, text=True, timeout=timeout
     )
+
+
+# The real trainer, made small: its evaluation (2**17 tokens, fixed by prepare.py) then takes seconds.
+SMALL = {"DEPTH": 1, "WIDTH": 32}
+TRAINER_FILES = ("train.py", "prepare.py", "prepare_data.py", "judge.py")
+
+
+def trainer_workspace(folder: Path, knobs: dict | None = None, edit=None) -> Path:
+    """A copy of Nightlab's template (the real trainer and its judge) with `knobs` set in train.py and
+    `edit(text) -> text` applied to it (an attack, as an LLM would commit it)."""
+    from nightlab.trainer.workspace import copy_template, set_constants
+
+    copy_template(folder)
+    text = set_constants((folder / "train.py").read_text(), {**SMALL, **(knobs or {})})
+    (folder / "train.py").write_text(edit(text) if edit else text)
+    return folder
+
+
+def committed(folder: Path) -> dict[str, bytes]:
+    """The trainer's files as the loop would read them from the experiment's commit."""
+    return {name: (folder / name).read_bytes() for name in TRAINER_FILES}
