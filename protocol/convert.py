@@ -60,6 +60,7 @@ def experiment_payload(exp: Mapping[str, Any], diff_summary: str = "") -> Experi
         budget_mode=exp.get("budget_mode") or None,
         budget_amount=_number(exp.get("budget_amount")),
         device=exp.get("device") or None,
+        self_reported=exp["self_reported"] if isinstance(exp.get("self_reported"), bool) else None,
     )
 
 

@@ -81,6 +81,8 @@ export interface ExperimentPayload {
   budgetAmount?: number | null;
   /** "cpu", "cuda:<name>", or the slot's kind ("gpu") */
   device?: string | null;
+  /** true: the run's own printed number, no judge measured it; null: unknown */
+  selfReported?: boolean | null;
 }
 
 /** A progress sample of a running experiment. */

@@ -107,6 +107,7 @@ class ExperimentPayload(Wire):
     budget_mode: str | None = None  # "time" | "tokens"; null: a record from before budgets were recorded
     budget_amount: float | None = None  # seconds or tokens
     device: str | None = None  # "cpu", "cuda:<name>", or the slot's kind ("gpu")
+    self_reported: bool | None = None  # true: the run's own printed number, no judge measured it; null: unknown
 
 
 @dataclass

@@ -245,3 +245,26 @@ def test_the_loop_takes_the_judges_number_and_rejects_a_patched_metric(tmp_path)
     assert math.isfinite(baseline.metric) and baseline.metric > 1
     assert cheated.status == ExperimentStatus.CRASH and cheated.self_reported is False
     assert "invalid: train.py replaced prepare.evaluate_bpb" in cheated.error, cheated.error
+
+
+def test_self_reported_is_marked_in_the_table_and_the_payload():
+    from rich.console import Console
+
+    from nightlab.protocol.convert import experiment_payload
+    from nightlab.server.cli.view import experiments_table
+    from nightlab.server.core.types import Experiment
+
+    own = Experiment(number=1, tag="t", description="autoresearch", metric=1.5, self_reported=True)
+    judged_exp = Experiment(number=2, tag="t", description="nightlab", metric=1.25, self_reported=False)
+    old = Experiment.from_json({"number": 3, "tag": "t", "description": "old", "metric": 1.0})
+    assert old.self_reported is None  # a record from before: unknown, not marked
+    console = Console(width=120, record=True)
+    console.print(experiments_table([own, judged_exp, old]))
+    text = console.export_text()
+    assert "1.500000*" in text and "1.250000*" not in text and "1.000000*" not in text
+    assert "* self-reported" in text
+    console = Console(width=120, record=True)
+    console.print(experiments_table([judged_exp]))
+    assert "self-reported" not in console.export_text()
+    assert experiment_payload(own.to_json()).to_wire()["selfReported"] is True
+    assert experiment_payload(old.to_json()).to_wire()["selfReported"] is None

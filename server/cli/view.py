@@ -23,6 +23,10 @@ from nightlab.server.core.types import Experiment
 STATUS_STYLE = {"keep": "bold green", "discard": "dim", "crash": "red", "interrupted": "yellow", "running": "cyan"}
 
 
+# After a metric the run printed itself (no judge measured it: an autoresearch checkout); see the caption.
+SELF_REPORTED = "*"
+
+
 def _fmt(value: float | None, spec: str = ".6f") -> str:
     return "" if value is None else format(value, spec)
 
@@ -43,12 +47,14 @@ def experiments_table(
     for name, justify in columns:
         table.add_column(name, justify=justify, no_wrap=name != "description")
     rows = experiments[-last:] if last else experiments
+    if any(e.self_reported and e.metric is not None for e in rows):
+        table.caption = f"{SELF_REPORTED} self-reported: the run's own printed summary, not measured by a judge"
     for e in rows:
         total = e.timings.get("total_s") if e.timings else None
         table.add_row(
             str(e.number),
             Text(e.status, style=STATUS_STYLE.get(e.status, "")),
-            _fmt(e.metric),
+            _fmt(e.metric) + (SELF_REPORTED if e.self_reported and e.metric is not None else ""),
             _fmt(e.delta, "+.6f"),
             f"{e.memory_gb:.1f}" if e.status not in ("running", "interrupted") else "",
             _fmt(total, ".0f") + ("s" if total else ""),
