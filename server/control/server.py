@@ -29,7 +29,6 @@ from nightlab.protocol.convert import budget_text
 from nightlab.server.control import paths
 from nightlab.server.core.types import Experiment
 from nightlab.server.record.lock import loop_owner
-from nightlab.server.record.store import StoreError
 
 log = logging.getLogger(__name__)
 QUEUE_LINES = c.CLIENT_QUEUE  # lines a client may fall behind before it is dropped (minutes of progress events)
@@ -74,6 +73,7 @@ class ControlServer:
         self.reason = ""
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._made: list[Path] = []
         engine.subscribe(self.on_event)
 
     # ------------------------------------------------------------------ serving
@@ -88,6 +88,8 @@ class ControlServer:
             if paths.answers(path):  # a live loop's, without its lock yet: leave it alone
                 return None
             path.unlink()  # stale: its loop was killed
+        # a start that cannot work leaves nothing behind: the folders made here go again if still empty
+        self._made = [d for d in (self.ledger_dir.parent, self.ledger_dir) if not d.exists()]
         self.ledger_dir.mkdir(parents=True, exist_ok=True)
         self._server = await asyncio.start_unix_server(self._connected, path=os.fspath(path), limit=c.MAX_LINE + 1)
         os.chmod(path, 0o600)  # peers are also checked by uid: nothing is sent before
@@ -101,7 +103,8 @@ class ControlServer:
             return
         self._server.close()
         state = str(self.engine.state)
-        goodbye = c.encode(c.ControlGoodbye("loopEnded", message or f"the loop {state}: {self.reason}".rstrip(": "), state))
+        message = message or f"the loop {state}" + (f": {self.reason}" if self.reason else "")
+        goodbye = c.encode(c.ControlGoodbye("loopEnded", message, state))
         for client in list(self.clients):
             if not (client.send(goodbye) and client.send(None)):
                 client.writer.close()
@@ -116,6 +119,9 @@ class ControlServer:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
         paths.remove_info(self.ledger_dir, os.getpid())
+        for folder in reversed(self._made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         self._server = None
 
     async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -258,6 +264,8 @@ class ControlServer:
         exp: Experiment | None = self.engine.ledger.get(number)
         if exp is None or not exp.commit:
             raise _Refused(f"there is no experiment #{number} on tag {self.engine.settings.tag}", "invalid")
+        from nightlab.server.record.store import StoreError  # lazy: git's import is slow, for every CLI command
+
         try:
             files = {p: self.engine.store.read_file(p, exp.commit) for p in self.engine.settings.files.editable}
         except StoreError as exc:
