@@ -22,9 +22,9 @@ from nightlab.server.core.policy import (
     StrictPolicy,
     estimate_sigma,
     make_policy,
-    simulate,
     t_quantile,
 )
+from nightlab.server.core.simulation import simulate
 
 INF = math.inf
 EXACT = NoiseSigma(0.0008, INF)  # a sigma taken as exact: normal thresholds (2.0 keep, 1.0 confirm)

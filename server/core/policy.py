@@ -2,11 +2,11 @@
 
 `strict` is autoresearch's rule: the first result (the baseline) is kept; afterwards only a result
 strictly better than the best kept one. `noise` (the default) knows that identical code gives a
-different metric on every run: the engine runs the baseline `baseline_repeats` times, the pooled
-spread of repeated runs gives the per-run noise sigma (`estimate_sigma`, stats.py), and a candidate is kept only
-when its improvement is large against the standard error of the difference; an ambiguous one is run
-again with another seed ("confirm") up to `max_repeats` runs. A run that did not end ok, or has no
-finite metric, is a crash under every policy.
+different metric on every seed: the engine runs the baseline `baseline_repeats` times on seeds
+seed, seed+1, ..., and a candidate is kept only when its improvement is large against the noise:
+paired (by default) against the best's runs at the same seeds, else against the pooled per-run
+sigma; an ambiguous one is run again on the next seed ("confirm") up to `max_repeats` runs. A run that
+did not end ok, or has no finite metric, is a crash under every policy. The simulation is simulation.py.
 
 Must not import: git, torch, the store, runner, ledger, agents or engine.
 """
@@ -14,13 +14,13 @@ Must not import: git, torch, the store, runner, ledger, agents or engine.
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist, fmean
 from typing import Any, Protocol, runtime_checkable
 
 # The statistics (pure maths) are in stats.py; these names stay importable from here.
+from nightlab.server.core.paired import PairedStats, combine, matched
 from nightlab.server.core.stats import NoiseSigma, PolicyError, estimate_sigma, t_quantile  # noqa: F401
 from nightlab.server.core.types import RunStatus, Verdict
 
@@ -37,6 +37,7 @@ class Decision:
     sigma: float | None  # the per-run noise sigma used
     z: float | None  # improvement / standard error of the difference (positive = better)
     repeats: int  # candidate runs so far
+    paired: dict[str, Any] | None = None  # the paired comparison behind it (PairedStats.record()), if paired
 
 
 @runtime_checkable
@@ -51,8 +52,14 @@ class Policy(Protocol):
         sigma: float | None,
         direction: str,
         run_status: str,
+        *,
+        seeds: Sequence[int] | None = None,
+        best_seeds: Sequence[int] | None = None,
+        paired_sd: float | None = None,
     ) -> Decision:
-        """The verdict on a candidate's runs so far (the latest last) against the best's runs."""
+        """The verdict on a candidate's runs so far (the latest last) against the best's runs. `seeds`
+        and `best_seeds`: the seed of each value, when known (a paired rule compares the same seeds);
+        `paired_sd`: the spread of paired differences pooled over earlier comparisons (a NoiseSigma)."""
         ...
 
 
@@ -122,8 +129,12 @@ class StrictPolicy:
         sigma: float | None,
         direction: str,
         run_status: str,
+        *,
+        seeds: Sequence[int] | None = None,
+        best_seeds: Sequence[int] | None = None,
+        paired_sd: float | None = None,
     ) -> Decision:
-        """`decide` on the latest candidate value against the mean of the best's runs; sigma is ignored."""
+        """`decide` on the latest candidate value against the mean of the best's runs; sigma and seeds are ignored."""
         _check_direction(direction)
         latest = candidate[-1] if candidate else None
         best_mean = fmean(best) if best else None
@@ -134,10 +145,10 @@ class StrictPolicy:
         return Decision(verdict, reason, delta, None, None, len(candidate))
 
 
-def _g(x: float) -> str:
-    """A metric difference with the digits that matter: -0.0031, +0.00035, -0.038."""
+def _g(x: float, extra: int = 0) -> str:
+    """A metric difference with the digits that matter: -0.0031, +0.00035, -0.038 (extra: more)."""
     exponent = int(f"{x:.1e}".split("e")[1])  # after rounding: 9.99e-05 counts as 1.0e-04
-    return f"{x:+.{max(2, 1 - exponent)}f}" if x else "+0"
+    return f"{x:+.{max(2, 1 - exponent) + extra}f}" if x else "+0"
 
 
 def _is_int(v: Any) -> bool:
@@ -149,43 +160,40 @@ def _is_num(v: Any) -> bool:
 
 
 class NoisePolicy:
-    """Keep only what beats the best by more than the run-to-run noise explains.
+    """Keep only what beats the best by more than the noise explains; by default judged PAIRED.
 
-    z = improvement / (sigma * sqrt(1/n_candidate + 1/n_best)), sigma the pooled per-run sigma (floored
-    at min_sigma). keep when z reaches the keep threshold and the candidate has min_repeats runs;
-    discard below the confirm threshold or at max_repeats runs; otherwise confirm: the engine runs the
-    candidate again with another seed and asks again with all its runs.
+    Paired (common random numbers): the candidate runs on the best's seeds and the rule judges the
+    differences d_s = candidate(s) - best(s) at the seeds both have: t = improvement / (sd / sqrt n), sd
+    the spread of one difference pooled over the lineage's earlier paired comparisons and this one's
+    (paired.py; each about its own mean), against Student's t at the pooled df. The seed effect both
+    share cancels: on the CPU trainer a real gain of 0.109 bpb was z = 1.8 unpaired, t = 10 paired.
+    After one run, a candidate not better at that seed (once a paired sd is known: below the confirm
+    threshold) is discarded, the rest confirmed on the best's next seeds; with no spread measured yet
+    nothing is kept. Identical code (d = 0 at every seed) is discarded and not pooled. A kept candidate
+    is run up to max_repeats seeds (`fill_to`, engine `_more`): later candidates find each seed they
+    need in the new best (it kept 58 % vs 47 % of 2-paired-sd gains, for a run per keep). Unpaired
+    when the runs share no seed with the best's, the best has under min_repeats seeds, its seeds gave
+    identical values (sigma 0: seeds ignored), or `paired = false` (a trainer ignoring NIGHTLAB_SEED).
 
-    Options ([policy] in nightlab.toml): repeats (baseline runs, 3), z (keep threshold, 2.0),
-    confirm_z (below it: discard without confirming, 1.0), min_repeats (runs before a keep, 2),
-    max_repeats (most runs of one candidate, 3), min_sigma (floor on sigma, in metric units, 0; when
-    no sigma is measured yet it stands in as exact). With repeats = 1 and min_sigma = 0 there is no
-    noise floor until a candidate is confirmed, and the rule is strict's.
+    Unpaired: z = improvement / (sigma * sqrt(1/n_c + 1/n_b)), sigma the pooled per-run sigma (floored
+    at min_sigma), against Student's t at sigma's df (a sigma from 2 runs taken as exact kept 8.8 % of
+    no-op candidates). Either rule: keep at the keep threshold with min_repeats runs (pairs); discard
+    below the confirm threshold or at max_repeats runs; otherwise confirm. min_repeats 2 and repeats 3
+    are the unpaired design (tests/test_noise_policy.py: false keeps 4.1 % -> 2.1 %, 3-sigma gains 92 %).
+    Options ([policy]): paired (true), repeats (baseline runs, 3), z (keep threshold as a normal
+    quantile, 2.0), confirm_z (1.0), min_repeats (2), max_repeats (3), min_sigma (0; stands in, as
+    exact, for a sigma not measured yet).
 
-    Design choices, measured with tests/test_noise_policy.py (200 candidates per baseline, metric
-    N(mu, sigma), 1000 seeded sessions; false keeps = no true change, true keeps = a 3-sigma gain):
-    - Student's t. z and confirm_z are normal quantiles (2.0 = one-sided 2.3 %), but a sigma from few
-      runs is often far too small (from 2 runs, 1 df, it is under a tenth of the truth 8 % of the
-      time) and then noise looks significant: taking the estimate as exact kept 8.8 % of no-op
-      candidates with 2 baseline runs. So z is compared with Student's t quantiles at the same
-      one-sided levels for the sigma's degrees of freedom (a pooled two-sample t-test, exact for
-      normal noise): keeping needs 14.0 with 1 df, 4.5 with 2, 2.1 with 30. Shrinking toward a prior
-      sigma needs a prior we do not have at the start, and inflating sigma would misreport the noise
-      that the ledger and the agent see.
-    - min_repeats = 2: a sigma that came out too small makes one-run gains look large; kept at once,
-      they add no runs to the noise estimate, so it is never corrected and noise is kept all night.
-      Confirming every keep refreshes sigma, and the new best's mean is then of 2+ runs, less of a
-      lucky draw. Cost: one run per kept candidate. False keeps 4.1 % -> 2.1 %.
-    - repeats = 3, not 2: with a baseline mean of 2 runs the standard error of a one-run candidate is
-      1.22 sigma and a 3-sigma gain is kept under 89 % of the time, even with sigma known (7 % are
-      discarded at the first look). A third baseline run, once, gives 92 %; lowering confirm_z to
-      0.5 instead gets about 90 % (sigma known) for a fifth more runs on every candidate.
-    Rates with the defaults: 2.1 % false keeps (1.16 runs per candidate), 92 % true keeps (2.0 runs).
+    Simulated (simulation.py, tests/test_paired_policy.py; seed effect sd 0.073 shared by every code
+    version + per-(code, seed) noise 0.013; 1000 sessions of 30 candidates), paired vs unpaired: false
+    keeps 0.6 % vs 0.0 %; gains of one seed-sigma (0.074) kept 99 % vs 17 %, of one paired sd (0.018)
+    6 % vs 0.3 %; 1.1 runs per useless candidate.
     """
 
     name = "noise"
     # option: (default, check, what it must be)
     OPTIONS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
+        "paired": (True, lambda v: isinstance(v, bool), "true or false (judge differences at shared seeds)"),
         "repeats": (3, lambda v: _is_int(v) and v >= 1, "a whole number >= 1 (baseline runs)"),
         "z": (2.0, lambda v: _is_num(v) and v > 0, "a number > 0 (keep threshold, in standard errors)"),
         "confirm_z": (1.0, _is_num, "a number <= z (below it a candidate is discarded, not confirmed)"),
@@ -209,12 +217,15 @@ class NoisePolicy:
                 f"policy 'noise' option min_repeats ({o['min_repeats']}) must not exceed "
                 f"max_repeats ({o['max_repeats']})"
             )
+        self.paired: bool = o["paired"]
         self.baseline_repeats: int = o["repeats"]
         self.z_keep: float = float(o["z"])
         self.confirm_z: float = float(o["confirm_z"])
         self.max_repeats: int = o["max_repeats"]
         self.min_sigma: float = float(o["min_sigma"])
         self.min_repeats: int = o["min_repeats"]
+        # runs a kept candidate should have: the seeds a later candidate pairs with (engine `_more`)
+        self.fill_to: int = self.max_repeats if self.paired else 0
         self._p_keep, self._p_confirm = NormalDist().cdf(self.z_keep), NormalDist().cdf(self.confirm_z)
 
     def thresholds(self, df: float) -> tuple[float, float]:
@@ -228,6 +239,10 @@ class NoisePolicy:
         sigma: float | None,
         direction: str,
         run_status: str,
+        *,
+        seeds: Sequence[int] | None = None,
+        best_seeds: Sequence[int] | None = None,
+        paired_sd: float | None = None,
     ) -> Decision:
         _check_direction(direction)
         crash = _crash(candidate, run_status)
@@ -238,7 +253,72 @@ class NoisePolicy:
         if not best:
             spread = f" (mean of {n_c} runs, {', '.join(f'{v:.6f}' for v in cand)})" if n_c > 1 else ""
             return Decision(Verdict.KEEP, f"baseline: {mean_c:.6f} is the first result{spread}", None, None, None, n_c)
-        n_b, delta = len(best), mean_c - fmean(best)
+        best_seeds = best_seeds if best_seeds is not None else getattr(best, "seeds", None)
+        note = ""
+        # sigma exactly 0: the best's seeds gave identical values, so the trainer ignores the seed (or
+        # has no noise): nothing to pair, the unpaired rule's "no run-to-run noise" says it plainly
+        if self.paired and seeds is not None and best_seeds is not None and not (sigma is not None and sigma == 0):
+            history = paired_sd if paired_sd is not None else getattr(sigma, "paired", None)
+            decided = self._paired(cand, list(seeds), list(best), list(best_seeds), history, direction)
+            if isinstance(decided, Decision):
+                return decided
+            note = f" (unpaired: {decided})"
+        d = self._unpaired(cand, best, sigma, direction)
+        d.reason += note
+        return d
+
+    def _paired(
+        self,
+        cand: list[float],
+        seeds: list[int],
+        best: list[float],
+        best_seeds: list[int],
+        history: float | None,
+        direction: str,
+    ) -> Decision | str:
+        """The paired rule, or why it cannot judge: no seed in common, the best has fewer seeds than
+        min_repeats pairs need, or no spread measured by the last run."""
+        common, diffs = matched(cand, seeds, best, best_seeds)
+        reachable = min(self.max_repeats, len(set(best_seeds)))
+        if not diffs:
+            return "no seed in common with the best's runs"
+        if reachable < self.min_repeats:
+            return f"the best has runs at {len(set(best_seeds))} seed(s), {self.min_repeats} pairs are needed"
+        pooled_history = history if isinstance(history, NoiseSigma) else None
+        stats = PairedStats(common, diffs, combine(pooled_history, diffs), None)
+        n, improvement = stats.n, (-stats.mean if direction == "lower" else stats.mean) + 0.0
+        last = n >= reachable or len(cand) >= self.max_repeats
+        nxt = min(set(best_seeds) - set(common), default=None)
+        over = f"{_g(stats.mean, 1)} paired over {n} seed{'s' * (n > 1)}"
+        confirming = f"confirming on the best's seed {nxt} (run {len(cand) + 1} of {self.max_repeats})"
+
+        def decision(verdict: Verdict, reason: str) -> Decision:
+            sd = None if stats.sd is None else float(stats.sd)
+            return Decision(verdict, reason, stats.mean, sd, stats.t, len(cand), stats.record())
+
+        same = all(d == 0 for d in diffs)
+        what = "is identical to the best at every seed" if same else "is worse than the best"
+        if stats.sd is None:  # no spread measured yet: only "is it better at all" can be asked
+            if improvement > 0 and not last:
+                return decision(Verdict.CONFIRM, f"promising: {over} (no paired noise measured yet); {confirming}")
+            if improvement <= 0:
+                return decision(Verdict.DISCARD, f"discarded: {over} {what}")
+            return "the paired differences have no spread"
+        stats.t = improvement / (float(stats.sd) / math.sqrt(n))
+        keep_at, confirm_at = self.thresholds(stats.sd.df)
+        numbers = f"t = {stats.t:.1f} (needs {keep_at:.1f}, {stats.sd.df:g} df)"
+        if stats.t >= keep_at and n >= self.min_repeats:
+            return decision(Verdict.KEEP, f"kept: {over}, {numbers}")
+        if stats.t < confirm_at:
+            what = what if improvement < 0 or same else "is within noise" if improvement > 0 else "equals the best"
+            return decision(Verdict.DISCARD, f"discarded: {over} {what}, {numbers}")
+        if last:
+            return decision(Verdict.DISCARD, f"discarded: {over} still ambiguous, {numbers}")
+        kind = "promising" if stats.t >= keep_at else "ambiguous"
+        return decision(Verdict.CONFIRM, f"{kind}: {over}, {numbers}; {confirming}")
+
+    def _unpaired(self, cand: list[float], best: list[float], sigma: float | None, direction: str) -> Decision:
+        n_c, n_b, delta = len(cand), len(best), fmean(cand) - fmean(best)
         improvement = (-delta if direction == "lower" else delta) + 0.0  # + 0.0: no "-0.0 sigma"
         if sigma is None:
             # min_sigma is a floor the user asserts, so it stands in for a sigma not measured yet, as exact
@@ -294,36 +374,6 @@ class NoisePolicy:
             f"discarded: {_g(delta)} still ambiguous after {n_c} run{'s' * (n_c > 1)} "
             f"({z:.1f} sigma, {need}; {runs}, {noise})"
         )
-
-
-# --------------------------------------------------------------------------------------------------
-# Simulation: what a policy's settings buy, with a stand-in trainer whose metric is N(mu, sigma)
-
-
-@dataclass
-class SimResult:
-    keep_rate: float  # share of candidates kept
-    runs_per_candidate: float  # training runs per candidate, confirmations included
-
-
-def simulate(policy: Policy, effect: float, trials: int = 200, seed: int = 0) -> SimResult:
-    """The engine's protocol, with a stand-in trainer whose metric is N(0, 1) for the baseline's code:
-    the baseline runs `policy.baseline_repeats` times, then `trials` candidates whose true metric is
-    better by `effect` per-run sigmas (direction lower) each run until the policy stops confirming, all
-    against that baseline. Sigma is pooled, as the engine does, from the baseline and every finished
-    candidate with 2 or more runs. Seeded and pure; ~0.1 s for 200 trials."""
-    rng = random.Random(seed)
-    baseline = [rng.gauss(0.0, 1.0) for _ in range(policy.baseline_repeats)]
-    groups, kept, runs = [baseline], 0, 0
-    for _ in range(trials):
-        candidate, noise = [rng.gauss(-effect, 1.0)], estimate_sigma(groups)
-        while (d := policy.decide_runs(candidate, baseline, noise, "lower", RunStatus.OK)).verdict == Verdict.CONFIRM:
-            candidate.append(rng.gauss(-effect, 1.0))
-        kept += d.verdict == Verdict.KEEP
-        runs += len(candidate)
-        if len(candidate) > 1:
-            groups.append(candidate)
-    return SimResult(kept / trials, runs / trials)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The statistics of the noise-aware policy, pure maths: the pooled per-run noise sigma
 (`estimate_sigma`, a `NoiseSigma` that carries its degrees of freedom) and Student's t quantiles for a
 sigma estimated from few runs (`t_quantile`, with the regularized incomplete beta behind its CDF).
+The paired statistics (differences at shared seeds) are in paired.py.
 
 Must not import: anything but the standard library (policy.py imports this, not the other way round).
 """
@@ -26,10 +27,14 @@ class NoiseSigma(float):
     given the fewest df it could have (see NoisePolicy.decide_runs)."""
 
     df: float
+    # The spread of paired differences (candidate minus best at the same seed) pooled over the
+    # lineage's earlier comparisons, when the engine has one: it reaches the policy with the sigma.
+    paired: NoiseSigma | None
 
-    def __new__(cls, value: float, df: float = math.inf) -> NoiseSigma:
+    def __new__(cls, value: float, df: float = math.inf, paired: NoiseSigma | None = None) -> NoiseSigma:
         self = super().__new__(cls, value)
         self.df = df
+        self.paired = paired
         return self
 
 

@@ -25,7 +25,6 @@ from nightlab.protocol import events as ev
 from nightlab.server.agents.base import AgentError, make_agent
 from nightlab.server.core.policy import make_policy
 from nightlab.server.core.settings import Settings
-from nightlab.server.core.stats import estimate_sigma
 from nightlab.server.core.types import (
     Experiment,
     ExperimentKind,
@@ -33,11 +32,9 @@ from nightlab.server.core.types import (
     LoopState,
     Progress,
     Proposal,
-    RunStatus,
-    Verdict,
     utc_now,
 )
-from nightlab.server.loop import conditions, lineage
+from nightlab.server.loop import conditions, lineage, pairing
 from nightlab.server.loop import proposals as pr
 from nightlab.server.loop.launch import settings_launcher
 from nightlab.server.loop.plan import RunPlan, execute
@@ -170,14 +167,15 @@ class Engine:
         self.proposer.pending.append(again)
 
     def best_values(self) -> list[float] | None:
+        """The best's run values, a list that carries their seeds (`.seeds`): paired verdicts use them."""
         best = self.ledger.best(self.settings.metric.direction)
-        return best.run_values if best else None
+        return pairing.best_runs(best) if best else None
 
     def sigma(self) -> float | None:
-        """The run-to-run noise, pooled over the lineage's experiments that were run more than once."""
+        """The run-to-run noise, pooled over the lineage's experiments that were run more than once,
+        carrying (`.paired`) the spread of the paired differences their verdicts recorded."""
         judged = (ExperimentStatus.KEEP, ExperimentStatus.DISCARD)  # this lineage's: the code it started from
-        groups = [e.run_values for e in self.ledger.current() if e.status in judged]
-        return estimate_sigma([g for g in groups if len(g) > 1])
+        return pairing.noise(e for e in self.ledger.current() if e.status in judged)
 
     # ------------------------------------------------------------------ the loop
 
@@ -345,19 +343,19 @@ class Engine:
         return plan
 
     def _more(self, exp: Experiment) -> Callable[[list[float]], bool]:
-        """Whether another full run is wanted: the baseline's repeats, or the policy's confirmation."""
+        """Whether another full run is wanted: the baseline's repeats, the policy's confirmation, or a
+        keep filled up to the seeds later candidates pair with (pairing.wants_more)."""
 
         def more(values: list[float]) -> bool:
             if exp.is_baseline:
                 return len(values) < self.policy_repeats
-            decision = self.policy.decide_runs(
-                values, self.best_values(), self.sigma(), self.settings.metric.direction, RunStatus.OK
-            )
+            seeds, direction = pairing.run_seeds(self.settings.run.seed, len(values)), self.settings.metric.direction
+            decision = pairing.decide(self.policy, values, seeds, self.best_values(), self.sigma(), direction)
             exp.decision = {"verdict": str(decision.verdict), "z": decision.z, "sigma": decision.sigma}
-            if decision.verdict == Verdict.CONFIRM:
-                self.message(f"#{exp.number}: {decision.reason}")
-                return True
-            return False
+            again, why = pairing.wants_more(self.policy, decision, len(values))
+            if again:
+                self.message(f"#{exp.number}: {why}")
+            return again
 
         return more
 

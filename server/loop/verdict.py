@@ -1,5 +1,6 @@
 """From an experiment's runs to its verdict: the fields of its final ledger record, and the commit
-message that carries the verdict. The policy decides keep or discard; this module fills the record.
+message that carries the verdict. The policy decides keep or discard (with each run's seed, so that a
+paired rule compares the best's run at the same seed: pairing.py); this module fills the record.
 Must not import: pygls, rich, typer, an agent module, the store, the runner's processes.
 """
 
@@ -10,6 +11,7 @@ from statistics import fmean
 from nightlab.server.core.policy import Policy
 from nightlab.server.core.settings import Settings
 from nightlab.server.core.types import Experiment, ExperimentStatus, RunStatus, Verdict, utc_now
+from nightlab.server.loop import pairing
 from nightlab.server.loop.autoresearch import explain
 from nightlab.server.loop.plan import Runs
 from nightlab.server.run.summary import crash_summary
@@ -63,13 +65,16 @@ def _verdict(
         if runs.last.status == RunStatus.TIMEOUT:
             return ExperimentStatus.CRASH, f"killed at the deadline ({settings.deadline_seconds:.0f} s)"
         return ExperimentStatus.CRASH, explain(crash_summary(error), error, settings) if error else "crashed"
-    decision = policy.decide_runs(list(values), best, sigma, settings.metric.direction, RunStatus.OK)
+    decision = pairing.decide(policy, values, runs.seeds, best, sigma, settings.metric.direction)
     exp.decision = {
         "verdict": str(decision.verdict),
-        "z": decision.z,
-        "sigma": decision.sigma,
+        "z": decision.z,  # paired: t, the mean difference over its standard error
+        "sigma": decision.sigma,  # paired: the sd of one difference
         "repeats": decision.repeats,
     }
+    if decision.paired is not None:  # the seeds, differences, mean, sd, t, df and n behind the verdict
+        exp.decision["paired"] = decision.paired
+        exp.delta = decision.delta  # the mean paired difference: the seed effects cancel in it
     if decision.verdict == Verdict.CONFIRM:  # the policy wanted more runs than it allows: not proven
         return ExperimentStatus.DISCARD, decision.reason
     return ExperimentStatus(str(decision.verdict)), decision.reason
