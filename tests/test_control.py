@@ -381,3 +381,12 @@ def test_attach_says_when_the_loop_ends(ws):
     assert "the loop stopped: limit reached" in attach.stdout, attach.stdout
     assert wait_for(lambda: process_gone(pid), 20)
     assert final_numbers(ws) == [1, 2]
+
+
+def test_a_detached_start_that_cannot_work_fails_with_the_logs_last_lines(ws):
+    (ws / "train.py").unlink()  # the loop's own check says so, in its log, and ends before taking the lock
+    proc = cli(ws, "run", "--detach")
+    said = " ".join(proc.stderr.split())
+    assert proc.returncode == 1 and "the loop ended at once (exit 1)" in said, proc.stdout + proc.stderr
+    assert "train.py is missing" in said and "loop.log" in said, said
+    assert paths.read_info(ledger_dir(ws)) is None and not paths.socket_path(ledger_dir(ws)).exists()

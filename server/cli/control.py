@@ -25,7 +25,7 @@ from rich.markup import escape
 from nightlab.protocol import events as ev
 from nightlab.server.control import paths
 from nightlab.server.control.client import Connection, ControlRefused, LinkLost, connect_loop, ended_how, wait_gone
-from nightlab.server.control.server import ControlServer
+from nightlab.server.record.lock import loop_owner
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -50,6 +50,8 @@ def _say(text: str) -> None:
 async def serving(engine: Any):
     """Serve the engine's control endpoint for the life of the block (a socket that cannot be made is
     said, and the loop runs without it)."""
+    from nightlab.server.control.server import ControlServer
+
     server = ControlServer(engine, os.environ.pop(ENV_LOG, None) or None)
     try:
         await server.start()
@@ -84,10 +86,14 @@ def detach(settings: Any, argv: list[str]) -> None:
     end = time.monotonic() + DETACH_WAIT_S
     while True:
         info = paths.read_info(ledger_dir)
+        # up: it answers and holds the tag's lock (a start that cannot work ends before it takes the lock)
         if info is not None and info.pid == proc.pid and paths.answers(info.socket):
-            break
+            if loop_owner(ledger_dir) == proc.pid:
+                break
         if proc.poll() is not None:
             tail = "\n  ".join(paths.log_tail(log, 10)) or "(nothing)"
+            if proc.returncode == 0:  # it did all it was asked already
+                return _say(f"the loop ended already; the last lines of {log}:\n  {tail}")
             _fail(f"the loop ended at once (exit {proc.returncode}); the last lines of {log}:\n  {tail}")
         if time.monotonic() > end:
             _fail(f"the loop (pid {proc.pid}) did not answer within {DETACH_WAIT_S:.0f} s; see {log}")
