@@ -216,6 +216,7 @@ async def _attach(ledger_dir: Path, tag: str, live: bool, print_event: Callable,
     seen["pid"] = conn.pid
     try:
         view = attach_view(conn, ledger_dir)
+        _say(f"attached to the loop (pid {conn.pid}) on tag {tag}; Ctrl-C detaches (the loop goes on)")
         if live:
             from rich.live import Live
 
@@ -223,7 +224,6 @@ async def _attach(ledger_dir: Path, tag: str, live: bool, print_event: Callable,
                 async for event in conn.events():
                     view.on_event(event)
         else:
-            _say(f"attached to the loop (pid {conn.pid}) on tag {tag}; Ctrl-C detaches (the loop goes on)")
             for line in running_text(conn):
                 _say(line)
             async for event in conn.events():
