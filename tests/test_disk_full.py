@@ -253,3 +253,24 @@ def test_a_crash_while_the_disk_is_short_runs_again_once_there_is_space(tmp_path
         (2, "crash", None),
         (3, "crash", 2),
     ]
+
+
+def test_a_disk_full_at_the_start_pauses_before_anything_is_written(tmp_path, monkeypatch):
+    ws = make_workspace(tmp_path)
+    short = {"left": 3}
+
+    def free(path):
+        short["left"] -= 1
+        return 12 * MB if short["left"] >= 0 else PLENTY
+
+    monkeypatch.setattr(space, "free_bytes", free)
+    seen = {}
+
+    def on_event(engine, event):
+        if event["type"] == ev.STATE and event["state"] == "paused":
+            seen["ledger"] = (ws / ".nightlab" / "main" / "ledger.key").exists()  # nor its lock, nor the branch
+
+    engine, events, _ = drive(ws, 2, on_event)
+    assert len(paused_for_disk(events)) == 1 and seen == {"ledger": False}
+    assert engine.state == LoopState.STOPPED
+    recorded_once(ws, 2)

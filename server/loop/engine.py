@@ -188,6 +188,8 @@ class Engine:
             self.launcher = self.launcher or self._make_launcher()  # a sandbox that cannot run: say so first
         except AgentError as exc:
             return self.set_state(LoopState.ERRORED, str(exc))
+        if not await self.space.ready():  # a disk already full pauses before recovery writes to it
+            return self.set_state(LoopState.STOPPED, "stop requested")
         lockfile = acquire(self.ledger.dir)
         try:
             self.ledger.open()  # its key held for the session; a key that no longer matches refuses the start
