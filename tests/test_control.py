@@ -156,6 +156,30 @@ async def test_a_client_that_reads_too_slowly_is_dropped_and_the_loop_never_wait
     slow_writer.close()
 
 
+async def test_events_too_big_for_a_line_are_slimmed_and_the_hello_stays_one_line(tmp_path):
+    """A 2 MB hypothesis (the agent's text) or diff must not make a line no client can read."""
+    from nightlab.server.control.server import ControlServer
+
+    engine = _engine(make_workspace(tmp_path))
+    server = ControlServer(engine)
+    await server.start()
+    big = {"number": 3, "description": "d", "hypothesis": "h" * 2_000_000, "diff": "+x\n" * 500_000, "kind": "change"}
+    engine.emit("experimentStarted", experiment=big)
+    for i in range(c.RECENT_EVENTS):  # the recent events alone are more than a line
+        engine.emit("experimentFinished", experiment={"number": 100 + i, "diff": "y" * 20_000})
+    engine.emit("experimentStarted", experiment={**big, "number": 4})
+    conn = await connect_loop(engine.ledger.dir)  # its reader refuses any line over MAX_LINE
+    [running] = [r for r in conn.hello.loop.running if r.number == 4] or [None]
+    assert running is not None and "diff" not in running.experiment and len(running.experiment["hypothesis"]) < 5000
+    assert 0 < len(conn.hello.events) < c.RECENT_EVENTS and conn.hello.events[-1]["experiment"]["number"] == 4
+    engine.emit("experimentFinished", experiment={**big, "number": 4, "status": "keep"})
+    event = await asyncio.wait_for(anext(conn.events()), 5)
+    assert event["truncated"] and event["experiment"]["status"] == "keep" and "diff" not in event["experiment"]
+    assert big["diff"] and len(big["hypothesis"]) == 2_000_000  # the engine's own dicts are left whole
+    await conn.close()
+    await server.close()
+
+
 async def test_a_workspace_too_deep_for_a_socket_path_is_served_from_the_short_one(tmp_path, monkeypatch):
     from nightlab.server.control.server import ControlServer
 

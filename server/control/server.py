@@ -67,7 +67,7 @@ class ControlServer:
         self.log_file = log_file
         self.path: Path | None = None
         self.clients: set[_Client] = set()
-        self.recent: deque[dict[str, Any]] = deque(maxlen=c.RECENT_EVENTS)
+        self.recent: deque[tuple[dict[str, Any], int]] = deque(maxlen=c.RECENT_EVENTS)  # with its line's size
         self.started: dict[int, dict[str, Any]] = {}  # experiments in flight: their started record
         self.progress: dict[int, dict[str, Any]] = {}  # their last progress event
         self.reason = ""
@@ -129,7 +129,7 @@ class ControlServer:
             writer.close()
             return
         client = _Client(reader, writer)
-        client.send(c.encode(c.ControlHello(c.CONTROL_VERSION, self.snapshot(), list(self.recent))))
+        client.send(c.encode(c.ControlHello(c.CONTROL_VERSION, self.snapshot(), self._recent())))
         self.clients.add(client)  # in the same step as the hello: no event is lost or sent twice
         writing = client.task = asyncio.create_task(client.write_loop())
         self._tasks.add(writing)
@@ -161,23 +161,33 @@ class ControlServer:
 
     def on_event(self, event: dict[str, Any]) -> None:
         """The engine's listener: record, then queue the line for every client (never waits)."""
+        sent, line = fit(event)  # what goes out: the event, or a slimmer copy where it is too big for a line
         kind = event.get("type")
         if kind == ev.STATE:
             self.reason = event.get("reason") or ""
         elif kind == ev.EXPERIMENT_STARTED:
-            self.started[event["experiment"]["number"]] = event["experiment"]
+            self.started[event["experiment"]["number"]] = sent.get("experiment") or {
+                "number": event["experiment"]["number"]
+            }
         elif kind == ev.PROGRESS:
             self.progress[event["number"]] = event
         elif kind == ev.EXPERIMENT_FINISHED:
             self.started.pop(event["experiment"]["number"], None)
             self.progress.pop(event["experiment"]["number"], None)
-        self.recent.append(event)
-        if not self.clients:
-            return
-        line = c.encode(c.ControlEvent(event))
+        self.recent.append((sent, len(line)))
         for client in list(self.clients):
             if not client.send(line):
                 self._drop(client)
+
+    def _recent(self) -> list[dict[str, Any]]:
+        """The last events, oldest first, as many as fit in half a line: the hello stays one line."""
+        out, room = [], c.MAX_LINE // 2
+        for event, size in reversed(self.recent):
+            room -= size
+            if room < 0:
+                break
+            out.append(event)
+        return out[::-1]
 
     def _drop(self, client: _Client) -> None:
         """A client that fell QUEUE_LINES behind: say why past its queue, and close it."""
@@ -272,6 +282,30 @@ class ControlServer:
             raise _Refused(str(exc), "conflict") from None
         self.engine.queue_rerun(exp, files)
         return f"experiment #{number} queued to run again"
+
+
+BULKY = ("diff", "edits")  # an experiment record's parts a client can read from the ledger or the store
+CUT_AT = 4000  # characters of a long text field kept when an event is too big for a line
+
+
+def fit(event: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+    """The event and its line, made to fit MAX_LINE: an experiment record over it loses its diff and
+    edits and has long texts cut (a 200 KB hypothesis), and says "truncated"; past that, only its kind."""
+    line = c.encode(c.ControlEvent(event))
+    if len(line) <= c.MAX_LINE:
+        return event, line
+    slim = dict(event, truncated=True)
+    if isinstance(event.get("experiment"), dict):
+        slim["experiment"] = {
+            k: (v[:CUT_AT] + " ..." if isinstance(v, str) and len(v) > CUT_AT else v)
+            for k, v in event["experiment"].items()
+            if k not in BULKY
+        }
+    line = c.encode(c.ControlEvent(slim))
+    if len(line) > c.MAX_LINE:
+        slim = {"type": event.get("type"), "truncated": True}
+        line = c.encode(c.ControlEvent(slim))
+    return slim, line
 
 
 class _Refused(Exception):
