@@ -105,6 +105,7 @@ class DiskGuard:
     def __init__(self, engine: Engine, stop: asyncio.Event, interval: float = CHECK_EVERY_S):
         self.engine, self.stop, self.interval = engine, stop, interval
         self._lock = asyncio.Lock()  # slots wait together: one pause, one message
+        self.short_on: Path | None = None  # the folder whose disk was short last
 
     def paths(self) -> list[Path]:
         e = self.engine
@@ -129,6 +130,7 @@ class DiskGuard:
             want = need if dev == runs_dev else MARGIN
             free = free_bytes(existing(path))
             if free < want:
+                self.short_on = path
                 return (
                     f"disk full: {mount_point(path)} has {human(free)} free; the next experiment needs about "
                     f"{human(want)} (its run folder, the worktree's commit); free some space and it resumes"
@@ -153,7 +155,9 @@ class DiskGuard:
                 why = self.shortage()
             if self.stop.is_set():
                 return False
-            self.engine.message("there is disk space again: the loop resumes")
+            where = self.short_on
+            room = f" ({mount_point(where)} has {human(free_bytes(existing(where)))} free)" if where else ""
+            self.engine.message(f"there is disk space again{room}: the loop resumes")
             return True
 
     async def retry(self, make: Callable[..., Awaitable[T]], *args: Any) -> T:
