@@ -25,6 +25,7 @@ from nightlab.server.core.policy import (
     t_quantile,
 )
 from nightlab.server.core.simulation import simulate
+from nightlab.server.core.stats import f_sf
 
 INF = math.inf
 EXACT = NoiseSigma(0.0008, INF)  # a sigma taken as exact: normal thresholds (2.0 keep, 1.0 confirm)
@@ -223,6 +224,11 @@ def test_t_quantile(p, df, t):
     assert t_quantile(p, df) == pytest.approx(t, abs=1e-4)
 
 
+@pytest.mark.parametrize("x,d1,d2,p", [(3.316, 2, 30, 0.05), (19.0, 2, 2, 0.05), (1.0, 3, 3, 0.5), (0.0, 2, 2, 1.0)])
+def test_f_sf(x, d1, d2, p):
+    assert f_sf(x, d1, d2) == pytest.approx(p, abs=2e-4)
+
+
 OPTIONS = [
     ({"repeat": 2}, "unknown option 'repeat' for policy 'noise'"),
     ({"repeats": 0}, "option repeats must be a whole number >= 1"),
@@ -232,6 +238,7 @@ OPTIONS = [
     ({"min_sigma": -0.1}, "option min_sigma must be a number >= 0"),
     ({"z": 1.0, "confirm_z": 1.5}, "confirm_z (1.5) must not exceed z (1.0)"),
     ({"max_repeats": 1}, "min_repeats (2) must not exceed max_repeats (1)"),
+    ({"paired": 1}, "option paired must be true or false"),
 ]
 
 

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from nightlab.server.core.paired import SeededRuns, combine, matched, pooled
+from nightlab.server.core.paired import SeededRuns, combine, matched, pooled, spread_for
 from nightlab.server.core.policy import NoiseSigma, make_policy
 from nightlab.server.core.simulation import Model, compare, format_rows, rates
 from nightlab.server.core.stats import estimate_sigma
@@ -173,6 +173,19 @@ DECIDE = [
         "no run-to-run noise (sigma 0): strict rule",
         None,
     ),
+    # a change that shares less of the seed with the best (a new depth): its own spread is far wider
+    # than the pool of learning-rate changes, so it is judged by its own (pooled, it was t = 3.6: kept)
+    (
+        {},
+        [2.879029 - 0.051, 2.836782 - 0.019, 2.980608 + 0.010],
+        [0, 1, 2],
+        BASE,
+        SIGMA,
+        NoiseSigma(0.003, 20),
+        "discard",
+        "is within noise, t = 1.1 (needs 4.5, 2 df, its own spread)",
+        1.13,
+    ),
     # a crash is a crash
     ({}, [2.7, None], [0, 1], BASE, SIGMA, HISTORY, "crash", "no metric", None),
 ]
@@ -210,6 +223,15 @@ def test_matched_and_pooled():
     history = pooled([[0.1, 0.3]])
     assert combine(history, [-0.2, 0.0, 0.2]) == pytest.approx(got) and combine(history, [0.5]).df == 1
     assert SeededRuns([1.0, 2.0], [0]).seeds is None and SeededRuns([1.0], [3]) == [1.0]
+
+
+def test_a_wider_own_spread_is_judged_by_its_own():
+    narrow = NoiseSigma(0.003, 20)
+    own, used = spread_for(narrow, [-0.051, -0.019, 0.010])
+    assert used and own.df == 2 and own == pytest.approx(0.0305, abs=1e-4)
+    same, used = spread_for(narrow, [-0.010, -0.013, -0.008])  # within chance of the pool: pooled
+    assert not used and same.df == 22
+    assert spread_for(None, [0.1, 0.2]) == (combine(None, [0.1, 0.2]), False)
 
 
 def test_paired_is_an_option():
@@ -283,6 +305,12 @@ def test_a_gain_of_one_seed_sigma_is_kept_paired_and_not_unpaired():
     assert paired.keep_rate >= 0.95, f"paired power {paired.keep_rate:.1%}"
     unpaired = rates(make_policy("noise", {"paired": False}), MODEL, MODEL.sigma, SESSIONS)
     assert unpaired.keep_rate < 0.3, f"unpaired power {unpaired.keep_rate:.1%}"  # what the old rule did
+
+
+def test_changes_that_share_less_of_the_seed_are_still_rarely_kept():
+    """A fifth of the candidates draw other weights (paired sd 0.085 instead of 0.018): still <= 2 %."""
+    r = rates(make_policy("noise"), Model(structural=0.2, structural_sd=0.06), 0.0, SESSIONS, seed=3)
+    assert r.keep_rate <= 0.02, f"false keeps {r.keep_rate:.1%}"
 
 
 def test_filling_the_new_best_buys_power_for_middling_gains():

@@ -55,6 +55,12 @@ def test_strict_decide_runs(candidate, best, direction, status, verdict, reason)
         assert d.delta == pytest.approx(candidate - best)
 
 
+def test_strict_takes_the_seeds_and_ignores_them():
+    """The Policy protocol's seeds, best_seeds and paired_sd: strict judges the latest value as before."""
+    d = StrictPolicy().decide_runs([0.99], [1.0, 1.0], None, "lower", "ok", seeds=[0], best_seeds=[0, 1], paired_sd=0.1)
+    assert (d.verdict, d.paired) == ("keep", None) and d.delta == pytest.approx(-0.01)
+
+
 def test_bad_direction():
     with pytest.raises(PolicyError, match="direction must be lower or higher"):
         StrictPolicy().decide(1.0, 1.0, "down", "ok")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from statistics import fmean
 from typing import Any
 
-from nightlab.server.core.stats import NoiseSigma
+from nightlab.server.core.stats import NoiseSigma, f_sf
 
 
 class SeededRuns(list):
@@ -80,6 +80,27 @@ def combine(history: NoiseSigma | None, own: Sequence[float]) -> NoiseSigma | No
         return NoiseSigma(math.sqrt(g_ss / g_df), g_df) if g_df else None
     ss, df = float(history) ** 2 * history.df + g_ss, history.df + g_df
     return NoiseSigma(math.sqrt(ss / df), df)
+
+
+WIDER_P = 0.01  # a candidate's own spread this unlikely under the pooled one: judged by its own (0.05 cost
+# 4 points of power for one-seed-sigma gains when every change shares the seed alike: 0.01 costs 1)
+
+
+def spread_for(history: NoiseSigma | None, own: Sequence[float]) -> tuple[NoiseSigma | None, bool]:
+    """The sd to judge this comparison by, and whether it is its own: the pooled one (history and own),
+    unless its own spread is wider than the history's beyond chance (an F test at WIDER_P). Changes differ:
+    a learning rate shares the seed's initialisation with the best (paired sd 0.003 at 150,000 tokens),
+    a new depth draws other weights (0.041): judged by a pool of the first kind, noise in the second would
+    look significant."""
+    g_ss, g_df = _spread(own)
+    if (
+        g_df
+        and history is not None
+        and history > 0
+        and f_sf(g_ss / g_df / float(history) ** 2, g_df, history.df) < WIDER_P
+    ):
+        return NoiseSigma(math.sqrt(g_ss / g_df), g_df), True
+    return combine(history, own), False
 
 
 @dataclass

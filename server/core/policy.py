@@ -20,7 +20,7 @@ from statistics import NormalDist, fmean
 from typing import Any, Protocol, runtime_checkable
 
 # The statistics (pure maths) are in stats.py; these names stay importable from here.
-from nightlab.server.core.paired import PairedStats, combine, matched
+from nightlab.server.core.paired import PairedStats, matched, spread_for
 from nightlab.server.core.stats import NoiseSigma, PolicyError, estimate_sigma, t_quantile  # noqa: F401
 from nightlab.server.core.types import RunStatus, Verdict
 
@@ -164,16 +164,16 @@ class NoisePolicy:
 
     Paired (common random numbers): the candidate runs on the best's seeds and the rule judges the
     differences d_s = candidate(s) - best(s) at the seeds both have: t = improvement / (sd / sqrt n), sd
-    the spread of one difference pooled over the lineage's earlier paired comparisons and this one's
-    (paired.py; each about its own mean), against Student's t at the pooled df. The seed effect both
-    share cancels: on the CPU trainer a real gain of 0.109 bpb was z = 1.8 unpaired, t = 10 paired.
-    After one run, a candidate not better at that seed (once a paired sd is known: below the confirm
-    threshold) is discarded, the rest confirmed on the best's next seeds; with no spread measured yet
-    nothing is kept. Identical code (d = 0 at every seed) is discarded and not pooled. A kept candidate
-    is run up to max_repeats seeds (`fill_to`, engine `_more`): later candidates find each seed they
-    need in the new best (it kept 58 % vs 47 % of 2-paired-sd gains, for a run per keep). Unpaired
-    when the runs share no seed with the best's, the best has under min_repeats seeds, its seeds gave
-    identical values (sigma 0: seeds ignored), or `paired = false` (a trainer ignoring NIGHTLAB_SEED).
+    that of one difference pooled over the lineage's earlier comparisons and this one's (paired.py),
+    or its own when that is wider beyond chance (a new depth shares less with the best than a new
+    learning rate), against Student's t at its df. On the CPU trainer a real gain of 0.109 bpb was
+    z = 1.8 unpaired, t = 10 paired. After one run, a candidate not better at that seed (once a paired
+    sd is known: below the confirm threshold) is discarded, the rest confirmed on the best's next
+    seeds; with no spread measured nothing is kept. Identical code (d = 0 at every seed) is discarded
+    and not pooled. A kept candidate is run up to max_repeats seeds (`fill_to`, engine `_more`), so
+    later candidates find each seed they need (58 % vs 47 % of 2-paired-sd gains kept, a run per keep).
+    Unpaired when no seed is shared, the best has under min_repeats seeds, its seeds gave identical
+    values (sigma 0: seeds ignored), or `paired = false` (a trainer ignoring NIGHTLAB_SEED).
 
     Unpaired: z = improvement / (sigma * sqrt(1/n_c + 1/n_b)), sigma the pooled per-run sigma (floored
     at min_sigma), against Student's t at sigma's df (a sigma from 2 runs taken as exact kept 8.8 % of
@@ -285,7 +285,8 @@ class NoisePolicy:
         if reachable < self.min_repeats:
             return f"the best has runs at {len(set(best_seeds))} seed(s), {self.min_repeats} pairs are needed"
         pooled_history = history if isinstance(history, NoiseSigma) else None
-        stats = PairedStats(common, diffs, combine(pooled_history, diffs), None)
+        sd, own = spread_for(pooled_history, diffs)
+        stats = PairedStats(common, diffs, sd, None)
         n, improvement = stats.n, (-stats.mean if direction == "lower" else stats.mean) + 0.0
         last = n >= reachable or len(cand) >= self.max_repeats
         nxt = min(set(best_seeds) - set(common), default=None)
@@ -306,7 +307,7 @@ class NoisePolicy:
             return "the paired differences have no spread"
         stats.t = improvement / (float(stats.sd) / math.sqrt(n))
         keep_at, confirm_at = self.thresholds(stats.sd.df)
-        numbers = f"t = {stats.t:.1f} (needs {keep_at:.1f}, {stats.sd.df:g} df)"
+        numbers = f"t = {stats.t:.1f} (needs {keep_at:.1f}, {stats.sd.df:g} df{', its own spread' * own})"
         if stats.t >= keep_at and n >= self.min_repeats:
             return decision(Verdict.KEEP, f"kept: {over}, {numbers}")
         if stats.t < confirm_at:

@@ -57,6 +57,10 @@ class Model:
     mu: float = 2.879
     seed_sd: float = 0.073  # the seed's effect (data order, initialisation), shared by all code versions
     noise_sd: float = 0.013  # per (code, seed): what a paired difference keeps, times sqrt 2
+    # A share of candidates that share less of the seed's effect with the best (a new depth draws other
+    # weights): their per-(code, seed) noise is structural_sd (DEPTH 4 -> 3: paired sd 0.041, 150k tokens)
+    structural: float = 0.0
+    structural_sd: float = 0.04
 
     @property
     def sigma(self) -> float:
@@ -93,8 +97,8 @@ def session(
     rng = random.Random(seed)
     shared = [rng.gauss(0.0, model.seed_sd) for _ in range(64)]  # seed s's effect, the same for every code
 
-    def run(true: float, s: int) -> float:
-        return true + shared[s] + rng.gauss(0.0, model.noise_sd)
+    def run(true: float, s: int, sd: float = model.noise_sd) -> float:
+        return true + shared[s] + rng.gauss(0.0, sd)
 
     best_true = model.mu
     best = SeededRuns([run(best_true, s) for s in range(policy.baseline_repeats)], range(policy.baseline_repeats))
@@ -104,13 +108,14 @@ def session(
     kept = runs = 0
     for _ in range(candidates):
         true = best_true - effect
+        sd = model.structural_sd if rng.random() < model.structural else model.noise_sd
         values: list[float] = []
         seeds: list[int] = []
         s_now = sigma_pool.sigma()
         noise = None if s_now is None else NoiseSigma(s_now, s_now.df, paired=paired_pool.sigma())
         while True:
             seeds.append(len(values))
-            values.append(run(true, seeds[-1]))
+            values.append(run(true, seeds[-1], sd))
             d = policy.decide_runs(values, best, noise, "lower", RunStatus.OK, seeds=seeds)
             if d.verdict == Verdict.CONFIRM or (d.verdict == Verdict.KEEP and d.paired and len(values) < fill_to):
                 continue

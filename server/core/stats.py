@@ -95,6 +95,16 @@ def _t_cdf(t: float, df: float) -> float:
     return 1.0 - tail if t > 0 else tail
 
 
+def f_sf(x: float, d1: float, d2: float) -> float:
+    """P(F > x) for Fisher's F with (d1, d2) degrees of freedom: how often a variance ratio this large
+    comes by chance when both variances are the same."""
+    if x <= 0:
+        return 1.0
+    if math.isinf(d2):
+        d2 = 1e9
+    return _betainc(d2 / 2, d1 / 2, d2 / (d2 + d1 * x))
+
+
 @lru_cache(maxsize=4096)
 def t_quantile(p: float, df: float) -> float:
     """Student's t quantile (df may be fractional; math.inf gives the normal quantile)."""
