@@ -277,3 +277,33 @@ def test_a_disk_full_at_the_start_pauses_before_anything_is_written(tmp_path, mo
     assert len(paused_for_disk(events)) == 1 and seen == {"ledger": False}
     assert engine.state == LoopState.STOPPED
     recorded_once(ws, 2)
+
+
+def test_a_disk_that_fills_during_a_run_pauses_the_loop_and_the_run_is_done_again(small_disk, monkeypatch):
+    """The disk fills to its last byte while #2 trains: its log cannot be written (a crash), nor git's
+    amend of its verdict (ENOSPC from git). The loop pauses, records #2 once space is back, and runs
+    its change again."""
+    monkeypatch.setattr(space, "MARGIN", 6 * MB)
+    ws = make_workspace(small_disk)
+    ballast = small_disk / "ballast"
+
+    def on_event(engine, event):
+        if event["type"] == ev.EXPERIMENT_STARTED and event["experiment"]["number"] == 2:
+            with open(ballast, "wb") as f:
+                try:
+                    while True:
+                        f.write(b"\0" * (1 << 16))
+                        f.flush()
+                except OSError:
+                    pass
+        if event["type"] == ev.STATE and event["state"] == "paused" and ballast.exists():
+            asyncio.get_running_loop().call_later(0.3, ballast.unlink)
+
+    engine, events, _ = drive(ws, 4, on_event, proposals=[*PROPOSALS, knob("X", "1.0", "1.1")])
+    reasons = paused_for_disk(events)
+    assert reasons and reasons[0].startswith(f"disk full: {small_disk} has 0 MB free"), reasons
+    assert "#2 crashed on the full disk; it runs again" in messages(events)
+    assert engine.state == LoopState.STOPPED, events[-1]
+    exps = recorded_once(ws, 4).experiments()
+    assert exps[1].status == "crash" and "No space left on device" in exps[1].decision_reason
+    assert [e.rerun_of for e in exps if e.rerun_of] == [2] and all(e.status != "crash" for e in exps[2:])

@@ -186,7 +186,10 @@ class DiskGuard:
             failed: BaseException = exc
             while await self.ready(failed):
                 try:
-                    return self._settle(running)
+                    self._settle(running)
+                    if running.exp.status == ExperimentStatus.CRASH:  # on a full disk: not the change's fault
+                        self._again(running.exp, f"#{running.exp.number} crashed on the full disk; it runs again")
+                    return
                 except Exception as again:
                     if not is_full(again):
                         raise
