@@ -180,14 +180,13 @@ class NoisePolicy:
     no-op candidates). Either rule: keep at the keep threshold with min_repeats runs (pairs); discard
     below the confirm threshold or at max_repeats runs; otherwise confirm. min_repeats 2 and repeats 3
     are the unpaired design (tests/test_noise_policy.py: false keeps 4.1 % -> 2.1 %, 3-sigma gains 92 %).
-    Options ([policy]): paired (true), repeats (baseline runs, 3), z (keep threshold as a normal
-    quantile, 2.0), confirm_z (1.0), min_repeats (2), max_repeats (3), min_sigma (0; stands in, as
-    exact, for a sigma not measured yet).
+    Options ([policy]): paired (true), repeats (baseline runs, 3), z (keep, a normal quantile, 2.0),
+    confirm_z (1.0), min_repeats (2), max_repeats (3), min_sigma (0; stands in for an unknown sigma).
 
     Simulated (simulation.py, tests/test_paired_policy.py; seed effect sd 0.073 shared by every code
     version + per-(code, seed) noise 0.013; 1000 sessions of 30 candidates), paired vs unpaired: false
-    keeps 0.6 % vs 0.0 %; gains of one seed-sigma (0.074) kept 99 % vs 17 %, of one paired sd (0.018)
-    6 % vs 0.3 %; 1.1 runs per useless candidate.
+    keeps 0.5 % vs 0.0 % (1.12 runs each); gains of one seed-sigma (0.074) kept 98 % vs 18 %, of one
+    paired sd (0.018) 6 % vs 0.2 %.
     """
 
     name = "noise"
