@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -25,12 +24,9 @@ from rich.markup import escape
 from nightlab.protocol import events as ev
 from nightlab.server.control import paths
 from nightlab.server.control.client import Connection, ControlRefused, LinkLost, connect_loop, ended_how, wait_gone
-from nightlab.server.record.lock import loop_owner
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
-ENV_LOG = "NIGHTLAB_LOOP_LOG"  # set by --detach for its child: the log the loop's loop.json names
-DETACH_WAIT_S = 60.0  # for the detached loop's socket to answer
 STOP_WAIT_S = 30.0
 
 
@@ -50,6 +46,7 @@ def _say(text: str) -> None:
 async def serving(engine: Any):
     """Serve the engine's control endpoint for the life of the block (a socket that cannot be made is
     said, and the loop runs without it)."""
+    from nightlab.server.control.launch import ENV_LOG
     from nightlab.server.control.server import ControlServer
 
     server = ControlServer(engine, os.environ.pop(ENV_LOG, None) or None)
@@ -65,40 +62,16 @@ async def serving(engine: Any):
 
 def detach(settings: Any, argv: list[str]) -> None:
     """`nightlab run --detach`: the same command in a new session (stdin /dev/null, output to loop.log);
-    returns once its socket answers, or fails with the log's last lines when it ends first."""
-    ledger_dir = Path(settings.workspace) / ".nightlab" / settings.tag
-    with contextlib.suppress(paths.NoLoop):
-        running = paths.find_loop(ledger_dir, settings.tag)
-        _fail(f"a loop (pid {running.pid}) is already running on tag {settings.tag}: {_how(settings.tag)}")
-    ledger_dir.mkdir(parents=True, exist_ok=True)
-    log = ledger_dir / paths.LOG_NAME
-    args = [a for a in argv if a != "--detach"] + ([] if "--plain" in argv else ["--plain"])
-    env = {**os.environ, ENV_LOG: str(log), "PYTHONUNBUFFERED": "1"}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "nightlab.server.cli", *args],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # not in the terminal's process group: its Ctrl-C and hang-up pass it by
-            env=env,
-        )
-    end = time.monotonic() + DETACH_WAIT_S
-    while True:
-        info = paths.read_info(ledger_dir)
-        # up: it answers and holds the tag's lock (a start that cannot work ends before it takes the lock)
-        if info is not None and info.pid == proc.pid and paths.answers(info.socket):
-            if loop_owner(ledger_dir) == proc.pid:
-                break
-        if proc.poll() is not None:
-            tail = "\n  ".join(paths.log_tail(log, 10)) or "(nothing)"
-            if proc.returncode == 0:  # it did all it was asked already
-                return _say(f"the loop ended already; the last lines of {log}:\n  {tail}")
-            _fail(f"the loop ended at once (exit {proc.returncode}); the last lines of {log}:\n  {tail}")
-        if time.monotonic() > end:
-            _fail(f"the loop (pid {proc.pid}) did not answer within {DETACH_WAIT_S:.0f} s; see {log}")
-        time.sleep(0.1)
-    _say(f"the loop runs detached: pid {proc.pid}, tag {settings.tag}, log {log}")
+    returns once it is up, or fails with the log's last lines when it ends first."""
+    from nightlab.server.control.launch import LaunchFailed, launch
+
+    try:
+        up = launch(Path(settings.workspace) / ".nightlab" / settings.tag, [a for a in argv if a != "--detach"])
+    except LaunchFailed as exc:
+        _fail(str(exc) + ("" if "ended at once" in str(exc) else f": {_how(settings.tag)}"))
+    if up.ended:
+        return _say("the loop ended already; the last lines of its log:\n  " + "\n  ".join(up.tail))
+    _say(f"the loop runs detached: pid {up.pid}, tag {settings.tag}, log {up.log}")
     _say(_how(settings.tag))
 
 

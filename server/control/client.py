@@ -131,7 +131,9 @@ async def connect_loop(ledger_dir: Path, tag: str = "", timeout: float = CONNECT
 
 
 def process_gone(pid: int) -> bool:
-    """Whether process `pid` has ended (a zombie counts: it runs nothing, only its parent has not reaped it)."""
+    """Whether process `pid` has ended: no such process, or a zombie whose every thread has ended (a
+    killed process's main thread turns zombie first; its other threads hold its files, the control socket
+    among them, a moment longer)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -139,10 +141,10 @@ def process_gone(pid: int) -> bool:
     except PermissionError:
         return False
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rpartition(")")[2].split()[0] in ("Z", "X")
+        states = [(t / "stat").read_text().rpartition(")")[2].split()[0] for t in Path(f"/proc/{pid}/task").iterdir()]
     except (OSError, IndexError):
         return False
+    return all(state in ("Z", "X") for state in states)
 
 
 async def wait_gone(pid: int, timeout: float) -> bool:
@@ -164,6 +166,9 @@ async def ended_how(conn: Connection, ledger_dir: Path) -> tuple[bool, str]:
     await wait_gone(conn.pid, 3.0)
     info = paths.read_info(ledger_dir)
     if info is not None and info.pid == conn.pid:
+        end = time.monotonic() + 3.0
+        while paths.answers(info.socket) and time.monotonic() < end:  # its last thread is still ending
+            await asyncio.sleep(0.05)
         with contextlib.suppress(OSError):
             paths.remove_stale(info.socket)
     return True, paths.died_message(conn.pid, conn.hello.loop.log)
