@@ -8,8 +8,11 @@ checkout (read-only) and its run directory (writable: log, events, weights) show
 caches training writes (the data cache, the torch compile cache) and the interpreter when it lives
 inside the hidden tree. bwrap's `--die-with-parent` and the pid namespace take every process of the
 run along when it ends or the loop dies: a setsid daemon cannot outlive it. GPUs are passed through
-(`/dev/nvidia*`, `/dev/dri`). Where bubblewrap cannot run, `make_launcher` says so once and falls back
-to the plain runner (mode "auto"), or refuses (mode "required").
+(`/dev/nvidia*`, `/dev/dri`). A judged run (run/judge.py) sees the data cache read-only, built
+before it, and its val split behind /dev/null; the judge gets a sandbox of its own: the committed
+files, the weights and the cache read-only, nothing writable but its result file. Where bubblewrap
+cannot run, `make_launcher` says so once and falls back to the plain runner (mode "auto"), or
+refuses (mode "required").
 Must not import: git, torch, the ledger, the loop.
 """
 
