@@ -128,7 +128,7 @@ def status_lines(ledger_dir: Path, tag_name: str) -> list[str]:
             reply = await conn.command("status")
             if reply.loop is not None:
                 conn.hello.loop = reply.loop
-            return [f"loop pid {conn.pid}", *running_text(conn)]
+            return running_text(conn)
         finally:
             await conn.close()
 
