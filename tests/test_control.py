@@ -131,18 +131,21 @@ async def test_a_client_that_reads_too_slowly_is_dropped_and_the_loop_never_wait
     following = asyncio.create_task(follow())
     await asyncio.sleep(0.1)
     assert len(server.clients) == 2
-    count, worst = 3 * QUEUE_LINES, 0.0
+    count, took = 3 * QUEUE_LINES, []
     for i in range(count):  # 10 KB each: far past what the kernel buffers for a client that never reads
         started = time.perf_counter()
         engine.message(f"{i} " + "x" * 10_000)
-        worst = max(worst, time.perf_counter() - started)
+        took.append(time.perf_counter() - started)
         if i % 20 == 0:
             await asyncio.sleep(0.002)  # the writers run between the engine's steps, as in a real loop
     end = time.monotonic() + 30
     while len(got) < count and time.monotonic() < end:
         await asyncio.sleep(0.05)
     assert len(got) == count, f"the client that keeps up got {len(got)} of {count} events"
-    print(f"slowest emit with a stuck client: {worst * 1e3:.2f} ms")
+    took.sort()
+    worst = took[-1]
+    median, p99 = took[len(took) // 2] * 1e3, took[-len(took) // 100] * 1e3
+    print(f"emit with a stuck client: median {median:.3f} ms, p99 {p99:.3f} ms, slowest {worst * 1e3:.2f} ms")
     assert worst < 0.05 and len(server.clients) == 1  # the stuck one was dropped
     lines = []
     while line := await slow_reader.readline():
