@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from nightlab.server.core.types import Experiment, ExperimentStatus
 from nightlab.server.record import audit, seal
 from nightlab.server.record.audit import FINAL, Line
 from nightlab.server.record.seal import Key
@@ -58,14 +59,14 @@ class Watch:
         self.ledger, self.key = ledger, key
         self.key_text = key.to_text()
         self.size, self.digest = 0, ""
-        self.known: dict[int, dict[str, Any]] = {}
+        self.known: dict[int, Experiment] = {}  # the latest record per number, as the loop last saw them
         self.mark()
 
     def mark(self) -> None:
         """After the loop's own append: what the file is now."""
         data = _read(self.ledger.jsonl)
         self.size, self.digest = len(data), hashlib.sha256(data).hexdigest()
-        self.known = {e.number: e.to_json() for e in self.ledger.experiments()}
+        self.known = {e.number: e for e in self.ledger.experiments()}  # shared, never changed: no copies
 
     def check(self) -> None:
         """Before the loop's next append. Raises WatchError when the loop's own records were changed."""
@@ -102,13 +103,13 @@ class Watch:
         if line.seq is None or line.exp is None or line.rec is None:
             return False
         before = self.known.get(line.exp.number)
-        if before is None or before.get("status") not in FINAL:
+        if before is None or before.status not in FINAL:
             return False
         strip = lambda d: {k: v for k, v in d.items() if k not in REVIEW_FIELDS}  # noqa: E731
-        return strip(line.rec) == strip(before)
+        return strip(line.rec) == strip(before.to_json())
 
     def _when(self) -> str:
-        running = [n for n, rec in self.known.items() if rec.get("status") == "running"]
+        running = [n for n, e in self.known.items() if e.status == ExperimentStatus.RUNNING]
         if not running:
             return "since the loop's last record"
         return "while " + ", ".join(f"#{n}" for n in sorted(running)) + " trained"
