@@ -54,6 +54,7 @@ from typing import Any
 from nightlab.server.core.settings import load_settings
 from nightlab.server.core.types import Experiment
 from nightlab.server.loop.engine import Engine
+from nightlab.server.record import seal
 from nightlab.server.record.ledger import tsv_row
 
 STAND_IN = """import json, os, time
@@ -117,6 +118,9 @@ def build_workspace(root: Path, real: int, total: int, run_seconds: float) -> tu
     number = max(e.number for e in exps)
     jsonl, tsv = [], []
     i = 0
+    key = seal.read_key(ledger.dir)
+    assert key is not None, "the loop's ledger has no key"
+    seq = max(int(r.get("seal", {}).get("n", 0)) for r in map(json.loads, ledger.jsonl.read_text().splitlines()))
     while number < total:
         number += 1
         src = sources[i % len(sources)]
@@ -127,8 +131,10 @@ def build_workspace(root: Path, real: int, total: int, run_seconds: float) -> tu
         if final.status == "keep":
             final.status = "discard"
             final.decision_reason = f"synthetic copy of #{src.number} (kept there)"
-        for rec in (running, final):
-            jsonl.append(json.dumps(rec.to_json(), ensure_ascii=False, separators=(",", ":")) + "\n")
+        for rec in (running, final):  # sealed like the loop's own records (server/record/seal.py)
+            seq += 1
+            line = seal.sealed(key, seq, rec.to_json())
+            jsonl.append(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n")
         tsv.append(tsv_row(final))
     with open(ledger.jsonl, "a", encoding="utf-8") as f:
         f.writelines(jsonl)
