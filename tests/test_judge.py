@@ -109,6 +109,16 @@ def test_a_train_py_that_patches_the_metric_is_caught(tmp_path, patch, named):
     assert "when imported" in result.error.splitlines()[0]
 
 
+def test_a_forward_that_patches_the_metric_is_caught(tmp_path):
+    """A patch made only once the judge runs the model (in eval mode), after the import was checked."""
+    patch = "        if not self.training:\n            F.cross_entropy = lambda *a, **k: torch.zeros(())\n"
+    first = "        T = idx.size(1)\n"
+    ws = trainer_workspace(tmp_path / "ws", edit=attack(first, patch + first))
+    result = judged(ws)
+    assert result.status == RunStatus.CRASH
+    assert result.error.startswith("invalid: train.py replaced torch.nn.functional.cross_entropy during a forward pass")
+
+
 # At the end of main(): two blocks, the second negative, a forged events summary, and train.py in the
 # worktree rewritten so that a judge importing it (instead of the commit's) would find no model.
 FAKE_REPORT = """    h.finish(model)

@@ -73,7 +73,9 @@ def watched() -> list[tuple[str, object, bool]]:
 def snapshot() -> dict[str, object]:
     snap: dict[str, object] = {"threads": threading.active_count()}  # an int: compared by value below
     for owner_name, owner, _ in watched():
-        names = vars(owner) if hasattr(owner, "__dict__") else {n: getattr(owner, n) for n in dir(owner) if n[:2] != "__"}
+        # A C type without __dict__: its public names (a dunder read gives a new wrapper object each time)
+        public = {n: getattr(owner, n) for n in dir(owner) if n[:2] != "__"} if not hasattr(owner, "__dict__") else {}
+        names = vars(owner) if hasattr(owner, "__dict__") else public
         for name, value in list(names.items()):
             snap[f"{owner_name}.{name}"] = value
             if isinstance(value, types.FunctionType):  # a body swapped in place keeps the function's identity
@@ -87,7 +89,9 @@ def tampered(before: dict[str, object], _snapshot=snapshot) -> list[str]:
     defaults hold this module's functions as they were: they are watched, with their code, too.)"""
     now = _snapshot()
     changes = ["started a thread"] if now.pop("threads") != before["threads"] else []
-    changes += [f"replaced {k}" for k, v in before.items() if k != "threads" and (k not in now or now[k] is not v)]
+    replaced = [k for k, v in before.items() if k != "threads" and (k not in now or now[k] is not v)]
+    whole = set(replaced)  # a function replaced whole: its old code and defaults are not news
+    changes += [f"replaced {k}" for k in replaced if k.rsplit(".", 1)[0] not in whole]
     strict = tuple(f"{name}." for name, _, added_counts in watched() if added_counts)
     changes += [f"added {key}" for key in now if key not in before and key.startswith(strict)]
     return changes
