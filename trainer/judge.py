@@ -20,6 +20,7 @@ what a non-zero exit means.
 
 Needs torch and numpy. Imports nothing from nightlab.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,18 +44,27 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-CAUSAL_ROWS = 4                 # rows probed for looking ahead
+CAUSAL_ROWS = 4  # rows probed for looking ahead
 CAUSAL_TOLERANCE = {"cpu": 1e-5, "cuda": 1e-2, "mps": 1e-3}  # |change| allowed, relative to 1 + max |logit|
 
 # What the metric depends on, and whether a name ADDED to it later is tampering too (a class's
 # methods shadowed, a constant of the harness added): for packages, submodules appear on import.
 WATCHED = [
-    ("torch", torch, False), ("torch.nn.functional", F, True), ("torch.Tensor", torch.Tensor, True),
-    ("torch.nn.Module", nn.Module, True), ("torch._C._nn", torch._C._nn, True),
-    ("torch._C._VariableFunctions", torch._C._VariableFunctions, True), ("numpy", np, False),
-    ("math", math, True), ("builtins", builtins, True), ("contextlib", contextlib, True),
-    ("json", json, True), ("pathlib.Path", pathlib.Path, True), ("threading", threading, True),
-    ("prepare", prepare, True), ("prepare_data", prepare_data, True),
+    ("torch", torch, False),
+    ("torch.nn.functional", F, True),
+    ("torch.Tensor", torch.Tensor, True),
+    ("torch.nn.Module", nn.Module, True),
+    ("torch._C._nn", torch._C._nn, True),
+    ("torch._C._VariableFunctions", torch._C._VariableFunctions, True),
+    ("numpy", np, False),
+    ("math", math, True),
+    ("builtins", builtins, True),
+    ("contextlib", contextlib, True),
+    ("json", json, True),
+    ("pathlib.Path", pathlib.Path, True),
+    ("threading", threading, True),
+    ("prepare", prepare, True),
+    ("prepare_data", prepare_data, True),
 ]
 
 

@@ -395,4 +395,3 @@ class Runner:
                 result.status = RunStatus.CRASH
                 result.error = reason + "\n" + last_lines(text, self.tail_lines)
         return result
-
