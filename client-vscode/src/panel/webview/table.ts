@@ -185,7 +185,10 @@ export class ExperimentTable {
     setAttr(r.badge, "class", `badge ${e.status}${e.review ? ` ${e.review}` : ""}`);
     setText(r.badge, statusLabel(e));
     setAttr(r.badge, "title", e.review ? `${e.status}, ${e.review} by you` : null);
-    setText(r.metric, fmtMetric(e.metric));
+    // "*": the run printed this number itself (no judge measured it: an autoresearch checkout)
+    const own = e.selfReported === true && typeof e.metric === "number";
+    setText(r.metric, fmtMetric(e.metric) + (own ? "*" : ""));
+    setAttr(r.metric, "title", own ? "self-reported: the run's own printed summary, not measured by a judge" : null);
     setText(r.delta, fmtDelta(e.delta));
     setAttr(r.delta, "class", `c-delta ${deltaClass(e.delta, p.direction)}`);
     setText(r.sigma, fmtSigma(e.sigma));
