@@ -4,12 +4,14 @@ A throw-away workspace with a stand-in trainer (no torch: each run sleeps a rand
 some repeat, some crash, some fork a helper that sleeps on), the noise policy (baseline repeats and
 confirmation runs, so kills land in repeats too) and the real `nightlab run` CLI as a subprocess. Each
 round starts the loop, waits a seeded random time, kills it with SIGKILL, then counts the training
-processes still alive in the loop's folders (orphans that would overlap the next run). After the last
-kill one clean run recovers. Then the ledger is read back:
+processes still alive in the loop's folders, and whether any of them is still alive once the next loop
+starts training (an orphan that overlaps the next run). After the last kill one clean run recovers.
+Then the ledger is read back:
 
   lost        experiment numbers with a commit ref but no final record, or gaps in the numbering
   duplicated  numbers with two final records, or two results.tsv rows
-  orphans     training processes alive after a kill (summed over the kills)
+  orphans     trainings of a killed loop still alive when the next loop trained (summed over the kills);
+              also printed: how many were alive right after the kill, before the next start's recovery
 
     .venv/bin/python benchmarks/faults.py --kills 40 --seed 1
 
@@ -83,6 +85,24 @@ def trainings(ws: Path) -> list[int]:
     return out
 
 
+def overlapping(ws: Path, pending: list[int], proc: subprocess.Popen, wait_s: float = 15.0) -> list[int]:
+    """Which of `pending` (alive after the last kill) are still alive once the new loop `proc` trains
+    (a training of its own appears) or ends: those would overlap its runs. Killed afterwards, so one
+    round's orphan does not skew the next."""
+    deadline = time.monotonic() + wait_s
+    while pending and time.monotonic() < deadline and proc.poll() is None:
+        if set(trainings(ws)) - set(pending):
+            break
+        time.sleep(0.02)
+    alive = [pid for pid in pending if pid in trainings(ws)]
+    for pid in alive:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return alive
+
+
 def loop(ws: Path, *args: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "nightlab.server.cli", "run", "--plain", *args]
     return subprocess.Popen(cmd, cwd=ws, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -118,31 +138,33 @@ def main() -> None:
     args = ap.parse_args()
     rng = random.Random(args.seed)
     ws = workspace(Path(tempfile.mkdtemp(prefix="nightlab-faults-")))
-    orphans = 0
+    orphans = left = 0
+    pending: list[int] = []  # trainings alive after the last kill: the next start must end them first
     started = time.monotonic()
     for k in range(args.kills):
         proc = loop(ws)
+        overlap = overlapping(ws, pending, proc)
+        orphans += len(overlap)
         time.sleep(rng.uniform(0.3, args.max_wait))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        time.sleep(0.3)  # what is still alive now would overlap the next start
-        alive = trainings(ws)
-        orphans += len(alive)
-        for pid in alive:  # do not let one round's orphan skew the next
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        time.sleep(0.3)
+        pending = trainings(ws)
+        left += len(pending)
         print(
-            f"kill {k + 1:3d}: {count(ws)['experiments']:4d} experiments, {len(alive)} alive after the kill", flush=True
+            f"kill {k + 1:3d}: {count(ws)['experiments']:4d} experiments, {len(pending)} alive after the kill, "
+            f"{len(overlap)} of the last kill's still alive when this loop trained",
+            flush=True,
         )
     final = loop(ws, "--max-experiments", "2")
+    orphans += len(overlapping(ws, pending, final))
     final.wait(timeout=300)
     figures = count(ws)
     print(
         f"\n{args.kills} kills in {time.monotonic() - started:.0f} s (seed {args.seed}): "
         f"{figures['experiments']} experiments ({figures['interrupted']} interrupted), "
-        f"lost {figures['lost']}, duplicated {figures['duplicated']}, orphans {orphans}"
+        f"lost {figures['lost']}, duplicated {figures['duplicated']}, orphans {orphans} "
+        f"({left} alive right after a kill, before the next start's recovery)"
     )
     print(f"workspace: {ws}")
 

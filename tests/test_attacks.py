@@ -294,3 +294,29 @@ def test_every_attack_elsewhere_has_its_test():
         if not file.exists() or (function and function not in _functions(file)):
             missing.append(f"{attack_name}: {where}")
     assert missing == []
+
+
+def test_recovery_kills_a_runs_process_that_no_pgid_file_names(tmp_path):
+    """Then: in 160 kill -9s of the loop, 19 trainings outlived the restart (the gap between exec and the
+    pgid file; helpers that left the group). Now recovery also finds them by the run's environment."""
+    import subprocess
+    import sys
+
+    from nightlab.server.run.processes import kill_orphan
+
+    run_dir = tmp_path / ".nightlab/runs/main/3"
+    (run_dir / "repeat-1").mkdir(parents=True)
+    env = {**os.environ, "NIGHTLAB_EVENTS": str(run_dir / "repeat-1" / "events.jsonl")}
+    other_env = {**os.environ, "NIGHTLAB_EVENTS": str(tmp_path / ".nightlab/runs/main/30/events.jsonl")}
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    ours = subprocess.Popen(sleeper, env=env, start_new_session=True)
+    other = subprocess.Popen(sleeper, env=other_env, start_new_session=True)  # experiment 30's: not 3's
+    try:
+        time.sleep(0.3)
+        assert kill_orphan(run_dir, tmp_path / ".nightlab") is True
+        assert ours.wait(timeout=5) == -9
+        assert other.poll() is None
+    finally:
+        for p in (ours, other):
+            p.kill()
+            p.wait()

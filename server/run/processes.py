@@ -88,9 +88,11 @@ def die_with_parent() -> None:
 
 
 def kill_orphan(run_dir: Path, cwd_prefix: Path) -> bool:
-    """Kill every process group a dead Nightlab left running from `run_dir`: the pgid files of its full
-    run, its smoke run and its repeats (`smoke/`, `repeat-<k>/`), but only where that process still runs
-    inside `cwd_prefix` (a recycled pid belongs to someone else). True if any was killed."""
+    """Kill every process a dead Nightlab left running from `run_dir`: the groups in the pgid files of its
+    full run, its smoke run and its repeats (`smoke/`, `repeat-<k>/`), but only where that process still
+    runs inside `cwd_prefix` (a recycled pid belongs to someone else); and any process whose environment
+    holds one of the run's NIGHTLAB_EVENTS paths (a run killed before its pgid file was written, a helper
+    that left the group). True if any was killed."""
     killed = False
     for pid_file in sorted(Path(run_dir).glob(f"**/{PID_FILE}")):
         try:
@@ -105,6 +107,20 @@ def kill_orphan(run_dir: Path, cwd_prefix: Path) -> bool:
             killed = True
         except (ProcessLookupError, PermissionError):
             continue
+    return _kill_by_events(Path(run_dir)) or killed
+
+
+def _kill_by_events(run_dir: Path) -> bool:
+    """SIGKILL each process whose NIGHTLAB_EVENTS lies under `run_dir` (its runs' environment)."""
+    proc, mark, killed = Path("/proc"), f"NIGHTLAB_EVENTS={run_dir}/".encode(), False
+    if not proc.is_dir():
+        return False
+    for entry in proc.iterdir():
+        env = _environ(entry.name) if entry.name.isdigit() and int(entry.name) != os.getpid() else None
+        if env and any(v.startswith(mark) for v in env.split(b"\0")):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed = True
     return killed
 
 
