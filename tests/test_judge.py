@@ -187,6 +187,18 @@ def test_missing_weights_are_a_crash_that_says_so(tmp_path):
     assert "model.pt" in result.error
 
 
+def test_training_that_poisons_the_data_cache_is_caught(tmp_path, monkeypatch):
+    """Without the sandbox training can write the cache: a token_bytes.npy that counts every token as 100
+    bytes would divide val_bpb by 100. A cache of its own, so the session's stays clean."""
+    monkeypatch.setenv("NIGHTLAB_CACHE", str(tmp_path / "cache"))
+    poison = "    h.finish(model)\n    np.save(h.folder / 'token_bytes.npy', h.token_bytes * 100)\n"
+    numpy = attack("import math\n", "import math\nimport numpy as np\n")
+    ws = trainer_workspace(tmp_path / "ws", edit=lambda t: numpy(attack("    h.finish(model)\n", poison)(t)))
+    result = judged(ws)
+    assert result.status == RunStatus.CRASH
+    assert result.error.startswith("invalid: the data cache the metric reads changed during the run"), result.error
+
+
 @needs_bwrap
 def test_under_the_sandbox_training_cannot_read_the_val_split(tmp_path, standalone, nightlab_cache):
     """Training sees val.npy as /dev/null (empty, or unreadable: the bind is nodev) and the data cache

@@ -17,6 +17,7 @@ Must not import: git, torch, the ledger, the loop.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import math
 import os
@@ -124,6 +125,26 @@ async def prepare_data(r: RunRequest, env: dict[str, str]) -> tuple[Path | None,
     return Path(folder), ""
 
 
+def data_key(r: RunRequest) -> tuple[str, str | None]:
+    """Which data cache a run reads: one per checkout and devices (the tokenizer follows the device)."""
+    return (str(r.workdir), r.cuda_visible_devices)
+
+
+DATA_FILES = ("meta.json", "token_bytes.npy", "val.npy")  # what the judge's number is computed from
+
+
+def fingerprint(folder: Path) -> str:
+    """A hash of the cache's files the metric reads: training must not change them (without the sandbox,
+    nothing else stops it), so the runner compares it before the judge starts."""
+    digest = hashlib.sha256()
+    for name in DATA_FILES:
+        with open(folder / name, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        digest.update(name.encode())
+    return digest.hexdigest()
+
+
 # --------------------------------------------------------------------------- the budget, by the runner's clock
 def budget_problem(r: RunRequest, clock_s: float, reported: Mapping[str, object]) -> str:
     """Why training did not keep to its budget, or "". `clock_s`: the runner's clock, from the first step
@@ -190,6 +211,13 @@ async def _run(argv: list[str], cwd: Path, env: dict[str, str], p: JudgePaths, d
     return ""
 
 
+def _changed(data: tuple[Path, str]) -> bool:
+    try:
+        return fingerprint(data[0]) != data[1]
+    except OSError:
+        return True
+
+
 def read_verdict(out: Path) -> dict | str:
     """The judge's result, or why there is none."""
     try:
@@ -217,8 +245,10 @@ async def judge(
     reported: Mapping[str, object],
     argv_for: Callable[[list[str], JudgePaths], list[str]],
     env: dict[str, str],
+    data: tuple[Path, str] | None = None,
 ) -> RunResult:
-    """The judged result of a training run that exited 0 (`result`, its metric already moved aside)."""
+    """The judged result of a training run that exited 0 (`result`, its metric already moved aside).
+    `data`: the data cache prepared before training and its fingerprint then."""
     assert r.judge is not None
     p = paths(r)
 
@@ -229,6 +259,10 @@ async def judge(
     problem = budget_problem(r, clock_s, reported)
     if problem:
         return crash(problem)
+    if data is not None and await asyncio.to_thread(_changed, data):
+        return crash(
+            f"invalid: the data cache the metric reads changed during the run ({', '.join(DATA_FILES)} in {data[0]})"
+        )
     if not p.weights.is_file() or p.weights.is_symlink():
         return crash(f"invalid: training exited 0 but saved no weights to {p.weights} (Harness.finish saves them)")
     write_sources(p, r.judge.files)

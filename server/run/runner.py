@@ -165,7 +165,7 @@ class Runner:
         self.tail_lines = tail_lines
         self.log_max_bytes = log_max_bytes  # [run] log_max_mb: each run's log keeps its head and tail within it
         self.parent_env = parent_env  # None: os.environ at the time of each run
-        self.data_folders: dict[tuple, Path] = {}  # judged runs' data caches, built once per checkout and devices
+        self.data_folders: dict[tuple, tuple[Path, str]] = {}  # judged runs' data caches and their fingerprints
 
     async def run(
         self,
@@ -253,18 +253,19 @@ class Runner:
             return result
         reported = {**result.metrics, **follower.summary}  # training's word: only for the budget's token count
         result = judging.informational(result, r.metric_name)
+        env, data = self.env(r), self.data_folders.get(judging.data_key(r))
         argv_for = functools.partial(self.judge_argv, r)
-        return await judging.judge(r, result, clock_s=clock_s, reported=reported, argv_for=argv_for, env=self.env(r))
+        return await judging.judge(r, result, clock_s=clock_s, reported=reported, argv_for=argv_for, env=env, data=data)
 
     async def _prepare(self, r: RunRequest) -> str:
         """A judged run's data cache, built before training (outside any sandbox); "" or why it failed."""
         judging.clear(judging.paths(r))
-        key = (str(r.workdir), r.cuda_visible_devices)
-        if not (self.data_folders.get(key, Path("/nonexistent")) / "meta.json").exists():  # gone: built again
+        key = judging.data_key(r)
+        if not (self.data_folders.get(key, (Path("/nonexistent"),))[0] / "meta.json").exists():  # gone: built again
             folder, why = await judging.prepare_data(r, Runner.env(self, r))
             if folder is None:
                 return why
-            self.data_folders[key] = folder
+            self.data_folders[key] = (folder, await asyncio.to_thread(judging.fingerprint, folder))
         return ""
 
     def judge_argv(self, r: RunRequest, argv: list[str], p: judging.JudgePaths) -> list[str]:

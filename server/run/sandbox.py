@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nightlab.server.run.judge import JudgePaths
+from nightlab.server.run.judge import JudgePaths, data_key
 from nightlab.server.run.launcher import Launcher, RunRequest
 from nightlab.server.run.runner import Runner
 
@@ -146,12 +146,12 @@ class SandboxedRunner(Runner):
         self.bwrap = shutil.which(bwrap) or bwrap
 
     def argv(self, r: RunRequest) -> list[str]:
-        data = self.data_folders.get((str(r.workdir), r.cuda_visible_devices)) if r.judge is not None else None
-        return bwrap_argv(self.bwrap, super().argv(r), r, self.spec, data)
+        data = self.data_folders.get(data_key(r)) if r.judge is not None else None
+        return bwrap_argv(self.bwrap, super().argv(r), r, self.spec, data[0] if data else None)
 
     def judge_argv(self, r: RunRequest, argv: list[str], p: JudgePaths) -> list[str]:
-        data = self.data_folders.get((str(r.workdir), r.cuda_visible_devices))
-        return judge_argv(self.bwrap, argv, p, self.spec, data)
+        data = self.data_folders.get(data_key(r))
+        return judge_argv(self.bwrap, argv, p, self.spec, data[0] if data else None)
 
     def env(self, r: RunRequest) -> dict[str, str]:
         env = super().env(r)
