@@ -160,5 +160,14 @@ EXAMPLES: dict[str, tuple[Any | None, Any | None]] = {
         t.ExperimentCommandResult(number=7, message="queued to run again"),
     ),
     m.EXPERIMENT_SHOW_DIFF: (t.ExperimentArgs(number=7), DIFF),
+    m.EXPERIMENT_APPLY_BEST: (
+        None,
+        t.AcceptResult(
+            number=7,
+            files=["train.py"],
+            message="Apply best: #7 (3 kept changes): #4, #5, #7; left out (open the diff of #7): "
+            "hunk 2 of train.py (MATRIX_LR = 0.02 -> 0.04) meets your edit at line 31",
+        ),
+    ),
     m.BASELINE_MEASURE: (None, t.LoopCommandResult(state="running", message="baseline queued: 3 runs", tag="mar5")),
 }

@@ -41,6 +41,7 @@ EXPERIMENT_ACCEPT = "nightlab.experiment.accept"
 EXPERIMENT_REJECT = "nightlab.experiment.reject"
 EXPERIMENT_RERUN = "nightlab.experiment.rerun"
 EXPERIMENT_SHOW_DIFF = "nightlab.experiment.showDiff"
+EXPERIMENT_APPLY_BEST = "nightlab.experiment.applyBest"
 BASELINE_MEASURE = "nightlab.baseline.measure"
 
 Kind = Literal["notification", "request", "command"]
@@ -226,6 +227,27 @@ against the experiment's parent; the server's code actions carry these indices).
 in the file are left alone and listed in `alreadyApplied`; a hunk that no longer fits the file answers
 an error that says to open the diff instead. Records the person's verdict `accepted` (a new ledger
 record; `review` in the payload). The loop's branch does not change.""",
+    ),
+    Method(
+        EXPERIMENT_APPLY_BEST,
+        "command",
+        t.LoopArgs,
+        t.AcceptResult,
+        "Apply the best",
+        """\
+Brings the best experiment's code, as it was trained, into the user's files in one step: the best
+commit's version of each editable file it changes, merged three-way (base: the file at the commit the
+loop started from; theirs: the best commit's; ours: the open buffer, else the file on disk) and sent as
+one `workspace/applyEdit` (one undo step). The user's own edits that do not meet the best's hunks stay;
+a hunk the user changed differently is left out and named in `message` with the line it meets ("hunk
+2 of train.py (X = 1.0 -> 0.6) meets your edit at line 3"), for the client to open the best's diff
+(`nightlab.experiment.showDiff` with `number`); when every remaining hunk conflicts nothing is applied
+and the command answers RequestFailed saying so. `number` is the best's; `files` the files the editor
+changed; `alreadyApplied` the hunks (0-based, of each file's change from the loop's start) the files
+already hold. Records the verdict `accepted` on the best. Without a kept experiment beyond the baseline
+it answers RequestFailed. The server's code action and code lens "Apply best: #N (k kept changes)"
+call it with no argument.""",
+        params_optional=True,
     ),
     Method(
         EXPERIMENT_REJECT,

@@ -21,6 +21,7 @@ export const Commands = {
   loopStop: "nightlab.loop.stop",
   loopStatus: "nightlab.loop.status",
   experimentAccept: "nightlab.experiment.accept",
+  experimentApplyBest: "nightlab.experiment.applyBest",
   experimentReject: "nightlab.experiment.reject",
   experimentRerun: "nightlab.experiment.rerun",
   experimentShowDiff: "nightlab.experiment.showDiff",
@@ -317,6 +318,7 @@ export interface CommandTypes {
   "nightlab.loop.stop": { args: [LoopArgs?]; result: LoopCommandResult };
   "nightlab.loop.status": { args: [LoopArgs?]; result: LoopStatePayload };
   "nightlab.experiment.accept": { args: [AcceptArgs]; result: AcceptResult };
+  "nightlab.experiment.applyBest": { args: [LoopArgs?]; result: AcceptResult };
   "nightlab.experiment.reject": { args: [ExperimentArgs]; result: ExperimentCommandResult };
   "nightlab.experiment.rerun": { args: [ExperimentArgs]; result: ExperimentCommandResult };
   "nightlab.experiment.showDiff": { args: [ExperimentArgs]; result: ExperimentDiff };

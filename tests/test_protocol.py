@@ -159,6 +159,7 @@ def test_ts_names_and_keys():
         m.EXPERIMENT_RERUN,
         m.EXPERIMENT_SHOW_DIFF,
         m.BASELINE_MEASURE,
+        m.EXPERIMENT_APPLY_BEST,
     }
     assert all(x.name.startswith("nightlab/") for x in m.NOTIFICATIONS + m.REQUESTS)
     assert all(re.fullmatch(r"nightlab(\.[a-z][A-Za-z]*)+", x.name) for x in m.COMMANDS)

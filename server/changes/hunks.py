@@ -96,6 +96,9 @@ def _split(text: str) -> list[tuple[str, str]]:
     return out
 
 
+split_lines = _split  # merge.py's too
+
+
 def _key(line: str) -> str:
     return line.rstrip("\r\n")
 
@@ -113,6 +116,9 @@ def _summary(old: tuple[str, ...], new: tuple[str, ...]) -> str:
         if a != b and len(a) + len(b) <= 76:
             return f"{a} -> {b}"
     return f"+{len(new)} -{len(old)} lines"
+
+
+change_summary = _summary  # merge.py names its hunks the same way
 
 
 def parse_hunks(parent_text: str, experiment_text: str, context: int = 3) -> list[Hunk]:
@@ -280,6 +286,13 @@ def _edit(
         first = (n, 0)
     last = (end, 0) if end < n else (n - 1, len(buf[-1][0])) if open_end else (n, 0)
     return (*first, *last), text
+
+
+def line_edit(
+    buf: list[tuple[str, str]], start: int, end: int, hunk: Hunk, eol: str
+) -> tuple[tuple[int, int, int, int], str]:
+    """Buffer lines [start, end) (of `split_lines(buffer)`) replaced by the hunk's new lines: (range, text)."""
+    return _edit(buf, start, end, hunk, eol, ("", ""))
 
 
 def _starts(buf: list[tuple[str, str]]) -> list[int]:  # each line's offset, then the text's length

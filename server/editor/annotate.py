@@ -48,6 +48,9 @@ class FileTexts:
     parent: str
     new: str
     plans: list[hk.HunkPlan] = field(default_factory=list)
+    # what applying its own change brings when it was trained on top of other kept changes:
+    # "#7's change alone; #7 was trained on top of #4 and #5" (best.describe), else ""
+    contains: str = ""
 
 
 def reviewable(experiments: list[Experiment], limit: int = 10) -> list[Experiment]:
@@ -85,7 +88,8 @@ def apply_actions(texts: list[FileTexts], buffer: str, path: str, metric: str = 
                 )
             )
             continue
-        actions.append(ApplyAction(t.exp.number, f"Apply {head}", path, todo))
+        says = f"; {t.contains}" if t.contains else ""  # never silent about a change that was never trained alone
+        actions.append(ApplyAction(t.exp.number, f"Apply {head}{says}", path, todo))
         if len(todo) > 1:
             for p in todo:
                 actions.append(

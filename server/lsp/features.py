@@ -21,6 +21,7 @@ from nightlab.protocol.types import (
 )
 from nightlab.server.changes.diffs import diff_summary
 from nightlab.server.editor import annotate
+from nightlab.server.editor import best as bst
 from nightlab.server.editor.session import Session, SessionError
 from nightlab.server.lsp.boundary import decode, handler
 from nightlab.server.lsp.server import NightlabServer, uri_to_path
@@ -40,8 +41,41 @@ def _texts(session: Session, rel: str, exps) -> list[annotate.FileTexts]:
                 continue
         parent, new = cache[key]
         if parent != new:
-            out.append(annotate.FileTexts(e, parent, new))
+            out.append(annotate.FileTexts(e, parent, new, contains=_contains(session, e)))
     return out
+
+
+def _contains(session: Session, exp) -> str:
+    try:
+        return bst.describe(session, exp)
+    except Exception:  # a ledger or lineage file being rewritten: say nothing rather than fail the action
+        return ""
+
+
+def _best(ls: NightlabServer, session: Session, rel: str) -> bst.BestPlan | None:
+    """Apply best, planned against the buffers, when the best commit changes `rel`; else None."""
+    try:
+        plan = bst.plan_best(session, lambda path: ls.buffer_text(session, path))
+    except (SessionError, OSError):
+        return None  # no best yet: no action, no lens
+    if plan is None or not any(f.path == rel for f in plan.files):
+        return None
+    return plan
+
+
+def _best_command(plan: bst.BestPlan) -> tuple[str, types.Command] | None:
+    """The title and command of Apply best, or None when the buffers hold it already. The command (not
+    an edit in the action) so that the server can say which hunks it left out."""
+    todo = sum(len(f.merge.of("apply")) for f in plan.files)
+    conflicts = sum(len(f.merge.of("conflict")) for f in plan.files)
+    if not todo and not conflicts:
+        return None
+    if not todo:
+        title = f"Open the diff of the best #{plan.best.number}: {conflicts} hunk(s) meet your own edits"
+        diff = types.Command(title=title, command=M.EXPERIMENT_SHOW_DIFF, arguments=[{"number": plan.best.number}])
+        return title, diff
+    title = plan.title + (f", {conflicts} hunk(s) left out: they meet your own edits" if conflicts else "")
+    return title, types.Command(title=title, command=M.EXPERIMENT_APPLY_BEST, arguments=[{}])
 
 
 def text_edits(plans) -> list[types.TextEdit]:
@@ -97,6 +131,10 @@ def code_action(ls: NightlabServer, params: types.CodeActionParams):
     metric = session.settings().metric.name
     texts = _texts(session, rel, annotate.reviewable(session.experiments()))
     out = []
+    plan = _best(ls, session, rel)
+    best = _best_command(plan) if plan is not None else None
+    if best is not None:
+        out.append(types.CodeAction(title=best[0], kind=types.CodeActionKind.RefactorRewrite, command=best[1]))
     for a in annotate.apply_actions(texts, doc.source, rel, metric):
         if a.conflicts:
             out.append(
@@ -150,6 +188,10 @@ def code_lens(ls: NightlabServer, params: types.CodeLensParams):
         return None
     session, rel, doc = found
     lenses = [_summary_lens(session)]
+    plan = _best(ls, session, rel)
+    best = _best_command(plan) if plan is not None else None
+    if best is not None:
+        lenses.append(types.CodeLens(range=lenses[0].range, command=best[1]))
     texts = _texts(session, rel, annotate.reviewable(session.experiments(), limit=1))
     for a in annotate.apply_actions(texts, doc.source, rel, session.settings().metric.name):
         if a.conflicts or a.hunk is not None:
