@@ -150,6 +150,7 @@ async def test_accept_of_a_chain_member_from_its_parents_version_is_exactly_its_
     result = await command(client, "nightlab.experiment.accept", {"number": 4})
     assert edited(client, buffer, uri) == at(client.ws, 4)
     assert result["files"] == ["train.py"]
+    assert result["message"] == "applied experiment #4; #4's change alone; #4 was trained on top of #2", result
 
 
 async def test_accept_of_a_chain_member_on_the_origin_applies_it_as_trained(client: LanguageClient):

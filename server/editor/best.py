@@ -88,6 +88,19 @@ class BestPlan:
         return "; ".join(t for f in self.files if (t := mg.conflict_text(f.path, f.merge)))
 
 
+def _texts(store, rel: str, commit: str, base_commit: str) -> tuple[str, str | None]:
+    """(the file at the origin, at the best commit); None for the best's when it is not there."""
+    try:
+        theirs = store.read_file(rel, commit)
+    except StoreError:
+        return "", None  # not in the best commit: nothing of it to take
+    try:
+        base = store.read_file(rel, base_commit) if base_commit else ""
+    except StoreError:
+        base = ""  # the loop created it
+    return base, theirs
+
+
 def best_experiment(session: Session) -> Experiment:
     s = session.settings()
     best = session.ledger().best(s.metric.direction)
@@ -104,19 +117,15 @@ def plan_best(session: Session, buffer_text, path: str | None = None) -> BestPla
     if best.is_baseline:
         return None
     base_commit = origin(session)
-    store = session.store()
     plan = BestPlan(best, [*chain(session, best), best])
+    texts = session.__dict__.setdefault("_best_texts", {})  # commits never change: read each file once
     for rel in session.settings().files.editable:
         if path is not None and rel != path:
             continue
-        try:
-            theirs = store.read_file(rel, best.commit)
-        except StoreError:
-            continue  # not in the best commit: nothing of it to take
-        try:
-            base = store.read_file(rel, base_commit) if base_commit else ""
-        except StoreError:
-            base = ""  # the loop created it
-        if base != theirs:
+        key = (rel, best.commit, base_commit)
+        if key not in texts:
+            texts[key] = _texts(session.store(), rel, best.commit, base_commit)
+        base, theirs = texts[key]
+        if theirs is not None and base != theirs:
             plan.files.append(FileMerge(rel, base, theirs, mg.merge(base, theirs, buffer_text(rel))))
     return plan

@@ -75,6 +75,9 @@ async def accept(ls: NightlabServer, *args: Any):
         notes += [note] if note else []
         if plans:
             todo[rel] = plans
+    held = bst.describe(s, s.experiment(a.number))  # "#7's change alone; #7 was trained on top of #4 and #5"
+    if todo and held and not notes:  # its own hunks went in: say it is not what was trained
+        notes.append(held)
     if todo:  # every file in one edit: one undo step, and nothing half applied when a file is refused
         await _apply(ls, s, todo, f"experiment #{a.number}")
     applied = list(todo)

@@ -41,7 +41,10 @@ def _texts(session: Session, rel: str, exps) -> list[annotate.FileTexts]:
                 continue
         parent, new = cache[key]
         if parent != new:
-            out.append(annotate.FileTexts(e, parent, new, contains=_contains(session, e)))
+            contains = session.__dict__.setdefault("_contains_cache", {})  # a commit's ancestry is fixed
+            if e.commit not in contains:
+                contains[e.commit] = _contains(session, e)
+            out.append(annotate.FileTexts(e, parent, new, contains=contains[e.commit]))
     return out
 
 
