@@ -121,7 +121,10 @@ local function on_loop_state(_, result)
   local before = e.state and e.state.state
   e.state = result
   M.last_state = result
-  if before ~= result.state then -- each change once, not every repeat of the same state
+  -- not every proposing / running / deciding of an overnight loop: its start, its pauses and its end
+  local quiet = { proposing = true, running = true, deciding = true }
+  local started = before == nil or before == "idle" or before == "stopped" or before == "errored"
+  if before ~= result.state and (not quiet[result.state] or started) then
     local level = result.state == "errored" and vim.log.levels.ERROR or vim.log.levels.INFO
     notify("loop " .. status_text(result), level)
   end
