@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -93,10 +94,15 @@ def request(plan: RunPlan, seed: int, stage: str = RUN, fraction: float = 1.0) -
 async def run_once(plan: RunPlan, seed: int, stage: str = RUN, fraction: float = 1.0) -> RunResult:
     if plan.cancel.is_set():
         return RunResult(status=RunStatus.INTERRUPTED, error="stopped before the run started")
+    before = _stamps(plan)
     result = await plan.launcher.launch(
         request(plan, seed, stage, fraction), on_progress=lambda p: plan.on_progress(stage, p), cancel=plan.cancel
     )
     changed = plan.protected_changed()
+    after = _stamps(plan)  # a file written and put back has the same bytes but not the same inode times
+    changed += [
+        f"{p} (written during the run, then restored)" for p in before if before[p] != after[p] and p not in changed
+    ]
     if changed and result.status == RunStatus.OK:
         result = replace(
             result,
@@ -104,6 +110,19 @@ async def run_once(plan: RunPlan, seed: int, stage: str = RUN, fraction: float =
             error=f"invalid: protected file(s) changed during the run: {', '.join(changed)}",
         )
     return result
+
+
+def _stamps(plan: RunPlan) -> dict[str, tuple[int, ...] | None]:
+    """Each protected file's inode, size and modification and change times in the slot's checkout."""
+    out: dict[str, tuple[int, ...] | None] = {}
+    for name in plan.protected:
+        try:
+            st = os.stat(plan.workdir / name)
+        except OSError:
+            out[name] = None
+            continue
+        out[name] = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    return out
 
 
 def _value(result: RunResult, name: str) -> float | None:
