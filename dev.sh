@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a fresh clone: sets up .venv (CPU torch where there is no CUDA),
 # then runs the demo loop or the test suite. Safe to run again: set-up is skipped when current.
-#   ./dev.sh demo   the loop on the built-in defaults (offline agent, 5 experiments of 60 s; args go to `nightlab run`)
+#   ./dev.sh demo   the loop on the built-in defaults (offline agent, 8 experiments of 100,000 tokens; args go to `nightlab run`)
 #   ./dev.sh test   lint and types (ruff, mypy), then the whole test suite (args go to pytest)
 #   ./dev.sh lint   only ruff (lint and format check) and mypy
 #   ./dev.sh vsix   the VS Code extension: client-vscode/dist/nightlab.vsix (needs Node 20 and npm)
@@ -77,10 +77,10 @@ case "$cmd" in
     DEMO="${NIGHTLAB_DEMO_DIR:-$ROOT/demo}"
     [ -f "$DEMO/nightlab.toml" ] || "$VENV/bin/nightlab" init "$DEMO"
     cd "$DEMO"
-    # With no arguments: 5 experiments of the default 60 s budget (about 15 minutes on a laptop CPU:
-    # the baseline runs 3 times to measure the noise).
-    # Pass your own, e.g. ./dev.sh demo --max-experiments 100, or nothing but Ctrl-C to stop.
-    if [ $# -eq 0 ]; then set -- --max-experiments 5; fi
+    # With no arguments: 8 experiments of 100,000 training tokens each (a token budget: the machine's
+    # load cannot decide a verdict; the baseline runs at 3 seeds, candidates at the same seeds, each run
+    # judged by judge.py). Pass your own, e.g. ./dev.sh demo --max-experiments 100, or Ctrl-C to stop.
+    if [ $# -eq 0 ]; then set -- --max-experiments 8 --budget-tokens 100000; fi
     exec "$VENV/bin/nightlab" run "$@"
     ;;
   lint)

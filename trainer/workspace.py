@@ -13,7 +13,8 @@ from pathlib import Path
 
 from . import TEMPLATE_DIR, TEMPLATE_FILES
 
-# The template's train.py holds the CPU profile; a GPU workspace gets autoresearch-sized knobs.
+# The template holds the CPU profile (a token budget, so that the machine's load cannot decide a
+# verdict); a GPU workspace gets autoresearch-sized knobs and its 5-minute wall-clock budget.
 PROFILES: dict[str, dict[str, dict[str, object]]] = {
     "cpu": {"train.py": {}, "nightlab.toml": {}},
     "gpu": {
@@ -30,7 +31,7 @@ PROFILES: dict[str, dict[str, dict[str, object]]] = {
             "WARMDOWN_RATIO": 0.5,
             "COMPILE": True,
         },
-        "nightlab.toml": {"seconds": 300},
+        "nightlab.toml": {"mode": "time", "seconds": 300},  # autoresearch's 5 minutes of wall clock
     },
 }
 
@@ -93,8 +94,7 @@ def init_workspace(
     profile = detect_profile() if profile == "auto" else profile
     files = render(profile)
     if budget_tokens:
-        files["nightlab.toml"] = set_constants(files["nightlab.toml"], {"tokens": int(budget_tokens)})
-        files["nightlab.toml"] = files["nightlab.toml"].replace('mode = "time" ', 'mode = "tokens"', 1)
+        files["nightlab.toml"] = set_constants(files["nightlab.toml"], {"mode": "tokens", "tokens": int(budget_tokens)})
     existing = [name for name in files if (folder / name).exists()]
     if existing and not force:
         raise InitError(f"{folder} already has {', '.join(existing)} (use --force to overwrite)")

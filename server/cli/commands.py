@@ -53,8 +53,8 @@ def init(
     prepare_data: bool = typer.Option(False, "--prepare", help="Also build the data cache now."),
     budget_tokens: int | None = typer.Option(
         None,
-        help="Low-noise setting: train every experiment on this many tokens instead of a wall-clock "
-        "budget (e.g. 1000000 on a CPU).",
+        help="Train every experiment on this many tokens instead of a wall-clock budget (the CPU "
+        "profile's default: 200000; the GPU profile's is autoresearch's 300 s).",
     ),
 ) -> None:
     """Make a workspace from the default experiment (git init where there is no repository)."""
@@ -71,7 +71,7 @@ def init(
 
         subprocess.run([sys.executable, "prepare.py"], cwd=directory, check=False)
     console.print(f"next: cd {directory} && nightlab run   (or: python train.py for one run)")
-    if not budget_tokens:
+    if 'mode = "time"' in (directory / "nightlab.toml").read_text(encoding="utf-8"):  # the GPU profile
         console.print(
             "for less noise between runs, a fixed token budget instead of wall clock: "
             'nightlab init --budget-tokens N (or [budget] mode = "tokens")',
