@@ -23,7 +23,8 @@ import pytest
 from nightlab.server.core.settings import load_settings
 from nightlab.server.loop.engine import Engine
 from nightlab.server.run.sandbox import probe
-from support.fake_anthropic import tool_call
+from support.fake_anthropic import only_this_key, tool_call
+from support.processes import processes_with
 from support.workspace import STAND_IN, git, make_workspace, merge_toml
 
 KEY = "sk-ant-api03-ATTACKED-" + "k" * 24
@@ -55,11 +56,7 @@ ELSEWHERE = {
 
 @pytest.fixture(autouse=True)
 def env(monkeypatch):
-    """The loop's key, recognisable anywhere it might leak; nothing reaches the real API."""
-    for name in ("ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_CUSTOM_HEADERS", "ANTHROPIC_PROFILE", "ANTHROPIC_CONFIG_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    only_this_key(monkeypatch, KEY)
 
 
 def attack(code: str, description: str = "an innocent-looking change", hypothesis: str = "it lowers val_bpb"):
@@ -102,17 +99,6 @@ def the_attack(engine: Engine):
 
 def run_log(ws: Path, number: int = 2) -> str:
     return (ws / ".nightlab/runs/main" / str(number) / "run.log").read_text(errors="replace")
-
-
-def processes_with(marker: str) -> list[int]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and marker.encode() in (proc / "cmdline").read_bytes():
-                found.append(int(proc.name))
-        except OSError:
-            pass
-    return found
 
 
 # --------------------------------------------------------------------------------------------------

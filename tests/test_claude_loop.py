@@ -21,6 +21,7 @@ from support.fake_anthropic import (
     disconnect,
     html_page,
     http_error,
+    only_this_key,
     rate_limited,
     raw,
     server_error,
@@ -44,11 +45,8 @@ IN_ORDER = "[run]\npropose_ahead = false\n"
 @pytest.fixture(autouse=True)
 def env(monkeypatch):
     """The key the loop would use, recognisable anywhere it might leak; nothing reaches the real API."""
-    for name in ("ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_CUSTOM_HEADERS", "ANTHROPIC_PROFILE", "ANTHROPIC_CONFIG_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    only_this_key(monkeypatch, KEY)
     monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://127.0.0.1:9")  # [agent] base_url must win over it
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
 
 
 def edit(name, old, new, desc=None, hypothesis="it should lower val_bpb"):

@@ -1,8 +1,9 @@
 """The Neovim plugin in editors/nvim, driven in headless Neovim (0.7.2 here) through its commands by
 tests/nvim_plugin_client.lua: setup() attaches the server to train.py of a stand-in workspace,
-:NightlabStart runs the loop (offline agent, the stand-in's 1 s budget, 3 experiments: the offline agent's first proposal is a discard, its second a keep), the loop's
-notifications arrive through vim.notify, :NightlabStatus says the state, :NightlabApplyBest puts the
-best commit's train.py into the buffer (the file on disk stays the user's)."""
+:NightlabStart runs the loop (offline agent, the stand-in's 1 s budget, 3 experiments: the offline
+agent's first proposal is a discard, its second a keep), the loop's notifications arrive through
+vim.notify, :NightlabStatus says the state, :NightlabApplyBest puts the best commit's train.py into
+the buffer (the file on disk stays the user's)."""
 
 import json
 import os

@@ -18,6 +18,7 @@ from nightlab.server.loop.engine import Engine
 from nightlab.server.run.env import build_env
 from nightlab.server.run.runner import Runner
 from nightlab.server.run.sandbox import SandboxedRunner, SandboxSpec, SandboxUnavailable, make_launcher, probe
+from support.processes import processes_with
 from support.workspace import STAND_IN, git, make_workspace, merge_toml
 
 WHY = probe()
@@ -50,7 +51,12 @@ attempt("network", lambda: socket.create_connection(("127.0.0.1", port), timeout
 attempt("own_checkout", lambda: open("train.py", "a").write("# changed"))
 attempt("run_dir", lambda: open(os.environ["NIGHTLAB_EVENTS"], "a").write("") or "ok")
 attempt("tmp", lambda: open("/tmp/scratch", "w").write("x") and "ok")
-subprocess.Popen(["setsid", "sh", "-c", f"exec -a {marker} sleep 300"], start_new_session=True)
+daemon = marker + "-daemon"
+subprocess.Popen(["setsid", sys.executable, "-c", "import time; time.sleep(300)", daemon], start_new_session=True)
+import time
+time.sleep(0.5)
+out["daemons"] = sum(daemon.encode() in open(f"/proc/{p}/cmdline", "rb").read()
+                     for p in os.listdir("/proc") if p.isdigit())
 print("ATTACKS " + json.dumps(out))
 print("---")
 print("val_bpb:          1.000000")
@@ -67,17 +73,6 @@ def layout(tmp_path: Path) -> tuple[Path, Path, Path]:
     slot = ws / ".nightlab/slots/main/0"
     (slot / "train.py").write_text(ATTACKS)
     return ws, slot, ws / ".nightlab/runs/main/1"
-
-
-def alive(marker: str) -> list[int]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and marker.encode() in (proc / "cmdline").read_bytes():
-                found.append(int(proc.name))
-        except OSError:
-            pass
-    return found
 
 
 @needs_bwrap
@@ -116,7 +111,8 @@ def test_an_untrusted_run_reaches_nothing_of_the_users(tmp_path, monkeypatch):
     assert (
         not (ws / ".git/hooks/post-checkout").exists() and (ws / ".nightlab/main/experiments.jsonl").read_text() == ""
     )
-    assert not alive(marker), "a setsid daemon outlived its sandboxed run"
+    assert got["daemons"] == 1, got  # it was running when the run ended (dash has no `exec -a`: it once never ran)
+    assert not processes_with(marker), "a setsid daemon outlived its sandboxed run"
 
 
 @needs_bwrap

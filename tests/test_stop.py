@@ -25,7 +25,7 @@ from nightlab.server.core.types import FileEdit, Proposal
 from nightlab.server.editor.session import Session
 from nightlab.server.loop.engine import Engine
 from nightlab.server.record.ledger import Ledger
-from support.fake_anthropic import slow
+from support.fake_anthropic import only_this_key, slow
 from support.workspace import STAND_IN, git, make_workspace, merge_toml
 
 NIGHTLAB = [sys.executable, "-m", "nightlab.server.cli"]
@@ -35,10 +35,7 @@ HANG = 120.0  # an answer that never comes within a test
 
 @pytest.fixture(autouse=True)
 def env(monkeypatch):
-    for name in ("ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_CUSTOM_HEADERS", "ANTHROPIC_PROFILE", "ANTHROPIC_CONFIG_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    only_this_key(monkeypatch, KEY)
     monkeypatch.setenv("PYTHONUNBUFFERED", "1")
 
 

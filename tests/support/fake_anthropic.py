@@ -252,3 +252,12 @@ def fake_anthropic():
         yield fake
     finally:
         fake.stop()
+
+
+def only_this_key(monkeypatch, key: str) -> None:
+    """The environment a test's loop sees: `key` as ANTHROPIC_API_KEY (recognisable anywhere it might
+    leak), none of the SDK's other credentials or profiles, and no proxy for the fake on 127.0.0.1."""
+    for name in ("ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_CUSTOM_HEADERS", "ANTHROPIC_PROFILE", "ANTHROPIC_CONFIG_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", key)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
