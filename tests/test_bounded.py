@@ -17,8 +17,9 @@ from nightlab.server.core.settings import load_settings
 from nightlab.server.core.types import Progress, RunResult
 from nightlab.server.core.validate import SettingsError
 from nightlab.server.loop.engine import Engine
+from nightlab.server.run.curve import read_curve
 from nightlab.server.run.follow import FileTail
-from nightlab.server.run.runner import Runner, read_curve
+from nightlab.server.run.runner import Runner
 from nightlab.server.run.summary import format_summary
 from support.agents import Scripted
 from support.workspace import STAND_IN, git, knob, make_workspace, merge_toml

@@ -31,6 +31,7 @@ ROWS = (
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # every step of the real script, each run judged: minutes on 2 busy cores
 def test_gpu_check_dry_run_prints_the_table(tmp_path: Path) -> None:
     out = tmp_path / "out"
     done = subprocess.run(

@@ -36,7 +36,7 @@ from nightlab.server.loop.engine import Engine
 from nightlab.server.record.ledger import Ledger
 from nightlab.server.record.lock import EngineBusy, loop_owner
 from nightlab.server.record.store import Store, StoreError
-from nightlab.server.run.runner import read_curve
+from nightlab.server.run.curve import read_curve
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,9 @@ from nightlab.server.run.processes import die_with_parent, kill_group
 
 JUDGE_SCRIPT = "judge.py"
 WEIGHTS_FILE = "model.pt"
-TIME_TOLERANCE = (0.25, 10.0)  # training may overrun a time budget by 25 % + 10 s (start-up steps, saving)
+TIME_TOLERANCE = (0.25, 10.0)  # training may overrun a time budget by 25 % + 10 s (saving, shutdown) ...
+WARMUP_STEPS = 10  # ... plus prepare.py's unbudgeted warm-up steps (compilation), up to WARMUP_SHARE of it
+WARMUP_SHARE = (0.5, 30.0)  # at most half the budget or 30 s, whichever is more
 _RESULT_MAX = 1 << 20  # a result file larger than this is not the judge's
 
 
@@ -146,16 +148,21 @@ def fingerprint(folder: Path) -> str:
 
 
 # --------------------------------------------------------------------------- the budget, by the runner's clock
-def budget_problem(r: RunRequest, clock_s: float, reported: Mapping[str, object]) -> str:
-    """Why training did not keep to its budget, or "". `clock_s`: the runner's clock, from the first step
-    it saw to the process's exit. A token count comes from training itself (nothing else can count)."""
+def budget_problem(r: RunRequest, clock: tuple[float, float], reported: Mapping[str, object]) -> str:
+    """Why training did not keep to its budget, or "". `clock`: the runner's clock, from the first step it
+    saw to the process's exit, and of that the warm-up steps' share (to the first step past them), which
+    the budget does not count (compilation): allowed up to half the budget or 30 s, whichever is more, so
+    a run cannot hide training in them. A token count comes from training itself (nothing else counts)."""
+    clock_s, warmup_s = clock
     if r.budget_seconds is not None:
         share, extra = TIME_TOLERANCE
-        limit = r.budget_seconds * (1 + share) + extra
+        warmup = min(max(0.0, warmup_s), max(r.budget_seconds * WARMUP_SHARE[0], WARMUP_SHARE[1]))
+        limit = r.budget_seconds * (1 + share) + extra + warmup
         if clock_s > limit:
             return (
                 f"invalid: training ran {clock_s:.1f} s by the runner's clock, over its budget of "
-                f"{r.budget_seconds:g} s (allowed: {share:.0%} + {extra:g} s = {limit:.1f} s)"
+                f"{r.budget_seconds:g} s (allowed: {share:.0%} + {extra:g} s + {warmup:.1f} s of warm-up steps "
+                f"= {limit:.1f} s)"
             )
     if r.budget_tokens is not None:
         tokens, steps = _number(reported.get("tokens")), _number(reported.get("num_steps"))
@@ -241,7 +248,7 @@ async def judge(
     r: RunRequest,
     result: RunResult,
     *,
-    clock_s: float,
+    clock: tuple[float, float],
     reported: Mapping[str, object],
     argv_for: Callable[[list[str], JudgePaths], list[str]],
     env: dict[str, str],
@@ -256,7 +263,7 @@ async def judge(
         error = reason + (f"\n(judge log: {p.log})" if p.log.exists() else "")
         return replace(result, status=RunStatus.CRASH, error=error)
 
-    problem = budget_problem(r, clock_s, reported)
+    problem = budget_problem(r, clock, reported)
     if problem:
         return crash(problem)
     if data is not None and await asyncio.to_thread(_changed, data):

@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import os
 import shlex
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from nightlab.server.core.types import Progress, RunResult, RunStatus
 from nightlab.server.run import judge as judging
 from nightlab.server.run import processes
+from nightlab.server.run.curve import EVENT_LINE_MAX, json_event, num, progress_from_event
 from nightlab.server.run.env import build_env
 from nightlab.server.run.follow import FileTail, Watch, read_tail
 from nightlab.server.run.launcher import ProgressCallback, RunRequest, safe_progress
@@ -43,10 +43,11 @@ class _Follower:
     """Turns new lines of the events file and of the output into Progress; remembers the events summary."""
 
     def __init__(self, events_path: Path, emit: Callable[[Progress], None], started: float):
-        self.events = FileTail(events_path, split_cr=False, max_line=_EVENT_LINE_MAX)
+        self.events = FileTail(events_path, split_cr=False, max_line=EVENT_LINE_MAX)
         self.emit = emit
         self.started = started
         self.first_step_s: float | None = None
+        self.steady_s: float | None = None  # when the first step past the warm-up steps came (runner's clock)
         self.summary: dict = {}
         self.fail: dict = {}
         self.last_step = -1
@@ -62,12 +63,12 @@ class _Follower:
                 self._event(line)
 
     def _event(self, line: str) -> None:
-        event = _json_event(line)
+        event = json_event(line)
         if event is None:
             return
         kind = event.get("event")
         if kind == "step":
-            self._step(_progress_from_event(event))
+            self._step(progress_from_event(event))
         elif kind == "summary":
             self.summary = event
         elif kind == "fail":
@@ -87,64 +88,17 @@ class _Follower:
         self.last_step = progress.step
         if self.first_step_s is None:
             self.first_step_s = time.monotonic() - self.started
+        if self.steady_s is None and progress.step > judging.WARMUP_STEPS:
+            self.steady_s = time.monotonic() - self.started
         self.emit(progress)
 
+    def timing(self, ended: float) -> tuple[float, float]:
+        """(first step seen -> `ended`, of it the warm-up steps'), by the runner's clock, in seconds."""
+        first = self.first_step_s or 0.0
+        return ended - first, (self.steady_s if self.steady_s is not None else ended) - first
 
-_EVENT_LINE_MAX = 1 << 20  # a longer events line is dropped unread
+
 _TAIL_BYTES = 256 << 10  # what the summary parse and the crash text read of the log: its end
-
-
-def _json_event(line: str) -> dict | None:
-    """One line of an events file as an object, or None (a torn line, or JSON that is not an object)."""
-    try:
-        event = json.loads(line)
-    except ValueError:
-        return None
-    return event if isinstance(event, dict) else None
-
-
-def _num(event: Mapping, key: str) -> float | None:
-    value = event.get(key)  # JSON from a script we do not trust: a number, or nothing
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _progress_from_event(event: dict) -> Progress | None:
-    step = _num(event, "step")
-    if step is None:
-        return None
-    return Progress(
-        step=int(step),
-        elapsed_s=_num(event, "elapsed_s") or 0.0,
-        loss=_num(event, "loss"),
-        tok_per_s=_num(event, "tok_per_s"),
-        mfu=_num(event, "mfu"),
-        lr=_num(event, "lr"),
-        fraction=_num(event, "progress"),
-    )
-
-
-def _all_lines(tail: FileTail) -> Iterator[str]:
-    while lines := tail.read_lines(max_bytes=4 << 20):  # in batches: a log may be large
-        yield from lines
-    yield tail.pending()  # the last line, when it has no line break (a crashed run's last step)
-
-
-def read_curve(run_dir: Path, max_points: int = 2000) -> list[Progress]:
-    """The step samples a finished (or running) run recorded: its events file, else its log's step
-    lines; thinned evenly to at most `max_points`, the last sample always kept."""
-    events, log_path = Path(run_dir) / "events.jsonl", Path(run_dir) / "run.log"
-    samples: list[Progress | None] = []
-    tail = FileTail(events) if events.exists() else FileTail(log_path, split_cr=True, max_line=_EVENT_LINE_MAX)
-    for line in _all_lines(tail):
-        if tail.path == log_path:
-            samples.append(parse_step_line(line))
-        elif (event := _json_event(line)) is not None and event.get("event") == "step":
-            samples.append(_progress_from_event(event))
-    samples = [p for p in samples if p is not None and p.loss is not None]
-    if len(samples) > max_points:
-        stride = len(samples) / max_points
-        samples = [samples[int(i * stride)] for i in range(max_points - 1)] + [samples[-1]]
-    return samples
 
 
 # --------------------------------------------------------------------------- the runner
@@ -238,7 +192,7 @@ class Runner:
                 await kill_group(proc.pid, self.kill_grace_s)
                 pump.stop()
             await asyncio.to_thread(watch.stop)
-        clock_s = time.monotonic() - started - (follower.first_step_s or 0.0)  # first step seen -> exit
+        clock_s, warmup_s = follower.timing(time.monotonic() - started)  # first step seen -> exit
         # Stragglers of a run that ended by itself (dataloader workers, a forked daemon) go too.
         if group_alive(proc.pid):
             await kill_group(proc.pid, self.kill_grace_s)
@@ -255,7 +209,8 @@ class Runner:
         result = judging.informational(result, r.metric_name)
         env, data = self.env(r), self.data_folders.get(judging.data_key(r))
         argv_for = functools.partial(self.judge_argv, r)
-        return await judging.judge(r, result, clock_s=clock_s, reported=reported, argv_for=argv_for, env=env, data=data)
+        clock = (clock_s, warmup_s)
+        return await judging.judge(r, result, clock=clock, reported=reported, argv_for=argv_for, env=env, data=data)
 
     async def _prepare(self, r: RunRequest) -> str:
         """A judged run's data cache, built before training (outside any sandbox); "" or why it failed."""
@@ -366,12 +321,12 @@ class Runner:
         events_summary = follower.summary
         # the block on stdout is the contract; the events summary fills gaps (the metric's too)
         for key in dict.fromkeys((*SUMMARY_KEYS, metric_name)):
-            value = _num(events_summary, key)
+            value = num(events_summary, key)
             if key not in metrics and value is not None:
                 metrics[key] = value
 
         def timing(key: str) -> float:
-            return _num(events_summary, key) or 0.0
+            return num(events_summary, key) or 0.0
 
         result = RunResult(
             status=RunStatus.OK,
