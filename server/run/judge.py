@@ -20,7 +20,6 @@ import asyncio
 import hashlib
 import json
 import math
-import os
 import shlex
 import shutil
 from collections.abc import Callable, Iterable, Mapping
@@ -29,7 +28,7 @@ from pathlib import Path
 
 from nightlab.server.core.types import RunResult, RunStatus
 from nightlab.server.run.launcher import RunRequest
-from nightlab.server.run.logcap import CappedLog, LogPump
+from nightlab.server.run.logcap import CappedLog, start_logged
 from nightlab.server.run.processes import die_with_parent, kill_group
 
 JUDGE_SCRIPT = "judge.py"
@@ -184,27 +183,7 @@ def _number(value: object) -> float | None:
 # --------------------------------------------------------------------------- the judge's process
 async def _run(argv: list[str], cwd: Path, env: dict[str, str], p: JudgePaths, deadline_s: float) -> str:
     """Runs the judge to its end or its deadline; returns "" or why it did not finish."""
-    capped = CappedLog(p.log, 1 << 20)
-    read_fd, write_fd = os.pipe()
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            cwd=str(cwd),
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=write_fd,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=die_with_parent,
-        )
-    except BaseException:
-        os.close(read_fd)
-        capped.close()
-        raise
-    finally:
-        os.close(write_fd)
-    pump = LogPump(read_fd, capped, lambda lines: None)
-    pump.start()
+    proc, pump = await start_logged(argv, cwd, env, CappedLog(p.log, 1 << 20), lambda lines: None)
     try:
         await asyncio.wait_for(proc.wait(), timeout=deadline_s)
     except asyncio.TimeoutError:

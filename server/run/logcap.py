@@ -14,6 +14,7 @@ Must not import: git, torch, the ledger, the loop, or any nightlab.server module
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import select
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nightlab.server.run.follow import LineSplitter
+from nightlab.server.run.processes import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -149,3 +151,32 @@ class LogPump:
         self._thread.join(timeout)
         self._stop.set()
         self._thread.join()
+
+
+async def start_logged(
+    argv: list[str], cwd: Path, env: dict[str, str], log: CappedLog, on_lines: Callable[[list[str]], None]
+) -> tuple[asyncio.subprocess.Process, LogPump]:
+    """`argv` in a session and process group of its own, its stdout and stderr through a pipe into `log`
+    (its lines passed to `on_lines` from the pump's thread), SIGKILLed if the loop dies (Linux). The
+    child holds the only write end, so its exit (and its children's) is the output's end."""
+    read_fd, write_fd = os.pipe()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=str(cwd),
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=write_fd,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+    except BaseException:
+        os.close(read_fd)
+        log.close()
+        raise
+    finally:
+        os.close(write_fd)
+    pump = LogPump(read_fd, log, on_lines)
+    pump.start()
+    return proc, pump

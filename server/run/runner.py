@@ -30,9 +30,9 @@ from nightlab.server.run.curve import EVENT_LINE_MAX, json_event, num, progress_
 from nightlab.server.run.env import build_env
 from nightlab.server.run.follow import FileTail, Watch, read_tail
 from nightlab.server.run.launcher import ProgressCallback, RunRequest, safe_progress
-from nightlab.server.run.logcap import DEFAULT_MAX_BYTES, CappedLog, LogPump
+from nightlab.server.run.logcap import DEFAULT_MAX_BYTES, CappedLog, LogPump, start_logged
 from nightlab.server.run.outcome import crash_reason, last_lines
-from nightlab.server.run.processes import PID_FILE, die_with_parent, group_alive, kill_group
+from nightlab.server.run.processes import PID_FILE, group_alive, kill_group
 from nightlab.server.run.summary import SUMMARY_KEYS, parse_step_line, parse_summary
 
 log = logging.getLogger(__name__)
@@ -251,26 +251,7 @@ class Runner:
         pgid file covers is right after the start."""
         processes.become_subreaper()  # a daemon that escapes the group is re-parented here, where the sweep finds it
         capped = CappedLog(r.log_path, self.log_max_bytes)
-        read_fd, write_fd = os.pipe()
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *self.argv(r),
-                cwd=str(r.workdir),
-                env=self.env(r),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=write_fd,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=die_with_parent,
-            )
-        except BaseException:
-            os.close(read_fd)
-            capped.close()
-            raise
-        finally:
-            os.close(write_fd)  # the training holds the only write end: its exit is the output's end
-        pump = LogPump(read_fd, capped, follower.on_output)
-        pump.start()
+        proc, pump = await start_logged(self.argv(r), r.workdir, self.env(r), capped, follower.on_output)
         # The group id lets a later start kill this run if Nightlab itself dies (kill -9) mid-run.
         (r.log_path.parent / PID_FILE).write_text(str(proc.pid))
         return proc, pump
