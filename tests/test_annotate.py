@@ -18,7 +18,7 @@ def exp(number=2, status="keep", delta=-0.0031, z=3.9, metric=0.95, **kw) -> Exp
         status=status,
         delta=delta,
         metric=metric,
-        decision={"z": z} if z is not None else {},
+        decision=kw.pop("decision", {"z": z} if z is not None else {}),
         commit=kw.pop("commit", f"c{number}"),
         **kw,
     )
@@ -29,6 +29,11 @@ def exp(number=2, status="keep", delta=-0.0031, z=3.9, metric=0.95, **kw) -> Exp
     [
         (exp(), "val_bpb", "-0.0031 bpb (3.9 sigma)"),
         (exp(z=-2.5), "val_bpb", "-0.0031 bpb (2.5 sigma)"),
+        (
+            exp(delta=-0.109, decision={"z": 10.6, "paired": {"t": 10.6, "n": 3}}, z=None),
+            "val_bpb",
+            "-0.1090 bpb (t = 10.6, paired)",
+        ),
         (exp(z=None), "val_bpb", "-0.0031 bpb"),
         (exp(delta=None, z=None), "val_bpb", "0.9500 bpb"),
         (exp(delta=None, z=None, metric=None, status="crash"), "val_bpb", "crash"),

@@ -19,14 +19,17 @@ _FRAME = re.compile(r'File "([^"]+)", line (\d+)')
 
 
 def verdict_label(exp: Experiment, metric: str = "val_bpb") -> str:
-    """'-0.0031 bpb (3.9 sigma)' style: the delta, and the z the noise policy measured when it did."""
+    """'-0.0031 bpb (3.9 sigma)' style: the delta, and the z the noise policy measured when it did
+    ('(t = 10.6, paired)' for a verdict on paired differences)."""
     unit = "bpb" if metric == "val_bpb" else metric
     parts = []
     if exp.delta is not None:
         parts.append(f"{exp.delta:+.4f} {unit}")
     z = exp.decision.get("z")
-    if z is not None:
-        parts.append(f"({abs(z):.1f} sigma)")
+    if z is not None:  # a paired verdict's z is Student's t of the differences at shared seeds
+        parts.append(
+            f"(t = {abs(z):.1f}, paired)" if isinstance(exp.decision.get("paired"), dict) else f"({abs(z):.1f} sigma)"
+        )
     return " ".join(parts) or (f"{exp.metric:.4f} {unit}" if exp.metric is not None else exp.status)
 
 
