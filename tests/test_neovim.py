@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from support.nvim import headless
 from support.workspace import CRASHY, git, make_workspace, merge_toml
 
 NVIM = shutil.which("nvim")
@@ -57,17 +58,7 @@ def test_neovim_applies_an_experiment_and_sees_the_loop_stop(tmp_path):
         XDG_DATA_HOME=str(home / "data"),
         XDG_CONFIG_HOME=str(home / "config"),
     )
-    proc = subprocess.run(
-        [NVIM, "--headless", "--clean", "-c", f"luafile {LUA}"],
-        cwd=ws,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    summary_file = out / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    proc, summary = headless(NVIM, ["-c", f"luafile {LUA}"], ws, env, out, 120)
     log = Path(summary.get("log") or home / "cache" / "nvim" / "lsp.log")
     context = (
         f"nvim rc {proc.returncode}\nsummary: {json.dumps(summary, indent=1)}\n"

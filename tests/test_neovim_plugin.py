@@ -8,12 +8,12 @@ the buffer (the file on disk stays the user's)."""
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from support.nvim import headless
 from support.workspace import STAND_IN, git, make_workspace, merge_toml
 
 NVIM = shutil.which("nvim")
@@ -45,17 +45,7 @@ def test_the_plugin_starts_the_loop_notifies_and_applies_the_best(tmp_path):
         "XDG_DATA_HOME": str(home / "data"),
         "XDG_CONFIG_HOME": str(home / "config"),
     }
-    proc = subprocess.run(
-        [NVIM, "--headless", "--clean", "--cmd", f"set rtp^={PLUGIN}", "-c", f"luafile {LUA}"],
-        cwd=ws,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    summary_file = out / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    proc, summary = headless(NVIM, ["--cmd", f"set rtp^={PLUGIN}", "-c", f"luafile {LUA}"], ws, env, out, 180)
     context = f"nvim rc {proc.returncode}\nsummary: {json.dumps(summary, indent=1)}\nstderr:\n{proc.stderr[-3000:]}"
     assert proc.returncode == 0 and summary and not summary.get("error"), context
 
