@@ -15,6 +15,17 @@ from nightlab.server.record.store import Store
 from nightlab.server.run.processes import kill_orphan
 
 
+def interrupted(exp: Experiment, why: str) -> Experiment:
+    """`exp`'s final record as interrupted (it runs again under a new number), with the reason."""
+    return replace(
+        exp,
+        status=ExperimentStatus.INTERRUPTED,
+        run_status=RunStatus.INTERRUPTED,
+        finished_at=utc_now(),
+        decision_reason=why,
+    )
+
+
 def recover(
     ledger: Ledger,
     store: Store,
@@ -29,13 +40,7 @@ def recover(
     for exp in ledger.unfinished():
         if kill_orphan(runs_dir / str(exp.number), store.root / ".nightlab"):
             say(f"killed the training of experiment {exp.number} left running by a dead loop")
-        final = replace(
-            exp,
-            status=ExperimentStatus.INTERRUPTED,
-            run_status=RunStatus.INTERRUPTED,
-            finished_at=utc_now(),
-            decision_reason="the engine stopped during this run; it is run again",
-        )
+        final = interrupted(exp, "the engine stopped during this run; it is run again")
         sha = store.ref_for(exp.number)  # the amended commit, when the verdict was half written
         if sha:
             final.commit = sha

@@ -31,14 +31,13 @@ import logging
 import os
 import shutil
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from nightlab.protocol import events as ev
-from nightlab.server.core.types import Experiment, ExperimentStatus, LoopState, RunStatus, utc_now
+from nightlab.server.core.types import Experiment, ExperimentStatus, LoopState
 from nightlab.server.loop.proposer import Stopped
-from nightlab.server.loop.recovery import rerun
+from nightlab.server.loop.recovery import interrupted, rerun
 
 if TYPE_CHECKING:
     from nightlab.server.loop.engine import Engine, Running
@@ -204,13 +203,7 @@ class DiskGuard:
         if latest is not None and latest.status != ExperimentStatus.RUNNING:
             return  # its record was written before the disk filled
         if exp.status == ExperimentStatus.RUNNING:  # the runs or the verdict failed: run it again
-            final = replace(
-                exp,
-                status=ExperimentStatus.INTERRUPTED,
-                run_status=RunStatus.INTERRUPTED,
-                finished_at=utc_now(),
-                decision_reason="the disk filled up during this experiment; it is run again",
-            )
+            final = interrupted(exp, "the disk filled up during this experiment; it is run again")
             e.ledger.finalize(final)
             e.emit(ev.EXPERIMENT_FINISHED, experiment=final.to_json())
             self._again(exp, f"#{exp.number} was interrupted by the full disk; it runs again")
