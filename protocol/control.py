@@ -31,7 +31,7 @@ MAX_LINE = 1 << 20  # bytes per line, either way; a longer one is refused (and t
 RECENT_EVENTS = 200  # events the hello carries
 CLIENT_QUEUE = 1000  # lines a client may fall behind before the loop drops it
 
-ControlCommandName = Literal["pause", "resume", "stop", "rerun", "baseline", "status"]
+ControlCommandName = Literal["pause", "resume", "stop", "rerun", "baseline", "status", "cancel"]
 ControlErrorCode = Literal["malformed", "tooLarge", "unknownType", "invalid", "conflict", "failed"]
 GoodbyeCode = Literal["loopEnded", "tooSlow", "tooLarge"]
 
@@ -116,7 +116,7 @@ class ControlCommand(Wire):
 
     id: Any  # a number or a string, echoed
     command: ControlCommandName
-    number: int | None = None  # rerun: the experiment to run again
+    number: int | None = None  # rerun: the experiment to run again; cancel: the running one to stop
 
 
 @dataclass

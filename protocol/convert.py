@@ -56,6 +56,7 @@ def experiment_payload(exp: Mapping[str, Any], diff_summary: str = "") -> Experi
         baseline=exp.get("kind") == "baseline",
         rerun_of=exp.get("rerun_of") if isinstance(exp.get("rerun_of"), int) else None,
         review=exp.get("review") if exp.get("review") in ("accepted", "rejected") else None,
+        reviewed_at=exp.get("reviewed_at") or None,
         lineage=exp["lineage"] if isinstance(exp.get("lineage"), int) else 1,
         budget_mode=exp.get("budget_mode") or None,
         budget_amount=_number(exp.get("budget_amount")),

@@ -33,6 +33,7 @@ export type ExperimentStatus = "running" | "keep" | "discard" | "crash" | "inter
 export type Verdict = "keep" | "discard" | "crash" | "interrupted";
 export type MetricDirection = "lower" | "higher";
 export type Review = "accepted" | "rejected";
+export type InFile = "all" | "some" | "none";
 
 /** One experiment as a client shows it: the ledger record, flattened. */
 export interface ExperimentPayload {
@@ -74,6 +75,9 @@ export interface ExperimentPayload {
   rerunOf?: number | null;
   /** the person's verdict, when they gave one */
   review?: Review | null;
+  /** when they gave it (ISO 8601) */
+  reviewedAt?: string | null;
+  inFile?: InFile | null;
   /** the tag's lineage (null: 1, before lineages); verdicts compare only its own */
   lineage?: number | null;
   /** "time" | "tokens"; null: a record from before budgets were recorded */
@@ -132,6 +136,21 @@ export interface LoopStatePayload {
   costUsd: number;
   /** the workspace folder (a path) */
   root?: string | null;
+  /** "noise" | "strict" */
+  policy: string;
+  /** the Claude model, when the agent is anthropic */
+  model?: string | null;
+  /** "auto" | "required" | "off" */
+  sandbox: string;
+  baselineRepeats?: number | null;
+  /** 0: no limit */
+  maxExperiments?: number | null;
+  /** null: no loop process runs for this folder */
+  pid?: number | null;
+  /** its log file, when detached */
+  log?: string | null;
+  /** the loop process ended without stopping (kill -9, a crash); `reason` says so, with its log's last line */
+  died: boolean;
 }
 
 export interface ExperimentStartedParams {
@@ -287,6 +306,8 @@ export interface AcceptResult {
   files: string[];
   /** hunks found already in the file, left alone */
   alreadyApplied: number[];
+  /** what could not be merged ("train.py: lines 40-44"), shown in a diff */
+  conflicts: string[];
   message: string;
 }
 
@@ -330,7 +351,7 @@ export interface CommandTypes {
 export const CONTROL_VERSION = 1;
 export const CONTROL_MAX_LINE = 1048576;
 
-export type ControlCommandName = "pause" | "resume" | "stop" | "rerun" | "baseline" | "status";
+export type ControlCommandName = "pause" | "resume" | "stop" | "rerun" | "baseline" | "status" | "cancel";
 export type ControlErrorCode = "malformed" | "tooLarge" | "unknownType" | "invalid" | "conflict" | "failed";
 export type GoodbyeCode = "loopEnded" | "tooSlow" | "tooLarge";
 
@@ -402,7 +423,7 @@ export interface ControlCommand {
   /** a number or a string, echoed */
   id: unknown;
   command: ControlCommandName;
-  /** rerun: the experiment to run again */
+  /** rerun: the experiment to run again; cancel: the running one to stop */
   number?: number | null;
 }
 

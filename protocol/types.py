@@ -47,6 +47,7 @@ __all__ = [  # WireError and camel re-exported: a handler needs one import for p
     "PAYLOADS",
     "ProgressPayload",
     "Review",
+    "InFile",
     "Verdict",
     "Wire",
     "WireError",
@@ -61,6 +62,7 @@ ExperimentStatus = Literal["running", "keep", "discard", "crash", "interrupted"]
 Verdict = Literal["keep", "discard", "crash", "interrupted"]  # a finished experiment's status
 MetricDirection = Literal["lower", "higher"]
 Review = Literal["accepted", "rejected"]  # the person's verdict on an experiment
+InFile = Literal["all", "some", "none"]  # how much of an experiment's change the file (or open buffer) holds
 
 ALIASES: dict[str, Any] = {
     "LoopState": LoopState,
@@ -68,6 +70,7 @@ ALIASES: dict[str, Any] = {
     "Verdict": Verdict,
     "MetricDirection": MetricDirection,
     "Review": Review,
+    "InFile": InFile,
 }
 
 
@@ -102,6 +105,10 @@ class ExperimentPayload(Wire):
     baseline: bool = False  # the unchanged code, run to measure where the loop starts
     rerun_of: int | None = None  # the experiment this one runs again
     review: Review | None = None  # the person's verdict, when they gave one
+    reviewed_at: str | None = None  # when they gave it (ISO 8601)
+    # Computed from the files and the open buffers when asked (nightlab/experiments), never stored: how
+    # much of this experiment's change is in the user's file now. null: not computed (no commit, a baseline)
+    in_file: InFile | None = None
     # The conditions it was measured under: a new lineage (a new baseline) starts when they change
     lineage: int | None = None  # the tag's lineage (null: 1, before lineages); verdicts compare only its own
     budget_mode: str | None = None  # "time" | "tokens"; null: a record from before budgets were recorded
@@ -149,6 +156,16 @@ class LoopStatePayload(Wire):
     running: list[int] = field(default_factory=list)  # numbers of the experiments training now
     cost_usd: float = 0.0  # spent by the agent on this tag so far
     root: str | None = None  # the workspace folder (a path)
+    # The settings in effect: the running loop's own (from its process), else what Start would use
+    policy: str = ""  # "noise" | "strict"
+    model: str | None = None  # the Claude model, when the agent is anthropic
+    sandbox: str = ""  # "auto" | "required" | "off"
+    baseline_repeats: int | None = None
+    max_experiments: int | None = None  # 0: no limit
+    # The loop process (one per tag; `nightlab run`, detached or in a terminal) the server is attached to
+    pid: int | None = None  # null: no loop process runs for this folder
+    log: str | None = None  # its log file, when detached
+    died: bool = False  # the loop process ended without stopping (kill -9, a crash); `reason` says so, with its log's last line
 
 
 @dataclass
@@ -293,6 +310,7 @@ class AcceptResult(Wire):
     number: int
     files: list[str] = field(default_factory=list)  # the files the editor changed
     already_applied: list[int] = field(default_factory=list)  # hunks found already in the file, left alone
+    conflicts: list[str] = field(default_factory=list)  # what could not be merged ("train.py: lines 40-44"), shown in a diff
     message: str = ""
 
 

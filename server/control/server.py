@@ -266,6 +266,12 @@ class ControlServer:
             return "the baseline (the current best) queued to be measured again"
         if cmd.command == "rerun":
             return self._rerun(cmd.number)
+        if cmd.command == "cancel":
+            if cmd.number is None:
+                raise _Refused("cancel needs the running experiment's number", "invalid")
+            if not e.cancel_run(cmd.number):
+                raise _Refused(f"experiment #{cmd.number} is not running", "conflict")
+            return f"experiment #{cmd.number} stopped; it is recorded as interrupted"
         return f"the loop is {e.state}" + (f": {self.reason}" if self.reason else "")
 
     def _rerun(self, number: int | None) -> str:

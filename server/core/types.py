@@ -213,6 +213,7 @@ class Experiment:
     rebased: bool = False
     review: Review | None = None
     review_note: str = ""
+    reviewed_at: str = ""  # when the person gave the review (ISO 8601)
     # Which lineage of the tag it belongs to: a new one starts from the user's HEAD when their code
     # moved on (loop/lineage.py); a record written before lineages has none and is of the first.
     lineage: int = 1

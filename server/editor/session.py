@@ -31,7 +31,7 @@ from nightlab.server.agents.base import AgentError
 from nightlab.server.changes.hunks import parse_hunks
 from nightlab.server.core.policy import PolicyError
 from nightlab.server.core.settings import Settings, SettingsError, load_settings
-from nightlab.server.core.types import Experiment, Progress, Review
+from nightlab.server.core.types import Experiment, Progress, Review, utc_now
 from nightlab.server.loop.engine import Engine
 from nightlab.server.record.ledger import Ledger
 from nightlab.server.record.lock import EngineBusy, loop_owner
@@ -263,7 +263,7 @@ class Session:
         """Record the person's verdict (accepted / rejected) on an experiment: a new ledger record,
         the old ones stay (the ledger is append-only)."""
         exp = self.experiment(number)
-        exp.review, exp.review_note = Review(verdict), note or exp.review_note
+        exp.review, exp.review_note, exp.reviewed_at = Review(verdict), note or exp.review_note, utc_now()
         self.ledger().append(exp)
         return exp
 
