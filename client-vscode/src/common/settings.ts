@@ -17,6 +17,7 @@ export interface NightlabSettings {
   maxCostUsd: number | null;
   notifyOnNewBest: boolean;
   inlayHints: boolean;
+  stopLoopOnExit: boolean;
 }
 
 export function readSettings(scope?: vscode.ConfigurationScope): NightlabSettings {
@@ -36,6 +37,7 @@ export function readSettings(scope?: vscode.ConfigurationScope): NightlabSetting
     maxCostUsd: num("maxCostUsd"),
     notifyOnNewBest: c.get<boolean>("notifyOnNewBest", false),
     inlayHints: c.get<boolean>("inlayHints", true),
+    stopLoopOnExit: c.get<boolean>("stopLoopOnExit", false),
   };
 }
 
@@ -54,8 +56,8 @@ export function loopOverrides(s: NightlabSettings): LoopStartOverrides {
 
 /** What the server reads once, at `initialize`. */
 export function initializationOptions(s: NightlabSettings): Record<string, unknown> {
-  return { inlayHints: s.inlayHints };
+  return { inlayHints: s.inlayHints, stopLoopOnExit: s.stopLoopOnExit };
 }
 
 /** Settings whose change needs a restart of the server. */
-export const RESTART_SETTINGS = ["nightlab.python", "nightlab.inlayHints"];
+export const RESTART_SETTINGS = ["nightlab.python", "nightlab.inlayHints", "nightlab.stopLoopOnExit"];
