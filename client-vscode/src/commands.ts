@@ -1,11 +1,13 @@
 /**
  * What the extension's own commands and the panel's clicks do: loop controls (refused in an untrusted
- * workspace), open a diff, accept, reject, the API key. The server's commands do the work; accept's
- * saving and the review badge follow in ServerManager's middleware, whoever sent the accept.
+ * workspace), open a diff, accept (asking first for a change the loop did not keep), reject, re-run,
+ * Apply best, the API key. The server's commands do the work; accept's saving and the review badge
+ * follow in ServerManager's middleware, whoever sent the accept. Each acts on the folder the panel
+ * shows unless it is given one (`root`).
  */
 import * as vscode from "vscode";
 
-import { Commands } from "../../protocol/nightlab-protocol";
+import { Commands, type AcceptResult, type ExperimentPayload } from "../../protocol/nightlab-protocol";
 import { log } from "./common/log";
 import { API_KEY_SECRET, loopFolder, type ServerManager } from "./common/server";
 import { loopOverrides, readSettings } from "./common/settings";
@@ -15,49 +17,121 @@ import type { PanelProvider } from "./panel/provider";
 
 const ACTIVE = new Set(["proposing", "running", "deciding", "paused"]);
 
+/** Verdicts whose change the loop did not keep: accepting one asks first. */
+const NOT_KEPT = new Set(["discard", "crash", "interrupted"]);
+
+/** The question before accepting a change the loop did not keep, or null when none is needed. */
+export function acceptWarning(e: Pick<ExperimentPayload, "number" | "status" | "reason"> | undefined): string | null {
+  if (!e || !NOT_KEPT.has(e.status)) return null;
+  const why = e.reason ? ` (${e.reason})` : "";
+  return `Experiment #${e.number} was a ${e.status}${why}: the loop did not keep it. Bring its change into your files anyway?`;
+}
+
+function rootArg(arg: unknown): string | undefined {
+  const r = arg && typeof arg === "object" ? (arg as { root?: unknown }).root : undefined;
+  return typeof r === "string" && r ? r : undefined;
+}
+
 export class Actions {
   constructor(
     private readonly context: vscode.ExtensionContext,
     private readonly server: ServerManager,
     private readonly diffs: DiffDocuments,
     private readonly panel: () => PanelProvider | undefined,
-  ) {}
+  ) {
+    // the panel's Apply best and Re-run run these (extension.ts wires the other commands)
+    for (const [id, f] of [
+      ["nightlab.applyBest", (arg?: unknown) => this.applyBest(rootArg(arg))],
+      ["nightlab.rerunExperiment", (arg?: unknown) => this.rerun(arg)],
+    ] as const) {
+      try {
+        context.subscriptions.push(vscode.commands.registerCommand(id, this.guarded(id.slice("nightlab.".length), f)));
+      } catch (err) {
+        log.warn(`registering ${id}: ${String(err)}`);
+      }
+    }
+  }
 
   get loopActive(): boolean {
     return ACTIVE.has(this.panel()?.loopState?.state ?? "");
   }
 
-  async control(action: LoopControl): Promise<void> {
+  /** The folder to act on: the one named, else the one the panel shows, else the server's first. */
+  private root(root?: string | null): string | undefined {
+    return root || this.panel()?.root || undefined;
+  }
+
+  async control(action: LoopControl, root?: string | null): Promise<void> {
+    const at = this.root(root);
     if (action === "start") {
       if (!vscode.workspace.isTrusted) {
         void vscode.window.showWarningMessage("The loop runs this workspace's code: trust the workspace first (Manage Workspace Trust).");
         return;
       }
-      const folder = await loopFolder();
-      await this.server.command(Commands.loopStart, loopOverrides(readSettings(folder?.uri)));
+      const folder = (at && vscode.workspace.getWorkspaceFolder(vscode.Uri.file(at))) || await loopFolder();
+      await this.server.command(Commands.loopStart, { ...loopOverrides(readSettings(folder?.uri)), ...(at ? { root: at } : {}) });
       return;
     }
     const ids = { pause: Commands.loopPause, resume: Commands.loopResume, stop: Commands.loopStop } as const;
-    await this.server.command(ids[action]);
+    await this.server.command(ids[action], at ? { root: at } : {});
   }
 
   async openDiff(number: number): Promise<void> {
     await this.diffs.open(await this.diffs.diff(number), this.panel()?.experiment(number));
   }
 
-  async accept(arg: unknown): Promise<void> {
+  async accept(arg: unknown, root?: string | null): Promise<void> {
     const target = experimentArg(arg);
     if (!target) return;
-    const result = await this.server.command<{ message: string }>(Commands.experimentAccept, target);
-    if (result) void vscode.window.setStatusBarMessage(`Nightlab: ${result.message || `accepted #${target.number}`}`, 5000);
+    const at = this.root(rootArg(arg) ?? root);
+    const question = acceptWarning(this.panel()?.experiment(target.number, at));
+    if (question) {
+      const go = "Accept anyway";
+      if (await vscode.window.showWarningMessage(question, { modal: true }, go) !== go) return;
+    }
+    const result = await this.server.command<AcceptResult>(Commands.experimentAccept, { ...target, ...(at ? { root: at } : {}) });
+    if (result) await this.afterApply(result, `accepted #${target.number}`);
   }
 
-  async reject(arg: unknown): Promise<void> {
+  async reject(arg: unknown, root?: string | null): Promise<void> {
     const target = experimentArg(arg);
     if (!target) return;
-    if (await this.server.command(Commands.experimentReject, { number: target.number })) {
+    const at = this.root(rootArg(arg) ?? root);
+    if (await this.server.command(Commands.experimentReject, { number: target.number, ...(at ? { root: at } : {}) })) {
       void vscode.window.setStatusBarMessage(`Nightlab: rejected #${target.number}`, 5000);
     }
+  }
+
+  async rerun(arg: unknown, root?: string | null): Promise<void> {
+    const target = experimentArg(arg);
+    if (!target) return;
+    const at = this.root(rootArg(arg) ?? root);
+    const result = await this.server.command<{ message: string }>(Commands.experimentRerun,
+      { number: target.number, ...(at ? { root: at } : {}) });
+    if (result) void vscode.window.setStatusBarMessage(`Nightlab: ${result.message || `#${target.number} runs again`}`, 5000);
+  }
+
+  /** nightlab.experiment.applyBest: the best experiment's change (and what it builds on) into the buffers. */
+  async applyBest(root?: string | null): Promise<void> {
+    const at = this.root(root);
+    const result = await this.server.command<AcceptResult>(Commands.experimentApplyBest, at ? { root: at } : {});
+    if (result) await this.afterApply(result, `applied #${result.number}`);
+  }
+
+  /**
+   * What an accept or Apply best did. Hunks that met the user's own edits were left out (`conflicts`):
+   * say which, and open the experiment's diff so the user can take them by hand.
+   */
+  private async afterApply(result: AcceptResult, fallback: string): Promise<void> {
+    const conflicts = result.conflicts ?? [];
+    if (!conflicts.length) {
+      void vscode.window.setStatusBarMessage(`Nightlab: ${result.message || fallback}`, 5000);
+      return;
+    }
+    log.info(`#${result.number}: left out where your edits are: ${conflicts.join("; ")}`);
+    void vscode.window.showWarningMessage(`Nightlab: ${result.message || fallback}. Left out where your own edits are: `
+      + `${conflicts.join("; ")}. The diff is open: take those hunks by hand.`);
+    await this.openDiff(result.number);
   }
 
   async setApiKey(): Promise<void> {

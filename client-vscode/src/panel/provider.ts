@@ -1,42 +1,61 @@
 /**
- * The host side of the side panel (a webview view): keeps the loop's state and the ledger as the server
- * reports them, feeds the webview, and turns its clicks into the server's commands.
+ * The host side of the side panel (a webview view): keeps every folder's loop state and ledger as the
+ * server reports them (roots.ts), feeds the webview the chosen folder's, and turns its clicks into the
+ * server's commands, with the folder's `root` in their arguments.
  *
  * The webview is a thin shell (see messages.ts): it is rebuilt whenever the view is shown again, asks
  * for the picture with "ready", and gets a "reset" with everything, then live messages.
  */
+import { realpathSync } from "node:fs";
 import * as vscode from "vscode";
 
 import {
   Commands,
   Methods,
-  type CurvePoint,
   type ExperimentCurve,
-  type ExperimentFinishedParams,
   type ExperimentPayload,
-  type ExperimentStartedParams,
   type ExperimentsPage,
+  type LoopStartOverrides,
   type LoopStatePayload,
   type ProgressPayload,
 } from "../../../protocol/nightlab-protocol";
 import { log } from "../common/log";
 import type { Notification, ServerManager } from "../common/server";
+import { loopOverrides, readSettings } from "../common/settings";
 import { makeNonce, renderHtml } from "./html";
 import type { FromWebview, LoopControl, ToWebview } from "./messages";
+import { RootStore } from "./roots";
 
+/**
+ * What the panel's clicks do; `root` is the folder the panel shows (null: the server's first). Actions
+ * (commands.ts) also read the chosen folder from `PanelProvider.root` when they are not given one. Without
+ * rerun/applyBest here, the panel runs the extension's commands nightlab.rerunExperiment and
+ * nightlab.applyBest (commands.ts registers them).
+ */
 export interface PanelActions {
-  control(action: LoopControl): Promise<void>;
-  select(number: number): Promise<void>;
-  accept(number: number): Promise<void>;
-  reject(number: number): Promise<void>;
+  control(action: LoopControl, root?: string | null): Promise<void>;
+  select(number: number, root?: string | null): Promise<void>;
+  accept(number: number, root?: string | null): Promise<void>;
+  reject(number: number, root?: string | null): Promise<void>;
+  rerun?(number: number, root?: string | null): Promise<void>;
+  applyBest?(root?: string | null): Promise<void>;
+}
+
+/** The longest run of repeats asked for when a view is shown again mid-run. */
+const MAX_REPEATS_REPLAYED = 8;
+
+function realRoot(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    return path;
+  }
 }
 
 export class PanelProvider implements vscode.WebviewViewProvider, vscode.Disposable {
   static readonly viewId = "nightlab.panel";
   private view: vscode.WebviewView | undefined;
-  private state: LoopStatePayload | null = null;
-  private readonly experiments = new Map<number, ExperimentPayload>();
-  private bestCurve: { number: number; points: CurvePoint[] } | null = null;
+  private readonly roots: RootStore;
   private readonly disposables: vscode.Disposable[] = [];
   private viewDisposables: vscode.Disposable[] = [];
 
@@ -45,20 +64,30 @@ export class PanelProvider implements vscode.WebviewViewProvider, vscode.Disposa
     private readonly server: ServerManager,
     private readonly actions: PanelActions,
   ) {
+    this.roots = new RootStore(() => server.root, (root) => this.folderOf(root)?.name ?? root.split(/[\\/]/).pop() ?? root);
     this.disposables.push(
       server.onNotification((n) => this.onNotification(n)),
       server.onCommandError((message) => this.post({ type: "error", message })),
       server.onStatus((s) => (s === "running" ? void this.reload() : this.postReset())),
       vscode.workspace.onDidGrantWorkspaceTrust(() => this.post({ type: "trust", trusted: true })),
+      vscode.workspace.onDidChangeConfiguration((e) => {
+        if (e.affectsConfiguration("nightlab")) this.post({ type: "overrides", overrides: this.overrides() });
+      }),
     );
   }
 
+  /** The chosen folder's loop state. */
   get loopState(): LoopStatePayload | null {
-    return this.state;
+    return this.roots.current().state;
   }
 
-  experiment(number: number): ExperimentPayload | undefined {
-    return this.experiments.get(number);
+  /** The folder the panel shows (the server's name for it), or null before the server said. */
+  get root(): string | null {
+    return this.roots.chosen;
+  }
+
+  experiment(number: number, root?: string | null): ExperimentPayload | undefined {
+    return this.roots.get(root || this.roots.chosen || "").experiments.get(number);
   }
 
   resolveWebviewView(view: vscode.WebviewView): void {
@@ -80,107 +109,187 @@ export class PanelProvider implements vscode.WebviewViewProvider, vscode.Disposa
     ];
   }
 
+  private folderOf(root: string): vscode.WorkspaceFolder | undefined {
+    return (vscode.workspace.workspaceFolders ?? []).find((f) => realRoot(f.uri.fsPath) === root);
+  }
+
+  /** The workspace folders with a loop: a nightlab.toml (or autoresearch's prepare.py), by resolved path. */
+  private async loopRoots(): Promise<string[]> {
+    const out: string[] = [];
+    for (const folder of vscode.workspace.workspaceFolders ?? []) {
+      for (const marker of ["nightlab.toml", "prepare.py"]) {
+        try {
+          await vscode.workspace.fs.stat(vscode.Uri.joinPath(folder.uri, marker));
+          out.push(realRoot(folder.uri.fsPath));
+          break;
+        } catch {
+          // not this marker
+        }
+      }
+    }
+    return out;
+  }
+
+  /** What Start sends for the chosen folder: the extension's settings (nightlab.*) over nightlab.toml. */
+  private overrides(): LoopStartOverrides {
+    const root = this.roots.chosen;
+    return loopOverrides(readSettings(root ? this.folderOf(root)?.uri : undefined));
+  }
+
   /** Everything from the server again: after a (re)start of the server. */
   async reload(): Promise<void> {
-    this.experiments.clear();
-    this.bestCurve = null;
+    this.roots.clear();
+    const roots = await this.loopRoots();
+    if (!roots.length && this.server.root) roots.push(this.server.root);
     try {
-      this.state = await this.server.command<LoopStatePayload>(Commands.loopStatus, undefined, { quiet: true }) ?? null;
-      for (let offset = 0; ; ) {
-        const page = await this.server.request<ExperimentsPage>(Methods.experiments, { offset, limit: 500 });
-        for (const e of page.experiments) this.experiments.set(e.number, e);
-        offset += page.experiments.length;
-        if (page.experiments.length === 0 || offset >= page.total) break;
-      }
+      for (const root of roots) await this.load(root);
     } catch (err) {
       log.warn(`reading the ledger: ${String(err)}`);
       this.post({ type: "error", message: `Reading the experiments failed: ${err instanceof Error ? err.message : String(err)}` });
     }
     this.postReset();
     void this.replayRunning();
-    await this.refreshBestCurve();
+    await this.refreshBestCurve(this.roots.chosen ?? "");
+  }
+
+  private async load(root: string): Promise<void> {
+    const d = this.roots.get(root);
+    d.state = await this.server.command<LoopStatePayload>(Commands.loopStatus, { root }, { quiet: true }) ?? null;
+    d.experiments.clear();
+    for (let offset = 0; ; ) {
+      const page = await this.server.request<ExperimentsPage>(Methods.experiments, { offset, limit: 500, root });
+      for (const e of page.experiments) d.experiments.set(e.number, e);
+      offset += page.experiments.length;
+      if (page.experiments.length === 0 || offset >= page.total) break;
+    }
   }
 
   private async onMessage(m: FromWebview): Promise<void> {
+    const root = this.roots.chosen;
     switch (m.type) {
       case "ready":
         this.postReset();
         void this.replayRunning();
         return;
       case "control":
-        return this.actions.control(m.action);
+        return this.actions.control(m.action, root);
       case "select":
-        return this.actions.select(m.number);
+      case "openDiff":
+        return this.actions.select(m.number, root);
       case "accept":
-        return this.actions.accept(m.number);
+        return this.actions.accept(m.number, root);
       case "reject":
-        return this.actions.reject(m.number);
+        return this.actions.reject(m.number, root);
+      case "rerun":
+        if (this.actions.rerun) return this.actions.rerun(m.number, root);
+        await vscode.commands.executeCommand("nightlab.rerunExperiment", { number: m.number, root: root ?? undefined });
+        return;
+      case "applyBest":
+        if (this.actions.applyBest) return this.actions.applyBest(root);
+        await vscode.commands.executeCommand("nightlab.applyBest", { root: root ?? undefined });
+        return;
+      case "curves":
+        return this.sendCurves(m.number, m.stages, root);
+      case "chooseRoot":
+        this.roots.choose(m.root);
+        this.postReset();
+        void this.replayRunning();
+        if (!this.roots.current().bestCurve) await this.refreshBestCurve(m.root);
+        return;
     }
   }
 
   private onNotification(n: Notification): void {
+    const root = this.roots.apply(n.method, n.params);
+    const shown = this.roots.isChosen(root);
     switch (n.method) {
       case Methods.loopState: {
-        this.state = n.params as LoopStatePayload;
-        this.post({ type: "loopState", state: this.state });
-        if (this.state.best && this.state.best.number !== this.bestCurve?.number) void this.refreshBestCurve();
+        const state = n.params as LoopStatePayload;
+        this.post({ type: "roots", roots: this.roots.choices() });
+        if (shown) this.post({ type: "loopState", state });
+        const best = this.roots.get(root).bestCurve;
+        if (state.best && state.best.number !== best?.number) void this.refreshBestCurve(root);
         return;
       }
       case Methods.experimentStarted:
-      case Methods.experimentFinished: {
-        const e = (n.params as ExperimentStartedParams | ExperimentFinishedParams).experiment;
-        this.experiments.set(e.number, e);
-        this.post({ type: "experiment", experiment: e });
+      case Methods.experimentFinished:
+        if (shown) this.post({ type: "experiment", experiment: (n.params as { experiment: ExperimentPayload }).experiment });
         return;
-      }
       case Methods.experimentProgress:
-        this.post({ type: "progress", progress: n.params as ProgressPayload });
+        if (shown) this.post({ type: "progress", progress: n.params as ProgressPayload });
         return;
     }
   }
 
   /** The review (accepted/rejected) is in the server's answer, not in a notification. */
-  updateExperiment(e: ExperimentPayload): void {
-    this.experiments.set(e.number, e);
-    this.post({ type: "experiment", experiment: e });
+  updateExperiment(e: ExperimentPayload, root?: string | null): void {
+    const r = root || this.roots.chosen || "";
+    this.roots.get(r).experiments.set(e.number, e);
+    if (this.roots.isChosen(r)) this.post({ type: "experiment", experiment: e });
   }
 
-  private async refreshBestCurve(): Promise<void> {
-    const best = this.state?.best?.number;
+  private async refreshBestCurve(root: string): Promise<void> {
+    const d = this.roots.get(root);
+    const best = d.state?.best?.number;
     if (best === undefined || !this.server.running) return;
     try {
-      const curve = await this.server.request<ExperimentCurve>(Methods.experimentCurve, { number: best });
-      if (curve.number !== this.state?.best?.number) return; // a newer best arrived meanwhile
-      this.bestCurve = { number: curve.number, points: curve.points };
-      this.post({ type: "bestCurve", number: curve.number, points: curve.points });
+      const curve = await this.server.request<ExperimentCurve>(Methods.experimentCurve, { number: best, stage: "run", root: root || undefined });
+      if (curve.number !== d.state?.best?.number) return; // a newer best arrived meanwhile
+      d.bestCurve = { number: curve.number, points: curve.points };
+      if (this.roots.isChosen(root)) this.post({ type: "bestCurve", number: curve.number, points: curve.points });
     } catch (err) {
       log.warn(`the curve of #${best}: ${String(err)}`);
     }
   }
 
+  /** The recorded curves of an experiment's runs, one "curve" message each (an empty one for none). */
+  private async sendCurves(number: number, stages: string[], root: string | null): Promise<void> {
+    for (const stage of stages.slice(0, MAX_REPEATS_REPLAYED + 2)) {
+      try {
+        const curve = await this.server.request<ExperimentCurve>(Methods.experimentCurve, { number, stage, root: root || undefined });
+        if (this.roots.isChosen(root ?? "")) this.post({ type: "curve", number, stage, points: curve.points });
+      } catch (err) {
+        log.warn(`the curve of #${number} (${stage}): ${String(err)}`);
+      }
+    }
+  }
+
   private postReset(): void {
     if (!this.view) return;
+    const d = this.roots.current();
+    const choices = this.roots.choices();
     this.post({
       type: "reset",
       // no server, no loop state: controls that need one are off until it is back
-      state: this.server.running ? this.state : null,
-      experiments: [...this.experiments.values()].sort((a, b) => a.number - b.number),
+      state: this.server.running ? d.state : null,
+      experiments: [...d.experiments.values()].sort((a, b) => a.number - b.number),
       trusted: vscode.workspace.isTrusted,
       problem: this.server.problem,
+      root: this.roots.chosen,
+      roots: choices.length > 1 ? choices : [],
+      overrides: this.overrides(),
     });
-    if (this.bestCurve) this.post({ type: "bestCurve", ...this.bestCurve });
+    if (d.bestCurve) this.post({ type: "bestCurve", ...d.bestCurve });
   }
 
-  /** A view shown again mid-run gets the running experiment's curve so far, from its events file. */
+  /**
+   * A view shown again mid-run gets the running experiments' curves so far, from their events files:
+   * the smoke run, the main run and the repeats (until one has no curve yet).
+   */
   private async replayRunning(): Promise<void> {
-    for (const number of this.state?.running ?? []) {
-      try {
-        const curve = await this.server.request<ExperimentCurve>(Methods.experimentCurve, { number });
-        for (const p of curve.points) {
-          this.post({ type: "progress", progress: { number, step: p.step, elapsedS: p.elapsedS, loss: p.loss, stage: "run" } });
+    const root = this.roots.chosen;
+    for (const number of this.roots.current().state?.running ?? []) {
+      const stages = ["smoke", "run"];
+      for (let k = 1; k <= MAX_REPEATS_REPLAYED; k++) stages.push(`repeat-${k}`);
+      for (const stage of stages) {
+        try {
+          const curve = await this.server.request<ExperimentCurve>(Methods.experimentCurve, { number, stage, root: root || undefined });
+          if (!curve.points.length && stage.startsWith("repeat-")) break;
+          if (curve.points.length) this.post({ type: "curve", number, stage, points: curve.points });
+        } catch (err) {
+          log.warn(`the curve of running #${number} (${stage}): ${String(err)}`);
+          break;
         }
-      } catch (err) {
-        log.warn(`the curve of running #${number}: ${String(err)}`);
       }
     }
   }

@@ -4,7 +4,7 @@ import { test } from "node:test";
 
 import type { CurvePoint, ExperimentPayload, ExperimentStatus } from "../../../protocol/nightlab-protocol";
 import { makeNonce, renderHtml } from "../../src/panel/html";
-import { curveSeries, lossRange, progressRange, progressSeries, thin } from "../../src/panel/model";
+import { curveSeries, lossRange, progressRange, progressSeries, stagesOf, thin, type RunCurve } from "../../src/panel/model";
 
 const exp = (number: number, status: ExperimentStatus, metric: number | null, baseline = false): ExperimentPayload => ({
   number, tag: "main", status, description: "", hypothesis: "", metric, agent: "offline", commit: "", parentCommit: "",
@@ -48,38 +48,46 @@ test("progress: the frontier for higher is better is the running maximum of kept
 
 const pts = (...xs: [number, number, number][]): CurvePoint[] => xs.map(([step, elapsedS, loss]) => ({ step, elapsedS, loss }));
 
-test("curve: the running and the best on one x axis of budgeted seconds", () => {
-  const running = pts([1, 0.5, 5], [2, 1.5, 4]);
-  const best = pts([1, 0.5, 4.5], [2, 1.0, 3.5], [3, 2.0, 3]);
-  assert.deepEqual(curveSeries(running, best), {
-    xKey: "elapsedS",
-    data: [[0.5, 1.0, 1.5, 2.0], [5, null, 4, null], [4.5, 3.5, null, 3]],
+const run = (stage: string, points: CurvePoint[]): RunCurve => ({ stage, points });
+
+test("curve: every run of the experiment and the best's, on one x axis of steps", () => {
+  const main = pts([1, 0.5, 5], [2, 1.5, 4]);
+  const repeat = pts([1, 0.4, 5.1], [3, 2.0, 3.9]);
+  const best = pts([1, 0.5, 4.5], [2, 1.0, 3.5]);
+  assert.deepEqual(curveSeries([run("repeat-1", repeat), run("run", main)], { number: 2, points: best }, 7), {
+    labels: ["#7 run", "#7 repeat 1", "best #2"],
+    kinds: ["run", "run", "best"],
+    data: [[1, 2, 3], [5, 4, null], [5.1, null, 3.9], [4.5, 3.5, null]],
   });
 });
 
-test("curve: x is the step when no series spans any time (warm-up steps are not budgeted)", () => {
-  const cases: [CurvePoint[], CurvePoint[], "elapsedS" | "step"][] = [
-    [pts([1, 0, 5], [2, 0, 4]), pts([1, 0, 5], [2, 0, 4.5], [3, 0, 4]), "step"],
-    [pts([1, 0, 5], [2, 0, 4]), pts([1, 0, 5], [11, 0.4, 4]), "elapsedS"],
-    [[], [], "step"],
-    [pts([1, 0, 5]), [], "step"],
-  ];
-  for (const [running, best, key] of cases) assert.equal(curveSeries(running, best).xKey, key);
-  assert.deepEqual(curveSeries(pts([1, 0, 5], [2, 0, 4]), pts([2, 0, 4.5], [3, 0, 4])).data,
-    [[1, 2, 3], [5, 4, null], [null, 4.5, 4]]);
+test("curve: a run without a point has no series, so the legend never names a missing curve", () => {
+  const c = curveSeries([run("smoke", []), run("run", pts([1, 0, 5])), run("repeat-1", [])], null, 3);
+  assert.deepEqual(c.labels, ["#3 run"]);
+  assert.equal(c.data.length, 2);
+  assert.deepEqual(curveSeries([], null, null), { labels: [], kinds: [], data: [[]] });
+  // the best is the experiment itself: drawn once, as its own run
+  assert.deepEqual(curveSeries([run("run", pts([1, 0, 5]))], { number: 3, points: pts([1, 0, 5]) }, 3).labels, ["#3 run"]);
 });
 
-test("curve: each series thinned to half the cap, x ascending, ends kept", () => {
+test("curve: the stages a finished experiment's runs were recorded under", () => {
+  const e = (repeats: number | null, baseline = false) => ({ ...exp(1, "keep", 1, baseline), repeats });
+  assert.deepEqual(stagesOf(e(null)), ["smoke", "run"]);
+  assert.deepEqual(stagesOf(e(3)), ["smoke", "run", "repeat-1", "repeat-2"]);
+  assert.deepEqual(stagesOf(e(5, true)), ["run", "repeat-1", "repeat-2", "repeat-3", "repeat-4"], "a baseline has no smoke run");
+});
+
+test("curve: each series thinned to its share of the cap, x ascending, ends kept", () => {
   const long = Array.from({ length: 10_000 }, (_, i) => ({ step: i + 1, elapsedS: i * 0.1, loss: 10 - i / 1000 }));
-  const { data } = curveSeries(long, long.slice(0, 5000), 2000);
-  const [x, run, best] = data;
+  const { data } = curveSeries([run("run", long)], { number: 1, points: long.slice(0, 5000) }, 2, 2000);
+  const [x, main, best] = data;
   assert.ok(x.length <= 2000, String(x.length));
-  assert.equal(run.filter((v) => v !== null).length, 1000);
+  assert.equal(main.filter((v) => v !== null).length, 1000);
   assert.equal(best.filter((v) => v !== null).length, 1000);
-  assert.ok(x.every((v, i) => i === 0 || v >= x[i - 1]), "x ascending");
-  assert.equal(x[0], 0);
-  assert.equal(x[x.length - 1], long[long.length - 1].elapsedS);
-  assert.equal(run[run.length - 1], long[long.length - 1].loss);
+  assert.ok(x.every((v, i) => i === 0 || v > x[i - 1]), "x ascending");
+  assert.equal(x[0], 1);
+  assert.equal(x[x.length - 1], long[long.length - 1].step);
+  assert.equal(main[main.length - 1], long[long.length - 1].loss);
 });
 
 test("thin", () => {
@@ -122,11 +130,13 @@ test("nonces: 32 letters and digits, never the same", () => {
 
 test("the loss axis leaves out the first steps' high loss, and pads", () => {
   // x 0..10; the first 10% (x < 1) holds the initial loss 10
-  const curve = curveSeries(pts([1, 0, 10], [2, 0.5, 8], [3, 1, 4], [4, 5, 3], [5, 10, 2.5]), pts([1, 0, 10], [6, 10, 2]));
+  // steps 1..11; the first 10% (step < 2) holds the initial loss 10
+  const curve = curveSeries([run("run", pts([1, 0, 10], [2, 0.5, 4], [3, 1, 3.5], [6, 5, 3], [11, 10, 2.5]))],
+    { number: 1, points: pts([1, 0, 10], [11, 10, 2]) }, 2);
   const [lo, hi] = lossRange(curve)!;
   assert.ok(Math.abs(lo - (2 - 0.16)) < 1e-9 && Math.abs(hi - (4 + 0.16)) < 1e-9, `${lo} ${hi}`);
-  assert.equal(lossRange(curveSeries(pts([1, 0, 3]), [])), null, "one point: uPlot decides");
-  const flat = lossRange(curveSeries(pts([1, 0, 3], [2, 1, 3]), []))!;
+  assert.equal(lossRange(curveSeries([run("run", pts([1, 0, 3]))], null, 1)), null, "one point: uPlot decides");
+  const flat = lossRange(curveSeries([run("run", pts([1, 0, 3], [2, 1, 3]))], null, 1))!;
   assert.ok(flat[0] < 3 && flat[1] > 3, "a flat curve still gets a range");
 });
 
@@ -146,4 +156,23 @@ test("the progress axis stays around the kept ones: a wild discard does not flat
     if (expected === null) assert.equal(got, null, name);
     else assert.ok(got !== null && Math.abs(got[0] - expected[0]) < 1e-9 && Math.abs(got[1] - expected[1]) < 1e-9, `${name}: ${got}`);
   }
+});
+
+test("the progress axis fits the near misses: a discard better than the baseline is drawn, not clamped to the edge", () => {
+  const range = (exps: ExperimentPayload[], dir: "lower" | "higher" = "lower") => progressRange(progressSeries(exps, dir))!;
+  // the baseline alone is kept (room: 0.2% of it); a discard 1% better than it was cut to the edge before
+  const nearMiss = [exp(1, "keep", 1.0, true), exp(2, "discard", 0.99), exp(3, "discard", 1.5)];
+  const [lo, hi] = range(nearMiss);
+  assert.ok(lo < 0.99 && hi < 1.5, `${lo} ${hi}: the near miss inside, the wild discard outside`);
+  // the same for higher is better
+  const up = [exp(1, "keep", 0.5, true), exp(2, "discard", 0.51), exp(3, "discard", 0.1)];
+  const [ulo, uhi] = range(up, "higher");
+  assert.ok(uhi > 0.51 && ulo > 0.1, `${ulo} ${uhi}`);
+  // a discard worse than the baseline is no near miss: the kept spread still decides
+  const worse = [exp(1, "keep", 4.0, true), exp(2, "keep", 3.9), exp(3, "discard", 9)];
+  assert.ok(Math.abs(range(worse)[1] - (4.1 + 0.016)) < 1e-9);
+  // the state's baseline counts over the ledger's
+  const d = progressSeries([exp(1, "keep", 1.0, true), exp(2, "discard", 0.99)], "lower", 0.98);
+  assert.equal(d.baseline, 0.98);
+  assert.ok(progressRange(d)![0] > 0.99 - 0.003, "0.99 is worse than a 0.98 baseline: no near miss");
 });

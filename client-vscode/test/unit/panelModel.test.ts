@@ -5,10 +5,13 @@ import { test } from "node:test";
 import type { ExperimentPayload, LoopStatePayload, ProgressPayload } from "../../../protocol/nightlab-protocol";
 import type { ToWebview } from "../../src/panel/messages";
 import {
-  addSample, applyMessage, canReview, countByStatus, deltaClass, enabledControls, filterRows, fmtDelta, fmtDuration,
-  fmtMetric, fmtSigma, initialModel, LIVE_SAMPLE_CAP, moveSelection, scrollToRow, upsert, visibleWindow,
+  addSample, applyMessage, canAccept, canApplyBest, canReview, countByStatus, deltaClass, enabledControls, filterRows,
+  fmtBudget, fmtDelta, fmtDuration, fmtMetric, fmtSigma, inFileLabel, initialModel, LIVE_SAMPLE_CAP, livePoints,
+  moveSelection, nextSort, numberDigits, reviewTitle, scrollToRow, sortRows, statusLabel, upsert, visibleWindow,
   type Filter, type PanelModel,
 } from "../../src/panel/model";
+import { RootStore } from "../../src/panel/roots";
+import { settingsView } from "../../src/panel/settingsView";
 
 export const exp = (number: number, over: Partial<ExperimentPayload> = {}): ExperimentPayload => ({
   number, tag: "main", status: "keep", description: `change ${number}`, hypothesis: "", metric: 1 - number / 100,
@@ -18,7 +21,8 @@ export const exp = (number: number, over: Partial<ExperimentPayload> = {}): Expe
 
 export const loop = (over: Partial<LoopStatePayload> = {}): LoopStatePayload => ({
   state: "running", reason: "", tag: "main", agent: "offline", budget: "60 s", metricName: "val_bpb",
-  direction: "lower", best: null, baseline: null, experimentsRun: 0, running: [], costUsd: 0, ...over,
+  direction: "lower", best: null, baseline: null, experimentsRun: 0, running: [], costUsd: 0, policy: "noise",
+  sandbox: "auto", died: false, ...over,
 });
 
 const sample = (number: number, step: number, over: Partial<ProgressPayload> = {}): ProgressPayload => ({
@@ -65,44 +69,66 @@ test("upsert keeps newest first for any insertion order", () => {
 test("loopState: kept whole; a newer running experiment restarts the live curve", () => {
   let m = apply({ type: "reset", state: loop({ running: [1] }), experiments: [exp(1, { status: "running" })], trusted: true });
   m = applyMessage(m, { type: "progress", progress: sample(1, 1) });
-  assert.equal(m.live?.samples.length, 1);
+  assert.equal(livePoints(m.live).length, 1);
   const s = loop({ state: "deciding", running: [1], reason: "deciding" });
   m = applyMessage(m, { type: "loopState", state: s });
   assert.equal(m.state, s);
-  assert.equal(m.live?.samples.length, 1, "same experiment: same curve");
+  assert.equal(livePoints(m.live).length, 1, "same experiment: same curve");
   m = applyMessage(m, { type: "loopState", state: loop({ state: "proposing", running: [] }) });
   assert.equal(m.live?.number, 1, "nothing runs: the last curve stays");
   m = applyMessage(m, { type: "loopState", state: loop({ running: [2] }) });
-  assert.deepEqual([m.live?.number, m.live?.samples.length], [2, 0]);
+  assert.deepEqual([m.live?.number, livePoints(m.live).length], [2, 0]);
 });
 
-test("progress: only the newest running experiment, stage run, restarts on a stage change or a step back", () => {
+test("progress: only the newest running experiment; each stage its own curve, restarted on a step back", () => {
   const running = loop({ running: [4, 5] });
   let m = apply({ type: "reset", state: running, experiments: [], trusted: true });
-  const steps: [ProgressPayload, number | null, number][] = [
-    // sample, live number after it, samples after it
-    [sample(4, 1), 5, 0], // an older one of two running: ignored
-    [sample(5, 1, { stage: "smoke" }), 5, 0], // a smoke run is not drawn
-    [sample(5, 2, { stage: "smoke" }), 5, 0],
-    [sample(5, 1), 5, 1], // the run starts: the series restarts
-    [sample(5, 2), 5, 2],
-    [sample(5, 3, { loss: null }), 5, 2], // a sample without a loss adds nothing
-    [sample(5, 4), 5, 3],
-    [sample(5, 1), 5, 1], // the step went back: the same stage ran again
-    [sample(5, 2, { stage: "repeat-1" }), 5, 0], // a confirmation repeat
-    [sample(6, 1), 6, 1], // a newer number than the state knows (it lags)
-    [sample(5, 9), 6, 1], // never back to an older one
+  const stages = () => Object.fromEntries((m.live?.runs ?? []).map((r) => [r.stage, r.points.length]));
+  const steps: [ProgressPayload, number | null, Record<string, number>][] = [
+    // sample, live number after it, points per stage after it
+    [sample(4, 1), 5, {}], // an older one of two running: ignored
+    [sample(5, 1, { stage: "smoke" }), 5, { smoke: 1 }], // the smoke run is a run too
+    [sample(5, 2, { stage: "smoke" }), 5, { smoke: 2 }],
+    [sample(5, 1), 5, { smoke: 2, run: 1 }], // the main run starts: the smoke run's curve stays
+    [sample(5, 2), 5, { smoke: 2, run: 2 }],
+    [sample(5, 3, { loss: null }), 5, { smoke: 2, run: 2 }], // a sample without a loss adds nothing
+    [sample(5, 4), 5, { smoke: 2, run: 3 }],
+    [sample(5, 1), 5, { smoke: 2, run: 1 }], // the step went back: the same stage ran again
+    [sample(5, 2, { stage: "repeat-1" }), 5, { smoke: 2, run: 1, "repeat-1": 1 }], // a confirmation: the chart keeps the run
+    [sample(5, 3, { stage: "repeat-1" }), 5, { smoke: 2, run: 1, "repeat-1": 2 }],
+    [sample(6, 1), 6, { run: 1 }], // a newer number than the state knows (it lags)
+    [sample(5, 9), 6, { run: 1 }], // never back to an older one
   ];
   for (const [i, [p, number, count]] of steps.entries()) {
     m = applyMessage(m, { type: "progress", progress: p });
-    assert.deepEqual([m.live?.number, m.live?.samples.length], [number, count], `step ${i}: ${JSON.stringify(p)}`);
+    assert.deepEqual([m.live?.number, stages()], [number, count], `step ${i}: ${JSON.stringify(p)}`);
   }
   assert.equal(m.live?.stage, "run");
 });
 
+test("progress: a baseline's repeats leave every run's curve, in stage order", () => {
+  let m = apply({ type: "reset", state: loop({ running: [1] }), experiments: [exp(1, { status: "running", baseline: true })], trusted: true });
+  for (const stage of ["run", "repeat-1", "repeat-2"]) {
+    for (let step = 1; step <= 3; step++) m = applyMessage(m, { type: "progress", progress: sample(1, step, { stage }) });
+  }
+  assert.deepEqual(m.live?.runs.map((r) => [r.stage, r.points.length]), [["run", 3], ["repeat-1", 3], ["repeat-2", 3]]);
+  assert.equal(m.live?.stage, "repeat-2");
+});
+
+test("curve: a recorded run fills the detail's curves and a live run opened mid-run", () => {
+  const pts = [{ step: 1, elapsedS: 0, loss: 5 }, { step: 2, elapsedS: 1, loss: 4 }];
+  let m = apply({ type: "reset", state: loop({ running: [3] }), experiments: [], trusted: true });
+  m = applyMessage(m, { type: "curve", number: 3, stage: "repeat-1", points: pts });
+  m = applyMessage(m, { type: "curve", number: 3, stage: "run", points: pts });
+  assert.deepEqual(m.live?.runs.map((r) => r.stage), ["run", "repeat-1"]);
+  assert.deepEqual(m.curves?.runs.map((r) => r.stage), ["run", "repeat-1"]);
+  m = applyMessage(m, { type: "curve", number: 2, stage: "run", points: pts });
+  assert.deepEqual([m.curves?.number, m.curves?.runs.length, m.live?.number], [2, 1, 3], "another experiment's: the detail's only");
+});
+
 test("addSample on its own: an older number than the newest running one starts nothing", () => {
   assert.equal(addSample(null, sample(4, 1), 5), null);
-  assert.deepEqual(addSample(null, sample(5, 1), 5)?.samples, [{ step: 1, elapsedS: 0.5, loss: 4.99 }]);
+  assert.deepEqual(livePoints(addSample(null, sample(5, 1), 5)), [{ step: 1, elapsedS: 0.5, loss: 4.99 }]);
   assert.equal(addSample(null, sample(6, 1), null)?.number, 6, "no state yet: the sample's own number");
 });
 
@@ -114,9 +140,10 @@ test("progress: a message that changes nothing keeps the model object", () => {
 test("progress: the live samples stay bounded over a long night", () => {
   let live = null;
   for (let i = 1; i <= LIVE_SAMPLE_CAP * 2 + 1; i++) live = addSample(live, sample(1, i), 1);
-  assert.ok(live !== null && live.samples.length <= LIVE_SAMPLE_CAP, String(live?.samples.length));
-  assert.equal(live.samples[live.samples.length - 1].step, LIVE_SAMPLE_CAP * 2 + 1, "the newest is kept");
-  assert.equal(live.samples[0].step, 1, "the first is kept");
+  const points = livePoints(live);
+  assert.ok(points.length <= LIVE_SAMPLE_CAP, String(points.length));
+  assert.equal(points[points.length - 1].step, LIVE_SAMPLE_CAP * 2 + 1, "the newest is kept");
+  assert.equal(points[0].step, 1, "the first is kept");
 });
 
 test("bestCurve, trust and error", () => {
@@ -182,6 +209,63 @@ test("moving the selection with the keys", () => {
 
 test("accept and reject only for finished changes", () => {
   assert.deepEqual(ledger.map((e) => [e.number, canReview(e)]), [[6, false], [5, false], [4, true], [3, true], [2, false], [1, false]]);
+  // the detail view's Accept also takes a crash's or an interrupted run's change (the host asks first)
+  assert.deepEqual(ledger.map((e) => [e.number, canAccept(e)]), [[6, false], [5, true], [4, true], [3, true], [2, true], [1, false]]);
+});
+
+test("filter by words in the description or the reason, with the status", () => {
+  const rows = [exp(3, { description: "MATRIX_LR 0.02 -> 0.04", reason: "worse by 0.01" }),
+    exp(2, { status: "discard", description: "DEPTH 4 -> 6", reason: "Within noise: +0.0001" }),
+    exp(1, { description: "warmup 0 -> 100", reason: "better than the best" })];
+  const cases: [Filter, string, number[]][] = [
+    ["all", "", [3, 2, 1]], ["all", "lr", [3]], ["all", "NOISE", [2]], ["all", "better", [1]], ["all", "0.0", [3, 2]],
+    ["all", "depth noise", [2]], ["all", "depth better", []], ["keep", "0.0", [3]], ["discard", "  ", [2]],
+  ];
+  for (const [filter, text, expected] of cases) {
+    assert.deepEqual(filterRows(rows, filter, text).map((e) => e.number), expected, `${filter} ${JSON.stringify(text)}`);
+  }
+  assert.equal(filterRows(rows, "all", " "), rows, "nothing to filter: the same array");
+});
+
+test("sort by a column: values ascending or descending, rows without one last, ties newest first", () => {
+  const rows = [exp(5, { metric: null, status: "running", reason: "" }), exp(4, { metric: 0.97, delta: 0.01, reason: "b" }),
+    exp(3, { metric: 0.95, delta: -0.02, reason: "a", durationS: 30 }), exp(2, { metric: 0.97, delta: null, reason: "c", durationS: 10 }),
+    exp(1, { metric: 0.99, reason: "", durationS: 20 })];
+  const cases: [Parameters<typeof sortRows>[1], number[]][] = [
+    [{ key: "number", desc: true }, [5, 4, 3, 2, 1]],
+    [{ key: "number", desc: false }, [1, 2, 3, 4, 5]],
+    [{ key: "metric", desc: false }, [3, 4, 2, 1, 5]],
+    [{ key: "metric", desc: true }, [1, 4, 2, 3, 5]],
+    [{ key: "delta", desc: false }, [3, 4, 5, 2, 1]],
+    [{ key: "reason", desc: false }, [3, 4, 2, 5, 1]],
+    [{ key: "time", desc: true }, [3, 1, 2, 5, 4]],
+  ];
+  for (const [sort, expected] of cases) assert.deepEqual(sortRows(rows, sort).map((e) => e.number), expected, JSON.stringify(sort));
+  assert.equal(sortRows(rows, { key: "number", desc: true }), rows, "the list's own order: no copy");
+  assert.deepEqual(nextSort({ key: "number", desc: true }, "number"), { key: "number", desc: false });
+  assert.deepEqual(nextSort({ key: "number", desc: true }, "metric"), { key: "metric", desc: false });
+  assert.deepEqual(nextSort({ key: "metric", desc: false }, "metric"), { key: "metric", desc: true });
+});
+
+test("the # column fits the largest number: four digits are not cut", () => {
+  assert.equal(numberDigits([]), 2);
+  assert.equal(numberDigits([exp(7)]), 2);
+  assert.equal(numberDigits([exp(999), exp(1000)]), 4);
+  assert.equal(numberDigits([exp(12345)]), 5);
+});
+
+test("the verdict badge always says the verdict; the file's state and the review are their own", () => {
+  const cases: [Partial<ExperimentPayload>, string, string, string | null][] = [
+    [{ status: "discard", inFile: "all" }, "discard", "in file", null],
+    [{ status: "discard", inFile: "some" }, "discard", "partly in file", null],
+    [{ status: "keep", inFile: "none", review: "accepted", reviewedAt: "2026-11-27T01:20:05+00:00" }, "keep", "",
+      "accepted by you on 2026-11-27 01:20"],
+    [{ status: "crash", inFile: null, review: "rejected" }, "crash", "", "rejected by you"],
+  ];
+  for (const [over, verdict, inFile, review] of cases) {
+    const e = exp(3, over);
+    assert.deepEqual([statusLabel(e), inFileLabel(e), reviewTitle(e)], [verdict, inFile, review], JSON.stringify(over));
+  }
 });
 
 // ---- formatting ------------------------------------------------------------------------------------
@@ -192,6 +276,7 @@ test("formatting", () => {
     [fmtDelta(0.0012), "+0.001200"], [fmtDelta(-0.0137), "\u22120.013700"], [fmtDelta(0), "\u00b10.000000"], [fmtDelta(null), ""],
     [fmtSigma(0.00213), "0.0021"], [fmtSigma(0.00001), "1.0e-5"], [fmtSigma(null), ""],
     [fmtDuration(42.4), "42s"], [fmtDuration(245), "4m05s"], [fmtDuration(3720), "1h02m"], [fmtDuration(null), ""],
+    [fmtBudget("tokens", 1000000), "1,000,000 tokens"], [fmtBudget("time", 60), "60 s"], [fmtBudget(null, 5), ""],
   ];
   for (const [got, expected] of cases) assert.equal(got, expected);
 });
@@ -224,4 +309,60 @@ test("which controls are enabled, per state and trust", () => {
     assert.deepEqual(enabledControls(state === null ? null : loop({ state }), trusted), expected, `${state} trusted=${trusted}`);
   }
   assert.deepEqual(enabledControls(null, true, false), all(false, false, false, false), "no server: nothing");
+});
+
+test("Apply best: a best that is not the baseline, with a server", () => {
+  const base = apply({ type: "reset", state: loop({ best: { number: 3, metric: 0.9 } }),
+    experiments: [exp(1, { baseline: true }), exp(3)], trusted: true });
+  assert.equal(canApplyBest(base), true);
+  assert.equal(canApplyBest(applyMessage(base, { type: "loopState", state: loop({ best: { number: 1, metric: 0.99 } }) })), false,
+    "the baseline is the best: nothing to apply");
+  assert.equal(canApplyBest(applyMessage(base, { type: "loopState", state: loop({ best: null }) })), false);
+  assert.equal(canApplyBest(apply({ type: "reset", state: loop({ best: { number: 3, metric: 0.9 } }), experiments: [exp(3)],
+    trusted: true, problem: "no server" })), false);
+});
+
+// ---- the header's settings ---------------------------------------------------------------------------
+
+test("the header's settings: the loop's own while it runs; else the extension's settings over nightlab.toml", () => {
+  const toml = loop({ state: "idle", pid: null, budget: "300 s", policy: "noise", agent: "anthropic", model: "claude-x",
+    sandbox: "auto" });
+  const view = (s: LoopStatePayload, over = {}) => settingsView(s, over)!.items.map((i) => `${i.key}=${i.value}:${i.source}`);
+  assert.deepEqual(view(toml), ["budget=300 s:toml", "policy=noise:toml", "agent=anthropic:toml", "model=claude-x:toml",
+    "sandbox=auto:toml"]);
+  assert.deepEqual(view(toml, { budgetTokens: 200000, agent: "offline" }),
+    ["budget=200,000 tokens:settings", "policy=noise:toml", "agent=offline:settings", "sandbox=auto:toml"],
+    "the offline agent has no model");
+  assert.deepEqual(view(toml, { budgetSeconds: 60, model: "claude-y" }),
+    ["budget=60 s:settings", "policy=noise:toml", "agent=anthropic:toml", "model=claude-y:settings", "sandbox=auto:toml"]);
+  const running = { ...toml, state: "running" as const, pid: 4242 };
+  assert.deepEqual(view(running, { budgetTokens: 200000 }), ["budget=300 s:loop", "policy=noise:loop", "agent=anthropic:loop",
+    "model=claude-x:loop", "sandbox=auto:loop"], "a running loop: what it runs with, whatever the settings say now");
+  assert.equal(settingsView(running, {})!.live, true);
+  assert.equal(settingsView({ ...toml, state: "stopped", pid: 4242, died: true }, {})!.live, false, "a dead loop runs nothing");
+  assert.equal(settingsView(null, {}), null);
+});
+
+// ---- the host's folders --------------------------------------------------------------------------------
+
+test("each folder keeps its own loop state and ledger; the panel shows the chosen one", () => {
+  let primary: string | null = "/ws/a";
+  const store = new RootStore(() => primary);
+  const stateOf = (root: string, over: Partial<LoopStatePayload> = {}) => loop({ root, ...over });
+  assert.equal(store.apply("nightlab/loopState", stateOf("/ws/a", { state: "running" })), "/ws/a");
+  assert.equal(store.apply("nightlab/loopState", stateOf("/ws/b", { state: "idle" })), "/ws/b");
+  store.apply("nightlab/experimentStarted", { experiment: exp(1, { status: "running" }), root: "/ws/b" });
+  store.apply("nightlab/experimentFinished", { experiment: exp(7), root: "/ws/a" });
+  store.apply("nightlab/experimentFinished", { experiment: exp(8) }); // no root: the server's first folder
+  assert.equal(store.chosen, "/ws/a", "by default the server's first folder");
+  assert.deepEqual([...store.current().experiments.keys()], [7, 8]);
+  assert.equal(store.current().state?.state, "running");
+  assert.equal(store.isChosen("/ws/b"), false);
+  store.choose("/ws/b");
+  assert.deepEqual([store.chosen, store.current().state?.state, [...store.current().experiments.keys()]], ["/ws/b", "idle", [1]]);
+  assert.deepEqual(store.choices(), [{ root: "/ws/a", label: "a", state: "running" }, { root: "/ws/b", label: "b", state: "idle" }]);
+  primary = null;
+  assert.equal(store.chosen, "/ws/b", "a folder picked stays picked");
+  store.clear();
+  assert.deepEqual(store.choices(), [], "a server restart: nothing known until it says again");
 });

@@ -7,10 +7,10 @@
  * Must not import: vscode.
  */
 import uPlot from "uplot";
-import { lossRange, progressRange, type CurveData, type ProgressData } from "../model";
+import { lossRange, offRange, progressRange, type CurveSeries, type ProgressData } from "../model";
 import { cssVar, el, setAttr, setText } from "./dom";
 
-const HEIGHT = 120;
+const HEIGHT = 140;
 
 interface Theme {
   fg: string;
@@ -20,6 +20,9 @@ interface Theme {
   green: string;
   red: string;
   blue: string;
+  orange: string;
+  purple: string;
+  yellow: string;
 }
 
 function theme(): Theme {
@@ -33,6 +36,9 @@ function theme(): Theme {
     green: cssVar("--vscode-charts-green", "#89d185"),
     red: cssVar("--vscode-charts-red", "#f14c4c"),
     blue: cssVar("--vscode-charts-blue", "#3794ff"),
+    orange: cssVar("--vscode-charts-orange", "#d18616"),
+    purple: cssVar("--vscode-charts-purple", "#b180d7"),
+    yellow: cssVar("--vscode-charts-yellow", "#cca700"),
   };
 }
 
@@ -95,86 +101,112 @@ abstract class Chart<D> {
 }
 
 export interface LiveCurve {
-  curve: CurveData;
-  /** the running (or last) experiment the curve belongs to */
+  curve: CurveSeries;
+  /** the experiment the curves belong to (running, or the last one) */
   number: number | null;
   running: boolean;
-  best: number | null;
+  /** the line shown while there is no point */
+  emptyText?: string;
 }
 
+/** A color for each of an experiment's runs: the main run blue, the repeats the next colors, smoke muted. */
+function runColors(t: Theme, labels: string[], kinds: ("run" | "best")[]): string[] {
+  const palette = [t.blue, t.orange, t.purple, t.yellow, t.fg];
+  let k = 0;
+  return labels.map((label, i) => kinds[i] === "best" ? t.green : / smoke$|^smoke$/.test(label) ? t.muted
+    : palette[Math.min(palette.length - 1, k++)]);
+}
+
+/** Loss over steps for each run of an experiment, and the best's main run (dashed) for comparison. */
 export class LossChart extends Chart<LiveCurve> {
   private yRange: [number, number] | null = null;
+  private shape = "";
 
-  constructor() {
-    super("loss", "Loss");
+  constructor(cls = "loss", title = "Loss") {
+    super(cls, title);
   }
 
   protected aligned(d: LiveCurve): uPlot.AlignedData {
-    return d.curve.data;
+    return d.curve.data as uPlot.AlignedData;
   }
 
   override set(d: LiveCurve): void {
-    if (this.u && this.data?.curve.xKey !== d.curve.xKey) {
-      this.u.destroy(); // the x axis's unit changed: new axes
+    const shape = d.curve.labels.join("|") + "/" + d.curve.kinds.join("|");
+    if (this.u && shape !== this.shape) {
+      this.u.destroy(); // other series (a repeat started, the best arrived): new series and colors
       this.u = null;
     }
+    this.shape = shape;
     this.yRange = lossRange(d.curve);
     super.set(d);
-    const [x, run, best] = d.curve.data;
-    const runPoints = run.filter((v) => v !== null).length;
-    const bestPoints = best.filter((v) => v !== null).length;
-    setAttr(this.root, "data-running-points", String(runPoints));
-    setAttr(this.root, "data-best-points", String(bestPoints));
-    setAttr(this.root, "data-x", d.curve.xKey);
-    this.legend.replaceChildren(
-      d.number === null ? "" : el("span", { class: "key run" }, `#${d.number}${d.running ? " running" : ""}`),
-      d.best === null ? "" : el("span", { class: "key best" }, `best #${d.best}`));
+    const [x, ...ys] = d.curve.data;
+    const points = (kind: "run" | "best") => ys.reduce((n, y, i) => n + (d.curve.kinds[i] === kind
+      ? y.filter((v) => v !== null).length : 0), 0);
+    setAttr(this.root, "data-running-points", String(points("run")));
+    setAttr(this.root, "data-best-points", String(points("best")));
+    setAttr(this.root, "data-series", String(ys.length));
+    setAttr(this.root, "data-labels", d.curve.labels.join(","));
+    setAttr(this.root, "data-x", "step");
+    const colors = runColors(this.t, d.curve.labels, d.curve.kinds);
+    // one key per drawn series: a legend never names a curve that is not there
+    this.legend.replaceChildren(...d.curve.labels.map((label, i) => {
+      const key = el("span", { class: `key ${d.curve.kinds[i]}` }, label + (i === 0 && d.running ? " running" : ""));
+      key.style.setProperty("--key-color", colors[i]);
+      return key;
+    }));
     this.empty.hidden = x.length > 0;
     this.root.classList.toggle("is-empty", x.length === 0);
-    setText(this.empty, d.number === null ? "The running experiment's loss appears here."
-      : d.running ? "Waiting for the first loss\u2026" : "No loss recorded.");
+    setText(this.empty, d.emptyText ?? (d.number === null ? "The running experiment's loss appears here."
+      : d.running ? "Waiting for the first loss\u2026" : "No loss recorded."));
   }
 
   protected build(): uPlot {
     const t = this.t;
-    const xKey = this.data?.curve.xKey ?? "elapsedS";
+    const d = this.data!;
+    const colors = runColors(t, d.curve.labels, d.curve.kinds);
+    const ax = axes(t, (v) => String(v));
+    ax[0] = { ...ax[0], label: "step", labelSize: 12, labelFont: t.font, size: 18 };
+    ax[1] = { ...ax[1], label: "loss", labelSize: 12, labelFont: t.font };
     const opts: uPlot.Options = {
       ...this.size(),
       legend: { show: false },
       cursor: { y: false, points: { size: 5 }, drag: { x: false, y: false } },
       scales: { x: { time: false }, y: { range: (_u, min, max) => this.yRange ?? uPlot.rangeNum(min, max, 0.1, true) } },
-      axes: axes(t, (v) => (xKey === "elapsedS" ? `${+v.toFixed(2)}s` : String(v))),
+      axes: ax,
       series: [
         {},
-        { label: "running", stroke: t.blue, width: 1.5, spanGaps: true, points: { show: false } },
-        { label: "best", stroke: t.green, width: 1, dash: [4, 3], spanGaps: true, points: { show: false } },
+        ...d.curve.labels.map((label, i) => d.curve.kinds[i] === "best"
+          ? { label, stroke: colors[i], width: 1, dash: [4, 3], spanGaps: true, points: { show: false } }
+          : { label, stroke: colors[i], width: 1.5, spanGaps: true, points: { show: false } }),
       ],
       hooks: {
         setCursor: [(u) => this.showReadout(u, (i) => {
-          const [x, r, b] = u.data;
-          const at = xKey === "elapsedS" ? `${(x[i] as number).toFixed(1)}s` : `step ${x[i]}`;
-          const parts = [at];
-          if (r[i] != null) parts.push(`run ${(r[i] as number).toFixed(4)}`);
-          if (b[i] != null) parts.push(`best ${(b[i] as number).toFixed(4)}`);
+          const labels = this.data?.curve.labels ?? [];
+          const parts = [`step ${u.data[0][i]}`];
+          for (let s = 1; s < u.data.length; s++) {
+            const v = u.data[s][i];
+            if (v != null) parts.push(`${labels[s - 1]} ${(v as number).toFixed(4)}`);
+          }
           return parts.join("  ");
         })],
       },
     };
-    return new uPlot(opts, this.aligned(this.data!), this.plot);
+    return new uPlot(opts, this.aligned(d), this.plot);
   }
 }
 
 export class ProgressChart extends Chart<ProgressData> {
   private yRange: [number, number] | null = null;
 
-  constructor(private metricName = "val_bpb") {
+  /** `select`: a click on the chart picks the experiment nearest the pointer. */
+  constructor(private readonly select: (number: number) => void, private metricName = "val_bpb") {
     super("progress", "Progress");
   }
 
   /** Discards outside the range are left out here and drawn as marks on the edge. */
   protected aligned(d: ProgressData): uPlot.AlignedData {
     const r = this.yRange;
-    const inside = r ? d.discarded.map((v) => (v !== null && (v < r[0] || v > r[1]) ? null : v)) : d.discarded;
+    const inside = r ? d.discarded.map((v) => (offRange(v, r) ? null : v)) : d.discarded;
     return [d.x, d.kept, inside, d.frontier];
   }
 
@@ -190,6 +222,9 @@ export class ProgressChart extends Chart<ProgressData> {
     setAttr(this.root, "data-discarded", String(count(d.discarded)));
     setAttr(this.root, "data-frontier", String(count(d.frontier)));
     setAttr(this.root, "data-crashes", String(d.crashes.length));
+    const r = this.yRange;
+    setAttr(this.root, "data-edge-marks", String(d.discarded.filter((v) => offRange(v, r)).length));
+    setAttr(this.root, "data-y-range", r ? `${r[0]},${r[1]}` : null);
     this.legend.replaceChildren(
       el("span", { class: "key kept" }, `kept ${count(d.kept)}`),
       el("span", { class: "key discarded" }, `discarded ${count(d.discarded)}`),
@@ -209,7 +244,9 @@ export class ProgressChart extends Chart<ProgressData> {
       legend: { show: false },
       cursor: { y: false, points: { size: 7 }, drag: { x: false, y: false } },
       scales: { x: { time: false }, y: { range: (_u, min, max) => this.yRange ?? uPlot.rangeNum(min, max, 0.1, true) } },
-      axes: axes(t, (v) => (Number.isInteger(v) ? String(v) : "")),
+      axes: ((ax) => [{ ...ax[0], label: "experiment", labelSize: 12, labelFont: t.font, size: 18 },
+        { ...ax[1], label: this.metricName, labelSize: 12, labelFont: t.font }])(
+        axes(t, (v) => (Number.isInteger(v) ? String(v) : ""))),
       series: [
         {},
         { label: "kept", ...dots(t.green, 6) },
@@ -227,7 +264,14 @@ export class ProgressChart extends Chart<ProgressData> {
         })],
       },
     };
-    return new uPlot(opts, this.aligned(this.data!), this.plot);
+    const u = new uPlot(opts, this.aligned(this.data!), this.plot);
+    u.over.classList.add("clickable");
+    u.over.addEventListener("click", () => {
+      const i = u.cursor.idx;
+      const n = i === null || i === undefined ? undefined : this.data?.x[i];
+      if (n !== undefined) this.select(n);
+    });
+    return u;
   }
 
   /** Crashes have no metric: a red cross on the x axis. A discard off the range: a gray triangle on the edge. */

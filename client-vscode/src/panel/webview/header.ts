@@ -1,11 +1,13 @@
 /**
- * The top of the panel: banners (no server, untrusted workspace, a failed request), where the loop
- * stands (state, reason, best against the baseline, agent, budget, experiments, cost) and the loop's
- * controls. Draws what panel/model.ts decides.
+ * The top of the panel: banners (no server, untrusted workspace, a loop that died, a failed request),
+ * the folder picker (more than one folder with a loop), where the loop stands (state, reason, best
+ * against the baseline, experiments, cost), the settings in effect or those Start would use (and where
+ * each comes from), Apply best and the loop's controls. Draws what panel/model.ts decides.
  * Must not import: vscode.
  */
 import type { LoopControl } from "../messages";
-import { enabledControls, fmtCost, fmtMetric, gainPercent, showsCost, type PanelModel } from "../model";
+import { canApplyBest, enabledControls, fmtCost, fmtMetric, gainPercent, showsCost, type PanelModel } from "../model";
+import { settingsView, SOURCE_WORDS } from "../settingsView";
 import { el, setAttr, setText } from "./dom";
 
 const CONTROLS: { action: LoopControl; label: string; title: string }[] = [
@@ -22,6 +24,8 @@ const STATE_WORDS: Record<string, string> = {
 
 export interface HeaderEvents {
   control(action: LoopControl): void;
+  applyBest(): void;
+  chooseRoot(root: string): void;
   dismissError(): void;
 }
 
@@ -39,6 +43,12 @@ export class Header {
   private readonly bestNumber = el("span", { class: "best-number" });
   private readonly gain = el("span", { class: "gain" });
   private readonly facts = el("div", { class: "facts" });
+  private readonly died = el("div", { class: "banner died", role: "alert", hidden: true });
+  private readonly settings = el("div", { class: "settings" });
+  private readonly picker = el("select", { class: "root-picker", "aria-label": "The folder whose loop the panel shows" });
+  private readonly pickerLine = el("label", { class: "root-line", hidden: true }, el("span", {}, "Folder"), this.picker);
+  private readonly applyBest = el("button", { class: "secondary apply-best", "data-command": "applyBest", disabled: true,
+    title: "Merge the best experiment's change (and the kept ones it builds on) into your files" }, "Apply best");
   private readonly buttons = new Map<LoopControl, HTMLButtonElement>();
 
   constructor(events: HeaderEvents) {
@@ -53,12 +63,16 @@ export class Header {
       this.buttons.set(c.action, b);
       controls.append(b);
     }
+    this.applyBest.addEventListener("click", () => events.applyBest());
+    this.picker.addEventListener("change", () => events.chooseRoot(this.picker.value));
     this.root = el("header", { class: "status" },
-      this.problem, this.untrusted, this.error,
+      this.problem, this.untrusted, this.died, this.error,
+      this.pickerLine,
       el("div", { class: "state-line" }, el("span", { class: "state-dot" }), this.stateName, this.reason),
       el("div", { class: "best-line" }, this.metricName, this.bestValue, this.bestNumber, this.gain),
+      this.settings,
       this.facts,
-      controls);
+      el("div", { class: "control-line" }, controls, this.applyBest));
   }
 
   update(m: PanelModel): void {
@@ -89,9 +103,14 @@ export class Header {
     const better = gain !== null && gain !== 0 && ((gain < 0) === (s?.direction !== "higher"));
     setAttr(this.gain, "class", gain === null || Math.abs(gain) < 5e-5 ? "gain" : better ? "gain better" : "gain worse");
 
+    this.died.hidden = !s?.died;
+    this.died.replaceChildren(...(s?.died ? [el("strong", {}, "Loop died: "), s.reason || "the loop process ended without stopping",
+      s.log ? el("div", { class: "log-path" }, `its log: ${s.log}`) : ""] : []));
+    this.drawSettings(m);
+    this.drawPicker(m);
+
     const facts: string[] = [];
     if (s) {
-      facts.push(s.agent, s.budget ? `${s.budget} per experiment` : "");
       facts.push(`${s.experimentsRun} experiment${s.experimentsRun === 1 ? "" : "s"}`);
       if (showsCost(s.agent)) facts.push(`${fmtCost(s.costUsd)} spent`);
       if (s.tag && s.tag !== "main") facts.push(`tag ${s.tag}`);
@@ -106,5 +125,32 @@ export class Header {
       // the one control that matters now is the primary one
       setAttr(b, "class", enabled[action] && (action === "start" || action === "resume") ? "primary" : "secondary");
     }
+    this.applyBest.disabled = !canApplyBest(m);
+    setAttr(this.applyBest, "title", s?.best ? `Merge #${s.best.number}'s change (and the kept ones it builds on) into your files`
+      : "No best yet: nothing to apply");
+  }
+
+  /** budget · policy · agent · model · sandbox, each with where it comes from. */
+  private drawSettings(m: PanelModel): void {
+    const v = settingsView(m.state, m.overrides);
+    this.settings.hidden = !v || v.items.length === 0;
+    if (!v) return;
+    setAttr(this.settings, "data-live", v.live ? "true" : "false");
+    const lead = el("span", { class: "settings-lead" }, v.live ? "Running with" : "Start uses");
+    this.settings.replaceChildren(lead, ...v.items.map((it) => el("span", { class: `setting ${it.source}`, "data-key": it.key,
+      "data-source": it.source, title: `${it.key}: ${it.value} (${SOURCE_WORDS[it.source]})` },
+      el("span", { class: "setting-key" }, it.key), " ", el("span", { class: "setting-value" }, it.value),
+      it.source === "loop" ? "" : el("span", { class: "setting-source" }, it.source === "settings" ? "settings" : "toml"))));
+  }
+
+  private drawPicker(m: PanelModel): void {
+    this.pickerLine.hidden = m.roots.length < 2;
+    const have = Array.from(this.picker.options).map((o) => `${o.value}\n${o.textContent}`).join("|");
+    const want = m.roots.map((r) => `${r.root}\n${r.label}${r.state ? ` (${r.state})` : ""}`).join("|");
+    if (have !== want) {
+      this.picker.replaceChildren(...m.roots.map((r) => el("option", { value: r.root, title: r.root },
+        `${r.label}${r.state ? ` (${r.state})` : ""}`)));
+    }
+    if (m.root && this.picker.value !== m.root) this.picker.value = m.root;
   }
 }

@@ -1,19 +1,20 @@
 /**
  * The panel's webview script: builds the panel, applies the host's messages to the model
  * (panel/model.ts), and redraws what changed at most once per animation frame, so that progress
- * samples streaming in at any rate cost one redraw per frame. Filter, selection and scroll position
- * are kept with setState, so the panel looks the same after it was hidden.
+ * samples streaming in at any rate cost one redraw per frame. Filters, sort order, column widths,
+ * selection and scroll position are kept with setState, so the panel looks the same after it was hidden.
  * Must not import: vscode (this runs in the webview's page).
  */
 import "uplot/dist/uPlot.min.css";
 import "./panel.css";
 import type { ExperimentPayload } from "../../../../protocol/nightlab-protocol";
-import type { ToWebview, WebviewState } from "../messages";
+import type { SortOrder, ToWebview, WebviewState } from "../messages";
 import {
-  applyMessage, countByStatus, curveSeries, dismissError, filterRows, initialModel, progressSeries, type Filter,
-  type PanelModel,
+  applyMessage, countByStatus, curveSeries, dismissError, filterRows, initialModel, nextSort, numberDigits, progressSeries,
+  sortRows, stagesOf, type Filter, type PanelModel,
 } from "../model";
 import { LossChart, ProgressChart } from "./charts";
+import { DetailView } from "./detail";
 import { el, onThemeChange } from "./dom";
 import { Header } from "./header";
 import { ExperimentTable } from "./table";
@@ -25,19 +26,26 @@ let drawn: PanelModel | null = null;
 let drawnUi: WebviewState | null = null;
 let frame = 0;
 let scrollRestored = false;
-let rowsCache: { experiments: readonly ExperimentPayload[]; filter: Filter; rows: readonly ExperimentPayload[] } | null = null;
+let rowsCache: { experiments: readonly ExperimentPayload[]; filter: Filter; text: string; sort: SortOrder;
+  rows: readonly ExperimentPayload[] } | null = null;
+/** the experiment (and its status) whose recorded curves were asked for last */
+let askedCurves = "";
+
+function select(number: number): void {
+  setUi({ selected: number });
+  post({ type: "select", number });
+  render();
+  table.reveal(number);
+}
 
 const header = new Header({
   control: (action) => post({ type: "control", action }),
+  applyBest: () => post({ type: "applyBest" }),
+  chooseRoot: (root) => post({ type: "chooseRoot", root }),
   dismissError: () => update(dismissError(model)),
 });
 const table = new ExperimentTable({
-  select(number) {
-    setUi({ selected: number });
-    post({ type: "select", number });
-    render();
-    table.reveal(number);
-  },
+  select,
   accept: (number) => post({ type: "accept", number }),
   reject: (number) => post({ type: "reject", number }),
   filter(filter) {
@@ -46,17 +54,41 @@ const table = new ExperimentTable({
     table.scrollTop = 0;
     if (ui.selected !== null) table.reveal(ui.selected);
   },
+  text(text) {
+    setUi({ text, scrollTop: 0 });
+    render();
+    table.scrollTop = 0;
+  },
+  sort(key) {
+    setUi({ sort: nextSort(ui.sort, key) });
+    render();
+    if (ui.selected !== null) table.reveal(ui.selected);
+  },
+  resize(widths) {
+    setUi({ widths });
+    render();
+  },
   scrolled(scrollTop) {
     ui.scrollTop = scrollTop;
     saveSoon();
   },
 });
+const detail = new DetailView({
+  openDiff: (number) => post({ type: "openDiff", number }),
+  accept: (number) => post({ type: "accept", number }),
+  reject: (number) => post({ type: "reject", number }),
+  rerun: (number) => post({ type: "rerun", number }),
+  close() {
+    setUi({ selected: null });
+    render();
+  },
+});
 const loss = new LossChart();
-const progress = new ProgressChart();
+const progress = new ProgressChart((number) => select(number));
 
 const app = document.getElementById("app")!;
 app.removeAttribute("aria-busy");
-app.replaceChildren(header.root, el("section", { class: "charts" }, loss.root, progress.root), table.root);
+app.replaceChildren(header.root, el("section", { class: "charts" }, loss.root, progress.root), table.root, detail.root);
 
 window.addEventListener("message", (ev: MessageEvent) => {
   const msg = ev.data as ToWebview;
@@ -87,10 +119,21 @@ function saveSoon(): void {
 }
 
 function rows(): readonly ExperimentPayload[] {
-  if (!rowsCache || rowsCache.experiments !== model.experiments || rowsCache.filter !== ui.filter) {
-    rowsCache = { experiments: model.experiments, filter: ui.filter, rows: filterRows(model.experiments, ui.filter) };
+  const c = rowsCache;
+  if (!c || c.experiments !== model.experiments || c.filter !== ui.filter || c.text !== ui.text || c.sort !== ui.sort) {
+    const shown = filterRows(model.experiments, ui.filter, ui.text);
+    rowsCache = { experiments: model.experiments, filter: ui.filter, text: ui.text, sort: ui.sort, rows: sortRows(shown, ui.sort) };
   }
-  return rowsCache.rows;
+  return rowsCache!.rows;
+}
+
+/** The selected experiment's recorded runs, asked for once per experiment and status (a finished run has all). */
+function askCurves(e: ExperimentPayload | null): void {
+  if (!e || e.status === "running" || !model.loaded || model.problem) return;
+  const key = `${model.root}|${e.number}|${e.status}|${e.repeats ?? 1}`;
+  if (key === askedCurves) return;
+  askedCurves = key;
+  post({ type: "curves", number: e.number, stages: stagesOf(e) });
 }
 
 /** Draw what changed since the last frame. */
@@ -103,24 +146,30 @@ function render(): void {
   const metricName = m.state?.metricName ?? "val_bpb";
   if (m !== d) header.update(m);
 
-  const uiChanged = !drawnUi || drawnUi.filter !== ui.filter || drawnUi.selected !== ui.selected;
+  const uiChanged = !drawnUi || drawnUi.filter !== ui.filter || drawnUi.selected !== ui.selected || drawnUi.text !== ui.text
+    || drawnUi.sort !== ui.sort || drawnUi.widths !== ui.widths;
   if (!d || uiChanged || m.experiments !== d.experiments || m.live !== d.live || m.state !== d.state) {
-    table.update({ rows: rows(), counts: countByStatus(m.experiments), filter: ui.filter, selected: ui.selected,
-      metricName, direction, live: m.live, anyAtAll: m.experiments.length > 0 });
+    table.update({ rows: rows(), counts: countByStatus(m.experiments), filter: ui.filter, text: ui.text, sort: ui.sort,
+      widths: ui.widths, digits: numberDigits(m.experiments), selected: ui.selected, metricName, direction, live: m.live,
+      anyAtAll: m.experiments.length > 0 });
   }
-  if (!d || m.experiments !== d.experiments || direction !== d.state?.direction || metricName !== d.state?.metricName) {
+  if (!d || m.experiments !== d.experiments || direction !== d.state?.direction || metricName !== d.state?.metricName
+      || m.state?.baseline !== d.state?.baseline) {
     progress.setMetric(metricName);
-    progress.set(progressSeries(m.experiments, direction));
+    progress.set(progressSeries(m.experiments, direction, m.state?.baseline));
   }
-  if (!d || m.live?.samples !== d.live?.samples || m.live?.number !== d.live?.number || m.best !== d.best
-      || m.state?.running !== d.state?.running) {
+  if (!d || m.live !== d.live || m.best !== d.best || m.state?.running !== d.state?.running) {
+    const number = m.live?.number ?? null;
     loss.set({
-      curve: curveSeries(m.live?.samples ?? [], m.best?.points ?? []),
-      number: m.live?.number ?? null,
+      curve: curveSeries(m.live?.runs ?? [], m.best, number),
+      number,
       running: m.live !== null && (m.state?.running.includes(m.live.number) ?? false),
-      best: m.best?.number ?? null,
     });
   }
+  const selected = ui.selected === null ? null : m.experiments.find((e) => e.number === ui.selected) ?? null;
+  askCurves(selected);
+  detail.update({ experiment: selected, curves: m.curves, live: m.live, best: m.best, metricName,
+    tag: m.state?.tag ?? "", trusted: m.trusted, serverUp: m.loaded && !m.problem });
   if (m.loaded && !scrollRestored) {
     scrollRestored = true; // once: the rows are there now, so the restored scroll position holds
     table.scrollTop = ui.scrollTop;

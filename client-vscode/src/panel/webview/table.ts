@@ -1,24 +1,53 @@
 /**
  * The experiments table with virtual scrolling: a spacer as tall as all rows, and only the rows in view
  * (plus an overscan) as elements, reused as the window moves, so that thousands of experiments scroll
- * smoothly while progress streams. Fixed row height (ROW_HEIGHT, the same as VS Code's lists).
+ * smoothly while progress streams. Fixed row height (ROW_HEIGHT, the same as VS Code's lists). Columns
+ * sort on a click of their header and resize by dragging its right edge; the header sticks to the top
+ * of the scrolled area, so it scrolls sideways with the rows when the columns are wider than the panel.
  * Must not import: vscode.
  */
 import type { ExperimentPayload, MetricDirection } from "../../../../protocol/nightlab-protocol";
+import type { SortKey, SortOrder, WebviewState } from "../messages";
 import {
-  canReview, deltaClass, FILTERS, fmtDelta, fmtDuration, fmtMetric, fmtSigma, moveSelection, rowTitle,
-  scrollToRow, statusLabel, visibleWindow, type Filter, type LiveRun,
+  canReview, deltaClass, FILTERS, fmtDelta, fmtDuration, fmtMetric, fmtSigma, inFileLabel, moveSelection, reviewTitle,
+  rowTitle, scrollToRow, statusLabel, visibleWindow, type Filter, type LiveRun,
 } from "../model";
 import { el, setAttr, setText } from "./dom";
 
 export const ROW_HEIGHT = 22;
+const HEAD_HEIGHT = 22;
 const OVERSCAN = 8;
+const GAP = 6;
+const PAD = 12;
+
+interface Column {
+  key: SortKey;
+  cls: string;
+  label: string;
+  title: string;
+  /** the default width in pixels, or a share of what is left (with a minimum in pixels) */
+  width: number | { fr: number; min: number };
+}
+
+const COLUMNS: readonly Column[] = [
+  { key: "number", cls: "c-num", label: "#", title: "Experiment number", width: 0 /* from the digits */ },
+  { key: "status", cls: "c-status", label: "Verdict", title: "The loop's verdict; beside it, whether the change is in your files and your review", width: 104 },
+  { key: "metric", cls: "c-metric", label: "val_bpb", title: "The metric (mean of the experiment's runs)", width: 60 },
+  { key: "delta", cls: "c-delta", label: "\u0394", title: "Against the best before it", width: 64 },
+  { key: "sigma", cls: "c-sigma", label: "\u03c3", title: "The noise estimate the verdict used", width: 44 },
+  { key: "description", cls: "c-desc", label: "Description", title: "What the agent changed", width: { fr: 3, min: 64 } },
+  { key: "reason", cls: "c-reason", label: "Reason", title: "Why it was kept, discarded, or how it crashed", width: { fr: 2, min: 48 } },
+  { key: "time", cls: "c-time", label: "Time", title: "Wall clock of all its runs", width: 38 },
+];
 
 export interface TableEvents {
   select(number: number): void;
   accept(number: number): void;
   reject(number: number): void;
   filter(filter: Filter): void;
+  text(text: string): void;
+  sort(key: SortKey): void;
+  resize(widths: WebviewState["widths"]): void;
   scrolled(scrollTop: number): void;
 }
 
@@ -26,6 +55,11 @@ export interface TableProps {
   rows: readonly ExperimentPayload[];
   counts: Record<Filter, number>;
   filter: Filter;
+  text: string;
+  sort: SortOrder;
+  widths: WebviewState["widths"];
+  /** digits of the largest experiment number */
+  digits: number;
   selected: number | null;
   metricName: string;
   direction: MetricDirection;
@@ -38,10 +72,13 @@ interface RowEls {
   root: HTMLElement;
   number: HTMLElement;
   badge: HTMLElement;
+  review: HTMLElement;
+  inFile: HTMLElement;
   metric: HTMLElement;
   delta: HTMLElement;
   sigma: HTMLElement;
   description: HTMLElement;
+  reason: HTMLElement;
   time: HTMLElement;
   actions: HTMLElement;
   /** what the row shows now, to skip rows that did not change */
@@ -51,31 +88,50 @@ interface RowEls {
 export class ExperimentTable {
   readonly root: HTMLElement;
   private readonly viewport: HTMLElement;
+  private readonly head: HTMLElement;
   private readonly spacer: HTMLElement;
   private readonly rowsEl: HTMLElement;
   private readonly empty: HTMLElement;
   private readonly select: HTMLSelectElement;
-  private readonly metricHead: HTMLElement;
+  private readonly search: HTMLInputElement;
+  private readonly heads = new Map<SortKey, HTMLElement>();
   private readonly pool: RowEls[] = [];
   private props: TableProps | null = null;
   private frame = 0;
+  /** widths while a column's edge is dragged, before the drag ends */
+  private dragging: WebviewState["widths"] | null = null;
 
   constructor(private readonly events: TableEvents) {
     this.select = el("select", { class: "filter", "aria-label": "Show experiments with status" });
     for (const f of FILTERS) this.select.append(el("option", { value: f }, f));
     this.select.addEventListener("change", () => events.filter(this.select.value as Filter));
-    this.metricHead = el("span", { class: "c-metric" }, "val_bpb");
-    const head = el("div", { class: "thead", role: "row" },
-      el("span", { class: "c-num" }, "#"), el("span", { class: "c-status" }, "Status"), this.metricHead,
-      el("span", { class: "c-delta" }, "\u0394"), el("span", { class: "c-sigma" }, "\u03c3"),
-      el("span", { class: "c-desc" }, "Description"), el("span", { class: "c-time" }, "Time"));
+    this.search = el("input", { class: "text-filter", type: "search", placeholder: "Filter: description or reason",
+      "aria-label": "Show experiments whose description or reason has these words", spellcheck: "false" });
+    this.search.addEventListener("input", () => events.text(this.search.value));
+    this.head = el("div", { class: "thead", role: "row" });
+    for (const c of COLUMNS) {
+      const grip = el("span", { class: "grip", "data-resize": c.key, title: "Drag to resize", "aria-hidden": "true" });
+      const h = el("span", { class: `th ${c.cls}`, role: "columnheader", "data-sort": c.key, title: `${c.title}. Click to sort.`,
+        tabindex: 0 }, el("span", { class: "th-label" }, c.label), grip);
+      grip.addEventListener("pointerdown", (ev) => this.startResize(ev, c.key, h));
+      grip.addEventListener("click", (ev) => ev.stopPropagation());
+      h.addEventListener("click", () => events.sort(c.key));
+      h.addEventListener("keydown", (ev) => {
+        if (ev.key === "Enter" || ev.key === " ") {
+          ev.preventDefault();
+          events.sort(c.key);
+        }
+      });
+      this.heads.set(c.key, h);
+      this.head.append(h);
+    }
     this.rowsEl = el("div", { class: "rows", role: "rowgroup" });
     this.spacer = el("div", { class: "spacer" }, this.rowsEl);
     this.empty = el("div", { class: "empty", hidden: true });
-    this.viewport = el("div", { class: "viewport", tabindex: 0, role: "grid", "aria-label": "Experiments, newest first" },
-      this.spacer, this.empty);
+    this.viewport = el("div", { class: "viewport", tabindex: 0, role: "grid", "aria-label": "Experiments" },
+      this.head, this.spacer, this.empty);
     this.root = el("section", { class: "experiments" },
-      el("div", { class: "toolbar" }, el("h2", {}, "Experiments"), this.select), head, this.viewport);
+      el("div", { class: "toolbar" }, el("h2", {}, "Experiments"), this.search, this.select), this.viewport);
 
     this.viewport.addEventListener("scroll", () => {
       this.schedule();
@@ -106,9 +162,14 @@ export class ExperimentTable {
   reveal(number: number): void {
     const i = this.props?.rows.findIndex((e) => e.number === number) ?? -1;
     if (i < 0) return;
-    const top = scrollToRow(i, this.viewport.scrollTop, this.viewport.clientHeight, ROW_HEIGHT);
+    const top = scrollToRow(i, this.viewport.scrollTop, this.rowsHeight(), ROW_HEIGHT);
     if (top !== this.viewport.scrollTop) this.viewport.scrollTop = top;
     this.render();
+  }
+
+  /** The height rows have to show in: the viewport below the sticky header. */
+  private rowsHeight(): number {
+    return Math.max(0, this.viewport.clientHeight - HEAD_HEIGHT);
   }
 
   private schedule(): void {
@@ -119,6 +180,32 @@ export class ExperimentTable {
     });
   }
 
+  /** The grid's columns from the defaults and the user's widths; and the width the row needs at least. */
+  private layout(p: TableProps): void {
+    const widths = this.dragging ?? p.widths;
+    let min = 2 * PAD + GAP * (COLUMNS.length - 1);
+    const cols = COLUMNS.map((c) => {
+      const own = widths[c.key];
+      if (own !== undefined) {
+        min += own;
+        return `${own}px`;
+      }
+      if (c.key === "number") {
+        const w = Math.ceil(p.digits * 7.6) + 2; // tabular digits of the panel's font: 1000 is never "1..."
+        min += w;
+        return `${w}px`;
+      }
+      if (typeof c.width === "number") {
+        min += c.width;
+        return `${c.width}px`;
+      }
+      min += c.width.min;
+      return `minmax(${c.width.min}px, ${c.width.fr}fr)`;
+    });
+    this.root.style.setProperty("--cols", cols.join(" "));
+    this.root.style.setProperty("--row-min", `${min}px`);
+  }
+
   private render(): void {
     const p = this.props;
     if (!p) return;
@@ -126,14 +213,18 @@ export class ExperimentTable {
       setText(opt, `${opt.value} (${p.counts[opt.value as Filter]})`);
     }
     if (this.select.value !== p.filter) this.select.value = p.filter;
-    setText(this.metricHead, p.metricName);
-    // the strict policy measures no noise: no empty σ column then
-    this.root.classList.toggle("no-sigma", !p.rows.some((e) => e.sigma !== null && e.sigma !== undefined));
+    if (this.search.value !== p.text && document.activeElement !== this.search) this.search.value = p.text;
+    setText(this.heads.get("metric")!.firstChild as HTMLElement, p.metricName);
+    for (const [key, h] of this.heads) {
+      setAttr(h, "aria-sort", p.sort.key === key ? (p.sort.desc ? "descending" : "ascending") : null);
+    }
+    this.layout(p);
     this.spacer.style.height = `${p.rows.length * ROW_HEIGHT}px`;
     this.empty.hidden = p.rows.length > 0;
-    setText(this.empty, p.anyAtAll ? `No ${p.filter} experiments.` : "No experiments yet: start the loop to measure the baseline.");
+    setText(this.empty, p.anyAtAll ? `No ${p.filter === "all" ? "" : `${p.filter} `}experiments${p.text ? ` with \u201c${p.text}\u201d` : ""}.`
+      : "No experiments yet: start the loop to measure the baseline.");
 
-    const w = visibleWindow(p.rows.length, this.viewport.scrollTop, this.viewport.clientHeight, ROW_HEIGHT, OVERSCAN);
+    const w = visibleWindow(p.rows.length, this.viewport.scrollTop, this.rowsHeight(), ROW_HEIGHT, OVERSCAN);
     this.rowsEl.style.transform = `translateY(${w.offset}px)`;
     const n = w.end - w.start;
     while (this.pool.length < n) this.rowsEl.append(this.newRow().root);
@@ -154,8 +245,9 @@ export class ExperimentTable {
     const cell = (cls: string) => el("span", { class: cls });
     const r: RowEls = {
       root: el("div", { class: "row", role: "row" }),
-      number: cell("c-num"), badge: el("span", { class: "badge" }), metric: cell("c-metric"), delta: cell("c-delta"),
-      sigma: cell("c-sigma"), description: cell("c-desc"), time: cell("c-time"),
+      number: cell("c-num"), badge: el("span", { class: "badge verdict" }), review: el("span", { class: "review", hidden: true }),
+      inFile: el("span", { class: "in-file", hidden: true }), metric: cell("c-metric"), delta: cell("c-delta"),
+      sigma: cell("c-sigma"), description: cell("c-desc"), reason: cell("c-reason"), time: cell("c-time"),
       actions: el("span", { class: "row-actions" },
         el("button", { class: "secondary small", "data-act": "accept", title: "Accept: bring this change into your files" },
           el("span", { class: "glyph", "aria-hidden": "true" }, "\u2713"), el("span", { class: "label" }, "Accept")),
@@ -163,8 +255,8 @@ export class ExperimentTable {
           el("span", { class: "glyph", "aria-hidden": "true" }, "\u2715"), el("span", { class: "label" }, "Reject"))),
       key: [],
     };
-    r.root.append(r.number, el("span", { class: "c-status" }, r.badge), r.metric, r.delta, r.sigma, r.description,
-      r.time, r.actions);
+    r.root.append(r.number, el("span", { class: "c-status" }, r.badge, r.review, r.inFile), r.metric, r.delta, r.sigma,
+      r.description, r.reason, r.time, r.actions);
     this.pool.push(r);
     return r;
   }
@@ -182,9 +274,18 @@ export class ExperimentTable {
     r.root.classList.toggle("selected", selected);
     r.root.classList.toggle("baseline", e.baseline);
     setText(r.number, String(e.number));
-    setAttr(r.badge, "class", `badge ${e.status}${e.review ? ` ${e.review}` : ""}`);
+    // the verdict is always the verdict; the review and the file's state are badges beside it
+    setAttr(r.badge, "class", `badge verdict ${e.status}`);
     setText(r.badge, statusLabel(e));
-    setAttr(r.badge, "title", e.review ? `${e.status}, ${e.review} by you` : null);
+    r.review.hidden = !e.review;
+    setAttr(r.review, "class", `review ${e.review ?? ""}`);
+    setText(r.review, e.review ?? "");
+    setAttr(r.review, "title", reviewTitle(e));
+    const inFile = inFileLabel(e);
+    r.inFile.hidden = !inFile;
+    setAttr(r.inFile, "class", `in-file ${e.inFile ?? ""}`);
+    setText(r.inFile, inFile);
+    setAttr(r.inFile, "title", inFile ? (e.inFile === "all" ? "Your files hold this change" : "Your files hold part of this change") : null);
     // "*": the run printed this number itself (no judge measured it: an autoresearch checkout)
     const own = e.selfReported === true && typeof e.metric === "number";
     setText(r.metric, fmtMetric(e.metric) + (own ? "*" : ""));
@@ -194,10 +295,37 @@ export class ExperimentTable {
     setText(r.sigma, fmtSigma(e.sigma));
     setText(r.description, e.baseline ? `${e.description || "baseline"}` : e.description);
     setAttr(r.description, "title", rowTitle(e));
+    setText(r.reason, e.reason);
+    setAttr(r.reason, "title", e.reason || null);
     setText(r.time, e.status === "running"
       ? live && live.stage !== "run" ? live.stage : live?.fraction != null ? `${Math.round(100 * live.fraction)}%` : "\u2026"
       : fmtDuration(e.durationS));
     r.actions.hidden = !(selected && canReview(e));
+  }
+
+  private startResize(ev: PointerEvent, key: SortKey, h: HTMLElement): void {
+    ev.preventDefault();
+    ev.stopPropagation();
+    const grip = ev.target as HTMLElement;
+    grip.setPointerCapture(ev.pointerId);
+    const x0 = ev.clientX;
+    const w0 = h.getBoundingClientRect().width;
+    const base = { ...(this.props?.widths ?? {}) };
+    const move = (e: PointerEvent) => {
+      this.dragging = { ...base, [key]: Math.max(16, Math.round(w0 + e.clientX - x0)) };
+      this.schedule();
+    };
+    const end = () => {
+      grip.removeEventListener("pointermove", move);
+      grip.removeEventListener("pointerup", end);
+      grip.removeEventListener("pointercancel", end);
+      const widths = this.dragging;
+      this.dragging = null;
+      if (widths) this.events.resize(widths);
+    };
+    grip.addEventListener("pointermove", move);
+    grip.addEventListener("pointerup", end);
+    grip.addEventListener("pointercancel", end);
   }
 
   private onClick(ev: MouseEvent): void {
@@ -214,8 +342,8 @@ export class ExperimentTable {
 
   private onKey(ev: KeyboardEvent): void {
     const p = this.props;
-    if (!p) return;
-    const page = Math.max(1, Math.floor(this.viewport.clientHeight / ROW_HEIGHT) - 1);
+    if (!p || ev.target !== this.viewport) return;
+    const page = Math.max(1, Math.floor(this.rowsHeight() / ROW_HEIGHT) - 1);
     const delta: Record<string, number> = { ArrowDown: 1, ArrowUp: -1, PageDown: page, PageUp: -page, Home: -Infinity, End: Infinity };
     if (ev.key in delta) {
       ev.preventDefault();

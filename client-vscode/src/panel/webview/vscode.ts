@@ -4,7 +4,7 @@
  * Must not import: vscode (this runs in the webview's page).
  */
 import type { FromWebview, WebviewState } from "../messages";
-import { FILTERS, type Filter } from "../model";
+import { DEFAULT_SORT, FILTERS, SORT_KEYS, type Filter } from "../model";
 
 interface VsCodeApi {
   postMessage(message: unknown): void;
@@ -22,8 +22,16 @@ export function post(message: FromWebview): void {
 
 export function loadState(): WebviewState {
   const s = api.getState() as Partial<WebviewState> | undefined | null;
+  const sort = s?.sort && SORT_KEYS.includes(s.sort.key) ? { key: s.sort.key, desc: !!s.sort.desc } : DEFAULT_SORT;
+  const widths: WebviewState["widths"] = {};
+  for (const [k, v] of Object.entries(s?.widths ?? {})) {
+    if (SORT_KEYS.includes(k as never) && typeof v === "number" && v >= 16 && v <= 2000) widths[k as keyof typeof widths] = v;
+  }
   return {
     filter: s && FILTERS.includes(s.filter as Filter) ? (s.filter as Filter) : "all",
+    text: s && typeof s.text === "string" ? s.text : "",
+    sort,
+    widths,
     selected: s && typeof s.selected === "number" ? s.selected : null,
     scrollTop: s && typeof s.scrollTop === "number" && s.scrollTop >= 0 ? s.scrollTop : 0,
   };
