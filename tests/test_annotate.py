@@ -27,12 +27,12 @@ def exp(number=2, status="keep", delta=-0.0031, z=3.9, metric=0.95, **kw) -> Exp
 @pytest.mark.parametrize(
     "e, metric, label",
     [
-        (exp(), "val_bpb", "-0.0031 bpb (3.9 sigma)"),
-        (exp(z=-2.5), "val_bpb", "-0.0031 bpb (2.5 sigma)"),
+        (exp(), "val_bpb", "-0.0031 bpb (z = -3.9, better)"),
+        (exp(z=-2.5), "val_bpb", "-0.0031 bpb (z = +2.5, worse)"),
         (
             exp(delta=-0.109, decision={"z": 10.6, "paired": {"t": 10.6, "n": 3}}, z=None),
             "val_bpb",
-            "-0.1090 bpb (t = 10.6, paired)",
+            "-0.1090 bpb (t = -10.6, paired, better)",
         ),
         (exp(z=None), "val_bpb", "-0.0031 bpb"),
         (exp(delta=None, z=None), "val_bpb", "0.9500 bpb"),
@@ -71,12 +71,16 @@ FAR_TWO = FAR.replace("LR = 0.01", "LR = 0.02").replace("STEPS = 100", "STEPS = 
     "new, buffer, titles, planned",
     [
         # the buffer is the parent: the whole change, and per-hunk actions when there are several
-        (ONE_HUNK, PARENT, ["Apply experiment #2: -0.0031 bpb (3.9 sigma) (change 2)"], [1]),
-        (TWO_HUNKS, PARENT, ["Apply experiment #2: -0.0031 bpb (3.9 sigma) (change 2)"], [1]),
+        (ONE_HUNK, PARENT, ["Apply experiment #2: -0.0031 bpb (z = -3.9, better) (change 2)"], [1]),
+        (TWO_HUNKS, PARENT, ["Apply experiment #2: -0.0031 bpb (z = -3.9, better) (change 2)"], [1]),
         (
             FAR_TWO,
             FAR,
-            ["Apply experiment #2: -0.0031 bpb (3.9 sigma) (change 2)", "Apply hunk 1 of #2: ", "Apply hunk 2 of #2: "],
+            [
+                "Apply experiment #2: -0.0031 bpb (z = -3.9, better) (change 2)",
+                "Apply hunk 1 of #2: ",
+                "Apply hunk 2 of #2: ",
+            ],
             [2, 1, 1],
         ),
         # already in the buffer: nothing to offer
@@ -85,7 +89,10 @@ FAR_TWO = FAR.replace("LR = 0.01", "LR = 0.02").replace("STEPS = 100", "STEPS = 
         (
             ONE_HUNK,
             PARENT.replace("LR = 0.01", "LR = 0.5  # mine"),
-            ["Open the diff of experiment #2: -0.0031 bpb (3.9 sigma) (change 2): 1 hunk(s) no longer apply here"],
+            [
+                "Open the diff of experiment #2: -0.0031 bpb (z = -3.9, better) (change 2): "
+                "1 hunk(s) no longer apply here"
+            ],
             [0],
         ),
     ],
@@ -123,8 +130,12 @@ def test_crash_location(error, buffer, where):
 
 def test_line_history_matches_the_assignment_target_newest_first():
     history = [texts(ONE_HUNK, 3), texts(PARENT.replace("DEPTH = 4", "DEPTH = 6"), 2)]
-    assert an.line_history(history, "LR = 0.05") == ["- **#3** keep: `LR = 0.02` -0.0031 bpb (3.9 sigma) - change 3"]
-    assert an.line_history(history, "DEPTH = 4") == ["- **#2** keep: `DEPTH = 6` -0.0031 bpb (3.9 sigma) - change 2"]
+    assert an.line_history(history, "LR = 0.05") == [
+        "- **#3** keep: `LR = 0.02` -0.0031 bpb (z = -3.9, better) - change 3"
+    ]
+    assert an.line_history(history, "DEPTH = 4") == [
+        "- **#2** keep: `DEPTH = 6` -0.0031 bpb (z = -3.9, better) - change 2"
+    ]
     assert an.line_history(history, "import torch") == [] and an.line_history(history, "   ") == []
     # #5 changes LR and the return line, 4 lines apart (one hunk holding DEPTH = 4 unchanged): not DEPTH's
     assert an.line_history([texts(TWO_HUNKS, 5)], "DEPTH = 4") == []
@@ -136,7 +147,7 @@ def test_chain_hints_label_the_lines_kept_experiments_wrote():
     chain = [texts(TWO_HUNKS, 5), texts(PARENT.replace("DEPTH = 4", "DEPTH = 6"), 3)]
     # only the lines each one changed: #5's hunk also spans DEPTH .. def train() unchanged, not its own
     assert an.chain_hints(chain, buffer) == [
-        (1, " #5 -0.0031 bpb (3.9 sigma)"),
-        (2, " #3 -0.0031 bpb (3.9 sigma)"),
-        (6, " #5 -0.0031 bpb (3.9 sigma)"),
+        (1, " #5 -0.0031 bpb (z = -3.9, better)"),
+        (2, " #3 -0.0031 bpb (z = -3.9, better)"),
+        (6, " #5 -0.0031 bpb (z = -3.9, better)"),
     ]

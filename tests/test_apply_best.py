@@ -124,6 +124,9 @@ async def test_a_conflicting_edit_is_named_and_left_out(client: LanguageClient):
         "left out (open the diff of #4): hunk 1 of train.py (X = 1.0 -> 0.6) meets your edit at line 2"
         in (result["message"])
     ), result
+    assert result["conflicts"] == ["train.py: line 2 (hunk 1), your edit at line 2"], (
+        result
+    )  # the client opens the diff
 
 
 async def test_nothing_is_applied_when_every_hunk_conflicts(client: LanguageClient):
@@ -132,9 +135,18 @@ async def test_nothing_is_applied_when_every_hunk_conflicts(client: LanguageClie
     actions = await client.text_document_code_action_async(code_action_params(uri))
     diff = [a for a in actions if a.title.startswith("Open the diff of the best #4")]
     assert diff and diff[0].command.command == "nightlab.experiment.showDiff", [a.title for a in actions]
-    with pytest.raises(Exception, match="nothing applied: every hunk of the best #4 .* meets your own edits"):
-        await command(client, "nightlab.experiment.applyBest")
-    assert client.edits == []
+    records = (client.ws / ".nightlab/main/experiments.jsonl").read_text()
+    result = await command(
+        client, "nightlab.experiment.applyBest"
+    )  # an answer, not an error: the client opens the diff
+    assert client.edits == []  # the buffer is not touched
+    assert result["files"] == [] and result["conflicts"] == [
+        "train.py: line 2 (hunk 1), your edit at line 2",
+        "train.py: line 30 (hunk 2), your edit at line 30",
+    ], result
+    assert result["message"].startswith("nothing applied: every hunk of the best #4 left to take meets your own edits")
+    assert "open the diff of #4" in result["message"], result
+    assert (client.ws / ".nightlab/main/experiments.jsonl").read_text() == records  # nothing taken: no review
 
 
 async def test_a_chain_members_action_says_what_it_holds(client: LanguageClient):

@@ -18,19 +18,34 @@ from nightlab.server.core.types import Experiment
 _FRAME = re.compile(r'File "([^"]+)", line (\d+)')
 
 
-def verdict_label(exp: Experiment, metric: str = "val_bpb") -> str:
-    """'-0.0031 bpb (3.9 sigma)' style: the delta, and the z the noise policy measured when it did
-    ('(t = 10.6, paired)' for a verdict on paired differences)."""
+def verdict_label(exp: Experiment, metric: str = "val_bpb", direction: str = "lower") -> str:
+    """'-0.0031 bpb (z = -3.9, better)' style: the delta, and the z the noise policy measured when it did
+    ('(t = -10.6, paired, better)' for a verdict on paired differences), signed as the delta is (the
+    policy stores z as the improvement: positive is better whichever the direction), with the word."""
     unit = "bpb" if metric == "val_bpb" else metric
     parts = []
     if exp.delta is not None:
         parts.append(f"{exp.delta:+.4f} {unit}")
     z = exp.decision.get("z")
-    if z is not None:  # a paired verdict's z is Student's t of the differences at shared seeds
-        parts.append(
-            f"(t = {abs(z):.1f}, paired)" if isinstance(exp.decision.get("paired"), dict) else f"({abs(z):.1f} sigma)"
-        )
+    if isinstance(z, (int, float)) and not isinstance(z, bool):
+        signed = (-z if direction == "lower" else z) + 0.0  # + 0.0: no "-0.0"
+        word = "better" if z > 0 else "worse" if z < 0 else "no different"
+        # a paired verdict's z is Student's t of the differences at shared seeds
+        name = "t" if isinstance(exp.decision.get("paired"), dict) else "z"
+        parts.append(f"({name} = {signed:+.1f}{', paired' if name == 't' else ''}, {word})")
     return " ".join(parts) or (f"{exp.metric:.4f} {unit}" if exp.metric is not None else exp.status)
+
+
+def review_text(exp: Experiment, in_file: str | None = None) -> str:
+    """What the person said and what their files hold, each on its own: 'review: accepted
+    (2026-12-01T15:40:00+00:00); in your file: none' ('' when neither is known). An accepted change may
+    have been undone since, and a rejected one typed in by hand: the two are never merged into one."""
+    parts = []
+    if exp.review:
+        parts.append(f"review: {exp.review}" + (f" ({exp.reviewed_at})" if exp.reviewed_at else ""))
+    if in_file:
+        parts.append(f"in your file: {in_file}")
+    return "; ".join(parts)
 
 
 @dataclass
@@ -66,7 +81,9 @@ def reviewable(experiments: list[Experiment], limit: int = 10) -> list[Experimen
     return out[:limit]
 
 
-def apply_actions(texts: list[FileTexts], buffer: str, path: str, metric: str = "val_bpb") -> list[ApplyAction]:
+def apply_actions(
+    texts: list[FileTexts], buffer: str, path: str, metric: str = "val_bpb", direction: str = "lower"
+) -> list[ApplyAction]:
     """For each experiment whose change is not (all) in the buffer: one action for the whole change,
     one per hunk when it has several; a change with a hunk that no longer applies gets an action that
     opens its diff instead (conflicts > 0, no edits)."""
@@ -78,7 +95,7 @@ def apply_actions(texts: list[FileTexts], buffer: str, path: str, metric: str = 
         conflicts = [p for p in plans if p.state == "conflict"]
         if not todo and not conflicts:
             continue  # already in the buffer (or no change to this file)
-        label = verdict_label(t.exp, metric)
+        label = verdict_label(t.exp, metric, direction)
         head = f"experiment #{t.exp.number}: {label} ({t.exp.description})"
         if conflicts:
             actions.append(
@@ -134,9 +151,17 @@ def _changed(h: hk.Hunk) -> tuple[list[str], list[str]]:
     return list((old - new).elements()), [x for x in h.new_lines if x in new - old]
 
 
-def line_history(texts: list[FileTexts], line: str, metric: str = "val_bpb", limit: int = 12) -> list[str]:
+def line_history(
+    texts: list[FileTexts],
+    line: str,
+    metric: str = "val_bpb",
+    limit: int = 12,
+    direction: str = "lower",
+    in_file: dict[int, str | None] | None = None,
+) -> list[str]:
     """Markdown lines, newest first: the experiments that changed this line (the same assignment
-    target, e.g. any `LR = ...`, or the same text)."""
+    target, e.g. any `LR = ...`, or the same text), each with its verdict and, beside it, the person's
+    review and how much of its change their files hold (`in_file`, by number: review.py)."""
     name = _ASSIGN.match(line)
     key = name.group(1) if name else line.strip()
     if not key:
@@ -154,14 +179,20 @@ def line_history(texts: list[FileTexts], line: str, metric: str = "val_bpb", lim
                 new = next((x.strip() for x in added if x in touched), "")
                 e = t.exp
                 value = f"`{new}`" if new else "(removed)"
-                out.append(f"- **#{e.number}** {e.status}: {value} {verdict_label(e, metric)} - {e.description}")
+                said = review_text(e, (in_file or {}).get(e.number))
+                label = verdict_label(e, metric, direction)
+                out.append(
+                    f"- **#{e.number}** {e.status}: {value} {label} - {e.description}" + (f"; {said}" if said else "")
+                )
                 break
         if len(out) >= limit:
             break
     return out
 
 
-def chain_hints(texts: list[FileTexts], buffer: str, metric: str = "val_bpb") -> list[tuple[int, str]]:
+def chain_hints(
+    texts: list[FileTexts], buffer: str, metric: str = "val_bpb", direction: str = "lower"
+) -> list[tuple[int, str]]:
     """(0-based line, label) for the lines of the buffer that kept experiments wrote."""
     lines = buffer.splitlines()
     hints: dict[int, str] = {}
@@ -173,6 +204,6 @@ def chain_hints(texts: list[FileTexts], buffer: str, metric: str = "val_bpb") ->
                     continue
                 for i, text in enumerate(lines):
                     if text.strip() == stripped and i not in hints:
-                        hints[i] = f" #{t.exp.number} {verdict_label(t.exp, metric)}"
+                        hints[i] = f" #{t.exp.number} {verdict_label(t.exp, metric, direction)}"
                         break
     return sorted(hints.items())

@@ -17,9 +17,8 @@ from nightlab.protocol.types import (
     LoopArgs,
     LoopStartOverrides,
 )
-from nightlab.server.changes import hunks as hk
-from nightlab.server.changes import merge as mg
 from nightlab.server.editor import best as bst
+from nightlab.server.editor import review as rv
 from nightlab.server.editor.session import Session, SessionError
 from nightlab.server.lsp.boundary import argument, decode, handler
 from nightlab.server.lsp.features import ls_session as session
@@ -56,7 +55,9 @@ def status(ls: NightlabServer, *args: Any):
 @handler
 async def accept(ls: NightlabServer, *args: Any):
     """Apply the experiment's change (all hunks, or the ones named) to the user's buffer through
-    workspace/applyEdit: the editor applies it as one undo step and keeps the focus where it is."""
+    workspace/applyEdit: the editor applies it as one undo step and keeps the focus where it is. Hunks
+    that meet the user's own edits are left out and named in `conflicts` (the client opens the diff);
+    when that leaves nothing to apply, the buffer is not touched and no review is recorded."""
     a = decode(AcceptArgs, argument(args))
     s = session(ls, a.root)
     _, parents, news = s.files(a.number)
@@ -64,68 +65,45 @@ async def accept(ls: NightlabServer, *args: Any):
     if a.path and a.path not in changed:  # nothing to apply there: an error, and no review recorded
         what = ", ".join(changed) or "no file"
         raise SessionError(f"experiment #{a.number} did not change {a.path} (it changed {what})", SessionError.INVALID)
-    todo: dict[str, list] = {}
-    skipped: list[int] = []
-    notes: list[str] = []
-    for rel, new in news.items():
-        if parents[rel] == new or (a.path and rel != a.path):
-            continue
-        plans, done, note = _accept_plans(s, a.number, rel, parents[rel], new, ls.buffer_text(s, rel), a.hunks)
-        skipped += done
-        notes += [note] if note else []
-        if plans:
-            todo[rel] = plans
+    files = [
+        _accept_plans(s, a.number, rel, parents[rel], news[rel], ls.buffer_text(s, rel), a.hunks)
+        for rel in changed
+        if not a.path or rel == a.path
+    ]
+    todo = {f.rel: f.plans for f in files if f.plans}
+    conflicts = [c for f in files for c in f.conflicts]
+    notes = [f.note for f in files if f.note]
     held = bst.describe(s, s.experiment(a.number))  # "#7's change alone; #7 was trained on top of #4 and #5"
     if todo and held and not notes:  # its own hunks went in: say it is not what was trained
         notes.append(held)
     if todo:  # every file in one edit: one undo step, and nothing half applied when a file is refused
         await _apply(ls, s, todo, f"experiment #{a.number}")
-    applied = list(todo)
-    s.review(a.number, "accepted")
-    ls.publish_crashes(s)
+    if todo or not conflicts:  # nothing taken (all of it meets the user's edits): nothing to record
+        s.review(a.number, "accepted")
+        ls.publish_crashes(s)
+    n = a.number
+    if todo:
+        head = f"applied experiment #{n}"
+    elif conflicts:
+        head = f"nothing applied: every hunk of experiment #{n} left to take meets your own edits"
+    else:
+        head = "already in your files"
+    left = f"; left out (open the diff of #{n}): {'; '.join(conflicts)}" if conflicts else ""
     return AcceptResult(
-        number=a.number,
-        files=applied,
-        already_applied=skipped,
-        message=(f"applied experiment #{a.number}" if applied else "already in your files")
-        + "".join(f"; {n}" for n in notes),
+        number=n,
+        files=list(todo),
+        already_applied=[i for f in files for i in f.applied],
+        conflicts=conflicts,
+        message=head + "".join(f"; {note}" for note in notes) + left,
     )
 
 
 def _accept_plans(
     s: Session, number: int, rel: str, parent: str, new: str, buffer: str, only: list[int] | None
-) -> tuple[list, list[int], str]:
-    """(plans to apply, hunk indices already there, a note on what was applied) for one file.
-
-    The experiment's hunks placed into the buffer first; when one no longer fits (the buffer lacks the
-    kept changes the experiment was trained on top of, or the user edited next to it) and the whole
-    change is asked for: the change merged three-way against its parent's file, then, when that still
-    meets the buffer, the experiment as trained (its commit against the loop's origin: its kept chain
-    with it), said so. Only when that fails too is it refused, naming the hunks."""
-    plans = [p for p in hk.plan(parent, new, buffer) if only is None or p.hunk.index in only]
-    conflicts = [p for p in plans if p.state == "conflict"]
-    if not conflicts:
-        return [p for p in plans if p.state == "apply"], [p.hunk.index for p in plans if p.state == "applied"], ""
-    numbers = ", ".join(str(p.hunk.index + 1) for p in conflicts)
-    refused = f"experiment #{number}: hunk(s) {numbers} of {rel} no longer apply to your file; open its diff instead"
-    if only is not None:
-        raise SessionError(refused)
-    merged = mg.merge(parent, new, buffer)
-    if not merged.of("conflict"):
-        return merged.of("apply"), [], f"{rel}: merged three-way with your file"
-    exp = s.experiment(number)
-    under = bst.chain(s, exp)
-    base_commit = bst.origin(s)
-    if under and base_commit:
-        try:
-            base = s.store().read_file(rel, base_commit)
-        except Exception:
-            base = ""
-        whole = mg.merge(base, new, buffer)
-        if not whole.of("conflict"):
-            names = ", ".join(f"#{e.number}" for e in under)
-            return whole.of("apply"), [], f"{rel}: #{number} as trained, with the kept {names} under it"
-    raise SessionError(f"{refused} ({mg.conflict_text(rel, merged)})")
+) -> rv.FileAccept:
+    """One file's plan (editor/review.py): its hunks located, else merged three-way against its parent,
+    else the experiment as trained; what meets the user's own edits left out and named."""
+    return rv.accept_file(s, number, rel, parent, new, buffer, only)
 
 
 async def _apply(ls: NightlabServer, s: Session, plans: dict[str, list], what: str) -> None:
@@ -146,7 +124,8 @@ async def _apply(ls: NightlabServer, s: Session, plans: dict[str, list], what: s
 @handler
 async def apply_best(ls: NightlabServer, *args: Any):
     """The best commit's files merged three-way into the buffers, as one workspace/applyEdit; the hunks
-    that meet the user's own edits are left out and named (all of them: nothing applied, an error)."""
+    that meet the user's own edits are left out and named in `conflicts` (all of them: the buffers are
+    not touched, no review is recorded, and the message says to open the diff)."""
     s = session(ls, decode(LoopArgs, argument(args)).root)
     plan = bst.plan_best(s, lambda rel: ls.buffer_text(s, rel))
     if plan is None:
@@ -154,19 +133,21 @@ async def apply_best(ls: NightlabServer, *args: Any):
     n, kept = plan.best.number, ", ".join(f"#{e.number}" for e in plan.kept)
     todo = {f.path: f.merge.of("apply") for f in plan.files if f.merge.changed}
     done = [p.hunk.index for f in plan.files for p in f.merge.of("applied")]
-    conflicts = plan.conflicts()
+    conflicts = [c for f in plan.files for c in rv.conflict_entries(f.path, f.merge, f.merge.plans)]
+    text = plan.conflicts()
     if not todo and conflicts:
-        raise SessionError(
-            f"nothing applied: every hunk of the best #{n} left to take meets your own edits ({conflicts}); "
+        message = (
+            f"nothing applied: every hunk of the best #{n} left to take meets your own edits ({text}); "
             f"open the diff of #{n} and take them by hand"
         )
+        return AcceptResult(number=n, files=[], already_applied=done, conflicts=conflicts, message=message)
     if todo:
         await _apply(ls, s, todo, f"best #{n}")
     s.review(n, "accepted")
     ls.publish_crashes(s)
     head = f"{plan.title}: {kept}" if todo else f"the best #{n} ({kept}) is already in your files"
-    left = f"; left out (open the diff of #{n}): {conflicts}" if conflicts else ""
-    return AcceptResult(number=n, files=sorted(todo), already_applied=done, message=head + left)
+    left = f"; left out (open the diff of #{n}): {text}" if conflicts else ""
+    return AcceptResult(number=n, files=sorted(todo), already_applied=done, conflicts=conflicts, message=head + left)
 
 
 @handler

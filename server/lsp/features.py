@@ -5,6 +5,8 @@ annotate.py decides; the custom requests decode their params and answer payloads
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from typing import Any
 
 from lsprotocol import types
@@ -18,9 +20,10 @@ from nightlab.protocol.types import (
     ExperimentDiffParams,
     ExperimentsPage,
     ExperimentsParams,
+    InFile,
 )
 from nightlab.server.changes.diffs import diff_summary
-from nightlab.server.editor import annotate
+from nightlab.server.editor import annotate, review
 from nightlab.server.editor import best as bst
 from nightlab.server.editor.session import Session, SessionError
 from nightlab.server.lsp.boundary import decode, handler
@@ -28,18 +31,10 @@ from nightlab.server.lsp.server import NightlabServer, uri_to_path
 
 
 def _texts(session: Session, rel: str, exps) -> list[annotate.FileTexts]:
-    """Parent and experiment text of `rel` for each experiment (cached: commits never change)."""
-    cache = session.__dict__.setdefault("_text_cache", {})
+    """Parent and experiment text of `rel` for each experiment that changed it (read once, and shared with
+    the in-file states: review.py keeps them, commits never change)."""
     out = []
-    for e in exps:
-        key = (e.number, e.commit, rel)
-        if key not in cache:
-            try:
-                _, parent, new = session.files(e.number)
-                cache[key] = (parent.get(rel, ""), new.get(rel, ""))
-            except Exception:
-                continue
-        parent, new = cache[key]
+    for e, parent, new in review.index(session).texts(exps, rel):
         if parent != new:
             contains = session.__dict__.setdefault("_contains_cache", {})  # a commit's ancestry is fixed
             if e.commit not in contains:
@@ -131,14 +126,14 @@ def code_action(ls: NightlabServer, params: types.CodeActionParams):
     if found is None:
         return None
     session, rel, doc = found
-    metric = session.settings().metric.name
+    metric = session.settings().metric
     texts = _texts(session, rel, annotate.reviewable(session.experiments()))
     out = []
     plan = _best(ls, session, rel)
     best = _best_command(plan) if plan is not None else None
     if best is not None:
         out.append(types.CodeAction(title=best[0], kind=types.CodeActionKind.RefactorRewrite, command=best[1]))
-    for a in annotate.apply_actions(texts, doc.source, rel, metric):
+    for a in annotate.apply_actions(texts, doc.source, rel, metric.name, metric.direction):
         if a.conflicts:
             out.append(
                 types.CodeAction(
@@ -196,7 +191,8 @@ def code_lens(ls: NightlabServer, params: types.CodeLensParams):
     if best is not None:
         lenses.append(types.CodeLens(range=lenses[0].range, command=best[1]))
     texts = _texts(session, rel, annotate.reviewable(session.experiments(), limit=1))
-    for a in annotate.apply_actions(texts, doc.source, rel, session.settings().metric.name):
+    metric = session.settings().metric
+    for a in annotate.apply_actions(texts, doc.source, rel, metric.name, metric.direction):
         if a.conflicts or a.hunk is not None:
             continue
         for p in a.edits:
@@ -237,8 +233,14 @@ def hover(ls: NightlabServer, params: types.HoverParams):
         for e in reversed(session.experiments())
         if e.commit and not e.is_baseline and e.status in ("keep", "discard", "crash")
     ][:50]
+    texts = _texts(session, rel, exps)
+    metric = session.settings().metric
     history = annotate.line_history(
-        _texts(session, rel, exps), lines[params.position.line], session.settings().metric.name
+        texts,
+        lines[params.position.line],
+        metric.name,
+        direction=metric.direction,
+        in_file=review.in_file(session, [t.exp for t in texts], lambda path: ls.buffer_text(session, path)),
     )
     if not history:
         return None
@@ -254,7 +256,8 @@ def inlay_hint(ls: NightlabServer, params: types.InlayHintParams):
         return None
     session, rel, doc = found
     kept = [e for e in reversed(session.experiments()) if e.status == "keep" and not e.is_baseline]
-    hints = annotate.chain_hints(_texts(session, rel, kept[:50]), doc.source, session.settings().metric.name)
+    metric = session.settings().metric
+    hints = annotate.chain_hints(_texts(session, rel, kept[:50]), doc.source, metric.name, metric.direction)
     lines = doc.lines
     return [
         types.InlayHint(
@@ -281,16 +284,28 @@ def ls_session(ls: NightlabServer, root: str | None) -> Session:
 
 
 @handler
-def experiments(ls: NightlabServer, params: Any) -> ExperimentsPage:
+async def experiments(ls: NightlabServer, params: Any) -> ExperimentsPage:
+    """A page of the ledger, each experiment with `inFile` computed against the buffers (open, else on
+    disk) for the page's experiments only. The first look at a commit reads git (about 8 ms a commit):
+    in a worker thread, on the buffers as they are now, so the server answers other requests meanwhile;
+    review.py keeps what it read (commits never change) and each buffer's answers."""
     p = decode(ExperimentsParams, params)
     offset, limit = max(0, p.offset or 0), max(0, 100 if p.limit is None else p.limit)
-    exps = [e for e in ls_session(ls, p.root).experiments() if p.status in (None, e.status)]
+    session = ls_session(ls, p.root)
+    exps = [e for e in session.experiments() if p.status in (None, e.status)]
+    page = exps[offset : offset + limit]
+    held: dict[int, InFile | None] = {}
+    if page:
+        buffers = {rel: ls.buffer_text(session, rel) for rel in session.settings().files.editable}
+        held = await asyncio.to_thread(review.in_file, session, page, buffers.__getitem__)
     return ExperimentsPage(
         total=len(exps),
         offset=offset,
         experiments=[
-            experiment_payload(e.to_json(), diff_summary(e.diff) if e.diff else "")
-            for e in exps[offset : offset + limit]
+            dataclasses.replace(
+                experiment_payload(e.to_json(), diff_summary(e.diff) if e.diff else ""), in_file=held.get(e.number)
+            )
+            for e in page
         ],
     )
 
