@@ -170,7 +170,8 @@ async function send(...messages) {
 }
 
 const clearPosted = () => page.evaluate(() => { window.__posted = []; });
-const rowStatus = (n) => page.locator(`.row[data-number="${n}"] .badge`).textContent({ timeout: 2000 });
+const rowStatus = (n) => page.locator(`.row[data-number="${n}"] .badge.verdict`).textContent({ timeout: 2000 });
+const rowNumbers = () => page.$$eval(".row:not([hidden])", (rs) => rs.map((r) => Number(r.dataset.number)));
 const attr = (sel, name) => page.locator(sel).getAttribute(name);
 const int = async (sel, name) => Number(await attr(sel, name));
 const buttons = () => page.$$eval(".controls button", (bs) => Object.fromEntries(bs.map((b) => [b.dataset.action, !b.disabled])));
@@ -284,7 +285,7 @@ describe("the Nightlab panel webview", { timeout: 120_000 }, () => {
     const late = await int(".chart.loss", "data-running-points");
     assert.ok(early >= 1 && late > early, `the running curve grows: ${early} then ${late} points`);
     assert.ok((await pixelsOf("loss", DARK["--vscode-charts-blue"])) > 50, "the running curve is drawn on the canvas");
-    assert.match(await page.locator(".chart.loss .legend").textContent(), new RegExp(`#${n} running`));
+    assert.match(await page.locator(".chart.loss .legend").textContent(), new RegExp(`#${n} run running`));
     assert.match(await page.locator(`.row[data-number="${n}"] .c-time`).textContent(), /^\d+%$/, "the running row shows its progress");
     mkdirSync(RESULTS, { recursive: true });
     await page.screenshot({ path: join(RESULTS, "webview-running.png") });
@@ -343,11 +344,12 @@ describe("the Nightlab panel webview", { timeout: 120_000 }, () => {
     await clearPosted();
     await page.click(`.row[data-number="${n}"] .c-desc`);
     await frames();
-    assert.deepEqual(await posted(), [{ type: "select", number: n }]);
+    assert.deepEqual((await posted()).filter((m) => m.type === "select"), [{ type: "select", number: n }]);
     assert.equal(await attr(`.row[data-number="${n}"]`, "aria-selected"), "true");
     await page.click(`.row[data-number="${n}"] button[data-act="accept"]`);
     await page.click(`.row[data-number="${n}"] button[data-act="reject"]`);
-    assert.deepEqual((await posted()).slice(1), [{ type: "accept", number: n }, { type: "reject", number: n }]);
+    assert.deepEqual((await posted()).filter((m) => m.type === "accept" || m.type === "reject"),
+      [{ type: "accept", number: n }, { type: "reject", number: n }]);
     // the baseline has no Accept
     const baseline = [...host.experiments.values()].find((e) => e.baseline);
     if (baseline) {
@@ -362,7 +364,7 @@ describe("the Nightlab panel webview", { timeout: 120_000 }, () => {
     await frames();
     const order = [...host.experiments.keys()].sort((a, b) => b - a);
     const next = order[order.indexOf(n) + 1];
-    assert.deepEqual(await posted(), [{ type: "select", number: next }]);
+    assert.deepEqual((await posted()).filter((m) => m.type === "select"), [{ type: "select", number: next }]);
     await page.keyboard.press("ArrowUp");
     await frames();
     assert.equal(await attr(`.row[data-number="${n}"]`, "aria-selected"), "true");
@@ -370,7 +372,8 @@ describe("the Nightlab panel webview", { timeout: 120_000 }, () => {
     const reviewed = { ...host.experiments.get(n), review: "accepted" };
     host.experiments.set(n, reviewed);
     await send({ type: "experiment", experiment: reviewed });
-    assert.equal(await rowStatus(n), "accepted");
+    assert.equal(await rowStatus(n), host.experiments.get(n).status, "the verdict stays the verdict");
+    assert.equal(await page.locator(`.row[data-number="${n}"] .review`).textContent(), "accepted");
   });
 
   it("Start posts a control; untrusted disables every control and says why; errors show and go", async () => {
@@ -416,8 +419,11 @@ describe("the Nightlab panel webview", { timeout: 120_000 }, () => {
     await page.screenshot({ path: join(RESULTS, "webview-narrow.png") });
     const width = await page.$eval(".chart.loss canvas", (c) => c.getBoundingClientRect().width);
     assert.ok(width < 320, `the charts follow the panel's width (${width}px)`);
+    // no column is dropped or cut to nothing: the table scrolls sideways, its header with it
     const visible = await page.$$eval(".thead > span", (hs) => hs.filter((h) => h.offsetWidth > 0).map((h) => h.textContent));
-    assert.ok(visible.includes("Description") && !visible.includes("\u03c3"), visible.join());
+    assert.deepEqual(visible, ["#", "Verdict", "val_bpb", "\u0394", "\u03c3", "Description", "Reason", "Time"]);
+    const [scrollW, clientW] = await page.$eval(".viewport", (v) => [v.scrollWidth, v.clientWidth]);
+    assert.ok(scrollW > clientW, `the rows are wider than a narrow panel and scroll: ${scrollW} > ${clientW}`);
     await page.setViewportSize({ width: 460, height: 860 });
     await page.evaluate((light) => {
       for (const [k, v] of Object.entries(light)) document.documentElement.style.setProperty(k, v);
@@ -437,8 +443,177 @@ describe("the Nightlab panel webview", { timeout: 120_000 }, () => {
     await send({ type: "reset", state: host.state, experiments: [...host.experiments.values()], trusted: true, problem: null });
     assert.equal(await page.locator("select.filter").inputValue(), "keep");
     assert.equal(await attr(`.row[data-number="${selected}"]`, "aria-selected"), "true");
-    assert.equal(await rowStatus(selected), "accepted");
+    assert.equal(await page.locator(`.row[data-number="${selected}"] .review`).textContent(), "accepted");
     await page.selectOption("select.filter", "all");
+  });
+
+  it("shows the settings in effect, or those Start would use and where each comes from; a dead loop says so", async () => {
+    const idle = { ...host.state, state: "idle", pid: null, policy: "strict", sandbox: "auto", died: false };
+    await send({ type: "reset", state: idle, experiments: [...host.experiments.values()], trusted: true, problem: null,
+      overrides: { budgetTokens: 200000 } });
+    const setting = (k) => page.locator(`.settings .setting[data-key="${k}"]`);
+    assert.match(await page.locator(".settings").textContent(), /^Start uses/);
+    assert.match(await setting("budget").textContent(), /200,000 tokens/);
+    assert.equal(await setting("budget").getAttribute("data-source"), "settings");
+    assert.match(await setting("policy").textContent(), /strict/);
+    assert.equal(await setting("policy").getAttribute("data-source"), "toml");
+    assert.match(await setting("agent").textContent(), new RegExp(host.state.agent));
+    assert.match(await setting("sandbox").textContent(), /auto/);
+    // a loop runs: what it runs with, whatever the settings say now
+    await send({ type: "loopState", state: { ...idle, state: "running", pid: 4242, running: [] } });
+    assert.match(await page.locator(".settings").textContent(), /^Running with/);
+    assert.equal(await setting("budget").getAttribute("data-source"), "loop");
+    assert.match(await setting("budget").textContent(), new RegExp(host.state.budget));
+    await send({ type: "loopState", state: { ...idle, state: "stopped", died: true, log: "/ws/.nightlab/main/loop.log",
+      reason: "the loop process ended without stopping: RuntimeError: made up by the test" } });
+    assert.match(await page.locator(".banner.died").textContent(), /^Loop died: .*RuntimeError: made up by the test.*loop\.log/);
+    await send({ type: "loopState", state: host.state });
+    assert.ok(await page.locator(".banner.died").isHidden());
+  });
+
+  it("sorts by a column on a click of its header, and filters by words in the description or reason", async () => {
+    const all = [...host.experiments.values()];
+    await page.click('.th[data-sort="metric"]');
+    await frames();
+    const byMetric = all.filter((e) => typeof e.metric === "number").sort((a, b) => a.metric - b.metric || b.number - a.number);
+    assert.deepEqual((await rowNumbers()).slice(0, byMetric.length), byMetric.map((e) => e.number));
+    assert.equal(await attr('.th[data-sort="metric"]', "aria-sort"), "ascending");
+    await page.click('.th[data-sort="metric"]');
+    await frames();
+    assert.equal(await attr('.th[data-sort="metric"]', "aria-sort"), "descending");
+    assert.equal((await rowNumbers())[0], byMetric.at(-1).number, "the worst first");
+    await page.click('.th[data-sort="number"]');
+    await frames();
+    assert.deepEqual(await rowNumbers(), all.map((e) => e.number).sort((a, b) => b - a), "newest first again");
+    const word = all.find((e) => !e.baseline && e.description).description.split(/\s+/)[0];
+    await page.fill(".text-filter", word);
+    await frames();
+    const expected = all.filter((e) => `${e.description}\n${e.reason}`.toLowerCase().includes(word.toLowerCase()))
+      .map((e) => e.number).sort((a, b) => b - a);
+    assert.ok(expected.length > 0 && expected.length < all.length, `${word}: ${expected}`);
+    assert.deepEqual(await rowNumbers(), expected);
+    await page.fill(".text-filter", "");
+    await frames();
+    assert.equal((await rowNumbers()).length, all.length);
+  });
+
+  it("shows beside the verdict whether the change is in the files, and the review with its time", async () => {
+    const e = [...host.experiments.values()].find((x) => x.status === "discard");
+    const shown = { ...e, inFile: "some", review: "rejected", reviewedAt: "2026-11-27T01:40:00+00:00" };
+    await send({ type: "experiment", experiment: shown });
+    assert.equal(await rowStatus(e.number), "discard");
+    assert.equal(await page.locator(`.row[data-number="${e.number}"] .in-file`).textContent(), "partly in file");
+    assert.equal(await attr(`.row[data-number="${e.number}"] .review`, "title"), "rejected by you on 2026-11-27 01:40");
+    await send({ type: "experiment", experiment: e });
+    assert.ok(await page.locator(`.row[data-number="${e.number}"] .in-file`).isHidden());
+  });
+
+  it("opens the detail view of a selected experiment: what it knows, every run's curve, its actions", async () => {
+    const e = [...host.experiments.values()].filter((x) => x.status === "discard").at(-1);
+    const best = STREAM.bestCurve;
+    await send({ type: "bestCurve", number: best.number, points: best.points });
+    await clearPosted();
+    await page.click(`.row[data-number="${e.number}"] .c-desc`);
+    await frames();
+    const detail = page.locator(`.detail[data-detail="${e.number}"]`);
+    assert.ok(await detail.isVisible(), "the detail view is open");
+    const text = await detail.textContent();
+    for (const part of [e.hypothesis, e.description, e.reason, `.nightlab/runs/${host.state.tag}/${e.number}`]) {
+      assert.ok(text.includes(part), `the detail view shows ${part}`);
+    }
+    const ask = await waitPosted((m) => m.type === "curves" && m.number === e.number, "the request for its runs' curves");
+    assert.ok(ask.stages.includes("run"), JSON.stringify(ask));
+    const worse = best.points.map((p) => ({ ...p, loss: p.loss + 0.05 }));
+    await send({ type: "curve", number: e.number, stage: "smoke", points: [] },
+      { type: "curve", number: e.number, stage: "repeat-1", points: worse },
+      { type: "curve", number: e.number, stage: "run", points: best.points });
+    assert.equal(await attr(".chart.runs", "data-labels"), `#${e.number} run,#${e.number} repeat 1,best #${best.number}`);
+    assert.equal(await page.locator(".chart.runs .legend .key").count(), 3, "a key per curve, none for the empty smoke run");
+    assert.match(await detail.locator(".detail-runs").textContent(), /repeat 1: \d+ steps/);
+    await clearPosted();
+    for (const act of ["diff", "accept", "reject", "rerun"]) await page.click(`.detail button[data-detail-act="${act}"]`);
+    assert.deepEqual(await posted(), [{ type: "openDiff", number: e.number }, { type: "accept", number: e.number },
+      { type: "reject", number: e.number }, { type: "rerun", number: e.number }]);
+    mkdirSync(RESULTS, { recursive: true });
+    await page.screenshot({ path: join(RESULTS, "webview-detail.png") });
+  });
+
+  it("draws every run of the running experiment: a baseline's repeats keep its main run, the legend only what is drawn", async () => {
+    const template = STREAM.events.filter(is("experimentFinished")).at(-1).params.experiment;
+    const n = Math.max(...host.experiments.keys()) + 1;
+    const running = { ...template, number: n, status: "running", metric: null, delta: null, baseline: true, description: "baseline" };
+    await send({ type: "experiment", experiment: running }, { type: "loopState", state: { ...host.state, state: "running", running: [n] } });
+    const stages = [];
+    for (const stage of ["run", "repeat-1"]) {
+      for (let step = 1; step <= 6; step++) {
+        stages.push({ type: "progress", progress: { number: n, step, elapsedS: step, loss: 5 - step / 3 + (stage === "run" ? 0 : 0.2),
+          fraction: step / 6, stage } });
+      }
+    }
+    await send(...stages.slice(0, 6));
+    assert.equal(await attr(".chart.loss", "data-labels"), `#${n} run,best #${STREAM.bestCurve.number}`);
+    await send(...stages.slice(6));
+    assert.equal(await attr(".chart.loss", "data-labels"), `#${n} run,#${n} repeat 1,best #${STREAM.bestCurve.number}`);
+    assert.equal(await int(".chart.loss", "data-running-points"), 12, "the main run's curve stays while the repeat trains");
+    assert.equal(await page.locator(".chart.loss .legend .key").count(), 3);
+    assert.ok((await pixelsOf("loss", DARK["--vscode-charts-orange"])) > 20, "the repeat's curve is drawn");
+    assert.equal(await page.locator(`.row[data-number="${n}"] .c-time`).textContent(), "repeat-1");
+    assert.equal(await attr(".chart.loss", "data-x"), "step", "one unit on the x axis: the step");
+    await page.screenshot({ path: join(RESULTS, "webview-repeats.png") });
+    await send({ type: "reset", state: host.state, experiments: [...host.experiments.values()], trusted: true, problem: null });
+  });
+
+  it("Apply best posts its message, and is off when the best is the baseline", async () => {
+    await clearPosted();
+    assert.ok(await page.locator(".apply-best").isEnabled());
+    await page.click(".apply-best");
+    assert.deepEqual(await posted(), [{ type: "applyBest" }]);
+    const baseline = [...host.experiments.values()].find((e) => e.baseline);
+    await send({ type: "loopState", state: { ...host.state, best: { number: baseline.number, metric: baseline.metric } } });
+    assert.equal(await page.locator(".apply-best").isEnabled(), false);
+    await send({ type: "loopState", state: host.state });
+  });
+
+  it("selects an experiment by a click on the progress chart", async () => {
+    const over = page.locator(".chart.progress .u-over");
+    const box = await over.boundingBox();
+    await clearPosted();
+    await page.mouse.move(box.x + box.width - 2, box.y + box.height / 2);
+    await page.mouse.click(box.x + box.width - 2, box.y + box.height / 2);
+    await frames();
+    const plotted = [...host.experiments.values()].filter((e) => e.status === "crash" || typeof e.metric === "number");
+    const newest = Math.max(...plotted.map((e) => e.number));
+    assert.deepEqual((await posted()).filter((m) => m.type === "select"), [{ type: "select", number: newest }]);
+    assert.equal(await attr(`.row[data-number="${newest}"]`, "aria-selected"), "true");
+  });
+
+  it("the progress chart keeps a near miss in range and marks a wild discard on the edge", async () => {
+    const template = STREAM.events.filter(is("experimentFinished")).at(-1).params.experiment;
+    const base = { ...template, number: 1, status: "keep", baseline: true, metric: 1.0, description: "baseline" };
+    const near = { ...template, number: 2, status: "discard", baseline: false, metric: 0.99 };
+    const wild = { ...template, number: 3, status: "discard", baseline: false, metric: 1.6 };
+    await send({ type: "reset", state: { ...host.state, baseline: 1.0, best: { number: 1, metric: 1.0 } },
+      experiments: [base, near, wild], trusted: true, problem: null });
+    const [lo, hi] = (await attr(".chart.progress", "data-y-range")).split(",").map(Number);
+    assert.ok(lo < 0.99 && hi < 1.6, `the range ${lo}..${hi} holds the near miss, not the wild one`);
+    assert.equal(await int(".chart.progress", "data-edge-marks"), 1);
+    await send({ type: "reset", state: host.state, experiments: [...host.experiments.values()], trusted: true, problem: null });
+  });
+
+  it("has a folder picker when more than one folder has a loop; a pick asks the host for that folder", async () => {
+    const roots = [{ root: "/ws/a", label: "a", state: "stopped" }, { root: "/ws/b", label: "b", state: "running" }];
+    await send({ type: "reset", state: host.state, experiments: [...host.experiments.values()], trusted: true, problem: null,
+      root: "/ws/a", roots });
+    assert.ok(await page.locator(".root-picker").isVisible());
+    assert.deepEqual(await page.$$eval(".root-picker option", (os) => os.map((o) => o.textContent)), ["a (stopped)", "b (running)"]);
+    await clearPosted();
+    await page.selectOption(".root-picker", "/ws/b");
+    assert.deepEqual(await posted(), [{ type: "chooseRoot", root: "/ws/b" }]);
+    await send({ type: "reset", state: { ...host.state, root: "/ws/b" }, experiments: [], trusted: true, problem: null, root: "/ws/b", roots });
+    assert.equal(await page.locator(".root-picker").inputValue(), "/ws/b");
+    assert.equal(await page.locator(".row:not([hidden])").count(), 0, "the other folder's ledger");
+    await send({ type: "reset", state: host.state, experiments: [...host.experiments.values()], trusted: true, problem: null });
+    assert.ok(await page.locator(".root-picker").isHidden(), "one folder: no picker");
   });
 
   it("shows the server's problem when there is none", async () => {
@@ -462,6 +637,9 @@ describe("the Nightlab panel webview", { timeout: 120_000 }, () => {
     }), { type: "reset", state, experiments: ledger, trusted: true, problem: null });
     const rows = await page.locator(".row").count();
     assert.ok(rows > 5 && rows < 100, `a window of rows in the DOM, not 2,000: ${rows}`);
+    const [numW, numClient] = await page.$eval('.row[data-number="2000"] .c-num', (c) => [c.scrollWidth, c.clientWidth]);
+    assert.ok(numW <= numClient && (await page.locator('.row[data-number="2000"] .c-num').textContent()) === "2000",
+      `four digits are not cut: ${numW} > ${numClient}`);
     await page.$eval(".viewport", (v) => { v.scrollTop = v.scrollHeight; });
     await frames();
     await frames();

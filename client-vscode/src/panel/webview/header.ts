@@ -137,7 +137,7 @@ export class Header {
     if (!v) return;
     setAttr(this.settings, "data-live", v.live ? "true" : "false");
     const lead = el("span", { class: "settings-lead" }, v.live ? "Running with" : "Start uses");
-    this.settings.replaceChildren(lead, ...v.items.map((it) => el("span", { class: `setting ${it.source}`, "data-key": it.key,
+    this.settings.replaceChildren(lead, ...v.items.map((it) => el("span", { class: `setting src-${it.source}`, "data-key": it.key,
       "data-source": it.source, title: `${it.key}: ${it.value} (${SOURCE_WORDS[it.source]})` },
       el("span", { class: "setting-key" }, it.key), " ", el("span", { class: "setting-value" }, it.value),
       it.source === "loop" ? "" : el("span", { class: "setting-source" }, it.source === "settings" ? "settings" : "toml"))));

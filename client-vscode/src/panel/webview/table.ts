@@ -17,7 +17,7 @@ import { el, setAttr, setText } from "./dom";
 export const ROW_HEIGHT = 22;
 const HEAD_HEIGHT = 22;
 const OVERSCAN = 8;
-const GAP = 6;
+const GAP = 5;
 const PAD = 12;
 
 interface Column {
@@ -31,13 +31,13 @@ interface Column {
 
 const COLUMNS: readonly Column[] = [
   { key: "number", cls: "c-num", label: "#", title: "Experiment number", width: 0 /* from the digits */ },
-  { key: "status", cls: "c-status", label: "Verdict", title: "The loop's verdict; beside it, whether the change is in your files and your review", width: 104 },
-  { key: "metric", cls: "c-metric", label: "val_bpb", title: "The metric (mean of the experiment's runs)", width: 60 },
-  { key: "delta", cls: "c-delta", label: "\u0394", title: "Against the best before it", width: 64 },
-  { key: "sigma", cls: "c-sigma", label: "\u03c3", title: "The noise estimate the verdict used", width: 44 },
-  { key: "description", cls: "c-desc", label: "Description", title: "What the agent changed", width: { fr: 3, min: 64 } },
-  { key: "reason", cls: "c-reason", label: "Reason", title: "Why it was kept, discarded, or how it crashed", width: { fr: 2, min: 48 } },
-  { key: "time", cls: "c-time", label: "Time", title: "Wall clock of all its runs", width: 38 },
+  { key: "status", cls: "c-status", label: "Verdict", title: "The loop's verdict; beside it, whether the change is in your files and your review", width: 82 },
+  { key: "metric", cls: "c-metric", label: "val_bpb", title: "The metric (mean of the experiment's runs)", width: 56 },
+  { key: "delta", cls: "c-delta", label: "\u0394", title: "Against the best before it", width: 60 },
+  { key: "sigma", cls: "c-sigma", label: "\u03c3", title: "The noise estimate the verdict used", width: 40 },
+  { key: "description", cls: "c-desc", label: "Description", title: "What the agent changed", width: { fr: 3, min: 52 } },
+  { key: "reason", cls: "c-reason", label: "Reason", title: "Why it was kept, discarded, or how it crashed", width: { fr: 2, min: 36 } },
+  { key: "time", cls: "c-time", label: "Time", title: "Wall clock of all its runs", width: 42 },
 ];
 
 export interface TableEvents {
