@@ -7,25 +7,16 @@
  */
 import * as vscode from "vscode";
 
-import { Commands, type AcceptResult, type ExperimentPayload } from "../../protocol/nightlab-protocol";
+import { Commands, type AcceptResult } from "../../protocol/nightlab-protocol";
 import { log } from "./common/log";
 import { API_KEY_SECRET, loopFolder, type ServerManager } from "./common/server";
 import { loopOverrides, readSettings } from "./common/settings";
 import { type DiffDocuments, experimentArg } from "./diff/provider";
 import type { LoopControl } from "./panel/messages";
+import { acceptWarning } from "./panel/rows";
 import type { PanelProvider } from "./panel/provider";
 
 const ACTIVE = new Set(["proposing", "running", "deciding", "paused"]);
-
-/** Verdicts whose change the loop did not keep: accepting one asks first. */
-const NOT_KEPT = new Set(["discard", "crash", "interrupted"]);
-
-/** The question before accepting a change the loop did not keep, or null when none is needed. */
-export function acceptWarning(e: Pick<ExperimentPayload, "number" | "status" | "reason"> | undefined): string | null {
-  if (!e || !NOT_KEPT.has(e.status)) return null;
-  const why = e.reason ? ` (${e.reason})` : "";
-  return `Experiment #${e.number} was a ${e.status}${why}: the loop did not keep it. Bring its change into your files anyway?`;
-}
 
 function rootArg(arg: unknown): string | undefined {
   const r = arg && typeof arg === "object" ? (arg as { root?: unknown }).root : undefined;

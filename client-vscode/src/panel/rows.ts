@@ -145,3 +145,16 @@ export function canReview(e: ExperimentPayload): boolean {
 export function canAccept(e: ExperimentPayload): boolean {
   return e.status !== "running" && !e.baseline;
 }
+
+/** Verdicts whose change the loop did not keep: accepting one asks first. */
+const NOT_KEPT: ReadonlySet<string> = new Set(["discard", "crash", "interrupted"]);
+
+/**
+ * The question before accepting a change the loop did not keep (commands.ts asks it in a modal, for an
+ * accept from anywhere: the panel, a diff editor, a hunk's code lens), or null when none is needed.
+ */
+export function acceptWarning(e: Pick<ExperimentPayload, "number" | "status" | "reason"> | undefined): string | null {
+  if (!e || !NOT_KEPT.has(e.status)) return null;
+  const why = e.reason ? ` (${e.reason})` : "";
+  return `Experiment #${e.number} was a ${e.status}${why}: the loop did not keep it. Bring its change into your files anyway?`;
+}

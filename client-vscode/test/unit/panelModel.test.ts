@@ -5,7 +5,7 @@ import { test } from "node:test";
 import type { ExperimentPayload, LoopStatePayload, ProgressPayload } from "../../../protocol/nightlab-protocol";
 import type { ToWebview } from "../../src/panel/messages";
 import {
-  addSample, applyMessage, canAccept, canApplyBest, canReview, countByStatus, deltaClass, enabledControls, filterRows,
+  acceptWarning, addSample, applyMessage, canAccept, canApplyBest, canReview, countByStatus, deltaClass, enabledControls, filterRows,
   fmtBudget, fmtDelta, fmtDuration, fmtMetric, fmtSigma, inFileLabel, initialModel, LIVE_SAMPLE_CAP, livePoints,
   moveSelection, nextSort, numberDigits, reviewTitle, scrollToRow, sortRows, statusLabel, upsert, visibleWindow,
   type Filter, type PanelModel,
@@ -211,6 +211,16 @@ test("accept and reject only for finished changes", () => {
   assert.deepEqual(ledger.map((e) => [e.number, canReview(e)]), [[6, false], [5, false], [4, true], [3, true], [2, false], [1, false]]);
   // the detail view's Accept also takes a crash's or an interrupted run's change (the host asks first)
   assert.deepEqual(ledger.map((e) => [e.number, canAccept(e)]), [[6, false], [5, true], [4, true], [3, true], [2, true], [1, false]]);
+});
+
+test("accepting a change the loop did not keep asks first", () => {
+  const cases: [ExperimentPayload["status"], boolean][] = [["keep", false], ["discard", true], ["crash", true], ["interrupted", true]];
+  for (const [status, asks] of cases) {
+    const q = acceptWarning(exp(4, { status, reason: "worse by 0.01" }));
+    assert.equal(q !== null, asks, status);
+    if (q) assert.match(q, new RegExp(`#4 was a ${status} \\(worse by 0\\.01\\).*anyway\\?$`));
+  }
+  assert.equal(acceptWarning(undefined), null, "unknown to the panel: no question");
 });
 
 test("filter by words in the description or the reason, with the status", () => {
