@@ -55,11 +55,38 @@ class _Change:
     needles: tuple[frozenset[str] | None, ...]
 
 
+class _Reads:
+    """One round's reads, through one reader (one Store) opened at the first of them."""
+
+    def __init__(self, opener: Callable[[], Read]):
+        self._opener = opener
+        self._read: Read | None = None
+
+    def __call__(self, rel: str, commit: str) -> str | None:
+        if self._read is None:
+            self._read = self._opener()
+        return self._read(rel, commit)
+
+
+class _Buffer:
+    """One buffer of a file in one round: its text, the answers kept for it, its lines as keys."""
+
+    def __init__(self, text: str, answers: dict[tuple[str, str], int]):
+        self.text, self.answers = text, answers
+        self._keys: set[str] | None = None
+
+    @property
+    def keys(self) -> set[str]:  # only when a change is not answered yet
+        if self._keys is None:
+            self._keys = {_ws(c) for c, _ in hk.split_lines(self.text)}
+        return self._keys
+
+
 class InFileIndex:
     """The in-file states of one workspace's experiments, and what they are computed from, cached.
-    `opener()` gives a reader for one round of reads (one Store for all of them). Safe to use from a
-    worker thread beside the event loop's: each entry is a function of its key alone, so a race costs
-    a second read, never a wrong answer."""
+    `opener()` gives a reader for one round of reads. Safe to use from a worker thread beside the event
+    loop's: each entry is a function of its key alone, so a race costs a second read, never a wrong
+    answer. A text that cannot be read counts as not there, for as long as the index lives."""
 
     def __init__(self, opener: Callable[[], Read], keep_buffers: int = 8):
         self._opener = opener
@@ -71,16 +98,14 @@ class InFileIndex:
         self.reads = 0  # texts read so far (each (path, commit) once)
         self.plans = 0  # planner runs so far
 
-    def _text(self, read: list, rel: str, commit: str) -> str | None:
+    def _text(self, read: _Reads, rel: str, commit: str) -> str | None:
         key = (rel, commit)
         if key not in self._texts:
-            if not read:
-                read.append(self._opener())
             self.reads += 1
-            self._texts[key] = read[0](rel, commit)
+            self._texts[key] = read(rel, commit)
         return self._texts[key]
 
-    def _pair(self, read: list, rel: str, parent_commit: str, commit: str) -> tuple[str, str | None]:
+    def _pair(self, read: _Reads, rel: str, parent_commit: str, commit: str) -> tuple[str, str | None]:
         """`rel` at the parent ("" where it is not there) and at the commit (None where it is not there)."""
         new = self._text(read, rel, commit)
         return (self._text(read, rel, parent_commit) if parent_commit and new is not None else None) or "", new
@@ -88,28 +113,24 @@ class InFileIndex:
     def texts(self, exps: Iterable[Experiment], rel: str) -> list[tuple[Experiment, str, str]]:
         """(experiment, `rel` at its parent, at its commit) for each experiment with a commit that has
         `rel`: the texts annotate.py works from, from the same cache."""
-        read: list = []
-        out = []
+        read, out = _Reads(self._opener), []
         for e in exps:
             parent, new = self._pair(read, rel, e.parent_commit, e.commit) if e.commit else ("", None)
             if new is not None:
                 out.append((e, parent, new))
         return out
 
-    def _change(self, read: list, rel: str, parent_commit: str, commit: str) -> _Change | None:
+    def _change(self, read: _Reads, rel: str, parent_commit: str, commit: str) -> _Change | None:
         key = (rel, parent_commit, commit)
         if key not in self._changes:
             parent, new = self._pair(read, rel, parent_commit, commit)
-            change = None
-            if new is not None and parent != new:
-                hunks = hk.parse_hunks(parent, new)
-                needles = tuple(frozenset(map(_ws, h.new_lines)) if h.new_lines else None for h in hunks)
-                change = _Change(parent, new, needles) if hunks else None
-            self._changes[key] = change
+            hunks = hk.parse_hunks(parent, new) if new is not None and parent != new else []
+            needles = tuple(frozenset(map(_ws, h.new_lines)) if h.new_lines else None for h in hunks)
+            self._changes[key] = _Change(parent, new, needles) if new is not None and hunks else None
         return self._changes[key]
 
-    def _buffer(self, rel: str, text: str) -> dict[tuple[str, str], int]:
-        """The answers kept for this buffer of `rel` (a new, empty set for a buffer not seen lately)."""
+    def _buffer(self, rel: str, text: str) -> _Buffer:
+        """This buffer of `rel`, with the answers kept for it (none for a buffer not seen lately)."""
         digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
         kept = self._answers.setdefault(rel, OrderedDict())
         if digest in kept:
@@ -118,25 +139,22 @@ class InFileIndex:
             kept[digest] = {}
             while len(kept) > self.keep_buffers:
                 kept.popitem(last=False)
-        return kept[digest]
+        return _Buffer(text, kept[digest])
 
-    def _applied(self, change: _Change, buffer: str, lines: list) -> int:
+    def _applied(self, change: _Change, buffer: _Buffer) -> int:
         """How many of the change's hunks the buffer holds ("applied" by hunks.plan)."""
-        if not lines:
-            lines.append({_ws(c) for c, _ in hk.split_lines(buffer)})
-        if not any(n is None or n <= lines[0] for n in change.needles):
+        if not any(n is None or n <= buffer.keys for n in change.needles):
             return 0  # every hunk lacks a new line here: none can be applied, no need to locate them
         self.plans += 1
-        return sum(p.state == "applied" for p in hk.plan(change.parent, change.new, buffer))
+        return sum(p.state == "applied" for p in hk.plan(change.parent, change.new, buffer.text))
 
     def states(
         self, exps: Iterable[Experiment], editable: Iterable[str], buffer_text: Callable[[str], str]
     ) -> dict[int, InFile | None]:
         """Experiment number -> how much of its change the buffers hold (`buffer_text(path)`: the open
         buffer, else the file on disk; asked once per path)."""
-        read: list = []  # the round's reader, opened on the first read
-        paths = list(editable)
-        buffers: dict[str, tuple[str, dict[tuple[str, str], int], list]] = {}
+        read, paths = _Reads(self._opener), list(editable)
+        buffers: dict[str, _Buffer] = {}
         out: dict[int, InFile | None] = {}
         for e in exps:
             if not e.commit or e.is_baseline:
@@ -148,12 +166,10 @@ class InFileIndex:
                 if change is None:
                     continue
                 if rel not in buffers:
-                    text = buffer_text(rel)
-                    buffers[rel] = (text, self._buffer(rel, text), [])
-                text, answers, lines = buffers[rel]
-                key = (e.parent_commit, e.commit)
+                    buffers[rel] = self._buffer(rel, buffer_text(rel))
+                answers, key = buffers[rel].answers, (e.parent_commit, e.commit)
                 if key not in answers:
-                    answers[key] = self._applied(change, text, lines)
+                    answers[key] = self._applied(change, buffers[rel])
                 applied, total = applied + answers[key], total + len(change.needles)
             out[e.number] = None if not total else "all" if applied == total else "some" if applied else "none"
         return out
