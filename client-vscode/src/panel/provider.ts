@@ -141,11 +141,16 @@ export class PanelProvider implements vscode.WebviewViewProvider, vscode.Disposa
     this.roots.clear();
     const roots = await this.loopRoots();
     if (!roots.length && this.server.root) roots.push(this.server.root);
-    try {
-      for (const root of roots) await this.load(root);
-    } catch (err) {
-      log.warn(`reading the ledger: ${String(err)}`);
-      this.post({ type: "error", message: `Reading the experiments failed: ${err instanceof Error ? err.message : String(err)}` });
+    for (const root of roots) {
+      try {
+        await this.load(root);
+      } catch (err) {
+        // one folder's ledger that cannot be read does not hide the others'
+        log.warn(`reading the ledger of ${root}: ${String(err)}`);
+        if (this.roots.isChosen(root)) {
+          this.post({ type: "error", message: `Reading the experiments failed: ${err instanceof Error ? err.message : String(err)}` });
+        }
+      }
     }
     this.postReset();
     void this.replayRunning();

@@ -497,6 +497,35 @@ describe("the Nightlab panel webview", { timeout: 120_000 }, () => {
     assert.equal((await rowNumbers()).length, all.length);
   });
 
+  it("resizes a column by dragging its header's edge, and keeps the width over a reload", async () => {
+    const width = () => page.$eval('.th[data-sort="reason"]', (h) => h.getBoundingClientRect().width);
+    const before = await width();
+    const grip = await page.locator('.grip[data-resize="reason"]').boundingBox();
+    await page.mouse.move(grip.x + grip.width / 2, grip.y + grip.height / 2);
+    await page.mouse.down();
+    await page.mouse.move(grip.x + grip.width / 2 + 80, grip.y + grip.height / 2, { steps: 4 });
+    await page.mouse.up();
+    await frames();
+    const after = await width();
+    assert.ok(after > before + 60, `the Reason column grew: ${before} -> ${after}`);
+    const cell = await page.$eval('.row:not([hidden]) .c-reason', (c) => c.getBoundingClientRect().width);
+    assert.ok(Math.abs(cell - after) < 1, "the rows follow their header");
+    const saved = await page.evaluate(() => JSON.parse(sessionStorage.getItem("nightlab-webview-state")).widths);
+    assert.ok(saved.reason > before + 60, JSON.stringify(saved));
+    await page.reload();
+    await waitPosted((m) => m.type === "ready", "ready after the reload");
+    await send({ type: "reset", state: host.state, experiments: [...host.experiments.values()], trusted: true, problem: null });
+    assert.ok(Math.abs((await width()) - after) < 1, "the width kept over a reload");
+    await page.evaluate(() => {
+      const s = JSON.parse(sessionStorage.getItem("nightlab-webview-state"));
+      sessionStorage.setItem("nightlab-webview-state", JSON.stringify({ ...s, widths: {} }));
+    });
+    await page.reload();
+    await waitPosted((m) => m.type === "ready", "ready after the reload");
+    await send({ type: "reset", state: host.state, experiments: [...host.experiments.values()], trusted: true, problem: null });
+    assert.ok(Math.abs((await width()) - before) < 1, "the default width again");
+  });
+
   it("shows beside the verdict whether the change is in the files, and the review with its time", async () => {
     const e = [...host.experiments.values()].find((x) => x.status === "discard");
     const shown = { ...e, inFile: "some", review: "rejected", reviewedAt: "2026-11-27T01:40:00+00:00" };
