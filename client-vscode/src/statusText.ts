@@ -46,6 +46,8 @@ export function statusText(
     const leftText = left != null ? ` · ${clock(left)} left` : pct;
     return { text: `$(sync~spin) Nightlab #${number}${more}${leftText} · ${best}`, tooltip: tip };
   }
+  // the loop process ended without stopping (kill -9, a crash): not "stopped", and the reason says why
+  if (state.died) return { text: `$(error) Nightlab: loop died · ${best}`, tooltip: tip };
   const icon = state.state === "errored" ? "$(error)" : state.state === "paused" ? "$(debug-pause)" : "$(beaker)";
   return { text: `${icon} Nightlab: ${state.state} · ${best}`, tooltip: tip };
 }

@@ -32,6 +32,8 @@ const cases: [string, LoopStatePayload | null, ProgressPayload | undefined, type
   ["stopped", state({ state: "stopped", running: [] }), undefined, up, /^\$\(beaker\) Nightlab: stopped · best 2\.2380/],
   ["paused", state({ state: "paused", running: [] }), undefined, up, /debug-pause.*paused/],
   ["no best yet", state({ best: null, running: [] , state: "proposing"}), undefined, up, /no best yet/],
+  ["a loop that died says so", state({ state: "stopped", running: [], died: true, reason: "died: Killed" }), undefined, up,
+    /^\$\(error\) Nightlab: loop died · best 2\.2380/],
 ];
 for (const [name, s, p, server, expected] of cases) {
   test(`status text: ${name}`, () => assert.match(statusText(s, p, server).text, expected));
