@@ -191,7 +191,8 @@ export class ExperimentTable {
         return `${own}px`;
       }
       if (c.key === "number") {
-        const w = Math.ceil(p.digits * 7.6) + 2; // tabular digits of the panel's font: 1000 is never "1..."
+        // tabular digits of the panel's font: 1000 is never "1..."; room for the header's sort mark
+        const w = Math.max(24, Math.ceil(p.digits * 7.6) + 2);
         min += w;
         return `${w}px`;
       }
@@ -279,7 +280,8 @@ export class ExperimentTable {
     setText(r.badge, statusLabel(e));
     r.review.hidden = !e.review;
     setAttr(r.review, "class", `review ${e.review ?? ""}`);
-    setText(r.review, e.review ?? "");
+    if (!r.review.firstChild) r.review.append(el("span", { class: "word" }));
+    setText(r.review.firstChild as HTMLElement, e.review ?? "");
     setAttr(r.review, "title", reviewTitle(e));
     const inFile = inFileLabel(e);
     r.inFile.hidden = !inFile;
