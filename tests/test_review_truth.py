@@ -6,6 +6,7 @@ The in-file computation and the labels as tables first (no server); then the rea
 stdio (pytest-lsp) on a real loop's ledger: #2 keeps X 1.0 -> 0.8, #3 is a discard (X 0.8 -> 0.9), #4
 keeps X 0.8 -> 0.6 and num_steps 1 -> 2, trained on top of #2."""
 
+import random
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -16,6 +17,7 @@ import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient
 
+from nightlab.server.changes.hunks import plan
 from nightlab.server.core.types import Experiment, ExperimentKind, FileEdit, Proposal
 from nightlab.server.editor import annotate as an
 from nightlab.server.editor.review import InFileIndex
@@ -65,6 +67,40 @@ def test_in_file(name):
     buffer, expected = IN_FILE[name]
     states = InFileIndex(reader(TEXTS)).states(EXPS, ["train.py", "prepare.py"], lambda rel: buffer)
     assert {n: states[n] for n in expected} == expected
+
+
+def planned(parent: str, new: str, buffer: str) -> str | None:
+    """The state straight from hunks.plan, for one change: what the index must agree with (None: no hunk,
+    as for line endings alone)."""
+    states = [p.state for p in plan(parent, new, buffer)]
+    if not states:
+        return None
+    return "all" if states.count("applied") == len(states) else "some" if "applied" in states else "none"
+
+
+def test_in_file_agrees_with_the_planner():
+    # the index locates only the hunks whose new lines the buffer has, by the planner's rule for "applied":
+    # buffers made of the versions' lines, re-indented, moved, CRLF, without or with a final newline
+    rng = random.Random(13)
+    versions = [
+        C0,
+        C1,
+        C2,
+        C2.replace("DEPTH = 6", "    DEPTH = 6"),
+        C2.rstrip("\n"),
+        C1 + "\n",
+        C2.replace("\n", "\r\n"),
+    ]
+    texts = {f"v{i}": v for i, v in enumerate(versions)}
+    pairs = [(f"v{a}", f"v{b}") for a in range(len(versions)) for b in range(len(versions)) if a != b]
+    exps = [change(n, a, b) for n, (a, b) in enumerate(pairs, 1)]
+    index = InFileIndex(reader(texts))
+    for _ in range(40):
+        lines = [line for v in rng.sample(versions, 2) for line in v.splitlines(keepends=True)]
+        buffer = "".join(rng.sample(lines, rng.randint(0, len(lines))))
+        states = index.states(exps, ["train.py"], lambda rel, buffer=buffer: buffer)
+        for e in exps:
+            assert states[e.number] == planned(texts[e.parent_commit], texts[e.commit], buffer), (e, buffer)
 
 
 def test_in_file_reads_each_commit_once_and_answers_a_buffer_once():

@@ -19,6 +19,7 @@ Must not import: pygls, lsprotocol.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import weakref
 from collections import OrderedDict
@@ -50,8 +51,9 @@ class _Change:
 
     parent: str
     new: str
+    hunks: tuple[hk.Hunk, ...]
     # per hunk: its new lines without whitespace, which the buffer must all hold for the hunk to be
-    # applied there; None for a pure deletion (no new lines: only the planner can tell)
+    # applied there; None for a pure deletion (no new lines: only locating it can tell)
     needles: tuple[frozenset[str] | None, ...]
 
 
@@ -68,18 +70,49 @@ class _Reads:
         return self._read(rel, commit)
 
 
+@dataclass(frozen=True)
+class _Lines:
+    """A buffer's lines as hunks.py works with them, split once for every change of a round."""
+
+    split: list[tuple[str, str]]  # (content, line ending)
+    contents: list[str]
+    keys: frozenset[str]  # each line without whitespace
+    starts: list[int]  # each line's offset, then the text's length
+    eol: str  # the buffer's first line ending, "" when it has none
+
+    @classmethod
+    def of(cls, text: str) -> _Lines:
+        split, starts = hk.split_lines(text), [0]
+        for c, e in split:
+            starts.append(starts[-1] + len(c) + len(e))
+        contents = [c for c, _ in split]
+        return cls(split, contents, frozenset(map(_ws, contents)), starts, next((e for _, e in split if e), ""))
+
+
 class _Buffer:
-    """One buffer of a file in one round: its text, the answers kept for it, its lines as keys."""
+    """One buffer of a file in one round: its text, the answers kept for it, and its lines (split only
+    when a change is not answered yet)."""
 
     def __init__(self, text: str, answers: dict[tuple[str, str], int]):
         self.text, self.answers = text, answers
-        self._keys: set[str] | None = None
 
-    @property
-    def keys(self) -> set[str]:  # only when a change is not answered yet
-        if self._keys is None:
-            self._keys = {_ws(c) for c, _ in hk.split_lines(self.text)}
-        return self._keys
+    @functools.cached_property
+    def lines(self) -> _Lines:
+        return _Lines.of(self.text)
+
+    def holds(self, change: _Change, h: hk.Hunk) -> bool | None:
+        """Whether `hunks.plan` would call the hunk "applied" here, by its own rule: located as applied,
+        or located as found with an edit that changes nothing (a final newline). None where it would
+        re-indent the edit first (a whitespace-insensitive match): only the planner can tell."""
+        lines = self.lines
+        loc = hk.locate(h, lines.contents)
+        if loc is None or loc.state == "applied":
+            return loc is not None
+        if loc.indent != ("", ""):
+            return None
+        eol = lines.eol or next((e for _, e in hk.split_lines(change.new + change.parent) if e), "\n")
+        (l1, c1, l2, c2), text = hk.line_edit(lines.split, loc.start, loc.end, h, eol)
+        return self.text[lines.starts[l1] + c1 : lines.starts[l2] + c2] == text
 
 
 class InFileIndex:
@@ -126,7 +159,7 @@ class InFileIndex:
             parent, new = self._pair(read, rel, parent_commit, commit)
             hunks = hk.parse_hunks(parent, new) if new is not None and parent != new else []
             needles = tuple(frozenset(map(_ws, h.new_lines)) if h.new_lines else None for h in hunks)
-            self._changes[key] = _Change(parent, new, needles) if new is not None and hunks else None
+            self._changes[key] = _Change(parent, new, tuple(hunks), needles) if new is not None and hunks else None
         return self._changes[key]
 
     def _buffer(self, rel: str, text: str) -> _Buffer:
@@ -142,11 +175,17 @@ class InFileIndex:
         return _Buffer(text, kept[digest])
 
     def _applied(self, change: _Change, buffer: _Buffer) -> int:
-        """How many of the change's hunks the buffer holds ("applied" by hunks.plan)."""
-        if not any(n is None or n <= buffer.keys for n in change.needles):
-            return 0  # every hunk lacks a new line here: none can be applied, no need to locate them
+        """How many of the change's hunks the buffer holds ("applied" by hunks.plan's rule). A hunk with a
+        new line the buffer lacks is not applied there, so only the others are located."""
+        keys = buffer.lines.keys
+        maybe = [h for h, n in zip(change.hunks, change.needles, strict=True) if n is None or n <= keys]
+        if not maybe:
+            return 0
         self.plans += 1
-        return sum(p.state == "applied" for p in hk.plan(change.parent, change.new, buffer.text))
+        held = [buffer.holds(change, h) for h in maybe]
+        if None in held:  # the planner itself, for the rare re-indented match
+            return sum(p.state == "applied" for p in hk.plan(change.parent, change.new, buffer.text))
+        return sum(map(bool, held))
 
     def states(
         self, exps: Iterable[Experiment], editable: Iterable[str], buffer_text: Callable[[str], str]
