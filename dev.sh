@@ -32,8 +32,8 @@ setup() {
   local stamp="$VENV/.nightlab-stamp" want
   want="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)"
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "[dev.sh] installing nightlab (editable) with its dev extras" >&2
-    "${pip[@]}" -e "$ROOT[dev]" >&2
+    echo "[dev.sh] installing nightlab (editable) with its dev and ray extras (ray: the local-cluster tests)" >&2
+    "${pip[@]}" -e "$ROOT[dev,ray]" >&2
     echo "$want" > "$stamp"
   fi
 }

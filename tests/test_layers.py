@@ -54,7 +54,7 @@ LAYERS = {  # layer -> the other layers it may import
     "record": {"core", "changes"},
     "agents": {"core", "changes"},
     "loop": _BELOW_LOOP | {"protocol"},
-    "editor": _BELOW_LOOP | {"loop", "protocol"},
+    "editor": _BELOW_LOOP | {"loop", "control", "protocol"},
     # the loop process's control endpoint and its clients' side (the CLI's attach, the language server)
     "control": {"core", "record", "loop", "protocol"},
     "lsp": _BELOW_LOOP | {"loop", "editor", "control", "protocol"},
@@ -79,6 +79,7 @@ OWNERS = {
     "typer": {"cli"},
     "matplotlib": {"cli"},
     "anthropic": {"agents"},
+    "ray": {"run"},  # run/ray_launcher.py: the Ray executor ([run] executor = "ray")
 }
 # layers that import only the standard library (and nightlab, as LAYERS says), plus these
 STDLIB_ONLY = {"core": {"tomli"}, "protocol": set()}

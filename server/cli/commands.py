@@ -114,6 +114,8 @@ def run(
     ),
     policy: str | None = typer.Option(None, help="noise (default) | strict (autoresearch's rule)."),
     slots: int | None = typer.Option(None, help="Experiments at once (one per GPU; CPU slots share the cores)."),
+    executor: str | None = typer.Option(None, help="local (this machine) | ray (each run a task on a Ray cluster)."),
+    ray_address: str | None = typer.Option(None, help="The Ray cluster's head, host:port (default auto)."),
     max_cost_usd: float | None = typer.Option(None, help="Stop once the agent has cost this much (USD)."),
     continue_lineage: bool | None = typer.Option(
         None, "--continue", help="Your HEAD moved on since the tag started: go on with its old lineage."
@@ -139,6 +141,8 @@ def run(
             "max_cost_usd": max_cost_usd,
             "continue_lineage": continue_lineage,
             "branch_prefix": branch_prefix,
+            "executor": executor,
+            "ray_address": ray_address,
         },
     )
     engine = _engine(settings, policy_flag=policy is not None)

@@ -49,6 +49,10 @@ class RunSettings:
     log_max_mb: float = 64.0  # each run's log keeps its head and tail within this, a marker where it is cut
     continue_lineage: bool = False  # the user's HEAD moved on: go on with the old lineage (loop/lineage.py)
     branch_prefix: str = "nightlab"  # the loop's branch is <prefix>/<tag>; "autoresearch" names it as autoresearch does
+    executor: str = (
+        "local"  # local (this machine's slots) | ray (each run a task on a Ray cluster: run/ray_launcher.py)
+    )
+    ray_address: str = "auto"  # the cluster the loop joins: "auto" (the one this machine is a node of) or host:port
 
 
 @dataclass(frozen=True)
@@ -194,6 +198,8 @@ OVERRIDES: dict[str, Override] = {
     "max_cost_usd": Override("run", "max_cost_usd"),
     "continue_lineage": Override("run", "continue_lineage"),  # nightlab run --continue
     "branch_prefix": Override("run", "branch_prefix"),
+    "executor": Override("run", "executor"),  # nightlab run --executor ray
+    "ray_address": Override("run", "ray_address"),  # nightlab run --ray-address HOST:PORT
 }
 
 
@@ -282,6 +288,8 @@ class _Checker(TomlChecker):
                 "log_max_mb",
                 "continue_lineage",
                 "branch_prefix",
+                "executor",
+                "ray_address",
             },
         )
         d = RunSettings()
@@ -307,6 +315,8 @@ class _Checker(TomlChecker):
             log_max_mb=float(self.number(t, "run", "log_max_mb", d.log_max_mb, minimum=0.0625)),
             continue_lineage=self.boolean(t, "run", "continue_lineage", d.continue_lineage),
             branch_prefix=prefix,
+            executor=self.choice(t, "run", "executor", d.executor, ("local", "ray")),
+            ray_address=self.ray_address(t, d.ray_address),
         )
 
     def budget(self, t: dict[str, Any]) -> BudgetSettings:

@@ -101,6 +101,21 @@ class TomlChecker:
             raise self.fail(section, key, "must be true or false", value)
         return value
 
+    def ray_address(self, t: dict, default: str) -> str:
+        """[run] ray_address: "auto" or host:port of a cluster's head (not Ray Client's ray://, which Ray
+        documents as unreliable for ML workloads: the loop runs on a node of the cluster instead)."""
+        v = self.string(t, "run", "ray_address", default, nonempty=True).strip()
+        if v.startswith("ray://"):
+            raise self.fail(
+                "run",
+                "ray_address",
+                "must be a cluster the loop runs on (host:port or auto), not Ray Client's ray://",
+                v,
+            )
+        if v != "auto" and (v.count(":") != 1 or not v.rsplit(":", 1)[1].isdigit() or not v.split(":")[0]):
+            raise self.fail("run", "ray_address", 'must be "auto" or host:port', v)
+        return v
+
     def relative(self, section: str, key: str, p: str) -> None:
         # Paths are workspace-relative: the store maps them into the worktree and must not escape it.
         pp = Path(p.strip())

@@ -1,0 +1,405 @@
+"""Runs on a real local Ray cluster (issue 14, items 1 and 5): a head (`ray start --head`, resource
+classA) and a worker node (a second `ray start --address`, classB) as processes on this machine, one CPU
+each, standing for two machines. The Ray launcher runs the stand-in trainer there: the result, log, events
+and progress come back; no secret of the driver's reaches training; cancel and the deadline leave no
+process behind; a loop (the real Engine, in-process) whose worker node is killed mid-run records the
+experiment as interrupted with its node, runs it again on the head, uses a worker that joins mid-run, and
+loses and duplicates nothing; an attack of issue 11's catalogue is rejected on a node as it is locally.
+Skipped, saying so, only where ray cannot be imported (`pip install -e '.[dev,ray]'`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="ray is not installed: pip install -e '.[dev,ray]' (the ray extra)")
+
+from nightlab.server.core.settings import load_settings  # noqa: E402
+from nightlab.server.core.types import ExperimentStatus, RunStatus  # noqa: E402
+from nightlab.server.loop.engine import Engine  # noqa: E402
+from nightlab.server.loop.launch import rerun_lost  # noqa: E402
+from nightlab.server.run.launcher import RunRequest  # noqa: E402
+from nightlab.server.run.ray_launcher import LOST, RayLauncher, placement_of  # noqa: E402
+from nightlab.server.run.sandbox import probe  # noqa: E402
+from support.agents import Scripted  # noqa: E402
+from support.workspace import STAND_IN, git, knob, make_workspace, merge_toml  # noqa: E402
+
+pytestmark = pytest.mark.timeout(240)
+RAY = str(Path(sys.executable).with_name("ray"))
+SECRET = "NIGHTLAB_TEST_SECRET_KEY"
+
+
+# --------------------------------------------------------------------------------------------------
+# the cluster: processes of this machine, each node in a session of its own so that all of it can be ended
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _session_pids(sid: int) -> list[int]:
+    """The live processes of session `sid` (zombies left out: they are gone, waiting to be reaped)."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            if proc.name.isdigit() and int(fields[3]) == sid and fields[0] != "Z":
+                out.append(int(proc.name))
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
+def _raylet(sid: int) -> int:
+    for pid in _session_pids(sid):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "raylet":
+                return pid
+        except OSError:
+            pass
+    raise AssertionError(f"no raylet in session {sid}")
+
+
+@dataclass
+class Cluster:
+    address: str
+    folder: Path
+    sessions: list[int] = field(default_factory=list)
+    procs: list[subprocess.Popen] = field(default_factory=list)
+    nodes: dict[str, str] = field(default_factory=dict)  # name -> node id
+
+    def start(self, name: str, resources: dict, head: bool = False) -> str:
+        """A node: `ray start`, its own --temp-dir, in a session of its own; returns its node id."""
+        temp = self.folder / name
+        temp.mkdir()
+        argv = [RAY, "start", "--num-cpus", "1", "--resources", json.dumps(resources), "--disable-usage-stats"]
+        argv += ["--object-store-memory", str(80 << 20), "--temp-dir", str(temp), "--block"]
+        if head:
+            argv += ["--head", "--port", self.address.rsplit(":", 1)[1], "--include-dashboard=false"]
+        else:
+            argv += ["--address", self.address]
+        env = {k: v for k, v in os.environ.items() if k != SECRET}
+        env["RAY_health_check_period_ms"] = "1000"  # a dead node is noticed in seconds
+        proc = subprocess.Popen(
+            argv, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        self.sessions.append(proc.pid)
+        self.procs.append(proc)
+        node = _wait_for_node(temp, proc)
+        self.nodes[name] = node
+        return node
+
+    def kill_node(self, name: str) -> None:
+        """The node's raylet, killed: the node dies as a machine that lost its power would, to Ray."""
+        sid = self.sessions[list(self.nodes).index(name)]
+        os.kill(_raylet(sid), signal.SIGKILL)
+
+    def stop(self) -> None:
+        for _ in range(3):
+            for sid in self.sessions:
+                for pid in _session_pids(sid):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+            for proc in self.procs:
+                proc.poll()  # reaped: `ray start --block` is this process's child
+            if not any(_session_pids(sid) for sid in self.sessions):
+                return
+            time.sleep(0.5)
+
+
+def _wait_for_node(temp: Path, proc: subprocess.Popen, timeout: float = 90.0) -> str:
+    """The node id a starting node writes to its session's logs, once its raylet is up."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        assert proc.poll() is None, f"ray start exited {proc.returncode}"
+        for path in temp.glob("session_*/logs/raylet.out"):
+            for line in path.read_text(errors="replace").splitlines():
+                if "Raylet of id, " in line:
+                    return line.split("Raylet of id, ", 1)[1].split()[0].rstrip(",")
+        time.sleep(0.2)
+    raise AssertionError(f"no node came up in {temp}")
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    folder = Path(f"/tmp/nlray-{os.getpid()}")  # short: Ray's socket paths must fit in 107 bytes
+    folder.mkdir()
+    c = Cluster(f"127.0.0.1:{_free_port()}", folder)
+    try:
+        c.start("head", {"classA": 1}, head=True)
+        c.start("worker", {"classB": 1})
+        ray.init(address=c.address, log_to_driver=False, logging_level="WARNING")
+        _wait_for(lambda: ray.cluster_resources().get("CPU", 0) >= 2, "both nodes' CPUs")
+        yield c
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        c.stop()
+        left = [pid for sid in c.sessions for pid in _session_pids(sid)]
+        shutil.rmtree(folder, ignore_errors=True)
+        assert left == [], f"processes of the cluster left running: {left}"
+
+
+def _wait_for(condition, what: str, timeout: float = 60.0) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------------------------------
+# one run through the launcher
+
+# A stand-in that reports a step (its pid as the loss: the test can find its process), prints what it was
+# given, then waits for a ticket file the test writes (or, with HANG, never ends, a forked child with it).
+TICKETED = """import json, os, sys, time
+X = 1.0
+HANG = False
+TICKETS = {tickets!r}
+ev = open(os.environ["NIGHTLAB_EVENTS"], "a")
+step = {{"event": "step", "step": 1, "elapsed_s": 0.1, "loss": float(os.getpid()), "progress": 0.5}}
+ev.write(json.dumps(step) + "\\n")
+ev.flush()
+print("ENV", sorted(os.environ))
+if {hang}:
+    os.fork()
+    time.sleep(1000)
+go = os.path.join(TICKETS, f"{{os.getpid()}}.go")
+end = time.time() + 60
+while not os.path.exists(go) and time.time() < end:
+    time.sleep(0.02)
+print("---")
+print(f"val_bpb:          {{X:.6f}}")
+print("training_seconds: 0.1")
+print("total_seconds:    0.2")
+print("peak_vram_mb:     1.0")
+print("num_steps:        1")
+"""
+
+
+def _request(folder: Path, workdir: Path, deadline_s: float = 60.0) -> RunRequest:
+    return RunRequest(
+        workdir=workdir,
+        command=f"{sys.executable} train.py",
+        log_path=folder / "run" / "run.log",
+        events_path=folder / "run" / "events.jsonl",
+        seed=0,
+        deadline_s=deadline_s,
+        budget_seconds=1,
+    )
+
+
+def _checkout(tmp_path: Path, x: float = 1.0, hang: bool = False) -> tuple[Path, Path]:
+    tickets = tmp_path / "tickets"
+    tickets.mkdir()
+    work = tmp_path / "checkout"
+    work.mkdir()
+    text = TICKETED.format(tickets=str(tickets), hang=hang).replace("X = 1.0", f"X = {x}")
+    (work / "train.py").write_text(text)
+    (work / "prepare.py").write_text("# the fixed harness\n")
+    return work, tickets
+
+
+def test_a_run_on_the_cluster_streams_progress_and_brings_its_result_back(tmp_path, cluster, monkeypatch):
+    """The files travel as bytes (the node runs in a folder of its own, not the driver's checkout),
+    progress arrives while it trains (the run waits for a ticket the progress callback writes), and the
+    log, events and node come back; the driver's secret does not reach training."""
+    monkeypatch.setenv(SECRET, "sk-ant-api03-" + "s" * 30)
+    work, tickets = _checkout(tmp_path, x=0.25)
+    seen = []
+
+    def on_progress(p):
+        seen.append(p)
+        (tickets / f"{int(p.loss)}.go").write_text("")
+
+    launcher = RayLauncher(address=cluster.address, sandbox="off", resources={"classB": 1})
+    result = asyncio.run(launcher.launch(_request(tmp_path, work), on_progress))
+    assert result.status == RunStatus.OK, result.error
+    assert result.metrics["val_bpb"] == 0.25 and [p.step for p in seen] == [1]
+    log = (tmp_path / "run/run.log").read_text()
+    env = eval(log.split("ENV ", 1)[1].splitlines()[0])
+    assert SECRET not in env and "ANTHROPIC_API_KEY" not in env and "NIGHTLAB_SEED" in env
+    assert str(work) not in log and json.loads((tmp_path / "run/events.jsonl").read_text())["step"] == 1
+    assert placement_of(tmp_path / "run")["node_id"] == cluster.nodes["worker"]  # classB: the worker node
+
+
+def test_cancel_and_the_deadline_end_the_remote_training(tmp_path, cluster):
+    """ray.cancel ends the task; its handler on the node ends the training's process group (a forked
+    child included). A run past its deadline is a timeout, ended the same way."""
+    work, _ = _checkout(tmp_path, hang=True)
+    launcher = RayLauncher(address=cluster.address, sandbox="off", kill_grace_s=1.0)
+    pids: list[int] = []
+
+    async def cancelled():
+        cancel = asyncio.Event()
+
+        def on_progress(p):
+            pids.append(int(p.loss))
+            cancel.set()
+
+        return await launcher.launch(_request(tmp_path / "a", work), on_progress, cancel)
+
+    result = asyncio.run(cancelled())
+    assert result.status == RunStatus.INTERRUPTED and "cancelled" in result.error, result.error
+    timeout = asyncio.run(
+        launcher.launch(_request(tmp_path / "b", work, deadline_s=3), lambda p: pids.append(int(p.loss)))
+    )
+    assert timeout.status == RunStatus.TIMEOUT, timeout.error
+    assert len(pids) == 2
+    _wait_for(lambda: not any(_alive(p) for p in pids), "the trainings to end", timeout=30)
+
+
+# --------------------------------------------------------------------------------------------------
+# the loop on the cluster
+
+
+def _workspace(tmp_path: Path, train: str, sandbox: str = "off") -> Path:
+    ws = make_workspace(tmp_path, train, timeout=60)
+    toml = (ws / "nightlab.toml").read_text().replace('sandbox = "off"', f'sandbox = "{sandbox}"')
+    toml = merge_toml(toml, '[policy]\nname = "strict"\n[run]\npropose_ahead = false\nexecutor = "ray"\n')
+    (ws / "nightlab.toml").write_text(toml)
+    git(ws, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qam", "on the cluster")
+    return ws
+
+
+def test_a_node_lost_mid_run_loses_nothing_and_a_node_that_joins_is_used(tmp_path, cluster):
+    """Acceptance 2: the worker node's raylet is killed while it trains an experiment: that experiment is
+    recorded as interrupted, naming the node, and runs again (on the head: the only node left); a node that
+    joins while the loop runs takes a run at once; every experiment is once in the ledger, every final one
+    once in results.tsv."""
+    work, tickets = _checkout(tmp_path)
+    ws = _workspace(tmp_path, (work / "train.py").read_text())
+    settings = load_settings(ws, {"max_experiments": 6, "ray_address": cluster.address, "slots": 2})
+    engine = Engine(settings)
+    rerun_lost(engine)
+    runs_dir = ws / ".nightlab/runs/main"
+    state: dict = {"victim": None, "joined": None, "late_used": False, "pids": [], "held": []}
+
+    def grant(*pids):
+        for pid in pids:
+            (tickets / f"{pid}.go").write_text("")
+
+    async def control(event):
+        """Holds the head's runs while a run is wanted elsewhere (so Ray must place one there): first on
+        the worker, which is then killed mid-run, then on the node started while the re-run holds the head."""
+        if event["type"] == "experimentFinished" and event["experiment"]["number"] == state["victim"]:
+            grant(*state["held"])  # the lost one is recorded (and its re-run queued): the head goes on
+        if event["type"] != "progress":
+            return
+        n, pid = event["number"], int(event["progress"]["loss"])
+        state["pids"].append(pid)
+        node, exp = placement_of(runs_dir / str(n))["node_id"], engine.ledger.get(n)
+        if state["victim"] is None and node == cluster.nodes["worker"]:
+            state["victim"] = n
+            cluster.kill_node("worker")  # mid-run: its training waits for a ticket that never comes
+            return
+        if state["victim"] and state["joined"] is None and exp.rerun_of == state["victim"]:
+            state["joined"] = await asyncio.to_thread(cluster.start, "late", {"classB": 1})
+        if node == state["joined"]:
+            state["late_used"] = True
+            grant(*state["held"])
+        wanted_elsewhere = state["victim"] is None or (state["joined"] and not state["late_used"])
+        if node == cluster.nodes["head"] and wanted_elsewhere and not exp.is_baseline:
+            state["held"].append(pid)  # the other slot's run can only go to another node now
+            return
+        grant(pid)
+
+    async def main():
+        pending: list[asyncio.Task] = []
+        engine.subscribe(lambda event: pending.append(asyncio.ensure_future(control(event))))
+        await engine.run()
+        await asyncio.gather(*pending)
+
+    asyncio.run(main())
+    exps = engine.ledger.experiments()
+    names = {v: k for k, v in cluster.nodes.items()}
+    story = [
+        (e.number, str(e.status), e.rerun_of, names.get((placement_of(runs_dir / str(e.number)) or {}).get("node_id")))
+        for e in exps
+    ]
+    assert engine.state == "stopped", story
+    victim = engine.ledger.get(state["victim"])
+    assert victim.status == ExperimentStatus.INTERRUPTED and victim.error.startswith(LOST), victim.error
+    assert cluster.nodes["worker"][:12] in victim.error
+    again = [e for e in exps if e.rerun_of == victim.number]
+    assert len(again) == 1 and again[0].status.has_row(), story
+    assert placement_of(runs_dir / str(again[0].number))["node_id"] == cluster.nodes["head"]
+    nodes = {placement_of(runs_dir / str(e.number))["node_id"] for e in exps}
+    assert state["joined"] in nodes, story  # the node that joined mid-run trained something
+    numbers = [e.number for e in exps]
+    assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) == 6
+    assert all(e.status.is_finished() for e in exps)
+    rows = (ws / ".nightlab/main/results.tsv").read_text().splitlines()[1:]
+    assert len(rows) == len([e for e in exps if e.status.has_row()]) == 5
+    _wait_for(lambda: not any(_alive(p) for p in state["pids"]), "every training to end", timeout=30)
+
+
+# --------------------------------------------------------------------------------------------------
+# acceptance 5: the sandbox and the judge run on the node
+
+ANCHOR = 'value = float("nan") if MODE == "nan" else X\n'
+
+
+def _attack_loop(tmp_path: Path, cluster, code: str, sandbox: str):
+    train = STAND_IN.replace(ANCHOR, "CHANGE = False\nif CHANGE:\n" + _indent(code) + ANCHOR)
+    ws = _workspace(tmp_path, train, sandbox)
+    settings = load_settings(ws, {"max_experiments": 2, "ray_address": cluster.address})
+    engine = Engine(settings, agent=Scripted([knob("CHANGE", False, True, "an innocent-looking change")]))
+    asyncio.run(engine.run())
+    exps = engine.ledger.experiments()
+    assert [e.number for e in exps] == [1, 2] and exps[0].status == "keep", [
+        (e.number, e.status, e.error) for e in exps
+    ]
+    return ws, exps[1]
+
+
+def _indent(code: str) -> str:
+    return "".join("    " + line + "\n" for line in code.strip("\n").splitlines())
+
+
+@pytest.mark.skipif(probe() is not None, reason=f"no sandbox here: {probe()}")
+def test_writes_to_the_users_tree_are_refused_on_a_node(tmp_path, cluster):
+    """test_attacks.py's test_writes_to_the_users_tree_and_git_are_refused, through the Ray launcher: the
+    node's sandbox hides the repository, so the write fails and the run is a crash that names it."""
+    ws = tmp_path / "ws"
+    code = f'open(os.path.join({str(ws)!r}, "notes.txt"), "w").write("pwned\\n")\nX = 0.5'
+    ws, exp = _attack_loop(tmp_path, cluster, code, "auto")
+    assert exp.status == "crash", (exp.status, exp.error)
+    assert "notes.txt" in exp.error and ("Read-only file system" in exp.error or "No such file" in exp.error)
+    assert (ws / "notes.txt").read_text() == "the user's own file\n"
+
+
+def test_prepare_changed_and_restored_is_caught_on_a_node(tmp_path, cluster):
+    """test_attacks.py's test_prepare_changed_and_restored_is_caught, unsandboxed, through the Ray
+    launcher: the node's checkout is its own, and the node checks it as the loop checks its worktree."""
+    code = (
+        'harness = open("prepare.py").read()\n'
+        'open("prepare.py", "w").write(harness + "EVAL_TOKENS = 1\\n")\n'
+        'open("prepare.py", "w").write(harness)\nX = 0.5'
+    )
+    _, exp = _attack_loop(tmp_path, cluster, code, "off")
+    assert exp.status == "crash"
+    assert "prepare.py (written during the run, then restored)" in exp.error, exp.error
+    assert exp.error.startswith("invalid: file(s) of the commit changed during the run on node "), exp.error
