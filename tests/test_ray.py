@@ -23,21 +23,64 @@ from pathlib import Path
 
 import pytest
 
-ray = pytest.importorskip("ray", reason="ray is not installed: pip install -e '.[dev,ray]' (the ray extra)")
+from nightlab.server.core.settings import SettingsError, load_settings
+from nightlab.server.core.types import ExperimentStatus, RunStatus
+from nightlab.server.loop.engine import Engine
+from nightlab.server.loop.launch import rerun_lost, settings_launcher
+from nightlab.server.run.launcher import JudgeRequest, RunRequest
+from nightlab.server.run.sandbox import probe
+from support.agents import Scripted
+from support.workspace import STAND_IN, committed, git, knob, make_workspace, merge_toml, trainer_workspace
 
-from nightlab.server.core.settings import load_settings  # noqa: E402
-from nightlab.server.core.types import ExperimentStatus, RunStatus  # noqa: E402
-from nightlab.server.loop.engine import Engine  # noqa: E402
-from nightlab.server.loop.launch import rerun_lost  # noqa: E402
-from nightlab.server.run.launcher import RunRequest  # noqa: E402
-from nightlab.server.run.ray_launcher import LOST, RayLauncher, placement_of  # noqa: E402
-from nightlab.server.run.sandbox import probe  # noqa: E402
-from support.agents import Scripted  # noqa: E402
-from support.workspace import STAND_IN, git, knob, make_workspace, merge_toml  # noqa: E402
+try:
+    import ray
 
+    from nightlab.server.run.ray_launcher import LOST, RayLauncher, placement_of
+except ImportError:  # the ray extra is not installed: only the settings' checks below run
+    ray = None
+needs_ray = pytest.mark.skipif(ray is None, reason="ray is not installed: pip install -e '.[dev,ray]' (the ray extra)")
 pytestmark = pytest.mark.timeout(240)
 RAY = str(Path(sys.executable).with_name("ray"))
 SECRET = "NIGHTLAB_TEST_SECRET_KEY"
+
+
+# --------------------------------------------------------------------------------------------------
+# the settings
+
+
+@pytest.mark.parametrize(
+    "run, error",
+    [
+        ('executor = "slurm"', "[run] executor must be one of local | ray, got 'slurm'"),
+        ('executor = "ray"\nray_address = "ray://head:10001"', "not Ray Client's ray://"),
+        ('executor = "ray"\nray_address = "head"', '[run] ray_address must be "auto" or host:port'),
+        ('executor = "ray"\nray_address = ""', "[run] ray_address must not be empty"),
+    ],
+)
+def test_bad_executor_settings_say_what_to_fix(tmp_path, run, error):
+    ws = make_workspace(tmp_path)
+    (ws / "nightlab.toml").write_text(merge_toml((ws / "nightlab.toml").read_text(), "[run]\n" + run))
+    with pytest.raises(SettingsError) as info:
+        load_settings(ws)
+    assert error in str(info.value) and "nightlab.toml" in str(info.value)
+
+
+def test_the_executor_and_address_come_from_the_file_or_the_flags(tmp_path):
+    ws = make_workspace(tmp_path)
+    assert (load_settings(ws).run.executor, load_settings(ws).run.ray_address) == ("local", "auto")
+    s = load_settings(ws, {"executor": "ray", "ray_address": "10.0.0.5:6379"})
+    assert (s.run.executor, s.run.ray_address) == ("ray", "10.0.0.5:6379")
+    with pytest.raises(SettingsError, match="option executor: "):
+        load_settings(ws, {"executor": "dask"})
+
+
+@needs_ray
+def test_the_ray_executor_builds_the_ray_launcher_with_the_sandbox_of_the_settings(tmp_path):
+    ws = make_workspace(tmp_path)
+    s = load_settings(ws, {"executor": "ray", "ray_address": "10.0.0.5:6379"})
+    launcher = settings_launcher(s, ws, "python train.py", lambda text: None)
+    assert isinstance(launcher, RayLauncher) and launcher.address == "10.0.0.5:6379"
+    assert launcher.sandbox == "off" and ws.resolve() in launcher.spec.hide  # the node hides the repository
 
 
 # --------------------------------------------------------------------------------------------------
@@ -135,8 +178,10 @@ def _wait_for_node(temp: Path, proc: subprocess.Popen, timeout: float = 90.0) ->
     raise AssertionError(f"no node came up in {temp}")
 
 
-@pytest.fixture(scope="session")
-def cluster(tmp_path_factory):
+@pytest.fixture(scope="module")
+def cluster():
+    if ray is None:
+        pytest.skip("ray is not installed: pip install -e '.[dev,ray]' (the ray extra)")
     folder = Path(f"/tmp/nlray-{os.getpid()}")  # short: Ray's socket paths must fit in 107 bytes
     folder.mkdir()
     c = Cluster(f"127.0.0.1:{_free_port()}", folder)
@@ -360,6 +405,40 @@ def test_a_node_lost_mid_run_loses_nothing_and_a_node_that_joins_is_used(tmp_pat
 # acceptance 5: the sandbox and the judge run on the node
 
 ANCHOR = 'value = float("nan") if MODE == "nan" else X\n'
+
+
+def test_nightlab_run_on_the_cluster(tmp_path, cluster):
+    """`nightlab run --executor ray --ray-address ...`: the loop as users start it, each run on a node."""
+    ws = make_workspace(tmp_path)
+    cmd = [sys.executable, "-m", "nightlab.server.cli", "run", "--plain", "--max-experiments", "2"]
+    cmd += ["--executor", "ray", "--ray-address", cluster.address, "--workspace", str(ws)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for n in (1, 2):
+        assert placement_of(ws / ".nightlab/runs/main" / str(n))["node_id"] in cluster.nodes.values()
+    rows = (ws / ".nightlab/main/results.tsv").read_text().splitlines()
+    assert len(rows) == 3, rows
+
+
+@pytest.mark.slow
+def test_the_judge_runs_on_the_node_and_catches_a_model_that_looks_ahead(tmp_path, cluster):
+    """test_judge.py's test_a_model_that_looks_ahead_is_caught, through the Ray launcher: Nightlab's real
+    trainer, its data cache prepared by the node, the judge run there on the committed files."""
+    ws = trainer_workspace(tmp_path / "ws", edit=lambda text: text.replace("is_causal=True", "is_causal=False"))
+    request = RunRequest(
+        workdir=ws,
+        command=f"{sys.executable} train.py",
+        log_path=tmp_path / "run/run.log",
+        events_path=tmp_path / "run/events.jsonl",
+        seed=5,
+        deadline_s=240,
+        budget_tokens=4 * 4096,
+        judge=JudgeRequest(files=committed(ws), deadline_s=240),
+    )
+    result = asyncio.run(RayLauncher(address=cluster.address, sandbox="auto").launch(request))
+    assert result.status == RunStatus.CRASH
+    assert result.error.startswith("invalid: the model looks ahead (logits at position "), result.error
+    assert "val_bpb" not in result.metrics and placement_of(tmp_path / "run") is not None
 
 
 def _attack_loop(tmp_path: Path, cluster, code: str, sandbox: str):

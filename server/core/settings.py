@@ -49,9 +49,7 @@ class RunSettings:
     log_max_mb: float = 64.0  # each run's log keeps its head and tail within this, a marker where it is cut
     continue_lineage: bool = False  # the user's HEAD moved on: go on with the old lineage (loop/lineage.py)
     branch_prefix: str = "nightlab"  # the loop's branch is <prefix>/<tag>; "autoresearch" names it as autoresearch does
-    executor: str = (
-        "local"  # local (this machine's slots) | ray (each run a task on a Ray cluster: run/ray_launcher.py)
-    )
+    executor: str = "local"  # local (this machine's slots) | ray (runs as Ray tasks: run/ray_launcher.py)
     ray_address: str = "auto"  # the cluster the loop joins: "auto" (the one this machine is a node of) or host:port
 
 

@@ -62,12 +62,16 @@ _LOST_ERRORS: tuple[type[BaseException], ...] = tuple(
     if hasattr(ray.exceptions, name)
 )
 _connect_lock = threading.Lock()
+_joined: str | None = None  # the address this process joined with (a Ray driver joins one cluster)
 
 
 def connect(address: str) -> None:
     """Joins the cluster at `address` ("auto": the one this machine is a node of) once per process."""
+    global _joined
     with _connect_lock:
-        if ray.is_initialized():
+        if ray.is_initialized():  # by an earlier run, or by the program that embeds the loop
+            if _joined is not None and (address or "auto") != _joined:
+                raise RuntimeError(f"this process has joined the cluster at {_joined!r} already, not {address!r}")
             return
         ray.init(
             address=address or "auto",
@@ -75,6 +79,7 @@ def connect(address: str) -> None:
             logging_level=logging.WARNING,
             configure_logging=False,
         )
+        _joined = address or "auto"
 
 
 # --------------------------------------------------------------------------- on the node
@@ -242,21 +247,25 @@ class _Follow:
             return nxt.result()  # it ended by itself meanwhile
         if why == "timeout":
             return self._failed(RunStatus.TIMEOUT, f"killed at the driver's deadline ({self._limit():.0f} s)")
-        return self._failed(RunStatus.INTERRUPTED, "cancelled")
+        return self._failed(RunStatus.INTERRUPTED, self._cancelled())
 
     def _error(self, exc: BaseException) -> RemoteOutcome:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         cause = getattr(exc, "cause", None)
         if isinstance(exc, ray.exceptions.TaskCancelledError) or isinstance(cause, ray.exceptions.TaskCancelledError):
-            return self._failed(RunStatus.INTERRUPTED, "cancelled")
+            return self._failed(RunStatus.INTERRUPTED, self._cancelled())
         if isinstance(exc, _LOST_ERRORS) or isinstance(cause, _LOST_ERRORS):
             error = f"{LOST}: {_where(self.placement)} died during the run ({type(exc).__name__}: {text})"
             return self._failed(RunStatus.INTERRUPTED, error)
         return self._failed(RunStatus.CRASH, f"the run failed on {_where(self.placement)}: {exc}")
 
+    def _cancelled(self) -> str:
+        if self.placement is None:
+            return "cancelled before it started (it waited for a node with its resources)"
+        return f"cancelled on {_where(self.placement)}"
+
     def _failed(self, status: RunStatus, error: str) -> RemoteOutcome:
-        where = f" on {_where(self.placement)}" if self.placement and error in ("cancelled",) else ""
-        return RemoteOutcome(RunResult(status, error=error + where), log=f"nightlab: {error}{where}\n".encode())
+        return RemoteOutcome(RunResult(status, error=error), log=f"nightlab: {error}\n".encode())
 
 
 def _write_placement(r: RunRequest, placement: Placement) -> None:
