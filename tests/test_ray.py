@@ -135,7 +135,6 @@ class Cluster:
         else:
             argv += ["--address", self.address]
         env = {k: v for k, v in os.environ.items() if k != SECRET}
-        env["RAY_health_check_period_ms"] = "1000"  # a dead node is noticed in seconds
         proc = subprocess.Popen(
             argv, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -316,6 +315,31 @@ def test_cancel_and_the_deadline_end_the_remote_training(tmp_path, cluster):
     _wait_for(lambda: not any(_alive(p) for p in pids), "the trainings to end", timeout=30)
 
 
+def test_a_run_no_node_can_take_waits_says_so_and_can_be_cancelled(tmp_path, cluster, monkeypatch):
+    """Resources no node has: the run waits in Ray's queue (a node that joins would take it), the launcher
+    says what it waits for, and a cancel ends it before it started."""
+    import nightlab.server.run.ray_launcher as rl
+
+    monkeypatch.setattr(rl, "PENDING_NOTICE_S", 0.5)
+    work, _ = _checkout(tmp_path)
+    said: list[str] = []
+
+    async def waits():
+        cancel = asyncio.Event()
+
+        def warn(text):
+            said.append(text)
+            cancel.set()
+
+        launcher = RayLauncher(address=cluster.address, sandbox="off", resources={"classZ": 1}, warn=warn)
+        return await launcher.launch(_request(tmp_path, work), cancel=cancel)
+
+    result = asyncio.run(waits())
+    assert result.status == RunStatus.INTERRUPTED and "before it started" in result.error, result.error
+    assert len(said) == 1 and "'classZ': 1" in said[0] and "classB" in said[0], said
+    assert placement_of(tmp_path / "run") is None
+
+
 # --------------------------------------------------------------------------------------------------
 # the loop on the cluster
 
@@ -340,7 +364,7 @@ def test_a_node_lost_mid_run_loses_nothing_and_a_node_that_joins_is_used(tmp_pat
     engine = Engine(settings)
     rerun_lost(engine)
     runs_dir = ws / ".nightlab/runs/main"
-    state: dict = {"victim": None, "joined": None, "late_used": False, "pids": [], "held": []}
+    state: dict = {"victim": None, "recorded": False, "joined": None, "late_used": False, "pids": [], "held": []}
 
     def grant(*pids):
         for pid in pids:
@@ -350,6 +374,7 @@ def test_a_node_lost_mid_run_loses_nothing_and_a_node_that_joins_is_used(tmp_pat
         """Holds the head's runs while a run is wanted elsewhere (so Ray must place one there): first on
         the worker, which is then killed mid-run, then on the node started while the re-run holds the head."""
         if event["type"] == "experimentFinished" and event["experiment"]["number"] == state["victim"]:
+            state["recorded"] = True
             grant(*state["held"])  # the lost one is recorded (and its re-run queued): the head goes on
         if event["type"] != "progress":
             return
@@ -365,7 +390,10 @@ def test_a_node_lost_mid_run_loses_nothing_and_a_node_that_joins_is_used(tmp_pat
         if node == state["joined"]:
             state["late_used"] = True
             grant(*state["held"])
-        wanted_elsewhere = state["victim"] is None or (state["joined"] and not state["late_used"])
+        # before the kill: a run wanted on the worker; until the loss is recorded: the slots wait for it (a
+        # run that finished meanwhile would start the last experiments before the re-run is queued); then
+        # a run wanted on the node that joined
+        wanted_elsewhere = not state["recorded"] or (state["joined"] and not state["late_used"])
         if node == cluster.nodes["head"] and wanted_elsewhere and not exp.is_baseline:
             state["held"].append(pid)  # the other slot's run can only go to another node now
             return

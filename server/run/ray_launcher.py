@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 LOST = "node lost"  # how an interrupted result's error starts when its node or worker died
 PLACEMENT_FILE = "placement.json"
 PREPARE_ALLOWANCE_S = 900.0  # a fresh node builds its data cache before the run's clock starts
+PENDING_NOTICE_S = 120.0  # a run not placed after this long is said to wait (resources no node has?)
 # What a dead node or worker looks like from the driver.
 _LOST_ERRORS: tuple[type[BaseException], ...] = tuple(
     getattr(ray.exceptions, name)
@@ -185,6 +186,22 @@ class RayLauncher:
                 self.warn(note)
         return _ended(r, outcome.result, outcome, placement, time.monotonic() - started)
 
+    def waiting(self, r: RunRequest) -> None:
+        """Says (once per launcher) that a run waits for a node: what it asks for, what the cluster has."""
+        if "waiting" in self._said:
+            return
+        self._said.add("waiting")
+        try:
+            have = {
+                k: v for k, v in ray.available_resources().items() if not k.startswith(("node:", "memory", "object"))
+            }
+        except Exception:  # the cluster's view is only for the message
+            have = {}
+        self.warn(
+            f"a run has waited {PENDING_NOTICE_S:.0f} s for a node of the Ray cluster with {self.options()}; free now: "
+            f"{have or 'nothing'}. It starts when a node with those resources joins or frees up."
+        )
+
 
 def _where(placement: Placement | None) -> str:
     return f"node {placement.node_ip} ({placement.node_id[:12]})" if placement else "its node"
@@ -209,23 +226,30 @@ class _Follow:
     async def run(self) -> tuple[Placement | None, RemoteOutcome]:
         loop = asyncio.get_running_loop()
         cancelled = asyncio.ensure_future(self.cancel.wait())
-        guard_at: float | None = None  # the driver's own deadline, from the placement: a node that hangs
+        # Until it is placed: a notice when it waits long (no node has what it asks for); then the
+        # driver's own deadline, a node that hangs.
+        limit_at = loop.time() + PENDING_NOTICE_S
+        nxt: asyncio.Future | None = None
         try:
             while True:
-                nxt = asyncio.ensure_future(self._next())
-                timeout = None if guard_at is None else max(0.0, guard_at - loop.time())
+                nxt = nxt or asyncio.ensure_future(self._next())
+                timeout = None if limit_at == float("inf") else max(0.0, limit_at - loop.time())
                 await asyncio.wait([nxt, cancelled], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if not nxt.done() and not cancelled.done() and self.placement is None:
+                    self.launcher.waiting(self.r)
+                    limit_at = float("inf")
+                    continue
                 if not nxt.done():
-                    why = "cancelled" if cancelled.done() else "timeout"
-                    return self.placement, await self._end(nxt, why)
+                    return self.placement, await self._end(nxt, "cancelled" if cancelled.done() else "timeout")
+                done, nxt = nxt, None
                 try:
-                    item = nxt.result()
+                    item = done.result()
                 except StopAsyncIteration:
                     return self.placement, self._failed(RunStatus.CRASH, "its task ended without a result")
                 except Exception as exc:
                     return self.placement, self._error(exc)
                 if isinstance(item, Placement):
-                    self.placement, guard_at = item, loop.time() + self._limit()
+                    self.placement, limit_at = item, loop.time() + self._limit()
                     await asyncio.to_thread(_write_placement, self.r, item)
                 elif isinstance(item, Progress) and self.on_progress is not None:
                     safe_progress(self.on_progress, item)
