@@ -78,9 +78,14 @@ def test_the_executor_and_address_come_from_the_file_or_the_flags(tmp_path):
 def test_the_ray_executor_builds_the_ray_launcher_with_the_sandbox_of_the_settings(tmp_path):
     ws = make_workspace(tmp_path)
     s = load_settings(ws, {"executor": "ray", "ray_address": "10.0.0.5:6379"})
-    launcher = settings_launcher(s, ws, "python train.py", lambda text: None)
+    said: list[str] = []
+    launcher = settings_launcher(s, ws, "python train.py", said.append)
     assert isinstance(launcher, RayLauncher) and launcher.address == "10.0.0.5:6379"
     assert launcher.sandbox == "off" and ws.resolve() in launcher.spec.hide  # the node hides the repository
+    assert len(said) == 1 and 'slots = "auto" counts this machine' in said[0]  # no cluster's size in "auto"
+    said.clear()
+    settings_launcher(load_settings(ws, {"executor": "ray", "slots": 4}), ws, "python train.py", said.append)
+    assert said == []
 
 
 # --------------------------------------------------------------------------------------------------

@@ -49,6 +49,11 @@ def settings_launcher(settings: Settings, toplevel: Path, command: str, warn: Ca
     if settings.run.executor == "ray":
         from nightlab.server.run.ray_launcher import RayLauncher  # ray is imported only when asked for
 
+        if settings.run.slots == "auto":  # this machine's GPUs (or one slot) say nothing of the cluster's
+            warn(
+                "[run] slots = \"auto\" counts this machine's GPUs, not the cluster's: set slots to the number of "
+                "runs the cluster should train at once (runs beyond its free nodes wait for one to join)"
+            )
         return RayLauncher(
             address=settings.run.ray_address,
             sandbox=settings.run.sandbox,
