@@ -149,7 +149,7 @@ export interface LoopStatePayload {
   pid?: number | null;
   /** its log file, when detached */
   log?: string | null;
-  /** the loop process ended without stopping (kill -9, a crash); `reason` says so, with its log's last line */
+  /** the loop ended without stopping (kill -9, a crash); `reason` says so, with its log's tail */
   died: boolean;
 }
 
@@ -268,6 +268,10 @@ export interface LoopStartOverrides {
   continueLineage?: boolean | null;
   /** the loop's branch is <prefix>/<tag> ("autoresearch": autoresearch's naming) */
   branchPrefix?: string | null;
+  /** where runs train: "local" (this machine) or "ray" (a Ray cluster) */
+  executor?: string | null;
+  /** the Ray cluster to join ("auto", "host:port"), with executor "ray" */
+  rayAddress?: string | null;
   /** the workspace folder (a path or file URI); left out: the first one */
   root?: string | null;
 }
@@ -306,7 +310,7 @@ export interface AcceptResult {
   files: string[];
   /** hunks found already in the file, left alone */
   alreadyApplied: number[];
-  /** what could not be merged ("train.py: lines 40-44"), shown in a diff */
+  /** left out, meeting the user's edits ("train.py: lines 40-44") */
   conflicts: string[];
   message: string;
 }

@@ -165,7 +165,7 @@ class LoopStatePayload(Wire):
     # The loop process (one per tag; `nightlab run`, detached or in a terminal) the server is attached to
     pid: int | None = None  # null: no loop process runs for this folder
     log: str | None = None  # its log file, when detached
-    died: bool = False  # the loop process ended without stopping (kill -9, a crash); `reason` says so, with its log's last line
+    died: bool = False  # the loop ended without stopping (kill -9, a crash); `reason` says so, with its log's tail
 
 
 @dataclass
@@ -268,6 +268,8 @@ class LoopStartOverrides(Wire):
     slots: Any | None = None  # "auto", a number, or a list of GPU ids ("0", "1") or "cpu"s
     continue_lineage: bool | None = None  # the user's HEAD moved on since the tag started: go on with its old lineage
     branch_prefix: str | None = None  # the loop's branch is <prefix>/<tag> ("autoresearch": autoresearch's naming)
+    executor: str | None = None  # where runs train: "local" (this machine) or "ray" (a Ray cluster)
+    ray_address: str | None = None  # the Ray cluster to join ("auto", "host:port"), with executor "ray"
     root: str | None = None  # the workspace folder (a path or file URI); left out: the first one
 
     def to_settings_overrides(self) -> dict[str, Any]:
@@ -310,7 +312,7 @@ class AcceptResult(Wire):
     number: int
     files: list[str] = field(default_factory=list)  # the files the editor changed
     already_applied: list[int] = field(default_factory=list)  # hunks found already in the file, left alone
-    conflicts: list[str] = field(default_factory=list)  # what could not be merged ("train.py: lines 40-44"), shown in a diff
+    conflicts: list[str] = field(default_factory=list)  # left out, meeting the user's edits ("train.py: lines 40-44")
     message: str = ""
 
 

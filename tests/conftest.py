@@ -43,3 +43,39 @@ def prepare_module():
         yield prepare
     finally:
         sys.path.remove(str(TRAINER))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_loop_left_behind(tmp_path_factory):
+    """A loop process a module's tests started (the language server's Start is `nightlab run --detach`,
+    which outlives the server by design) is killed once the module is done, so none trains into the next."""
+    yield
+    import signal
+    import time
+
+    from support.processes import processes_with
+
+    base = str(tmp_path_factory.getbasetemp())
+    ours = processes_with("nightlab.server.cli")
+    left = [p for p in ours if base.encode() in Path(f"/proc/{p}/cmdline").read_bytes()]
+    for pid in left:
+        try:
+            os.killpg(pid, signal.SIGTERM)  # a detached loop leads its own session and group
+        except OSError:
+            pass
+    end = time.monotonic() + 10
+    while left and time.monotonic() < end:
+        left = [p for p in left if Path(f"/proc/{p}").exists() and "Z" not in _state(p)]
+        time.sleep(0.1)
+    for pid in left:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return "X"

@@ -6,7 +6,6 @@ with a tiny token budget for the notifications, `$/progress` and its cancellatio
 
 import asyncio
 import contextlib
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -388,34 +387,3 @@ async def test_inlay_hints_can_be_turned_off(quiet_client: LanguageClient):
         )
     )
     assert not hints, hints
-
-
-@pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "nightlab.server"]))
-async def slow_client(lsp_client: LanguageClient, tmp_path_factory):
-    ws = standin_workspace(tmp_path_factory.mktemp("lsp-slow"))
-    (ws / "train.py").write_text(CRASHY.replace('MODE = "ok" ', 'MODE = "slow" '))  # each run sleeps 30 s
-    git(ws, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qam", "slow runs")
-    await start_session(lsp_client, ws)
-    yield
-    if not getattr(lsp_client, "shut_down", False):
-        await lsp_client.shutdown_session()
-
-
-async def test_shutdown_ends_the_loop_and_its_training(slow_client: LanguageClient):
-    """An editor restarting its server (a setting, an API key) must not leave training running unseen."""
-    client, ws = slow_client, slow_client.ws
-    await client.workspace_execute_command_async(
-        types.ExecuteCommandParams(command="nightlab.loop.start", arguments=[{"agent": "offline", "maxExperiments": 2}])
-    )
-    pid_file = ws / ".nightlab/runs/main/1/pgid"
-    for _ in range(300):
-        if pid_file.exists() and pid_file.read_text().strip():
-            break
-        await asyncio.sleep(0.1)
-    pid = int(pid_file.read_text())
-    await client.shutdown_session()  # shutdown, exit, and the server process ends
-    client.shut_down = True
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)  # the run's process is gone, not orphaned
-    records = (ws / ".nightlab/main/experiments.jsonl").read_text().splitlines()
-    assert '"status":"interrupted"' in records[-1] and '"number":1' in records[-1], records[-1]

@@ -148,13 +148,13 @@ async def test_session_stop_during_an_agent_call_returns_promptly(tmp_path, fake
     ws = claude_workspace(tmp_path, fake_anthropic.base_url)
     session = Session(ws, lambda event: None)
     await session.start({"agent": "claude"})
-    await _until(lambda: fake_anthropic.requests or session.task.done())
+    await _until(lambda: fake_anthropic.requests or not session.running())
     await asyncio.sleep(0.3)
     started = time.monotonic()
     await session.stop()
     took = time.monotonic() - started
     print(f"session: stop() returned after {took:.2f} s")
-    assert took < 2.0 and session.task.done(), f"stop took {took:.1f} s"
+    assert took < 2.0 and not session.running(), f"stop took {took:.1f} s"
     assert statuses(ws) == [(1, "keep")]
 
 

@@ -1,8 +1,10 @@
 """One workspace folder as an editor sees it: its settings, its loop, its ledger, its experiments' files.
 
 The language server keeps one Session per workspace folder and translates LSP to these calls and
-back. Nothing here blocks on training, git writes or the LLM: the loop runs as an asyncio task and
-reports through `emit` (engine events, the dicts of nightlab.protocol.events).
+back. The loop is a process of its own (`nightlab run`, one per tag): Start launches it detached
+(control/launch.py) and the session attaches to it (link.py), as it does on open to a loop already
+running; closing the editor lets go of it and it goes on. Its events reach `emit` (the dicts of
+nightlab.protocol.events) as they happen. Nothing here blocks on training, git writes or the LLM.
 
 Must not import: pygls, lsprotocol (lsp/ is the only code that does).
 """
@@ -16,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nightlab.protocol import events as ev
+from nightlab.protocol import control as c
 from nightlab.protocol.convert import budget_text
 from nightlab.protocol.types import (
     BestPayload,
@@ -29,9 +31,12 @@ from nightlab.protocol.types import (
 )
 from nightlab.server.agents.base import AgentError
 from nightlab.server.changes.hunks import parse_hunks
+from nightlab.server.control.client import wait_gone
+from nightlab.server.control.launch import LaunchFailed, launch
 from nightlab.server.core.policy import PolicyError
 from nightlab.server.core.settings import Settings, SettingsError, load_settings
 from nightlab.server.core.types import Experiment, Progress, Review, utc_now
+from nightlab.server.editor.link import LinkError, LoopLink
 from nightlab.server.loop.engine import Engine
 from nightlab.server.record.ledger import Ledger
 from nightlab.server.record.lock import EngineBusy, loop_owner
@@ -54,17 +59,12 @@ class SessionError(Exception):
         self.kind = kind
 
 
-def _state_name(state: Any) -> str:
-    """A loop state as the protocol spells it (the engine's enum or a plain string)."""
-    return str(getattr(state, "value", state))
-
-
 class Session:
     def __init__(self, root: Path, emit: Callable[[dict[str, Any]], None]):
         self.root = Path(root).resolve()
         self.emit = emit
-        self.engine: Engine | None = None
-        self.task: asyncio.Task | None = None
+        self.link: LoopLink | None = None  # to the folder's loop process, once its settings read
+        self._starting = False
         self.tag: str | None = None
         self._settings: Settings | None = None
         self._ledger: Ledger | None = None  # one per session: its parsed records are cached
@@ -87,8 +87,7 @@ class Session:
             return False
 
     def ledger(self) -> Ledger:
-        if self.engine is not None:
-            return self.engine.ledger
+        """A reader of the tag's ledger (the loop process writes it; the parsed records are cached)."""
         s = self.settings()
         folder = self.root / ".nightlab" / s.tag
         if self._ledger is None or self._ledger.dir != folder:
@@ -105,8 +104,6 @@ class Session:
         return exp
 
     def store(self) -> Store:
-        if self.engine is not None:
-            return self.engine.store
         return Store(self.root, self.settings().tag, branch=self.settings().branch)
 
     def files(self, number: int) -> tuple[Experiment, dict[str, str], dict[str, str]]:
@@ -154,47 +151,103 @@ class Session:
         return read_curve(run_dir if stage == "run" else run_dir / stage)
 
     def state(self, reason: str = "") -> LoopStatePayload:
+        """Where the folder's loop stands, with the settings in effect: the running loop's own (from its
+        process), else nightlab.toml's (what Start would use without overrides)."""
         exps = self.experiments()
         s = self.settings() if self.is_workspace() else None
         best = self.ledger().best(s.metric.direction) if s else None  # the one rule for "best"
         current = self.ledger().current() if s else []  # the lineage the best is of
         baseline = next((e for e in current if e.is_baseline and e.metric is not None), None)
-        running = sorted(self.engine.running()) if self.engine is not None else []
+        link = self.link
+        up = link is not None and link.attached
+        hello = link.snapshot if up and link is not None else None
+        run = hello.settings if hello is not None else None
+        died = bool(link is not None and link.died and not up)
         return LoopStatePayload(
-            state=self.engine.state if self.engine is not None else "idle",
-            reason=reason,
+            state=link.state if link is not None else "idle",
+            reason=reason or (hello.reason if hello else "") or (link.died if died and link else ""),
             tag=s.tag if s else "",
-            agent=s.agent.name if s else "",
-            budget=budget_text(s.budget.mode, s.budget.seconds, s.budget.tokens) if s else "",
+            agent=run.agent if run else (s.agent.name if s else ""),
+            budget=run.budget if run else (budget_text(s.budget.mode, s.budget.seconds, s.budget.tokens) if s else ""),
             metric_name=s.metric.name if s else "val_bpb",
             direction=s.metric.direction if s else "lower",
             best=BestPayload(number=best.number, metric=best.metric) if best else None,
             baseline=baseline.metric if baseline else None,
             experiments_run=len(exps),
-            running=running,
+            running=link.running if up and link is not None else [],
             cost_usd=self.ledger().cost_usd() if s else 0.0,
             root=str(self.root),
+            policy=run.policy if run else (s.policy.name if s else ""),
+            model=run.model if run else (_model(s) if s else None),
+            sandbox=run.sandbox if run else (s.run.sandbox if s else ""),
+            baseline_repeats=run.baseline_repeats if run else None,
+            max_experiments=run.max_experiments if run else (s.run.max_experiments if s else None),
+            pid=hello.pid if hello else None,
+            log=hello.log if hello else None,
+            died=died,
         )
 
-    # ------------------------------------------------------------------ the loop
+    # ------------------------------------------------------------------ the loop (a process of its own)
+
+    def _ledger_dir(self) -> Path:
+        return self.root / ".nightlab" / self.settings().tag
+
+    def _link(self) -> LoopLink | None:
+        """The link to this folder's loop process (made once the folder's settings read)."""
+        if self.link is None and self.is_workspace():
+            self.link = LoopLink(self._ledger_dir(), self.settings().tag, self.emit)
+        return self.link
+
+    async def attach(self) -> bool:
+        """Follow the folder's loop when one runs (started from a terminal or an earlier window), and look
+        for one started later; whether one runs now."""
+        link = self._link()
+        if link is None:
+            return False
+        up = await link.attach()
+        link.watch()
+        return up
 
     def running(self) -> bool:
-        return self.task is not None and not self.task.done()
+        """Whether a loop process runs for this folder (and this session follows it)."""
+        return self.link is not None and self.link.attached
 
     async def start(self, overrides: dict[str, Any] | None = None) -> LoopCommandResult:
-        """Start the loop; `overrides` are settings.OVERRIDES names (the CLI's flags) over nightlab.toml."""
-        if self.running():
+        """Start the folder's loop as a process of its own (`nightlab run --detach`) and attach to it;
+        `overrides` are settings.OVERRIDES names (the CLI's flags) over nightlab.toml."""
+        if self.running() or self._starting:
             raise SessionError("the loop is already running in this workspace; stop it first")
-        overrides = overrides or {}
+        settings = self._checked(overrides or {})
+        args = run_args(self.root, overrides or {})
+        self._starting = True
+        try:
+            up = await asyncio.to_thread(launch, self.root / ".nightlab" / settings.tag, args, cwd=self.root)
+        except LaunchFailed as exc:
+            raise SessionError(str(exc)) from None
+        finally:
+            self._starting = False
+        if self.link is not None and self.link.tag != settings.tag:
+            await self.link.close()
+            self.link = None
+        self._settings, self.tag = settings, settings.tag
+        if up.ended:
+            return LoopCommandResult(state="stopped", message="the loop ended already: " + " / ".join(up.tail[-3:]))
+        await self.attach()
+        state = self.link.state if self.link else "idle"
+        return LoopCommandResult(state=state, message=f"the loop runs: pid {up.pid}", tag=settings.tag)
+
+    def _checked(self, overrides: dict[str, Any]) -> Settings:
+        """The settings the loop would run with, checked here (a bad argument is the request's fault)."""
         try:
             settings = load_settings(self.root, overrides)
             owner = loop_owner(self.root / ".nightlab" / settings.tag)
             if owner:
                 raise EngineBusy(f"another nightlab loop (pid {owner}) is running on tag {settings.tag}; stop it first")
-            engine = Engine(settings)
+            Engine(settings)  # an unknown agent or policy, bad options, a missing key: said before it starts
+            return settings
         except SettingsError as exc:  # from an override: the argument's fault; from the file: the workspace's
             raise SessionError(str(exc), SessionError.INVALID if exc.option else SessionError.CONFLICT) from None
-        except (AgentError, PolicyError) as exc:  # an unknown agent or policy, bad options, a missing key
+        except (AgentError, PolicyError) as exc:
             named = overrides.get("agent" if isinstance(exc, AgentError) else "policy")
             raise SessionError(str(exc), SessionError.INVALID if named else SessionError.CONFLICT) from None
         except (StoreError, EngineBusy) as exc:
@@ -202,60 +255,61 @@ class Session:
         except Exception as exc:  # unexpected: say it plainly, keep the traceback for the log
             log.exception("starting the loop failed")
             raise SessionError(f"the loop could not start: {exc}") from None
-        self.engine, self._settings, self.tag = engine, settings, settings.tag
-        engine.subscribe(self.emit)
-        self.task = asyncio.create_task(self._run(engine))
-        return LoopCommandResult(state="idle", message="starting the loop", tag=settings.tag)
 
-    async def _run(self, engine: Engine) -> None:
-        try:
-            await engine.run()
-        except Exception as exc:  # the engine already emitted "errored"; keep the server alive
-            log.exception("loop failed")
-            self.emit({"type": ev.MESSAGE, "level": "error", "text": f"the loop failed: {exc}"})
-
-    def _engine(self) -> Engine:
-        """The running loop's engine; a state conflict when no loop runs."""
-        if self.engine is None or not self.running():
+    async def _command(self, name: str, number: int | None = None) -> c.ControlReply:
+        link = self._link()
+        if link is None or not link.attached:
             raise SessionError("the loop is not running in this workspace; start it first")
-        return self.engine
+        try:
+            return await link.command(name, number)
+        except LinkError as exc:
+            raise SessionError(str(exc), exc.kind) from None
 
-    def _result(self, message: str) -> LoopCommandResult:
-        """The loop's state now, with what the command did."""
-        if self.engine is not None:
-            return LoopCommandResult(
-                state=_state_name(self.engine.state), message=message, tag=self.engine.settings.tag
-            )
-        return LoopCommandResult(state="idle", message=message, tag=self.settings().tag if self.is_workspace() else "")
+    def _result(self, message: str, state: str | None = None) -> LoopCommandResult:
+        tag = self.settings().tag if self.is_workspace() else ""
+        return LoopCommandResult(state=state or (self.link.state if self.link else "idle"), message=message, tag=tag)
 
-    def pause(self) -> LoopCommandResult:
+    async def pause(self) -> LoopCommandResult:
         """Pause after the running experiments; a loop that is not running stays as it is (no error)."""
         if not self.running():
             return self._result("the loop is not running; nothing to pause")
-        self._engine().pause()
-        return self._result("pausing after the running experiment")
+        reply = await self._command("pause")
+        return self._result(reply.message, str(reply.state))
 
-    def resume(self) -> LoopCommandResult:
-        self._engine().resume()
-        return self._result("resumed")
+    async def resume(self) -> LoopCommandResult:
+        reply = await self._command("resume")
+        return self._result(reply.message, str(reply.state))
 
     async def stop(self) -> LoopCommandResult:
-        """Stop the loop and wait for it; a loop that is not running stays as it is (no error)."""
-        if not self.running():
+        """Stop the loop and wait for its process to end; a loop that is not running stays as it is."""
+        if not self.running() or self.link is None:
             return self._result("the loop is not running; nothing to stop")
-        self._engine().stop()
-        if self.task is not None:
-            await asyncio.wait([self.task], timeout=60)
-        return self._result("stopped; an interrupted run goes again on the next start")
+        pid = self.link.snapshot.pid if self.link.snapshot else None
+        await self._command("stop")
+        await self.link.ended(60)
+        if pid is not None:
+            await wait_gone(pid, 15)  # its last records written, its trainings gone
+        return self._result("stopped; an interrupted run goes again on the next start", "stopped")
 
-    def cancel_run(self, number: int) -> bool:
+    async def detach(self) -> None:
+        """Let go of the loop (closing the editor): it goes on running."""
+        if self.link is not None:
+            await self.link.close()
+            self.link = None
+
+    async def cancel_run(self, number: int) -> bool:
         """Stop one running experiment (it is recorded as interrupted); the loop goes on."""
-        return self.engine.cancel_run(number) if self.engine is not None else False
+        try:
+            await self._command("cancel", number)
+            return True
+        except SessionError:
+            return False
 
     def progress(self, number: int) -> Progress | None:
         """The latest progress sample of a running experiment; None when it is not running (or has
         not reported yet)."""
-        return self.engine.running().get(number) if self.engine is not None else None
+        p = self.link.progress.get(number) if self.link is not None and self.link.attached else None
+        return progress_from(p) if p else None
 
     # ------------------------------------------------------------------ review
 
@@ -267,19 +321,61 @@ class Session:
         self.ledger().append(exp)
         return exp
 
-    def rerun(self, number: int) -> ExperimentCommandResult:
+    async def rerun(self, number: int) -> ExperimentCommandResult:
         """Run an experiment's change again (a new number, another look at a noisy result)."""
-        engine = self._engine()
-        exp, _, files = self.files(number)
-        engine.queue_rerun(exp, files)
-        return ExperimentCommandResult(number=number, message=f"experiment #{number} queued to run again")
+        if not self.running():
+            raise SessionError("the loop is not running in this workspace; start it first")
+        self.experiment(number)
+        reply = await self._command("rerun", number)
+        return ExperimentCommandResult(number=number, message=reply.message)
 
-    def measure_baseline(self) -> LoopCommandResult:
+    async def measure_baseline(self) -> LoopCommandResult:
         """Measure the current best again, `repeats` times: a fresh anchor for the noise floor."""
-        engine = self._engine()
-        engine.queue_baseline()
-        return LoopCommandResult(
-            state=_state_name(engine.state),
-            tag=engine.settings.tag,
-            message="the baseline (the current best) queued to be measured again",
-        )
+        reply = await self._command("baseline")
+        return self._result(reply.message, str(reply.state))
+
+
+def _model(s: Settings) -> str | None:
+    """The Claude model nightlab.toml names, when the agent is anthropic."""
+    if s.agent.name not in ("anthropic", "claude"):
+        return None
+    o = s.agent.options
+    m = o.get("model") or (o.get("anthropic") or {}).get("model")
+    return str(m) if m else None
+
+
+def run_args(root: Path, overrides: dict[str, Any]) -> list[str]:
+    """`nightlab run`'s command line for these overrides (settings.OVERRIDES names, as the CLI's flags)."""
+    flags = {"budget_seconds": "--budget", "continue_lineage": "--continue"}
+    args = ["run", "--workspace", str(root)]
+    for name, value in overrides.items():
+        if value is None:
+            continue
+        if name == "slots" and not isinstance(value, int):
+            if value == "auto":
+                continue
+            raise SessionError("slots: a number here; a list of GPUs goes in nightlab.toml", SessionError.INVALID)
+        flag = flags.get(name, "--" + name.replace("_", "-"))
+        if isinstance(value, bool):
+            args.append(flag if value else "")
+        else:
+            args += [flag, str(value)]
+    return [a for a in args if a]
+
+
+def progress_from(p: dict[str, Any]) -> Progress:
+    """A progress event's dict as the record the editor's features read."""
+
+    def num(key: str) -> float | None:
+        v = p.get(key)
+        return float(v) if isinstance(v, (int, float)) else None
+
+    return Progress(
+        step=int(p.get("step") or 0),
+        elapsed_s=float(p.get("elapsed_s") or 0.0),
+        loss=num("loss"),
+        tok_per_s=num("tok_per_s"),
+        mfu=num("mfu"),
+        lr=num("lr"),
+        fraction=num("fraction"),
+    )

@@ -33,13 +33,13 @@ async def start(ls: NightlabServer, *args: Any):
 
 
 @handler
-def pause(ls: NightlabServer, *args: Any):
-    return session(ls, decode(LoopArgs, argument(args)).root).pause()
+async def pause(ls: NightlabServer, *args: Any):
+    return await session(ls, decode(LoopArgs, argument(args)).root).pause()
 
 
 @handler
-def resume(ls: NightlabServer, *args: Any):
-    return session(ls, decode(LoopArgs, argument(args)).root).resume()
+async def resume(ls: NightlabServer, *args: Any):
+    return await session(ls, decode(LoopArgs, argument(args)).root).resume()
 
 
 @handler
@@ -158,14 +158,14 @@ def reject(ls: NightlabServer, *args: Any):
 
 
 @handler
-def rerun(ls: NightlabServer, *args: Any):
+async def rerun(ls: NightlabServer, *args: Any):
     a = decode(ExperimentArgs, argument(args))
-    return session(ls, a.root).rerun(a.number)
+    return await session(ls, a.root).rerun(a.number)
 
 
 @handler
-def measure_baseline(ls: NightlabServer, *args: Any):
-    return session(ls, decode(LoopArgs, argument(args)).root).measure_baseline()
+async def measure_baseline(ls: NightlabServer, *args: Any):
+    return await session(ls, decode(LoopArgs, argument(args)).root).measure_baseline()
 
 
 @handler

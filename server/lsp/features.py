@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from typing import Any
 
 from lsprotocol import types
@@ -28,6 +29,8 @@ from nightlab.server.editor import best as bst
 from nightlab.server.editor.session import Session, SessionError
 from nightlab.server.lsp.boundary import decode, handler
 from nightlab.server.lsp.server import NightlabServer, uri_to_path
+
+log = logging.getLogger(__name__)
 
 
 def _texts(session: Session, rel: str, exps) -> list[annotate.FileTexts]:
@@ -119,6 +122,18 @@ def initialized(ls: NightlabServer, params: types.InitializedParams) -> None:
         if session.is_workspace():
             ls.publish_crashes(session)
             ls.protocol.notify(M.LOOP_STATE, session.state().to_wire())  # where the loop stands, at once
+            ls.tasks.add(task := asyncio.ensure_future(_attach(ls, session)))
+            task.add_done_callback(ls.tasks.discard)
+
+
+async def _attach(ls: NightlabServer, session: Session) -> None:
+    """Follow the folder's loop process when one runs (its state comes as an event); else say whether the
+    last one died, and look for one started from a terminal."""
+    try:
+        if not await session.attach() and session.link is not None and session.link.died:
+            ls.protocol.notify(M.LOOP_STATE, session.state().to_wire())
+    except Exception:
+        log.exception("attaching to the loop of %s failed", session.root)
 
 
 def code_action(ls: NightlabServer, params: types.CodeActionParams):
@@ -328,11 +343,14 @@ def experiment_curve(ls: NightlabServer, params: Any) -> ExperimentCurve:
 
 
 async def shutdown(ls: NightlabServer, params: Any) -> None:
-    """An editor that restarts or closes its server ends the loop the way `stop` does: the running
-    experiments are recorded as interrupted and their training killed, not left running unseen."""
+    """An editor that restarts or closes its server lets go of the loops: each is a process of its own and
+    goes on (the next server attaches again), unless the client asked for `stopLoopOnExit`, when each is
+    stopped the way `stop` does (the running experiments recorded as interrupted, their training killed)."""
+    stop = bool(ls.options.get("stopLoopOnExit"))
     for session in list(ls.sessions.values()):
-        if session.running():
+        if stop and session.running():
             await session.stop()
+        await session.detach()
 
 
 FEATURES = {

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlparse
@@ -31,6 +32,7 @@ from nightlab.server.editor.session import Session
 from nightlab.server.lsp import stdio
 
 log = logging.getLogger(__name__)
+LENS_EVERY_S = 3.0  # code lenses refreshed at most this often while a run reports progress
 
 
 def uri_to_path(uri: str) -> Path:
@@ -58,6 +60,8 @@ class NightlabServer(LanguageServer):
         self.progress_tokens: dict[str, tuple[Session, int]] = {}
         self.options: dict[str, Any] = {}
         self.crash_files: dict[Path, set[str]] = {}  # session root -> uris holding a crash diagnostic
+        self.tasks: set[asyncio.Future] = set()  # fire-and-forget work (a cancel, an attach), kept alive
+        self._lens_at = 0.0  # when the code lenses were last refreshed for progress
 
     def start_io(self, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> None:
         """Serve over stdio with a reader that survives bad framing and oversized messages (stdio.py)."""
@@ -133,10 +137,13 @@ class NightlabServer(LanguageServer):
             summary = diff_summary(exp["diff"]) if exp.get("diff") else ""
             self.protocol.notify(M.EXPERIMENT_STARTED, experiment_started(exp, summary, root=root).to_wire())
             self._progress_begin(session, exp)
+            self._refresh()
         elif kind == ev.PROGRESS:
             payload = progress_payload(event["number"], event["progress"], event.get("stage", "run"), root=root)
             self.protocol.notify(M.EXPERIMENT_PROGRESS, payload.to_wire())
             self._progress_report(session, event["number"], event["progress"])
+            if time.monotonic() - self._lens_at > LENS_EVERY_S:  # the summary lens shows the step and loss
+                self._refresh()
         elif kind == ev.EXPERIMENT_FINISHED:
             exp = event["experiment"]
             self._progress_end(session, exp)
@@ -160,6 +167,8 @@ class NightlabServer(LanguageServer):
 
     def _progress_begin(self, session: Session, exp: dict) -> None:
         token = self._token(session, exp["number"])
+        if token in self.progress_tokens:  # attached again to a loop whose run this server already shows
+            return
         self.progress_tokens[token] = (session, exp["number"])
         self.work_done_progress.create(token)
         self.work_done_progress.begin(
@@ -196,9 +205,11 @@ class NightlabServer(LanguageServer):
         entry = self.progress_tokens.get(str(token))
         if entry is not None:
             session, number = entry
-            session.cancel_run(number)
+            self.tasks.add(task := asyncio.ensure_future(session.cancel_run(number)))
+            task.add_done_callback(self.tasks.discard)
 
     def _refresh(self) -> None:
+        self._lens_at = time.monotonic()
         caps = self.client_capabilities.workspace
         if caps and caps.code_lens and caps.code_lens.refresh_support:
             self.workspace_code_lens_refresh(None)

@@ -29,7 +29,7 @@ from nightlab.server.record.seal import Key
 if TYPE_CHECKING:
     from nightlab.server.record.ledger import Ledger
 
-REVIEW_FIELDS = {"review", "review_note", seal.SEAL}
+REVIEW_FIELDS = {"review", "review_note", "reviewed_at", seal.SEAL}
 
 
 class WatchError(Exception):
