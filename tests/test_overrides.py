@@ -17,7 +17,7 @@ from nightlab.server.cli.commands import app
 from nightlab.server.core.settings import OVERRIDES, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
-CLIENT_ONLY = {"python", "notifyOnNewBest", "inlayHints", "stopLoopOnExit"}  # read by the extension, never sent as overrides
+CLIENT_ONLY = {"python", "notifyOnNewBest", "inlayHints", "stopLoopOnExit"}  # the extension reads, never sends
 VALID = {"executor": "ray", "rayAddress": "127.0.0.1:6379"}  # strings with a form of their own
 SAMPLE = {"bool": True, "int": 2, "float": 1.5, "str": "x", "Any": "auto"}  # a value load_settings takes, by annotation
 
