@@ -280,13 +280,14 @@ def test_a_run_on_the_cluster_streams_progress_and_brings_its_result_back(tmp_pa
     seen = []
 
     def on_progress(p):
-        seen.append(p)
+        seen.append((p, json.loads((tmp_path / "run/events.jsonl").read_text())))  # the driver's copy, live
         (tickets / f"{int(p.loss)}.go").write_text("")
 
     launcher = RayLauncher(address=cluster.address, sandbox="off", resources={"classB": 1})
     result = asyncio.run(launcher.launch(_request(tmp_path, work), on_progress))
     assert result.status == RunStatus.OK, result.error
-    assert result.metrics["val_bpb"] == 0.25 and [p.step for p in seen] == [1]
+    assert result.metrics["val_bpb"] == 0.25 and [p.step for p, _ in seen] == [1]
+    assert seen[0][1]["event"] == "step" and seen[0][1]["loss"] == seen[0][0].loss
     log = (tmp_path / "run/run.log").read_text()
     env = eval(log.split("ENV ", 1)[1].splitlines()[0])
     assert SECRET not in env and "ANTHROPIC_API_KEY" not in env and "NIGHTLAB_SEED" in env
@@ -421,6 +422,8 @@ def test_a_node_lost_mid_run_loses_nothing_and_a_node_that_joins_is_used(tmp_pat
     victim = engine.ledger.get(state["victim"])
     assert victim.status == ExperimentStatus.INTERRUPTED and victim.error.startswith(LOST), victim.error
     assert cluster.nodes["worker"][:12] in victim.error
+    lost_steps = (runs_dir / str(victim.number) / "events.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lost_steps] == [1]  # what came while it trained is kept
     again = [e for e in exps if e.rerun_of == victim.number]
     assert len(again) == 1 and again[0].status.has_row(), story
     assert placement_of(runs_dir / str(again[0].number))["node_id"] == cluster.nodes["head"]

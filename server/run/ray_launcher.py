@@ -251,8 +251,10 @@ class _Follow:
                 if isinstance(item, Placement):
                     self.placement, limit_at = item, loop.time() + self._limit()
                     await asyncio.to_thread(_write_placement, self.r, item)
-                elif isinstance(item, Progress) and self.on_progress is not None:
-                    safe_progress(self.on_progress, item)
+                elif isinstance(item, Progress):
+                    await asyncio.to_thread(_append_step, self.r, item)
+                    if self.on_progress is not None:
+                        safe_progress(self.on_progress, item)
                 elif isinstance(item, RemoteOutcome):
                     return self.placement, item
         finally:
@@ -294,8 +296,18 @@ class _Follow:
 
 def _write_placement(r: RunRequest, placement: Placement) -> None:
     r.log_path.parent.mkdir(parents=True, exist_ok=True)
+    r.events_path.parent.mkdir(parents=True, exist_ok=True)
+    r.events_path.unlink(missing_ok=True)  # an earlier run's: this one's steps are appended as they come
     data = {**asdict(placement), "placed_at": time.time()}
     (r.log_path.parent / PLACEMENT_FILE).write_text(json.dumps(data) + "\n")
+
+
+def _append_step(r: RunRequest, p: Progress) -> None:
+    """The step as an event line in the driver's events file while the run trains (what reads a local
+    run's events file live reads this one too); the node's whole file replaces it at the end."""
+    event = {"event": "step", **{k: v for k, v in asdict(p).items() if k != "fraction"}, "progress": p.fraction}
+    with open(r.events_path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(event) + "\n")
 
 
 def _ended(
@@ -311,8 +323,9 @@ def _ended(
     r.log_path.write_bytes(outcome.log if outcome is not None else f"nightlab: {result.error}\n".encode())
     if outcome is not None and outcome.events:
         r.events_path.write_bytes(outcome.events)
-    else:
+    elif placement is None:  # never placed: nothing of this run's (a file there is an earlier run's)
         r.events_path.unlink(missing_ok=True)
+    # else: a run lost or cancelled on its node keeps the steps that came while it trained
     result = replace(result, log_path=str(r.log_path))
     if total_s is not None and not result.total_s:
         result = replace(result, total_s=total_s)
