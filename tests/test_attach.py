@@ -203,3 +203,22 @@ def test_control_commands_of_an_idle_folder_say_none_runs(tmp_path, flag):
     ws = stepping_workspace(tmp_path)
     out = cli(ws, flag)
     assert out.returncode != 0 and "no loop is running" in out.stdout + out.stderr
+
+
+def test_a_detached_loop_started_in_the_workspace_does_not_import_a_nightlab_folder_there(tmp_path):
+    """`python -m nightlab...` run in a folder puts that folder first on sys.path: a `nightlab/` folder in
+    the workspace (the language server's Start launches the loop there) must not be what runs."""
+    ws = stepping_workspace(tmp_path, steps=2)
+    shadow = tmp_path / "SHADOWED"
+    (ws / "nightlab").mkdir()
+    (ws / "nightlab" / "__init__.py").write_text(f"open({str(shadow)!r}, 'w').write('workspace code ran')\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONSAFEPATH"}
+    launcher = (
+        "from pathlib import Path; from nightlab.server.control.launch import launch; "
+        f"print(launch(Path({str(ws / '.nightlab/main')!r}), "
+        "['run', '--workspace', '.', '--agent', 'offline', '--max-experiments', '1'], "
+        f"cwd={str(ws)!r}))"
+    )
+    out = subprocess.run([sys.executable, "-P", "-c", launcher], capture_output=True, text=True, timeout=90, env=env)
+    assert out.returncode == 0, out.stderr
+    assert not shadow.exists(), "the workspace's nightlab/ folder was imported by the loop"

@@ -61,7 +61,8 @@ def launch(
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # not in the terminal's process group: its Ctrl-C and hang-up pass it by
-            env={**os.environ, ENV_LOG: str(log), "PYTHONUNBUFFERED": "1"},
+            # PYTHONSAFEPATH: `-m` from a workspace folder must not import a `nightlab/` folder found there
+            env={**os.environ, ENV_LOG: str(log), "PYTHONUNBUFFERED": "1", "PYTHONSAFEPATH": "1"},
         )
     end = time.monotonic() + wait_s
     while True:
