@@ -25,10 +25,13 @@ export function activate(context: vscode.ExtensionContext): void {
   const actions = new Actions(context, s, diffs, () => panel);
   const guarded = actions.guarded.bind(actions);
   panel = new PanelProvider(context.extensionUri, s, {
-    control: guarded("the loop command", (a) => actions.control(a)),
+    // the panel names the folder it shows (multi-root): each action acts on that one
+    control: guarded("the loop command", (a, root) => actions.control(a, root)),
     select: guarded("opening the diff", (n) => actions.openDiff(n)),
-    accept: guarded("accepting", (n) => actions.accept(n)),
-    reject: guarded("rejecting", (n) => actions.reject(n)),
+    accept: guarded("accepting", (n, root) => actions.accept(n, root)),
+    reject: guarded("rejecting", (n, root) => actions.reject(n, root)),
+    rerun: guarded("re-running", (n, root) => actions.rerun(n, root)),
+    applyBest: guarded("applying the best", (root) => actions.applyBest(root)),
   });
 
   context.subscriptions.push(
@@ -74,7 +77,10 @@ export function activate(context: vscode.ExtensionContext): void {
   void s.start(); // activation does not wait for the server (or for an answer to "install nightlab?")
 }
 
-/** The server ends a running loop on shutdown: wait for it, so no training outlives the window. */
+/**
+ * The server lets go of a running loop on shutdown (the loop is a process of its own and goes on), or
+ * stops it first when nightlab.stopLoopOnExit is on: wait for either, so the server does not outlive the window.
+ */
 export async function deactivate(): Promise<void> {
   await server?.stop();
 }

@@ -84,6 +84,8 @@ export class ServerManager implements vscode.Disposable {
   status: ServerStatus = "stopped";
   /** the loop folder's path (the server's `root`), once started */
   root: string | null = null;
+  /** the running server's nightlab.stopLoopOnExit (what it was started with: a new value takes effect on restart) */
+  private stopsLoopOnExit = false;
   /** why the server is not running, in words a person can act on */
   problem: string | null = null;
 
@@ -111,6 +113,7 @@ export class ServerManager implements vscode.Disposable {
     }
     this.setStatus("starting");
     const settings = readSettings(folder.uri);
+    this.stopsLoopOnExit = settings.stopLoopOnExit;
     this.root = realRoot(folder.uri.fsPath); // the server names folders by their resolved path
     // An untrusted workspace does not choose the interpreter: the Python extension may have picked the
     // workspace's own .venv, whose site-packages run code at start-up.
@@ -159,11 +162,8 @@ export class ServerManager implements vscode.Disposable {
     const client = new LanguageClient("nightlab", "Nightlab", serverOptions, clientOptions);
     this.client = client;
     for (const method of [Methods.loopState, Methods.experimentStarted, Methods.experimentProgress, Methods.experimentFinished]) {
-      client.onNotification(method, (params: { root?: string | null }) => {
-        // one loop per folder on the server: this extension follows the loop folder's
-        if (params?.root && this.root && params.root !== this.root) return;
-        this.notifications.fire({ method, params });
-      });
+      // one loop per folder on the server: every folder's goes on (the panel keeps each folder's state)
+      client.onNotification(method, (params: unknown) => this.notifications.fire({ method, params }));
     }
     client.onDidChangeState((e) => {
       if (this.client !== client) return;
@@ -199,7 +199,9 @@ export class ServerManager implements vscode.Disposable {
     this.client = undefined;
     if (client) {
       try {
-        await client.stop(30_000); // the server ends a running loop first (its runs recorded as interrupted)
+        // the server lets go of a running loop (it goes on, in its own process), or stops it first when
+        // nightlab.stopLoopOnExit is on (its runs recorded as interrupted)
+        await client.stop(30_000);
       } catch (err) {
         log.warn(`stopping the server: ${String(err)}`);
       }
@@ -216,14 +218,16 @@ export class ServerManager implements vscode.Disposable {
   }
 
   /**
-   * A restart ends a running loop (the server records its runs as interrupted). Asks first when a loop
-   * runs; answers whether to go on.
+   * A restart lets go of a running loop, which goes on and is attached to again; only with
+   * nightlab.stopLoopOnExit on does it stop the loop (the server records its runs as interrupted). Asks
+   * first then, when a loop runs; answers whether to go on.
    */
   async confirmRestart(why: string, loopActive: boolean): Promise<boolean> {
-    if (!loopActive) return true;
+    if (!loopActive || !this.stopsLoopOnExit) return true;
     const go = "Restart Now";
     const answer = await vscode.window.showWarningMessage(
-      `${why} needs the Nightlab server to restart, which stops the running loop (the current experiment is recorded as interrupted and runs again on the next start).`,
+      `${why} needs the Nightlab server to restart, which stops the running loop (nightlab.stopLoopOnExit is on: `
+        + "the current experiment is recorded as interrupted and runs again on the next start).",
       { modal: true }, go);
     return answer === go;
   }
