@@ -224,9 +224,12 @@ Brings an experiment's change into the user's own files: the server sends `works
 undo step, against the open buffer when there is one) with the change: all of it, or only the file
 `path` and, within each file, the hunks listed in `hunks` (0-based, in the order of the file's diff
 against the experiment's parent; the server's code actions carry these indices). Hunks already present
-in the file are left alone and listed in `alreadyApplied`; a hunk that no longer fits the file answers
-an error that says to open the diff instead. Records the person's verdict `accepted` (a new ledger
-record; `review` in the payload). The loop's branch does not change.""",
+in the file are left alone and listed in `alreadyApplied`; a hunk that no longer fits the file is
+merged three-way against the experiment's parent, then (a kept chain member) as it was trained; what
+still meets the user's own edits is left out and named in `conflicts`, for the client to open the
+diff; when nothing is left to apply the buffer is not touched and no review is recorded. Otherwise
+records the person's verdict `accepted`, with when (a new ledger record; `review` and `reviewedAt`
+in the payload). The loop's branch does not change.""",
     ),
     Method(
         EXPERIMENT_APPLY_BEST,
@@ -239,10 +242,10 @@ Brings the best experiment's code, as it was trained, into the user's files in o
 commit's version of each editable file it changes, merged three-way (base: the file at the commit the
 loop started from; theirs: the best commit's; ours: the open buffer, else the file on disk) and sent as
 one `workspace/applyEdit` (one undo step). The user's own edits that do not meet the best's hunks stay;
-a hunk the user changed differently is left out and named in `message` with the line it meets ("hunk
-2 of train.py (X = 1.0 -> 0.6) meets your edit at line 3"), for the client to open the best's diff
-(`nightlab.experiment.showDiff` with `number`); when every remaining hunk conflicts nothing is applied
-and the command answers RequestFailed saying so. `number` is the best's; `files` the files the editor
+a hunk the user changed differently is left out and named in `conflicts` (and `message`) with the line
+it meets ("train.py: line 30 (hunk 2), your edit at line 30"), for the client to open the best's diff
+(`nightlab.experiment.showDiff` with `number`); when every remaining hunk conflicts nothing is applied,
+`files` is empty and no review is recorded. `number` is the best's; `files` the files the editor
 changed; `alreadyApplied` the hunks (0-based, of each file's change from the loop's start) the files
 already hold. Records the verdict `accepted` on the best. Without a kept experiment beyond the baseline
 it answers RequestFailed. The server's code action and code lens "Apply best: #N (k kept changes)"
