@@ -381,7 +381,7 @@ function M.apply_best()
     if r == nil then
       return
     end
-    local left = r.message and r.message:find("left out") ~= nil
+    local left = (type(r.conflicts) == "table" and #r.conflicts > 0) or (r.message and r.message:find("left out") ~= nil)
     notify(r.message or ("applied the best #" .. tostring(r.number)), left and vim.log.levels.WARN or nil)
     if left then
       notify("the hunks left out are in :NightlabDiff " .. r.number, vim.log.levels.WARN)
