@@ -22,7 +22,7 @@ import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient
 
-from support.lsp import start_session
+from support.lsp import client_capabilities, listen, start_session
 from support.workspace import STAND_IN, make_workspace
 
 SERVER = ClientServerConfig(server_command=[sys.executable, "-m", "nightlab.server"])
@@ -222,3 +222,30 @@ def test_a_detached_loop_started_in_the_workspace_does_not_import_a_nightlab_fol
     out = subprocess.run([sys.executable, "-P", "-c", launcher], capture_output=True, text=True, timeout=90, env=env)
     assert out.returncode == 0, out.stderr
     assert not shadow.exists(), "the workspace's nightlab/ folder was imported by the loop"
+
+
+async def test_code_lenses_are_refreshed_while_the_first_run_trains(first: LanguageClient, tmp_path):
+    """The summary lens shows the running experiment's progress: the server asks the editor to refresh its
+    lenses when a run starts and as it reports, not only once it finished."""
+    ws = stepping_workspace(tmp_path, steps=12)
+    refreshes: list[float] = []
+
+    @first.feature("workspace/codeLens/refresh")
+    def on_refresh(_params):
+        refreshes.append(time.monotonic())
+
+    capabilities = client_capabilities()
+    capabilities.workspace.code_lens = types.CodeLensWorkspaceClientCapabilities(refresh_support=True)
+    first.ws = ws
+    listen(first)
+    await first.initialize_session(
+        types.InitializeParams(
+            capabilities=capabilities,
+            root_uri=ws.as_uri(),
+            workspace_folders=[types.WorkspaceFolder(uri=ws.as_uri(), name=ws.name)],
+        )
+    )
+    await start(first, maxExperiments=1)
+    await until(lambda: [p for p in first.progress if p["number"] == 1 and p["step"] >= 8], 60)
+    assert not first.finished, "the first run is still training"
+    assert len(refreshes) >= 2, refreshes  # at its start, and again as it reported
