@@ -456,6 +456,19 @@ def test_nightlab_run_on_the_cluster(tmp_path, cluster):
     assert len(rows) == 3, rows
 
 
+@needs_ray
+def test_a_cluster_that_does_not_answer_stops_the_loop_saying_where(tmp_path):
+    """Nothing at the address: the baseline cannot run, and the loop stops with the address in its words
+    (in seconds: ray.init alone would retry for minutes)."""
+    ws = make_workspace(tmp_path)
+    address = f"127.0.0.1:{_free_port()}"
+    cmd = [sys.executable, "-m", "nightlab.server.cli", "run", "--plain", "--max-experiments", "2"]
+    cmd += ["--executor", "ray", "--ray-address", address, "--workspace", str(ws)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"nothing answers at {address}" in done.stdout.replace("\n", " "), done.stdout[-3000:]
+
+
 @pytest.mark.slow
 def test_the_judge_runs_on_the_node_and_catches_a_model_that_looks_ahead(tmp_path, cluster):
     """test_judge.py's test_a_model_that_looks_ahead_is_caught, through the Ray launcher: Nightlab's real

@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import queue
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -74,6 +75,12 @@ def connect(address: str) -> None:
             if _joined is not None and (address or "auto") != _joined:
                 raise RuntimeError(f"this process has joined the cluster at {_joined!r} already, not {address!r}")
             return
+        if address and address != "auto":  # ray.init retries an address where nothing answers for minutes
+            host, port = address.rsplit(":", 1)
+            try:
+                socket.create_connection((host, int(port)), timeout=10).close()
+            except (OSError, ValueError) as exc:
+                raise ConnectionError(f"nothing answers at {address} ({exc}); is the cluster's head up?") from None
         ray.init(
             address=address or "auto",
             log_to_driver=False,  # the runs' output comes back in their results, capped
