@@ -88,6 +88,21 @@ def test_the_ray_executor_builds_the_ray_launcher_with_the_sandbox_of_the_settin
     assert said == []
 
 
+def test_a_nodes_scratch_keeps_live_runs_and_sweeps_those_whose_worker_died(tmp_path):
+    """A worker killed with its node never removes its run folder; the next run on the node does, and
+    leaves alone a folder whose run still holds its lock (or one being made)."""
+    from nightlab.server.run import remote
+
+    live, dead, new = (tmp_path / f"run-{name}" for name in ("live", "dead", "new"))
+    for folder in (live, dead, new):
+        folder.mkdir()
+    held = remote._hold(live)
+    os.close(remote._hold(dead))  # its holder is gone
+    assert remote.sweep(tmp_path) == ["run-dead"]
+    assert live.exists() and new.exists() and not dead.exists()
+    os.close(held)
+
+
 # --------------------------------------------------------------------------------------------------
 # the cluster: processes of this machine, each node in a session of its own so that all of it can be ended
 

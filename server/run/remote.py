@@ -16,11 +16,13 @@ Must not import: ray, git, torch, the ledger, the loop.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import shutil
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -154,7 +156,9 @@ async def run_job(
 ) -> RemoteOutcome:
     """The job on this node (see the module's docstring). `where` names the node in messages."""
     notes: list[str] = []
+    await asyncio.to_thread(sweep, node_scratch())
     folder = Path(tempfile.mkdtemp(prefix="run-", dir=node_scratch()))
+    held = _hold(folder)  # while this run lives: a sweep by another run on this node leaves it alone
     try:
         checkout, run_dir = folder / "checkout", folder / "run"
         checkout.mkdir()
@@ -194,6 +198,42 @@ async def run_job(
         return RemoteOutcome(result, log, cap_tail(events, job.log_max_bytes), notes)
     finally:
         await asyncio.to_thread(shutil.rmtree, folder, True)
+        os.close(held)
+
+
+_LOCK = ".held"
+
+
+def _hold(folder: Path) -> int:
+    fd = os.open(folder / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def sweep(scratch: Path) -> list[str]:
+    """Removes the run folders of this node's scratch whose run is gone (a worker killed with its node,
+    or by a forced cancel, never removed its own): those whose lock nobody holds."""
+    gone = []
+    for folder in scratch.glob("run-*"):
+        try:
+            fd = os.open(folder / _LOCK, os.O_RDWR)
+        except FileNotFoundError:  # being made right now, or from before locks: old enough to go?
+            if time.time() - folder.stat().st_mtime < 600:
+                continue
+            fd = None
+        except OSError:
+            continue
+        try:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live run holds it
+        finally:
+            if fd is not None:
+                os.close(fd)
+        shutil.rmtree(folder, ignore_errors=True)
+        gone.append(folder.name)
+    return gone
 
 
 class Threaded:
