@@ -12,12 +12,13 @@ group), and a dead node fails exactly the runs that were on it. The driver write
 to the request's paths and `placement.json` (the node) beside them.
 
 A run waits in Ray's queue while no node has its resources: a node that joins takes it at once, and the
-deadline counts from the run's start on its node. Stop, cancel and the deadline: `ray.cancel`, then with
-force when the task has not ended in the grace time. A node or worker that dies mid-run: the result is
-interrupted, its error starting with `LOST` and naming the node and Ray's reason (loop/launch.py's
-`rerun_lost` runs it again); Ray's own retries are off (`max_retries=0`), so a run is never trained twice
-behind the loop's back. The driver connects once per process (`ray.init(address)`, not Ray Client: the
-loop runs on a node of the cluster).
+deadline counts from the run's start on its node; one that waits long is said to (`waiting`: what it
+asks for, what is free). Progress is also appended to the driver's events file as it comes. Stop, cancel
+and the deadline: `ray.cancel`, then with force when the task has not ended in the grace time. A node or
+worker that dies mid-run: the result is interrupted, its error starting with `LOST` and naming the node
+and Ray's reason (loop/launch.py's `rerun_lost` runs it again); Ray's own retries are off
+(`max_retries=0`), so a run is never trained twice behind the loop's back. The driver connects once per
+process (`ray.init(address)`, not Ray Client: the loop runs on a node of the cluster).
 Must not import: git, torch, the ledger, the loop. Only run/ imports ray (tests/test_layers.py).
 """
 

@@ -9,7 +9,9 @@ request there with this node's data cache (the runner prepares it when missing, 
 per-node lock) and the judge, checks that no shipped file changed during the run (the driver's own
 check looks at its worktree, which a remote run never touches), and returns a `RemoteOutcome`: the
 `RunResult`, the log (already capped by the runner) and the events file (capped here), and where it
-ran. The folder is removed afterwards. `Placement` names the node; it is the task's first message.
+ran. The folder is removed afterwards; one left by a worker that died (with its node, or by a forced
+cancel) is swept by the node's next run (`sweep`: a live run holds a lock on its folder). `Placement`
+names the node; it is the task's first message.
 Must not import: ray, git, torch, the ledger, the loop.
 """
 
