@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -24,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CLIENT = ROOT / "client-vscode"
 VSIX = CLIENT / "dist" / "nightlab.vsix"
 RESULTS = CLIENT / "test-results"
+README_SHOTS = ("panel-table.png", "panel-detail.png", "panel-charts.png")
 
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
@@ -113,8 +115,15 @@ def test_webview_in_headless_chromium(vsix: Path):
 @needs_code_server_build
 @pytest.mark.timeout(1500)  # code-server's install (first run) and three sessions; npm() stops at 1200 s
 def test_vscode_end_to_end_in_code_server(vsix: Path):
+    """The loop from the panel, a loop from the terminal attached to and stopped, a Reload Window mid-run
+    (the same loop goes on), a loop killed with -9 (shown died, the next Start recovers): see vscode.test.mjs.
+    """
     shot = RESULTS / "vscode-panel.png"
     shot.unlink(missing_ok=True)
+    started = time.time()
     out = npm("run", "test:e2e", timeout=1200)
     assert "[e2e" in out and "passed" in out, out[-3000:]
     assert shot.exists() and shot.stat().st_size > 10_000
+    for name in README_SHOTS:  # the README's pictures of the panel, taken in this run
+        image = ROOT / "docs" / "images" / name
+        assert image.exists() and image.stat().st_mtime >= started and image.stat().st_size > 10_000, name

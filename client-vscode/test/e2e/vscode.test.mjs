@@ -1,11 +1,15 @@
 // End to end in a real VS Code (code-server 4.100.3 in headless Chromium): install the .vsix, open a
-// demo workspace made by `nightlab init`, start the loop from the panel (offline agent, a token budget of
-// 40,960 so each run takes seconds on the CPU), watch experiments appear live in the panel, open a diff,
-// accept an experiment, and check train.py on disk. Meanwhile keystrokes typed into an open editor must
-// all land there: nothing the loop does may take the focus.
+// demo workspace made by `nightlab init` where a loop started from a terminal (`nightlab run --detach`)
+// already runs: the panel shows it live and its Stop stops it. Then start the loop from the panel
+// (offline agent, a token budget of 40,960 so each run takes seconds on the CPU), watch experiments appear
+// live in the panel, open a diff, accept an experiment, and check train.py on disk. Meanwhile keystrokes
+// typed into an open editor must all land there: nothing the loop does may take the focus. The loop is a
+// process of its own: a Reload Window mid-run finds the same loop and reattaches, the run is recorded
+// once; a loop killed with -9 is shown as died, and the next Start recovers.
 //
 //   npm run package && npm run test:e2e     (the Python with nightlab: $NIGHTLAB_PYTHON, else ../.venv)
-// Screenshots go to test-results/ (vscode-panel.png: the panel with experiments in it).
+// Screenshots go to test-results/ (vscode-panel.png: the panel with experiments in it), and the panel's
+// for the README to docs/images/ (panel-table.png, panel-detail.png, panel-charts.png).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -16,11 +20,14 @@ import {
   answerInputBox, CLIENT_DIR, findFrame, focusEditor, launchBrowser, openFile, openWorkbench, runCommand, screenshot,
   startCodeServer, withTimeout,
 } from './harness.mjs';
+import { alive, baselines, finalRecords, killLoops, lastLogLine, ledger, loopInfo, nightlab } from './loop.mjs';
 
 const REPO = path.resolve(CLIENT_DIR, '..');
 const PYTHON = process.env.NIGHTLAB_PYTHON || path.join(REPO, '.venv', 'bin', 'python');
 const VSIX = path.join(CLIENT_DIR, 'dist', 'nightlab.vsix');
 const RESULTS = path.join(CLIENT_DIR, 'test-results');
+const IMAGES = path.join(REPO, 'docs', 'images');
+const BUDGET = 40960;
 const TYPED = 'the loop never takes my keyboard. ';
 const API_KEY = 'sk-ant-e2e-not-a-real-key-4c1d';
 
@@ -63,47 +70,75 @@ const rows = (frame) => frame.locator('[data-number]').evaluateAll((els) => els.
   number: Number(e.getAttribute('data-number')), status: e.getAttribute('data-status'), text: e.textContent,
 })));
 
-async function until(what, predicate, timeoutMs) {
+async function until(what, predicate, timeoutMs, everyMs = 500) {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await predicate();
     if (value) return value;
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(500);
+    await sleep(everyMs);
   }
 }
+
+const loopState = async (panel) => (await panel.locator('[data-state]').first().getAttribute('data-state')) ?? '';
+/** The loss chart's points of the running experiment's runs (0 before its first step is reported). */
+const runningPoints = async (panel) => Number(await panel.locator('.chart.loss').first().getAttribute('data-running-points') ?? 0);
+/** The number of an experiment the panel shows running with a curve of its own, or null. */
+async function runningWithCurve(panel) {
+  const running = (await rows(panel)).filter((r) => r.status === 'running');
+  return running.length && (await runningPoints(panel)) > 0 ? running[0].number : null;
+}
+const seconds = (t0) => ((Date.now() - t0) / 1000).toFixed(1);
 
 async function main() {
   assert.ok(fs.existsSync(VSIX), `no ${VSIX}: run npm run package first`);
   assert.ok(fs.existsSync(PYTHON), `no Python at ${PYTHON}: run ./dev.sh setup or set NIGHTLAB_PYTHON`);
   const { tmp, ws } = makeWorkspace();
   const head = git(ws, 'rev-parse', 'HEAD').trim();
-  const server = await startCodeServer({
-    workspace: ws, vsix: VSIX,
-    env: { NIGHTLAB_CACHE: path.join(tmp, 'cache') },
-    settings: {
-      'nightlab.python': PYTHON, 'nightlab.agent': 'offline', 'nightlab.budgetTokens': 40960,
-      // autoresearch's keep rule: one run per experiment, so a short test sees keeps and discards
-      'nightlab.policy': 'strict',
-      'nightlab.maxExperiments': 5, 'nightlab.notifyOnNewBest': true,
-      'files.autoSave': 'off', 'editor.minimap.enabled': false,
-    },
-  });
-  const browser = await launchBrowser();
-  let page;
+  const env = { NIGHTLAB_CACHE: path.join(tmp, 'cache') };
+  const t0 = Date.now();
+  // Acceptance 2: a loop started from a terminal before the editor opens
+  step('nightlab run --detach from a terminal, before VS Code opens the folder');
+  nightlab(PYTHON, env, 'run', '--detach', '--workspace', ws, '--agent', 'offline', '--budget-tokens', String(BUDGET),
+    '--policy', 'strict', '--max-experiments', '2');
+  const cliLoop = loopInfo(ws);
+  assert.ok(cliLoop?.pid && alive(cliLoop.pid), `no loop process after nightlab run --detach: ${JSON.stringify(cliLoop)}`);
+  let server, browser, page;
   try {
+    server = await startCodeServer({
+      workspace: ws, vsix: VSIX, env,
+      settings: {
+        'nightlab.python': PYTHON, 'nightlab.agent': 'offline', 'nightlab.budgetTokens': BUDGET,
+        // autoresearch's keep rule: one run per experiment, so a short test sees keeps and discards
+        'nightlab.policy': 'strict',
+        'nightlab.maxExperiments': 8, 'nightlab.notifyOnNewBest': true,
+        'files.autoSave': 'off', 'editor.minimap.enabled': false,
+      },
+    });
+    browser = await launchBrowser();
     page = await openWorkbench(browser, server.url, ws);
     await page.locator('.statusbar-item', { hasText: 'Nightlab' }).first().waitFor({ state: 'visible', timeout: 90_000 });
     step('workbench open; opening notes.txt and the panel');
     await openFile(page, 'notes.txt');
     await runCommand(page, 'Nightlab: Open the Experiments Panel');
-    const panel = await findFrame(page, '[data-action="start"]', 90_000);
+    let panel = await findFrame(page, '[data-action="start"]', 90_000);
+
+    const live = await until('the panel to show the terminal\'s loop live (a running experiment, its curve)',
+      () => runningWithCurve(panel), 120_000);
+    assert.equal(loopInfo(ws)?.pid, cliLoop.pid, 'the panel\'s loop is not the one started from the terminal');
+    step(`the panel shows the terminal's loop (pid ${cliLoop.pid}) live: #${live} running; Stop from the panel`);
+    await panel.locator('[data-action="stop"]').click();
+    await until('the loop to stop', async () => /stopped|idle/.test(await loopState(panel)), 120_000);
+    await until(`the loop process ${cliLoop.pid} to exit`, () => !alive(cliLoop.pid), 60_000);
+    const status = nightlab(PYTHON, env, 'status', '--workspace', ws);
+    assert.match(status, /loop: not running/, `nightlab status after Stop in the panel:\n${status}`);
+    const lastNumber = Math.max(0, ...ledger(ws).map((r) => r.number));
+
     await until('the server to connect (Start enabled)',
       () => panel.locator('[data-action="start"]').isEnabled(), 90_000);
-
     step('starting the loop from the panel');
     await panel.locator('[data-action="start"]').click();
-    await until('experiment #1 to appear', async () => (await rows(panel)).some((r) => r.number === 1), 60_000);
+    await until(`experiment #${lastNumber + 1} to appear`, async () => (await rows(panel)).some((r) => r.number === lastNumber + 1), 60_000);
 
     // The keyboard goes back to notes.txt, and stays there while experiments start, train, finish and a
     // "new best" notification shows: a character every 250 ms, over the whole run.
@@ -118,7 +153,8 @@ async function main() {
       typed += ch;
       await sleep(250);
       if (typed.length % 8 === 0) {
-        finished = (await rows(panel)).filter((r) => r.number > 1 && (r.status === 'keep' || r.status === 'discard'));
+        const base = baselines(ws);
+        finished = (await rows(panel)).filter((r) => !base.has(r.number) && (r.status === 'keep' || r.status === 'discard'));
         const state = await panel.locator('[data-state]').first().getAttribute('data-state');
         if (typed.length % 64 === 0) step(`loop ${state}: ${(await rows(panel)).map((r) => `#${r.number} ${r.status}`).join(', ')}`);
         if (finished.length >= 2 || (finished.length >= 1 && /stopped|idle/.test(state ?? ''))) break;
@@ -137,7 +173,15 @@ async function main() {
     assert.ok(table.some((r) => /\d\.\d{6}/.test(r.text)), 'no val_bpb shown in the table');
 
     // Review: select the experiment in the panel: a diff editor opens beside, the focus stays in the panel.
-    const target = finished[0].number;
+    // Accept applies the experiment's own change: one that builds on the user's train.py becomes its file.
+    // A keep: accepting a change the loop did not keep asks first (answered below when it does).
+    const original = git(ws, 'show', `${head}:train.py`);
+    const onHead = finished.filter((r) => {
+      const parent = ledger(ws).find((e) => e.number === r.number)?.parent_commit;
+      return parent && git(ws, 'show', `${parent}:train.py`) === original;
+    });
+    assert.ok(onHead.length, `no finished experiment builds on the user's train.py: ${JSON.stringify(finished)}`);
+    const target = (onHead.find((r) => r.status === 'keep') ?? onHead[0]).number;
     const commit = git(ws, 'rev-parse', `refs/nightlab/main/${target}`).trim();
     const expected = git(ws, 'show', `${commit}:train.py`);
     step(`opening the diff of #${target}`);
@@ -153,13 +197,15 @@ async function main() {
 
     step(`accepting #${target} from the panel`);
     await panel.locator(`[data-number="${target}"] [data-act="accept"]`).click();
+    await answerAcceptAnyway(page);
     await until(`train.py on disk to become experiment #${target}'s`,
       () => fs.readFileSync(path.join(ws, 'train.py'), 'utf8') === expected, 60_000);
     assert.equal(git(ws, 'rev-parse', 'HEAD').trim(), head, 'accepting moved the user\'s branch');
     await until('the panel to show the review', async () => (await panel.locator(`[data-number="${target}"]`).textContent()).includes('accepted'), 30_000);
 
     // The diff editor's own Reject button (its title bar), on another experiment.
-    const other = table.find((r) => r.number > 1 && r.number !== target && r.status !== 'running')?.number;
+    const other = table.find((r) => !baselines(ws).has(r.number) && r.number !== target
+      && r.status !== 'running' && r.status !== 'interrupted')?.number;
     assert.ok(other, `no second experiment to reject: ${JSON.stringify(table)}`);
     {
       step(`rejecting #${other} from its diff editor`);
@@ -175,9 +221,15 @@ async function main() {
         .some((l) => l.includes('"review":"rejected"') && JSON.parse(l).number === other), 30_000);
     }
 
+    // the README's screenshots while the reattached panel shows the run in progress
+    panel = await reloadDuringARun(page, panel, ws, (again) => panelScreenshots(page, again, target));
+    panel = await killedLoop(page, panel, ws);
+
     step('stopping the loop');
+    const last = loopInfo(ws)?.pid;
     await runCommand(page, 'Nightlab: Stop the Loop');
-    await until('the loop to stop', async () => /stopped|idle/.test(await panel.locator('[data-state]').first().getAttribute('data-state') ?? ''), 120_000);
+    await until('the loop to stop', async () => /stopped|idle/.test(await loopState(panel)), 120_000);
+    await until(`the loop process ${last} to exit`, () => !alive(last), 60_000);
     await screenshot(page, path.join(RESULTS, 'vscode-final.png'));
 
     // The API key goes to SecretStorage and into the restarted server's environment, nowhere else.
@@ -192,21 +244,123 @@ async function main() {
     }
   } catch (err) {
     if (page) await screenshot(page, path.join(RESULTS, 'vscode-failure.png')).catch(() => {});
-    console.error(server.logs().slice(-4000));
-    console.error((server.vscodeLogs?.() ?? '').slice(-8000));
+    if (server) {
+      console.error(server.logs().slice(-4000));
+      console.error((server.vscodeLogs?.() ?? '').slice(-8000));
+    }
     throw err;
   } finally {
-    await browser.close().catch(() => {});
-    await server.stop();
+    await browser?.close().catch(() => {});
+    await server?.stop();
+    // a detached loop outlives code-server by design: whatever the test left running goes now
+    const left = killLoops(ws);
+    if (left.length) step(`killed loop processes left running: ${left.join(', ')}`);
   }
   try {
     await untrusted(ws);
     await missingPackage(tmp, ws);
     assert.ok(!fs.existsSync(path.join(tmp, 'SHADOWED')), "a Python started by the extension imported the workspace's nightlab/ folder");
   } finally {
+    killLoops(ws);
     fs.rmSync(tmp, { recursive: true, force: true });
   }
-  step('passed');
+  step(`passed in ${seconds(t0)} s`);
+}
+
+/** The modal before accepting a change the loop did not keep ("Accept anyway"), when it shows. */
+async function answerAcceptAnyway(page) {
+  const dialog = page.locator('.monaco-dialog-box');
+  const shown = await dialog.first().waitFor({ state: 'visible', timeout: 3_000 }).then(() => true, () => false);
+  if (!shown) return;
+  await dialog.getByRole('button', { name: 'Accept anyway' }).first().click();
+  await dialog.first().waitFor({ state: 'hidden', timeout: 30_000 });
+}
+
+/**
+ * Acceptance 1: Reload Window while an experiment runs. The loop process is the same, the panel shows
+ * the running experiment and its curve again, and that experiment is recorded once, finished.
+ */
+async function reloadDuringARun(page, panel, ws, whileItRuns) {
+  const number = await until('an experiment running with a curve', () => runningWithCurve(panel), 180_000);
+  const { pid } = loopInfo(ws);
+  step(`reloading the window while #${number} runs (loop pid ${pid})`);
+  await page.evaluate(() => { window.nightlabBeforeReload = true; });
+  const t0 = Date.now();
+  await runCommand(page, 'Developer: Reload Window');
+  await until('the window to reload', () => page.evaluate(() => !window.nightlabBeforeReload).catch(() => false), 60_000, 100);
+  await page.locator('.statusbar-item', { hasText: 'Nightlab' }).first().waitFor({ state: 'visible', timeout: 60_000 });
+  step(`the workbench is back ${seconds(t0)} s after the reload, the extension active`);
+  const again = await findFrame(page, async (f) => (await f.locator(`[data-number="${number}"][data-status="running"]`).count()) > 0
+    && (await runningPoints(f)) > 0, 60_000);
+  step(`the panel reattached ${seconds(t0)} s after the reload: #${number} running with its curve`);
+  assert.equal(loopInfo(ws)?.pid, pid, 'the reload changed the loop process');
+  assert.ok(alive(pid), `the loop process ${pid} ended with the reload`);
+  await whileItRuns(again);
+  await until(`#${number} to finish`, () => finalRecords(ws, number).length > 0, 180_000);
+  const ends = finalRecords(ws, number);
+  assert.equal(ends.length, 1, `#${number} was recorded ${ends.length} times: ${JSON.stringify(ends.map((r) => r.status))}`);
+  assert.match(ends[0].status, /^(keep|discard|crash)$/, `#${number} ended ${ends[0].status}`);
+  assert.equal(loopInfo(ws)?.pid, pid, 'another loop process recorded the experiment');
+  return again;
+}
+
+/** Acceptance 7: the panel wide and tall enough to read: its table, an experiment's detail view, its charts. */
+async function panelScreenshots(page, panel, number) {
+  step(`screenshots of the panel for the README (detail view of #${number})`);
+  await page.setViewportSize({ width: 1600, height: 1600 });
+  const sidebar = await page.locator('.part.sidebar').first().boundingBox();
+  if (sidebar) {
+    // the sidebar's sash is its right edge: drag it so the panel gets most of the window
+    const x = sidebar.x + sidebar.width + 1, y = sidebar.y + sidebar.height / 2;
+    await page.mouse.move(x, y);
+    await page.mouse.down();
+    await page.mouse.move(1150, y, { steps: 10 });
+    await page.mouse.up();
+  }
+  await until('the running curve in the wider panel', async () => (await runningPoints(panel)) > 0, 30_000);
+  await panel.locator('section.charts').first().screenshot({ path: path.join(IMAGES, 'panel-charts.png') });
+  await panel.locator(`.row[data-number="${number}"]`).click();
+  await panel.locator(`.detail[data-detail="${number}"]`).waitFor({ state: 'visible', timeout: 30_000 });
+  await until('the detail view\'s runs chart', async () => (await panel.locator('.detail .chart.runs').count()) > 0, 30_000);
+  await panel.locator('.experiments').first().screenshot({ path: path.join(IMAGES, 'panel-table.png') });
+  await panel.locator(`.detail[data-detail="${number}"]`).screenshot({ path: path.join(IMAGES, 'panel-detail.png') });
+  await page.setViewportSize({ width: 1400, height: 900 });
+}
+
+/**
+ * Acceptance 3: `kill -9` of the loop process: the panel says the loop died, with the log's last line;
+ * the next Start (a new loop process) records the killed experiment as interrupted and goes on.
+ */
+async function killedLoop(page, panel, ws) {
+  const number = await until('an experiment running with a curve', () => runningWithCurve(panel), 180_000);
+  const { pid } = loopInfo(ws);
+  assert.equal(await panel.locator('.banner.died').first().isVisible(), false, 'the died banner shows before the kill');
+  step(`kill -9 of the loop process ${pid} while #${number} runs`);
+  process.kill(pid, 'SIGKILL');
+  const t0 = Date.now();
+  await until('the panel to say the loop died', () => panel.locator('.banner.died').first().isVisible(), 60_000, 100);
+  step(`the panel said the loop died ${seconds(t0)} s after kill -9`);
+  const banner = await panel.locator('.banner.died').first().textContent();
+  const line = lastLogLine(ws);
+  assert.ok(banner.includes(line), `the died banner does not show the log's last line "${line}": ${banner}`);
+  assert.equal(await loopState(panel), 'errored');
+
+  step('Start from the panel after the loop died');
+  await until('Start enabled', () => panel.locator('[data-action="start"]').isEnabled(), 30_000);
+  await panel.locator('[data-action="start"]').click();
+  const next = await until('a new loop process', () => {
+    const info = loopInfo(ws);
+    return info?.pid && info.pid !== pid && alive(info.pid) ? info.pid : null;
+  }, 60_000);
+  await until(`#${number} recorded as interrupted`, () => finalRecords(ws, number).some((r) => r.status === 'interrupted'), 60_000);
+  const ends = finalRecords(ws, number);
+  assert.deepEqual(ends.map((r) => r.status), ['interrupted'], `#${number} ended ${JSON.stringify(ends.map((r) => r.status))}`);
+  const after = await until('the new loop to start an experiment after the killed one',
+    () => ledger(ws).find((r) => r.number > number)?.number, 120_000);
+  step(`the new loop (pid ${next}) recorded #${number} interrupted and goes on with #${after}`);
+  await until(`the panel to show #${after}`, async () => (await rows(panel)).some((r) => r.number === after), 30_000);
+  await until('the died banner to go', async () => !(await panel.locator('.banner.died').first().isVisible()), 30_000);
+  return panel;
 }
 
 /** Runs `scenario(page)` in a fresh code-server on `ws`; a screenshot on failure. */
