@@ -49,13 +49,21 @@ def stepping_workspace(tmp: Path, steps: int = 16) -> Path:
 async def first(lsp_client: LanguageClient):
     yield
     if not getattr(lsp_client, "shut_down", False):
-        await lsp_client.shutdown_session()
+        await shut(lsp_client)
 
 
 @pytest_lsp.fixture(config=SERVER)
 async def second(lsp_client: LanguageClient):
     yield
-    await lsp_client.shutdown_session()
+    await shut(lsp_client)
+
+
+async def shut(client: LanguageClient) -> None:
+    """Shut the server down; one a failed test never initialized does not answer, and is killed."""
+    try:
+        await asyncio.wait_for(client.shutdown_session(), 30)
+    except asyncio.TimeoutError:
+        pass
 
 
 async def until(what, timeout: float, every: float = 0.1):
@@ -249,3 +257,40 @@ async def test_code_lenses_are_refreshed_while_the_first_run_trains(first: Langu
     await until(lambda: [p for p in first.progress if p["number"] == 1 and p["step"] >= 8], 60)
     assert not first.finished, "the first run is still training"
     assert len(refreshes) >= 2, refreshes  # at its start, and again as it reported
+
+
+async def test_each_folder_of_a_multi_root_workspace_has_its_own_loop(first: LanguageClient, tmp_path):
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+    a, b, c = (stepping_workspace(tmp_path / name, steps=100) for name in ("a", "b", "c"))
+    listen(first)
+    await first.initialize_session(
+        types.InitializeParams(
+            capabilities=client_capabilities(),
+            root_uri=a.as_uri(),
+            workspace_folders=[types.WorkspaceFolder(uri=w.as_uri(), name=w.parent.name) for w in (a, b)],
+        )
+    )
+    for ws in (a, b):
+        await start(first, maxExperiments=1, root=str(ws))
+    pids = {}
+    for ws in (a, b):
+        state = await until(
+            lambda ws=ws: next((s for s in first.states if s["root"] == str(ws) and s.get("pid")), None), 15
+        )
+        pids[ws] = state["pid"]
+    assert pids[a] != pids[b], "one loop process per folder"
+    out = detach(c)  # a folder added later, whose loop runs already
+    assert out.returncode == 0, out.stderr
+    first.workspace_did_change_workspace_folders(
+        types.DidChangeWorkspaceFoldersParams(
+            event=types.WorkspaceFoldersChangeEvent(added=[types.WorkspaceFolder(uri=c.as_uri(), name="c")], removed=[])
+        )
+    )
+    state = await until(lambda: next((s for s in first.states if s["root"] == str(c) and s.get("pid")), None), 15)
+    assert state["pid"] not in pids.values()
+    for ws in (a, b, c):
+        result = await first.workspace_execute_command_async(
+            types.ExecuteCommandParams(command="nightlab.loop.stop", arguments=[{"root": str(ws)}])
+        )
+        assert result["state"] == "stopped", (ws, result)

@@ -36,7 +36,7 @@ from nightlab.server.core.types import (
 )
 from nightlab.server.loop import conditions, lineage, pairing
 from nightlab.server.loop import proposals as pr
-from nightlab.server.loop.launch import settings_launcher
+from nightlab.server.loop.launch import rerun_lost, settings_launcher
 from nightlab.server.loop.plan import RunPlan, execute
 from nightlab.server.loop.proposer import Proposer, Stopped
 from nightlab.server.loop.recovery import recover, rerun
@@ -108,6 +108,7 @@ class Engine:
         )
         if hasattr(self.agent, "on_status"):  # an LLM agent says why it waits (rate limits, outages)
             self.agent.on_status = lambda text: self.message(text, "warning")
+        rerun_lost(self)  # an experiment whose node died (a Ray worker) runs again at once, elsewhere
 
     # ------------------------------------------------------------------ events, control, public API
 

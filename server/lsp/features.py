@@ -126,6 +126,22 @@ def initialized(ls: NightlabServer, params: types.InitializedParams) -> None:
             task.add_done_callback(ls.tasks.discard)
 
 
+def folders_changed(ls: NightlabServer, params: types.DidChangeWorkspaceFoldersParams) -> None:
+    """A folder added to the workspace gets its session (attached to its loop when one runs); a removed
+    one's session lets go of its loop, which goes on."""
+    for folder in params.event.removed:
+        session = ls.sessions.pop(uri_to_path(folder.uri), None)
+        if session is not None:
+            ls.tasks.add(task := asyncio.ensure_future(session.detach()))
+            task.add_done_callback(ls.tasks.discard)
+    for folder in params.event.added:
+        session = ls.add_folder(uri_to_path(folder.uri))
+        if session.is_workspace():
+            ls.protocol.notify(M.LOOP_STATE, session.state().to_wire())
+            ls.tasks.add(task := asyncio.ensure_future(_attach(ls, session)))
+            task.add_done_callback(ls.tasks.discard)
+
+
 async def _attach(ls: NightlabServer, session: Session) -> None:
     """Follow the folder's loop process when one runs (its state comes as an event); else say whether the
     last one died, and look for one started from a terminal."""
@@ -355,6 +371,7 @@ async def shutdown(ls: NightlabServer, params: Any) -> None:
 
 FEATURES = {
     types.INITIALIZED: initialized,
+    types.WORKSPACE_DID_CHANGE_WORKSPACE_FOLDERS: folders_changed,
     types.TEXT_DOCUMENT_CODE_ACTION: code_action,
     types.TEXT_DOCUMENT_CODE_LENS: code_lens,
     types.TEXT_DOCUMENT_HOVER: hover,
