@@ -88,6 +88,12 @@ export interface ExperimentPayload {
   device?: string | null;
   /** true: the run's own printed number, no judge measured it; null: unknown */
   selfReported?: boolean | null;
+  /** the cluster node that trained it (Ray), null: this machine */
+  node?: string | null;
+  /** the keep in another lineage this experiment re-applies ("gpu #12") */
+  portOf?: string | null;
+  /** lineages whose port of this keep was kept too */
+  replicatedIn: string[];
 }
 
 /** A progress sample of a running experiment. */

@@ -115,6 +115,10 @@ class ExperimentPayload(Wire):
     budget_amount: float | None = None  # seconds or tokens
     device: str | None = None  # "cpu", "cuda:<name>", or the slot's kind ("gpu")
     self_reported: bool | None = None  # true: the run's own printed number, no judge measured it; null: unknown
+    # Many machines: where it ran, and ideas that travel between lineages (a lineage is a tag of its own)
+    node: str | None = None  # the cluster node that trained it (Ray), null: this machine
+    port_of: str | None = None  # the keep in another lineage this experiment re-applies ("gpu #12")
+    replicated_in: list[str] = field(default_factory=list)  # lineages whose port of this keep was kept too
 
 
 @dataclass
