@@ -154,6 +154,13 @@ def user_prompt(ctx: ExperimentContext, last_k: int) -> str:
         status.append(
             "Running now (propose something different from these):\n" + "\n".join(f"- {d}" for d in ctx.in_flight)
         )
+    if ctx.elsewhere:
+        status.append(
+            "Kept by the other lineages (other hardware, their own baseline; each is also tried here as a port):\n"
+            + "\n".join(f"- {line}" for line in ctx.elsewhere)
+        )
+    if ctx.focus:
+        status.append(f"This lineage's focus: {ctx.focus}.")
     parts.append("\n".join(status))
     parts.append(f"Propose the next experiment by calling {TOOL_NAME}.")
     return "\n\n".join(parts)

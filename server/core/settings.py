@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from nightlab.server.core import autoresearch as ar
-from nightlab.server.core.validate import SettingsError, TomlChecker
+from nightlab.server.core.validate import LineageSettings, SettingsError, TomlChecker
 
 try:  # Python 3.11+
     import tomllib
@@ -112,6 +112,7 @@ class Settings:
     policy: PolicySettings = PolicySettings()
     autoresearch: bool = False  # no nightlab.toml; recognised as an autoresearch checkout
     source: Path | None = None  # the nightlab.toml read, None when defaults were used
+    lineages: tuple[LineageSettings, ...] = ()  # [[lineage]]: one loop each, all in one process (loop/swarm.py)
 
     @property
     def tag(self) -> str:
@@ -245,7 +246,7 @@ class _Checker(TomlChecker):
 
     # -- sections --------------------------------------------------------------------------------
     def settings(self, raw: dict[str, Any], workspace: Path) -> Settings:
-        sections = {"run", "budget", "metric", "files", "agent", "policy"}
+        sections = {"run", "budget", "metric", "files", "agent", "policy", "lineage"}
         for name in raw:
             if name not in sections:
                 raise SettingsError(
@@ -265,7 +266,14 @@ class _Checker(TomlChecker):
             options={k: v for k, v in t.items() if k != "name"},
         )
         return Settings(
-            workspace=workspace, run=run, budget=budget, metric=metric, files=files, agent=agent, policy=policy
+            workspace=workspace,
+            run=run,
+            budget=budget,
+            metric=metric,
+            files=files,
+            agent=agent,
+            policy=policy,
+            lineages=self.lineages(raw.get("lineage")),
         )
 
     def run(self, t: dict[str, Any]) -> RunSettings:

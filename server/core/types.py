@@ -104,6 +104,7 @@ class Proposal:
     base: str = ""  # the commit the edits were written against
     rebased: bool = False  # a draft re-applied on a newer best
     invalid: str = ""  # why the agent could not make a valid proposal: recorded as a crash, no run spent
+    port_of: str = ""  # another lineage's keep this re-applies ("gpu #12"): loop/ports.py
 
 
 @dataclass
@@ -134,6 +135,8 @@ class ExperimentContext:
     noise_sigma: float | None = None
     seed: int = 0
     in_flight: list[str] = field(default_factory=list)  # descriptions of proposals running now
+    focus: str = ""  # the lineage's focus ([[lineage]] focus): what its agent should concentrate on
+    elsewhere: list[str] = field(default_factory=list)  # what the other lineages kept ("gpu #12: ...")
     feedback: str = ""  # set by the engine when the previous proposal's edits did not apply: why
 
 
@@ -226,6 +229,10 @@ class Experiment:
     # Whose number the metric is: False, the judge's (Nightlab's trainer); True, the run's own printed
     # summary (an autoresearch checkout, any workspace without judge.py); None: a record from before.
     self_reported: bool | None = None
+    # Many machines (loop/swarm.py): the Ray node that trained it ("" here), and the keep of another
+    # lineage it re-applies ("gpu #12", "" for the lineage's own ideas).
+    node: str = ""
+    port_of: str = ""
 
     def __post_init__(self) -> None:  # plain strings (a test, an old caller) become the enums
         self.status = ExperimentStatus(self.status)

@@ -9,6 +9,8 @@ Must not import: anything but the standard library.
 from __future__ import annotations
 
 import math
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +123,63 @@ class TomlChecker:
         pp = Path(p.strip())
         if pp.is_absolute() or ".." in pp.parts:
             raise self.fail(section, key, "must be a path inside the workspace", p)
+
+    def lineages(self, raw: Any) -> tuple[LineageSettings, ...]:
+        """[[lineage]] tables: one loop each (its own tag, baseline, noise and frontier) in one process."""
+        if raw is None:
+            return ()
+        if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+            raise SettingsError(f"{self.filename}: lineage must be tables [[lineage]], got {raw!r}")
+        out: list[LineageSettings] = []
+        for t in raw:
+            self.unknown(t, "lineage", {"name", "resources", "budget_seconds", "budget_tokens", "slots", "focus"})
+            name = self.string(t, "lineage", "name", "", nonempty=True)
+            if not _NAME_RE.match(name) or name.endswith(".lock") or ".." in name:
+                raise self.fail("lineage", "name", "must be letters, digits, '.', '_' or '-' (it is a tag)", name)
+            if name in (lin.name for lin in out):
+                raise self.fail("lineage", "name", "names two lineages", name)
+            if "budget_seconds" in t and "budget_tokens" in t:
+                raise self.fail("lineage", "budget_seconds", "and budget_tokens are two budgets: give one", show=False)
+            seconds = self.number(t, "lineage", "budget_seconds", 0, positive=True) if "budget_seconds" in t else None
+            tokens = self.integer(t, "lineage", "budget_tokens", 0, minimum=1) if "budget_tokens" in t else None
+            slots = self.integer(t, "lineage", "slots", 0, minimum=1) if "slots" in t else None
+            out.append(
+                LineageSettings(
+                    name=name,
+                    resources=self.resources(t),
+                    budget_seconds=float(seconds) if seconds is not None else None,
+                    budget_tokens=tokens,
+                    slots=slots,
+                    focus=self.string(t, "lineage", "focus", "").strip(),
+                )
+            )
+        return tuple(out)
+
+    def resources(self, t: dict) -> tuple[tuple[str, float], ...]:
+        """[[lineage]] resources: num_cpus, num_gpus and custom resources (a hardware class), each a number."""
+        v = t.get("resources", {})
+        if not isinstance(v, dict):
+            raise self.fail("lineage", "resources", "must be a table like { num_gpus = 1 } or { classA = 1 }", v)
+        for key, amount in v.items():
+            self.number({f"resources.{key}": amount}, "lineage", f"resources.{key}", 0)
+        return tuple(sorted((str(k), float(a)) for k, a in v.items()))
+
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class LineageSettings:
+    """One [[lineage]]: a tag of its own whose runs ask the cluster for `resources` (loop/swarm.py)."""
+
+    name: str
+    resources: tuple[tuple[str, float], ...] = ()  # (num_cpus | num_gpus | a custom resource, amount)
+    budget_seconds: float | None = None  # None: the [budget]'s
+    budget_tokens: int | None = None
+    slots: int | None = None  # None: [run] slots
+    focus: str = ""  # a sentence for the agent's prompt ("initialisation and normalisation")
+
+    def task_options(self) -> dict[str, Any]:
+        """The Ray launcher's num_cpus, num_gpus and resources for this lineage's runs."""
+        r = dict(self.resources)
+        return {"num_cpus": r.pop("num_cpus", None), "num_gpus": r.pop("num_gpus", None), "resources": r}

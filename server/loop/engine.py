@@ -34,7 +34,7 @@ from nightlab.server.core.types import (
     Proposal,
     utc_now,
 )
-from nightlab.server.loop import conditions, lineage, pairing
+from nightlab.server.loop import conditions, lineage, pairing, ports
 from nightlab.server.loop import proposals as pr
 from nightlab.server.loop.launch import rerun_lost, settings_launcher
 from nightlab.server.loop.plan import RunPlan, execute
@@ -308,6 +308,7 @@ class Engine:
             base=proposal.base,
             rebased=proposal.rebased,
             lineage=self.ledger.current_lineage(),
+            port_of=proposal.port_of,
         )
         slot.checkout(parent)
         exp.commit = slot.commit(
@@ -385,6 +386,7 @@ class Engine:
         if exp.status == ExperimentStatus.KEEP and not self.store.advance(exp.commit, exp.parent_commit):
             raise RuntimeError(f"branch {self.store.branch} moved during the decision of #{exp.number}")
         exp.diff = self.store.diff(exp.parent_commit, exp.commit) or exp.diff
+        exp.node = exp.node or ports.node_of(self.runs_dir / str(exp.number))  # a Ray node's placement.json
         self.ledger.finalize(exp)
         self.proposer.finished(exp)
         self._finished(exp)

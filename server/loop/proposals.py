@@ -122,6 +122,7 @@ def requeue(exp: Experiment, settings: Settings, store: Store) -> Proposal | Non
         meta=dict(exp.meta),
         kind=exp.kind,
         rerun_of=exp.number,
+        port_of=exp.port_of,
     )
     try:
         apply(settings, head, proposal)

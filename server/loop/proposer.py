@@ -54,6 +54,11 @@ class Proposer:
         self._best_ready = asyncio.Event()
         self._stopped = False
         self._call: asyncio.Future[Proposal] | None = None  # the agent's call in progress (one at a time)
+        # Set by a swarm of lineages (loop/swarm.py): the ideas in flight in the other lineages, what
+        # they kept, and this lineage's focus; all shown to the agent.
+        self.others: Callable[[], list[str]] = list
+        self.elsewhere: Callable[[], list[str]] = list
+        self.focus = ""
 
     # ------------------------------------------------------------------ what the engine asks
 
@@ -130,14 +135,15 @@ class Proposer:
             return retry
 
         retry = getattr(self.agent, "accepts_feedback", False) and proposal.kind != ExperimentKind.BASELINE
+        retry = retry and not proposal.port_of  # a port that no longer applies is not the agent's to fix
         return await pr.files_for(self.settings, self.store, proposal, again if retry else None)
 
     # ------------------------------------------------------------------ the agent
 
     def _context(self, feedback: str = "") -> ExperimentContext:
-        in_flight = list(dict.fromkeys(self._running() + self._reserved))
+        in_flight = list(dict.fromkeys(self._running() + self._reserved + self.others()))
         ctx = pr.context(self.settings, self.ledger, self.store, self._sigma(), in_flight)
-        return replace(ctx, feedback=feedback)
+        return replace(ctx, feedback=feedback, focus=self.focus, elsewhere=self.elsewhere())
 
     async def _ask(self, feedback: str = "") -> Proposal | None:
         """The agent's proposal; one it could not make valid becomes a crash record, not a stop; None

@@ -1,0 +1,294 @@
+"""Lineages per hardware class and discoveries that spread with proof (issue 14, items 2 to 4, acceptance
+4): `[[lineage]]` tables checked like every setting; a two-lineage loop on a real local Ray cluster
+(tests/test_ray.py's: lineage "a" on the head's classA, "b" on the worker's classB) where a change kept
+in "a" is ported to "b", linked to its origin, judged there, and counted replicated only once "b" kept
+it; no idea is ported twice; each experiment records the node it ran on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pytest
+
+from nightlab.server.agents.prompt import user_prompt
+from nightlab.server.core.settings import SettingsError, load_settings
+from nightlab.server.core.types import ExperimentStatus, FileEdit, Proposal
+from nightlab.server.core.validate import LineageSettings
+from nightlab.server.loop.swarm import Swarm, lineage_settings
+from support.agents import Scripted
+from support.workspace import STAND_IN, git, knob, make_workspace, merge_toml
+
+try:
+    import ray
+except ImportError:  # the ray extra is not installed: only the settings' checks run
+    ray = None
+needs_ray = pytest.mark.skipif(ray is None, reason="ray is not installed: pip install -e '.[dev,ray]' (the ray extra)")
+RAY = str(Path(sys.executable).with_name("ray"))
+SECRET = "NIGHTLAB_TEST_SECRET_KEY"
+
+pytestmark = pytest.mark.timeout(240)
+
+TWO = """
+[[lineage]]
+name = "a"
+resources = { classA = 1 }
+focus = "learning rates"
+
+[[lineage]]
+name = "b"
+resources = { classB = 1 }
+budget_seconds = 2
+slots = 1
+focus = "initialisation and normalisation"
+"""
+
+
+def _with(ws, extra: str):
+    (ws / "nightlab.toml").write_text((ws / "nightlab.toml").read_text() + extra)
+    return ws
+
+
+# --------------------------------------------------------------------------------------------------
+# the settings
+
+
+def test_lineage_tables_are_read_and_none_means_one_loop(tmp_path):
+    ws = make_workspace(tmp_path)
+    assert load_settings(ws).lineages == ()
+    s = load_settings(_with(ws, TWO))
+    assert s.lineages == (
+        LineageSettings("a", (("classA", 1.0),), focus="learning rates"),
+        LineageSettings("b", (("classB", 1.0),), 2.0, None, 1, "initialisation and normalisation"),
+    )
+    b = lineage_settings(s, s.lineages[1])
+    assert (b.tag, b.budget.mode, b.budget.seconds, b.run.slots, b.lineages) == ("b", "time", 2.0, 1, ())
+    options = LineageSettings("g", (("num_cpus", 2.0), ("num_gpus", 1.0), ("classA", 1.0))).task_options()
+    assert options == {"num_cpus": 2.0, "num_gpus": 1.0, "resources": {"classA": 1.0}}
+
+
+@pytest.mark.parametrize(
+    "extra, error",
+    [
+        ('[lineage]\nname = "a"\n', "lineage must be tables [[lineage]]"),
+        ("[[lineage]]\nfocus = 'x'\n", "[lineage] name must not be empty"),
+        ('[[lineage]]\nname = "a b"\n', "[lineage] name must be letters, digits"),
+        ('[[lineage]]\nname = "a"\n[[lineage]]\nname = "a"\n', "[lineage] name names two lineages, got 'a'"),
+        ('[[lineage]]\nname = "a"\ncolour = 1\n', "unknown key 'colour' in [lineage]"),
+        ('[[lineage]]\nname = "a"\nbudget_seconds = 1\nbudget_tokens = 9\n', "two budgets: give one"),
+        ('[[lineage]]\nname = "a"\nbudget_seconds = 0\n', "[lineage] budget_seconds must be a positive number"),
+        ('[[lineage]]\nname = "a"\nslots = 0\n', "[lineage] slots must be 1 or more"),
+        ('[[lineage]]\nname = "a"\nresources = 1\n', "[lineage] resources must be a table"),
+        ('[[lineage]]\nname = "a"\nresources = { classA = "x" }\n', "[lineage] resources.classA must be a number"),
+        ('[[lineage]]\nname = "a"\nresources = { num_gpus = -1 }\n', "[lineage] resources.num_gpus must be 0 or more"),
+    ],
+)
+def test_bad_lineage_tables_say_what_to_fix(tmp_path, extra, error):
+    ws = _with(make_workspace(tmp_path), "\n" + extra)
+    with pytest.raises(SettingsError) as info:
+        load_settings(ws)
+    assert error in str(info.value) and "nightlab.toml" in str(info.value)
+
+
+# --------------------------------------------------------------------------------------------------
+# the swarm on the cluster
+# A local cluster as tests/test_ray.py makes one (copied: a test module may not import another; these
+# belong in tests/support/ once test_ray.py's owner moves them there).
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _session_pids(sid: int) -> list[int]:
+    """The live processes of session `sid` (zombies left out: they are gone, waiting to be reaped)."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            if proc.name.isdigit() and int(fields[3]) == sid and fields[0] != "Z":
+                out.append(int(proc.name))
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
+def _raylet(sid: int) -> int:
+    for pid in _session_pids(sid):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "raylet":
+                return pid
+        except OSError:
+            pass
+    raise AssertionError(f"no raylet in session {sid}")
+
+
+@dataclass
+class Cluster:
+    address: str
+    folder: Path
+    sessions: list[int] = field(default_factory=list)
+    procs: list[subprocess.Popen] = field(default_factory=list)
+    nodes: dict[str, str] = field(default_factory=dict)  # name -> node id
+
+    def start(self, name: str, resources: dict, head: bool = False) -> str:
+        """A node: `ray start`, its own --temp-dir, in a session of its own; returns its node id."""
+        temp = self.folder / name
+        temp.mkdir()
+        argv = [RAY, "start", "--num-cpus", "1", "--resources", json.dumps(resources), "--disable-usage-stats"]
+        argv += ["--object-store-memory", str(80 << 20), "--temp-dir", str(temp), "--block"]
+        if head:
+            argv += ["--head", "--port", self.address.rsplit(":", 1)[1], "--include-dashboard=false"]
+        else:
+            argv += ["--address", self.address]
+        env = {k: v for k, v in os.environ.items() if k != SECRET}
+        proc = subprocess.Popen(
+            argv, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        self.sessions.append(proc.pid)
+        self.procs.append(proc)
+        node = _wait_for_node(temp, proc)
+        self.nodes[name] = node
+        return node
+
+    def kill_node(self, name: str) -> None:
+        """The node's raylet, killed: the node dies as a machine that lost its power would, to Ray."""
+        sid = self.sessions[list(self.nodes).index(name)]
+        os.kill(_raylet(sid), signal.SIGKILL)
+
+    def stop(self) -> None:
+        for _ in range(3):
+            for sid in self.sessions:
+                for pid in _session_pids(sid):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+            for proc in self.procs:
+                proc.poll()  # reaped: `ray start --block` is this process's child
+            if not any(_session_pids(sid) for sid in self.sessions):
+                return
+            time.sleep(0.5)
+
+
+def _wait_for_node(temp: Path, proc: subprocess.Popen, timeout: float = 90.0) -> str:
+    """The node id a starting node writes to its session's logs, once its raylet is up."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        assert proc.poll() is None, f"ray start exited {proc.returncode}"
+        for path in temp.glob("session_*/logs/raylet.out"):
+            for line in path.read_text(errors="replace").splitlines():
+                if "Raylet of id, " in line:
+                    return line.split("Raylet of id, ", 1)[1].split()[0].rstrip(",")
+        time.sleep(0.2)
+    raise AssertionError(f"no node came up in {temp}")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if ray is None:
+        pytest.skip("ray is not installed: pip install -e '.[dev,ray]' (the ray extra)")
+    folder = Path(f"/tmp/nlray-{os.getpid()}")  # short: Ray's socket paths must fit in 107 bytes
+    folder.mkdir()
+    c = Cluster(f"127.0.0.1:{_free_port()}", folder)
+    try:
+        c.start("head", {"classA": 1}, head=True)
+        c.start("worker", {"classB": 1})
+        ray.init(address=c.address, log_to_driver=False, logging_level="WARNING")
+        _wait_for(lambda: ray.cluster_resources().get("CPU", 0) >= 2, "both nodes' CPUs")
+        yield c
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        c.stop()
+        left = [pid for sid in c.sessions for pid in _session_pids(sid)]
+        shutil.rmtree(folder, ignore_errors=True)
+        assert left == [], f"processes of the cluster left running: {left}"
+
+
+def _wait_for(condition, what: str, timeout: float = 60.0) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def _workspace(tmp_path: Path, train: str, sandbox: str = "off") -> Path:
+    ws = make_workspace(tmp_path, train, timeout=60)
+    toml = (ws / "nightlab.toml").read_text().replace('sandbox = "off"', f'sandbox = "{sandbox}"')
+    toml = merge_toml(toml, '[policy]\nname = "strict"\n[run]\npropose_ahead = false\nexecutor = "ray"\n')
+    (ws / "nightlab.toml").write_text(toml)
+    git(ws, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qam", "on the cluster")
+    return ws
+
+
+class AfterThePort(Scripted):
+    """b's agent: its one idea comes once a's keep has been ported to b (queued first in b by then)."""
+
+    def __init__(self, proposals):
+        super().__init__(proposals)
+        self.ported = asyncio.Event()
+
+    async def propose(self, ctx):
+        await self.ported.wait()
+        return await super().propose(ctx)
+
+
+@needs_ray
+def test_a_keep_in_one_lineage_is_ported_judged_and_replicated_in_the_other(tmp_path, cluster):
+    """Acceptance 4: a keeps X 1.0 -> 0.5; b gets "port a #2" first in its queue, re-applied to its
+    own best and kept by its own baseline; replicated appears only after that keep; nothing is ported
+    back to a; every run records its node (a's on the head, b's on the worker)."""
+    ws = _with(_workspace(tmp_path, STAND_IN), TWO.replace("budget_seconds = 2", "budget_seconds = 1"))
+    settings = load_settings(ws, {"max_experiments": 3, "ray_address": cluster.address, "slots": 1})
+    agent_a = Scripted([knob("X", "1.0", "0.5", "halve X"), knob("X", "0.5", "0.7", "X up a little")])
+    steps = FileEdit("train.py", 'num_steps:        1"', 'num_steps:        2"')  # the metric stays: discard
+    agent_b = AfterThePort([Proposal("count two steps", [steps], agent="scripted")])
+    swarm = Swarm(settings, agents={"a": agent_a, "b": agent_b})
+    seen: dict = {"at_start": None, "at_keep": None}
+
+    def on_event(tag, event):
+        exp = event.get("experiment") or {}
+        if tag == "a" and event["type"] == "experimentFinished" and exp["status"] == "keep":
+            agent_b.ported.set()  # the swarm's ports listener came first: the port is queued by now
+        if tag == "b" and exp.get("port_of") == "a #2":
+            key = "at_start" if event["type"] == "experimentStarted" else "at_keep"
+            seen[key] = swarm.replicated_in("a", 2)
+
+    swarm.subscribe(on_event)
+    asyncio.run(swarm.run())
+
+    a, b = (swarm.engines[t].ledger.experiments() for t in ("a", "b"))
+    story = [(e.tag, e.number, str(e.status), e.port_of, e.description) for e in a + b]
+    assert [str(e.status) for e in a] == ["keep", "keep", "discard"], story
+    # the port comes first after b's baseline, or after the idea b's agent was drafting meanwhile
+    assert sorted(e.port_of for e in b) == ["", "", "a #2"] and b[0].is_baseline, story
+    port = next(e for e in b if e.port_of)
+    assert [str(e.status) for e in b if not e.port_of] == ["keep", "discard"], story
+    assert port.description == "port a #2: halve X" and port.status == ExperimentStatus.KEEP, story
+    assert "X = 0.5" in swarm.engines["b"].store.read_file("train.py")  # b's own branch moved
+    assert seen == {"at_start": [], "at_keep": ["b"]}  # replicated only once b kept it
+    assert swarm.replicated_in("a", 2) == ["b"] and swarm.replicated_in("b", 3) == []
+    assert all(not e.port_of for e in a)  # b's keep of the port is not offered back to its origin
+    assert {e.node[-13:-1] for e in a} == {cluster.nodes["head"][:12]}, [e.node for e in a]
+    assert {e.node[-13:-1] for e in b} == {cluster.nodes["worker"][:12]}, [e.node for e in b]
+    # b's agent was told what a kept, in flight anywhere, and its focus
+    ctx = agent_b.contexts[0]  # asked before a's keep: what the others kept comes from the proposer now
+    elsewhere = swarm.engines["b"].proposer.elsewhere()
+    assert ctx.focus == "initialisation and normalisation" and elsewhere[0].startswith("a #2: halve X, -0.5")
+    prompt = user_prompt(replace(ctx, elsewhere=elsewhere), 10)
+    assert "Kept by the other lineages" in prompt and "- a #2: halve X" in prompt and "focus: initialisation" in prompt
+    lines = swarm.status_lines()
+    assert any(line.startswith("lineage b (classB=1): 3 experiments, best val_bpb 0.500000") for line in lines), lines
+    assert "  a #2 replicated in b" in lines, lines
