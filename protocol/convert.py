@@ -62,6 +62,10 @@ def experiment_payload(exp: Mapping[str, Any], diff_summary: str = "") -> Experi
         budget_amount=_number(exp.get("budget_amount")),
         device=exp.get("device") or None,
         self_reported=exp["self_reported"] if isinstance(exp.get("self_reported"), bool) else None,
+        node=exp.get("node") or None,
+        port_of=exp.get("port_of") or None,
+        # computed from the ledgers by the caller (loop/swarm.py's replicated_in), never stored in a record
+        replicated_in=[str(t) for t in exp.get("replicated_in") or []],
     )
 
 

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from nightlab.protocol.convert import experiment_payload
 from nightlab.server.agents.prompt import user_prompt
+from nightlab.server.cli.swarm import status_lines as swarm_status
 from nightlab.server.core.settings import SettingsError, load_settings
 from nightlab.server.core.types import ExperimentStatus, FileEdit, Proposal
 from nightlab.server.core.validate import LineageSettings
@@ -292,3 +294,11 @@ def test_a_keep_in_one_lineage_is_ported_judged_and_replicated_in_the_other(tmp_
     lines = swarm.status_lines()
     assert any(line.startswith("lineage b (classB=1): 3 experiments, best val_bpb 0.500000") for line in lines), lines
     assert "  a #2 replicated in b" in lines, lines
+    # the clients: the payload links the port and names the node; `nightlab status` shows the lineages
+    payload = experiment_payload(port.to_json())
+    assert (payload.port_of, payload.node, payload.replicated_in) == ("a #2", port.node, [])
+    origin = experiment_payload({**a[1].to_json(), "replicated_in": swarm.replicated_in("a", 2)})
+    assert (origin.port_of, origin.replicated_in) == (None, ["b"])
+    shown = swarm_status(ws)
+    assert shown[0].startswith("lineage a: 3 experiments, best val_bpb 0.500000 (#2 halve X)"), shown
+    assert shown[1].endswith("; 1 ports, kept: a #2"), shown

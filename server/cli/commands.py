@@ -13,7 +13,7 @@ from rich.console import Console
 
 from nightlab.protocol import events as ev
 from nightlab.server.agents.base import agent_names
-from nightlab.server.cli import control
+from nightlab.server.cli import control, swarm
 from nightlab.server.core.types import LoopState
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Nightlab: autoresearch's overnight loop.")
@@ -145,6 +145,8 @@ def run(
             "ray_address": ray_address,
         },
     )
+    if settings.lineages and not detach:  # [[lineage]]: every lineage's loop in this process (cli/swarm.py)
+        raise typer.Exit(0 if swarm.run(settings) else 1)
     engine = _engine(settings, policy_flag=policy is not None)
     if detach:  # the same command in its own session; this one returns once it answers
         import sys
@@ -303,6 +305,8 @@ def status(
         console.print(line, markup=False)
     for line in control.status_lines(src.ledger_dir, src.tag) if src.ledger_dir is not None else []:
         console.print(line, markup=False)  # what the running loop says (or that it died)
+    for line in swarm.status_lines(workspace) if path is None and tag is None else []:  # the [[lineage]] loops
+        console.print(line, markup=False)
 
 
 @app.command()

@@ -1,0 +1,90 @@
+"""`nightlab run` with [[lineage]] tables: every lineage's loop in this process (loop/swarm.py), a line
+per event prefixed with its lineage, each engine's control socket under its own tag's folder (so that
+`nightlab status --tag gpu`, attach and stop reach one lineage); and `nightlab status`'s lineage lines,
+read from the ledgers alone.
+Must not import: pygls, lsprotocol, ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from nightlab.protocol import events as ev
+from nightlab.server.cli import control
+from nightlab.server.cli.stopping import Stopper
+from nightlab.server.core.settings import Settings
+
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+def _print(tag: str, event: dict[str, Any]) -> None:
+    kind, e = event["type"], event.get("experiment") or {}
+    if kind == ev.EXPERIMENT_STARTED:
+        where = f"  on {e['node']}" if e.get("node") else ""
+        console.print(f"{tag} #{e['number']} started: {e['description']}{where}", markup=False)
+    elif kind == ev.EXPERIMENT_FINISHED:
+        metric = f"{e['metric']:.6f}" if e.get("metric") is not None else "-"
+        where = f"  on {e['node']}" if e.get("node") else ""
+        console.print(f"{tag} #{e['number']} {e['status']}: {metric}  {e['description']}{where}", markup=False)
+    elif kind == ev.MESSAGE:
+        console.print(f"{tag} [{event['level']}] {event['text']}", markup=False)
+    elif kind == ev.STATE and event["state"] in ("errored", "stopped"):
+        console.print(f"{tag} loop {event['state']}: {event.get('reason', '')}", markup=False)
+
+
+def run(settings: Settings) -> bool:
+    """Runs every lineage to its end; True when none of them errored."""
+    from nightlab.server.loop.swarm import Swarm
+
+    swarm = Swarm(settings)
+    swarm.subscribe(_print)
+    names = ", ".join(swarm.engines)
+    console.print(f"[bold]nightlab[/] {settings.workspace}  lineages {names}  agent {settings.agent.name}")
+    stopper = Stopper(swarm.stop, err_console.print, lambda: console.show_cursor(True))
+
+    async def main() -> None:
+        stopper.install(asyncio.get_running_loop())
+        async with contextlib.AsyncExitStack() as stack:
+            for engine in swarm.engines.values():
+                await stack.enter_async_context(control.serving(engine))
+            await swarm.run()
+
+    asyncio.run(main())
+    stopper.rearm()
+    for line in swarm.status_lines():
+        console.print(line, markup=False)
+    return all(e.state != "errored" for e in swarm.engines.values())
+
+
+def status_lines(workspace: Path) -> list[str]:
+    """A line per [[lineage]] of the workspace's settings: experiments and best (none: no lines)."""
+    from nightlab.server.core.settings import SettingsError, load_settings
+    from nightlab.server.record.ledger import Ledger
+
+    try:
+        settings = load_settings(workspace)
+    except SettingsError:
+        return []
+    lines = []
+    for lin in settings.lineages:
+        folder = Path(settings.workspace) / ".nightlab" / lin.name
+        if not (folder / "experiments.jsonl").exists():
+            lines.append(f"lineage {lin.name}: not started")
+            continue
+        ledger = Ledger(folder, metric_name=settings.metric.name)
+        exps, best = ledger.experiments(), ledger.best(settings.metric.direction)
+        text = f"lineage {lin.name}: {len(exps)} experiments"
+        if best is not None and best.metric is not None:
+            text += f", best {settings.metric.name} {best.metric:.6f} (#{best.number} {best.description})"
+        ports = [e for e in exps if e.port_of]
+        if ports:
+            kept = [e.port_of for e in ports if str(e.status) == "keep"]
+            text += f"; {len(ports)} ports, kept: {', '.join(kept) or 'none'}"
+        lines.append(text)
+    return lines
