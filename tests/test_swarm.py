@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -24,8 +25,9 @@ from nightlab.protocol.convert import experiment_payload
 from nightlab.server.agents.prompt import user_prompt
 from nightlab.server.cli.swarm import status_lines as swarm_status
 from nightlab.server.core.settings import SettingsError, load_settings
-from nightlab.server.core.types import ExperimentStatus, FileEdit, Proposal
+from nightlab.server.core.types import Experiment, ExperimentContext, ExperimentStatus, FileEdit, Proposal
 from nightlab.server.core.validate import LineageSettings
+from nightlab.server.loop import ports
 from nightlab.server.loop.swarm import Swarm, lineage_settings
 from support.agents import Scripted
 from support.workspace import STAND_IN, git, knob, make_workspace, merge_toml
@@ -99,6 +101,116 @@ def test_bad_lineage_tables_say_what_to_fix(tmp_path, extra, error):
     with pytest.raises(SettingsError) as info:
         load_settings(ws)
     assert error in str(info.value) and "nightlab.toml" in str(info.value)
+
+
+# --------------------------------------------------------------------------------------------------
+# ports, one by one
+
+
+class _Files:
+    """A store as ports.port reads one: files by commit ("" is the head)."""
+
+    def __init__(self, by_commit: dict[str, str], head: str = "head"):
+        self.by_commit, self.head_commit = by_commit, head
+
+    def read_file(self, path: str, commit: str = "") -> str:
+        return self.by_commit[commit or self.head_commit]
+
+    def head(self) -> str:
+        return self.head_commit
+
+
+def _lineage(tag: str, store: _Files):
+    return SimpleNamespace(
+        settings=SimpleNamespace(tag=tag, files=SimpleNamespace(editable=("train.py",))), store=store
+    )
+
+
+ORIGIN = "A = 1\nX = 1.0\nB = 2\n"
+
+
+@pytest.mark.parametrize(
+    "target, expected",
+    [
+        ("A = 1\nX = 1.0\nB = 3\n", "A = 1\nX = 0.5\nB = 3\n"),  # b's own change elsewhere: merged
+        ("A = 1\nX = 0.8\nB = 2\n", "a #2 does not apply to b's best: hunk 1 of train.py (X = 1.0 -> 0.5)"),
+        ("A = 1\nX = 0.5\nB = 2\n", "b's best already has a #2"),
+    ],
+)
+def test_a_port_is_the_origins_change_merged_into_the_other_lineages_best(target, expected):
+    exp = Experiment(2, "a", "halve X", parent_commit="p", commit="c")
+    source = _lineage("a", _Files({"p": ORIGIN, "c": ORIGIN.replace("1.0", "0.5")}))
+    proposal = ports.port(source, exp, _lineage("b", _Files({"head": target})))
+    if isinstance(proposal, str):
+        assert proposal.startswith(expected), proposal
+        return
+    assert (proposal.description, proposal.port_of, proposal.base) == ("port a #2: halve X", "a #2", "head")
+    assert [(e.search, e.replace) for e in proposal.edits] == [(target, expected)]
+    again = ports.port(source, replace(exp, port_of="a #2", tag="c"), _lineage("b", _Files({"head": target})))
+    assert again.description == "port a #2: halve X"  # a port's keep carries its origin on, not itself
+
+
+def test_the_prompt_shows_what_the_other_lineages_kept_and_the_focus():
+    ctx = ExperimentContext(
+        "lower X", {}, [], [], focus="initialisation", elsewhere=["gpu #12: Kaiming, -0.021 val_bpb, z 4.1"]
+    )
+    prompt = user_prompt(ctx, 5)
+    assert "Kept by the other lineages" in prompt and "- gpu #12: Kaiming, -0.021 val_bpb, z 4.1" in prompt
+    assert "This lineage's focus: initialisation." in prompt
+    assert "other lineages" not in user_prompt(ExperimentContext("lower X", {}, [], []), 5)
+
+
+class AfterThePort(Scripted):
+    """b's agent: its one idea comes once a's keep has been ported to b (queued first in b by then)."""
+
+    def __init__(self, proposals):
+        super().__init__(proposals)
+        self.ported = asyncio.Event()
+
+    async def propose(self, ctx):
+        await self.ported.wait()
+        return await super().propose(ctx)
+
+
+def _two_lineages(settings):
+    """a keeps "halve X" (#2), then discards "X up a little"; b's agent proposes "count two steps" (a
+    discard: the metric stays) once a's keep was ported to it. Runs the swarm; (swarm, what replicated_in
+    said of "a #2" when b's port started and when it ended)."""
+    agent_a = Scripted([knob("X", "1.0", "0.5", "halve X"), knob("X", "0.5", "0.7", "X up a little")])
+    steps = FileEdit("train.py", 'num_steps:        1"', 'num_steps:        2"')
+    agent_b = AfterThePort([Proposal("count two steps", [steps], agent="scripted")])
+    swarm = Swarm(settings, agents={"a": agent_a, "b": agent_b})
+    seen: dict = {"at_start": None, "at_keep": None}
+
+    def on_event(tag, event):
+        exp = event.get("experiment") or {}
+        if tag == "a" and event["type"] == "experimentFinished" and exp["status"] == "keep":
+            agent_b.ported.set()  # the swarm's ports listener came first: the port is queued by now
+        if tag == "b" and exp.get("port_of") == "a #2":
+            key = "at_start" if event["type"] == "experimentStarted" else "at_keep"
+            seen[key] = swarm.replicated_in("a", 2)
+
+    swarm.subscribe(on_event)
+    asyncio.run(swarm.run())
+    return swarm, seen
+
+
+def test_a_two_lineage_loop_here_ports_a_keep_and_replicates_it_only_after_the_second_keep(tmp_path):
+    """The same story as on the cluster below, with the local executor (no ray needed)."""
+    ws = make_workspace(tmp_path)
+    (ws / "nightlab.toml").write_text(
+        merge_toml((ws / "nightlab.toml").read_text(), '[policy]\nname = "strict"\n[run]\npropose_ahead = false\n')
+    )
+    ws = _with(ws, TWO.replace("budget_seconds = 2", "budget_seconds = 1"))
+    git(ws, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qam", "two lineages")
+    swarm, seen = _two_lineages(load_settings(ws, {"max_experiments": 3}))
+    a, b = (swarm.engines[t].ledger.experiments() for t in ("a", "b"))
+    story = [(e.tag, e.number, str(e.status), e.port_of, e.description) for e in a + b]
+    assert [str(e.status) for e in a] == ["keep", "keep", "discard"] and all(not e.port_of for e in a), story
+    port = next(e for e in b if e.port_of)
+    assert (port.port_of, port.description, str(port.status), port.node) == ("a #2", "port a #2: halve X", "keep", "")
+    assert seen == {"at_start": [], "at_keep": ["b"]}, story
+    assert swarm.ports.offer("a", a[1]) == []  # b has it: never offered twice
 
 
 # --------------------------------------------------------------------------------------------------
@@ -235,41 +347,16 @@ def _workspace(tmp_path: Path, train: str, sandbox: str = "off") -> Path:
     return ws
 
 
-class AfterThePort(Scripted):
-    """b's agent: its one idea comes once a's keep has been ported to b (queued first in b by then)."""
-
-    def __init__(self, proposals):
-        super().__init__(proposals)
-        self.ported = asyncio.Event()
-
-    async def propose(self, ctx):
-        await self.ported.wait()
-        return await super().propose(ctx)
-
-
 @needs_ray
 def test_a_keep_in_one_lineage_is_ported_judged_and_replicated_in_the_other(tmp_path, cluster):
     """Acceptance 4: a keeps X 1.0 -> 0.5; b gets "port a #2" first in its queue, re-applied to its
     own best and kept by its own baseline; replicated appears only after that keep; nothing is ported
     back to a; every run records its node (a's on the head, b's on the worker)."""
     ws = _with(_workspace(tmp_path, STAND_IN), TWO.replace("budget_seconds = 2", "budget_seconds = 1"))
-    settings = load_settings(ws, {"max_experiments": 3, "ray_address": cluster.address, "slots": 1})
-    agent_a = Scripted([knob("X", "1.0", "0.5", "halve X"), knob("X", "0.5", "0.7", "X up a little")])
-    steps = FileEdit("train.py", 'num_steps:        1"', 'num_steps:        2"')  # the metric stays: discard
-    agent_b = AfterThePort([Proposal("count two steps", [steps], agent="scripted")])
-    swarm = Swarm(settings, agents={"a": agent_a, "b": agent_b})
-    seen: dict = {"at_start": None, "at_keep": None}
-
-    def on_event(tag, event):
-        exp = event.get("experiment") or {}
-        if tag == "a" and event["type"] == "experimentFinished" and exp["status"] == "keep":
-            agent_b.ported.set()  # the swarm's ports listener came first: the port is queued by now
-        if tag == "b" and exp.get("port_of") == "a #2":
-            key = "at_start" if event["type"] == "experimentStarted" else "at_keep"
-            seen[key] = swarm.replicated_in("a", 2)
-
-    swarm.subscribe(on_event)
-    asyncio.run(swarm.run())
+    toml = (ws / "nightlab.toml").read_text()
+    (ws / "nightlab.toml").write_text(merge_toml(toml, f'[run]\nray_address = "{cluster.address}"\n'))
+    settings = load_settings(ws, {"max_experiments": 3, "slots": 1})
+    swarm, seen = _two_lineages(settings)
 
     a, b = (swarm.engines[t].ledger.experiments() for t in ("a", "b"))
     story = [(e.tag, e.number, str(e.status), e.port_of, e.description) for e in a + b]
@@ -286,7 +373,9 @@ def test_a_keep_in_one_lineage_is_ported_judged_and_replicated_in_the_other(tmp_
     assert {e.node[-13:-1] for e in a} == {cluster.nodes["head"][:12]}, [e.node for e in a]
     assert {e.node[-13:-1] for e in b} == {cluster.nodes["worker"][:12]}, [e.node for e in b]
     # b's agent was told what a kept, in flight anywhere, and its focus
-    ctx = agent_b.contexts[0]  # asked before a's keep: what the others kept comes from the proposer now
+    ctx = swarm.engines["b"].agent.contexts[
+        0
+    ]  # asked before a's keep: what the others kept comes from the proposer now
     elsewhere = swarm.engines["b"].proposer.elsewhere()
     assert ctx.focus == "initialisation and normalisation" and elsewhere[0].startswith("a #2: halve X, -0.5")
     prompt = user_prompt(replace(ctx, elsewhere=elsewhere), 10)
@@ -302,3 +391,16 @@ def test_a_keep_in_one_lineage_is_ported_judged_and_replicated_in_the_other(tmp_
     shown = swarm_status(ws)
     assert shown[0].startswith("lineage a: 3 experiments, best val_bpb 0.500000 (#2 halve X)"), shown
     assert shown[1].endswith("; 1 ports, kept: a #2"), shown
+    head, worker = (f"({cluster.nodes[n][:12]}): CPU 1, {c} 1" for n, c in (("head", "classA"), ("worker", "classB")))
+    assert any(line.endswith(head) for line in shown) and any(line.endswith(worker) for line in shown), shown
+    assert shown[-1] == "in use: CPU 0/2, classA 0/1, classB 0/1", shown  # the loop ended: no slot in use
+
+
+def test_a_port_run_again_stays_a_port():
+    """An interrupted port runs again (recovery, a lost node) as a port of the same origin."""
+    from nightlab.server.loop.proposer import Proposer
+
+    ledger = SimpleNamespace(get=lambda n: Experiment(n, "b", "port a #2: halve X", port_of="a #2"))
+    proposer = Proposer(None, ledger, None, None, None, sigma=list, running=list, proposing=list, message=print)
+    proposer.pending = [Proposal("port a #2: halve X", [], rerun_of=4), Proposal("own", [])]
+    assert [p.port_of for p in (asyncio.run(proposer.next()), asyncio.run(proposer.next()))] == ["a #2", ""]

@@ -63,28 +63,36 @@ def run(settings: Settings) -> bool:
 
 
 def status_lines(workspace: Path) -> list[str]:
-    """A line per [[lineage]] of the workspace's settings: experiments and best (none: no lines)."""
+    """A line per [[lineage]] of the workspace's settings (experiments, best, ports, whether its loop
+    runs), then, with the Ray executor, the cluster's nodes and what is in use; none of them for a
+    workspace with neither."""
     from nightlab.server.core.settings import SettingsError, load_settings
-    from nightlab.server.record.ledger import Ledger
 
     try:
         settings = load_settings(workspace)
     except SettingsError:
         return []
-    lines = []
-    for lin in settings.lineages:
-        folder = Path(settings.workspace) / ".nightlab" / lin.name
-        if not (folder / "experiments.jsonl").exists():
-            lines.append(f"lineage {lin.name}: not started")
-            continue
-        ledger = Ledger(folder, metric_name=settings.metric.name)
-        exps, best = ledger.experiments(), ledger.best(settings.metric.direction)
-        text = f"lineage {lin.name}: {len(exps)} experiments"
-        if best is not None and best.metric is not None:
-            text += f", best {settings.metric.name} {best.metric:.6f} (#{best.number} {best.description})"
-        ports = [e for e in exps if e.port_of]
-        if ports:
-            kept = [e.port_of for e in ports if str(e.status) == "keep"]
-            text += f"; {len(ports)} ports, kept: {', '.join(kept) or 'none'}"
-        lines.append(text)
+    lines = [line for lin in settings.lineages for line in _lineage_lines(settings, lin.name)]
+    if settings.run.executor == "ray":
+        from nightlab.server.run.ray_launcher import cluster_lines
+
+        lines += cluster_lines(settings.run.ray_address)
     return lines
+
+
+def _lineage_lines(settings: Settings, name: str) -> list[str]:
+    from nightlab.server.record.ledger import Ledger
+
+    folder = Path(settings.workspace) / ".nightlab" / name
+    if not (folder / "experiments.jsonl").exists():
+        return [f"lineage {name}: not started"]
+    ledger = Ledger(folder, metric_name=settings.metric.name)
+    exps, best = ledger.experiments(), ledger.best(settings.metric.direction)
+    text = f"lineage {name}: {len(exps)} experiments"
+    if best is not None and best.metric is not None:
+        text += f", best {settings.metric.name} {best.metric:.6f} (#{best.number} {best.description})"
+    ports = [e for e in exps if e.port_of]
+    if ports:
+        kept = [e.port_of for e in ports if str(e.status) == "keep"]
+        text += f"; {len(ports)} ports, kept: {', '.join(kept) or 'none'}"
+    return [text, *(f"  {line}" for line in control.status_lines(folder, name))]

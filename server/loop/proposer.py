@@ -83,7 +83,9 @@ class Proposer:
 
     async def next(self) -> Proposal | None:
         if self.pending:
-            return self.pending.pop(0)
+            proposal = self.pending.pop(0)
+            again = self.ledger.get(proposal.rerun_of) if proposal.rerun_of and not proposal.port_of else None
+            return replace(proposal, port_of=again.port_of) if again else proposal  # a port run again stays one
         direction = self.settings.metric.direction
         while self._baseline_running and self.ledger.best(direction) is None:
             await self._best_ready.wait()  # another slot runs the baseline: nothing to propose against yet

@@ -55,7 +55,14 @@ class Swarm:
     async def run(self) -> None:
         for name, engine in self.engines.items():
             engine.launcher = engine.launcher or self._launcher(name, engine)
-        await asyncio.gather(*(engine.run() for engine in self.engines.values()))
+        tasks = [asyncio.create_task(engine.run()) for engine in self.engines.values()]
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        failed = [t for t in done if t.exception() is not None]
+        if failed:  # an engine that raised (not one that stopped, errored, saying why): end the others
+            self.stop()
+            if pending:
+                await asyncio.wait(pending)
+            raise failed[0].exception()  # type: ignore[misc]
 
     def stop(self) -> None:
         for engine in self.engines.values():
