@@ -22,6 +22,7 @@ from support.lsp import (
     apply_text_edits,
     code_action_params,
     fix_code_action_structuring,
+    record_edits,
     standin_workspace,
     start_session,
 )
@@ -56,14 +57,10 @@ def at(ws: Path, number: int) -> str:
 @pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "nightlab.server"]))
 async def client(lsp_client: LanguageClient, tmp_path_factory):
     ws = await asyncio.to_thread(kept_chain_workspace, tmp_path_factory.mktemp("best"))
-    lsp_client.edits = []
     lsp_client.messages = []
     fix_code_action_structuring(lsp_client)
 
-    @lsp_client.feature(types.WORKSPACE_APPLY_EDIT)
-    def apply_edit(params: types.ApplyWorkspaceEditParams):
-        lsp_client.edits.append(params.edit)
-        return types.ApplyWorkspaceEditResult(applied=True)
+    record_edits(lsp_client)
 
     await start_session(lsp_client, ws)
     yield

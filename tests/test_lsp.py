@@ -20,6 +20,7 @@ from support.lsp import (
     apply_text_edits,
     code_action_params,
     fix_code_action_structuring,
+    record_edits,
     standin_workspace,
     start_session,
 )
@@ -31,13 +32,9 @@ CRASH_LINE = next(i for i, line in enumerate(CRASHY.splitlines()) if "raise Runt
 async def start_standin_session(lsp_client: LanguageClient, tmp: Path) -> types.InitializeResult:
     """A session on a fresh stand-in workspace under `tmp`; the client keeps the edits the server asks it to apply."""
     ws = standin_workspace(tmp)
-    lsp_client.edits = []
     fix_code_action_structuring(lsp_client)
 
-    @lsp_client.feature(types.WORKSPACE_APPLY_EDIT)
-    def apply_edit(params: types.ApplyWorkspaceEditParams):
-        lsp_client.edits.append(params.edit)
-        return types.ApplyWorkspaceEditResult(applied=True)
+    record_edits(lsp_client)
 
     return await start_session(lsp_client, ws)
 
@@ -315,7 +312,7 @@ async def test_real_training_reports_progress_and_cancelling_stops_the_run(demo_
         )
     )
 
-    async def until(predicate, timeout=120):
+    async def until(predicate, timeout=300):  # real training, with its judge, on a busy machine
         for _ in range(int(timeout * 10)):
             if predicate():
                 return

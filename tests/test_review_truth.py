@@ -22,7 +22,7 @@ from nightlab.server.core.types import Experiment, ExperimentKind, FileEdit, Pro
 from nightlab.server.editor import annotate as an
 from nightlab.server.editor.review import InFileIndex
 from support.agents import run_scripted
-from support.lsp import apply_text_edits, standin_workspace, start_session
+from support.lsp import apply_text_edits, record_edits, standin_workspace, start_session
 from support.workspace import CRASHY, git, knob
 
 # --------------------------------------------------------------------------------------------------
@@ -202,12 +202,8 @@ def chain_ws(tmp_path_factory) -> Path:
 
 @pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "nightlab.server"]))
 async def client(lsp_client: LanguageClient, chain_ws: Path):
-    lsp_client.edits = []
 
-    @lsp_client.feature(types.WORKSPACE_APPLY_EDIT)
-    def apply_edit(params: types.ApplyWorkspaceEditParams):
-        lsp_client.edits.append(params.edit)
-        return types.ApplyWorkspaceEditResult(applied=True)
+    record_edits(lsp_client)
 
     await start_session(lsp_client, chain_ws)
     yield

@@ -35,6 +35,16 @@ async def start_session(lsp_client: LanguageClient, ws: Path, options: dict | No
     )
 
 
+def record_edits(client: LanguageClient) -> None:
+    """Apply nothing, keep every workspace/applyEdit the server sends (in `client.edits`), answer applied."""
+    client.edits = []
+
+    @client.feature(types.WORKSPACE_APPLY_EDIT)
+    def apply_edit(params: types.ApplyWorkspaceEditParams):
+        client.edits.append(params.edit)
+        return types.ApplyWorkspaceEditResult(applied=True)
+
+
 def client_capabilities() -> types.ClientCapabilities:
     return types.ClientCapabilities(
         window=types.WindowClientCapabilities(work_done_progress=True),
