@@ -89,6 +89,8 @@ async function runningWithCurve(panel) {
   return running.length && (await runningPoints(panel)) > 0 ? running[0].number : null;
 }
 const seconds = (t0) => ((Date.now() - t0) / 1000).toFixed(1);
+/** How long things took, seconds, for the record (test-results/e2e-timings.json); nothing asserts on them. */
+const timings = {};
 
 async function main() {
   assert.ok(fs.existsSync(VSIX), `no ${VSIX}: run npm run package first`);
@@ -225,23 +227,28 @@ async function main() {
     panel = await reloadDuringARun(page, panel, ws, (again) => panelScreenshots(page, again, target));
     panel = await killedLoop(page, panel, ws);
 
-    step('stopping the loop');
+    // The API key goes to SecretStorage and into the restarted server's environment, nowhere else. The
+    // restart lets go of the running loop (nightlab.stopLoopOnExit is off): no question, the loop goes on.
     const last = loopInfo(ws)?.pid;
-    await runCommand(page, 'Nightlab: Stop the Loop');
-    await until('the loop to stop', async () => /stopped|idle/.test(await loopState(panel)), 120_000);
-    await until(`the loop process ${last} to exit`, () => !alive(last), 60_000);
-    await screenshot(page, path.join(RESULTS, 'vscode-final.png'));
-
-    // The API key goes to SecretStorage and into the restarted server's environment, nowhere else.
-    step('setting an API key: the server restarts with it in its environment');
+    step(`setting an API key while the loop (pid ${last}) runs: the server restarts with it in its environment`);
     const before = serverPids();
     await runCommand(page, 'Nightlab: Set Anthropic API Key');
     await answerInputBox(page, API_KEY);
     const pid = await until('a server with the key', () => serverPids().find((p) => !before.includes(p) && environ(p).includes(`ANTHROPIC_API_KEY=${API_KEY}`)), 60_000);
     assert.ok(pid);
+    assert.equal(await page.locator('.monaco-dialog-box').count(), 0, 'a question before a restart that keeps the loop');
     for (const dir of [ws, server.userDataDir]) {
       assert.equal(filesContaining(dir, API_KEY), null, `the key was written under ${dir}`);
     }
+    await until('the restarted server to show the loop running', async () => /running|proposing|deciding/.test(await loopState(panel)), 60_000);
+    assert.equal(loopInfo(ws)?.pid, last, 'the restart changed the loop process');
+    assert.ok(alive(last), `the loop process ${last} ended with the server's restart`);
+
+    step('stopping the loop');
+    await runCommand(page, 'Nightlab: Stop the Loop');
+    await until('the loop to stop', async () => /stopped|idle/.test(await loopState(panel)), 120_000);
+    await until(`the loop process ${last} to exit`, () => !alive(last), 60_000);
+    await screenshot(page, path.join(RESULTS, 'vscode-final.png'));
   } catch (err) {
     if (page) await screenshot(page, path.join(RESULTS, 'vscode-failure.png')).catch(() => {});
     if (server) {
@@ -264,6 +271,8 @@ async function main() {
     killLoops(ws);
     fs.rmSync(tmp, { recursive: true, force: true });
   }
+  timings.totalSeconds = Number(seconds(t0));
+  fs.writeFileSync(path.join(RESULTS, 'e2e-timings.json'), `${JSON.stringify(timings, null, 2)}\n`);
   step(`passed in ${seconds(t0)} s`);
 }
 
@@ -289,9 +298,11 @@ async function reloadDuringARun(page, panel, ws, whileItRuns) {
   await runCommand(page, 'Developer: Reload Window');
   await until('the window to reload', () => page.evaluate(() => !window.nightlabBeforeReload).catch(() => false), 60_000, 100);
   await page.locator('.statusbar-item', { hasText: 'Nightlab' }).first().waitFor({ state: 'visible', timeout: 60_000 });
+  timings.workbenchBackAfterReload = Number(seconds(t0));
   step(`the workbench is back ${seconds(t0)} s after the reload, the extension active`);
   const again = await findFrame(page, async (f) => (await f.locator(`[data-number="${number}"][data-status="running"]`).count()) > 0
     && (await runningPoints(f)) > 0, 60_000);
+  timings.panelReattachedAfterReload = Number(seconds(t0));
   step(`the panel reattached ${seconds(t0)} s after the reload: #${number} running with its curve`);
   assert.equal(loopInfo(ws)?.pid, pid, 'the reload changed the loop process');
   assert.ok(alive(pid), `the loop process ${pid} ended with the reload`);
@@ -339,6 +350,7 @@ async function killedLoop(page, panel, ws) {
   process.kill(pid, 'SIGKILL');
   const t0 = Date.now();
   await until('the panel to say the loop died', () => panel.locator('.banner.died').first().isVisible(), 60_000, 100);
+  timings.diedShownAfterKill = Number(seconds(t0));
   step(`the panel said the loop died ${seconds(t0)} s after kill -9`);
   const banner = await panel.locator('.banner.died').first().textContent();
   const line = lastLogLine(ws);
