@@ -13,6 +13,11 @@ what surrounds the sleep: Python's start, Ray's worker, the loop's git and ledge
   ideal          workers x 3600 / (trainer seconds)
   efficiency     experiments/h with N workers over N x experiments/h with 1
 
+Then the time from a keep in one lineage to its port starting in another: two [[lineage]] tables (one
+slot each, on the workers) in one loop process (loop/swarm.py), each its own tag; for every keep of
+lineage "one" ported to "two", the seconds from one's keep to two's port starting (it includes the wait
+for two's slot to finish the run it had: the port is queued first, not pre-empting).
+
 Then the overhead of a remote run over a local one: the same trivial run (it prints its summary at once)
 through the local Runner and through the RayLauncher (files through the object store, the node's
 launcher, the log and events back), the median of several after a warm-up.
@@ -145,6 +150,33 @@ def loop_rate(root: Path, address: str, workers: int, seconds: float, rounds: in
     return (len(finished) - 1) / (finished[-1] - finished[0]) * 3600, len(finished) - 1
 
 
+def port_latency(root: Path, address: str, seconds: float, rounds: int) -> list[float]:
+    """Seconds from each keep of lineage "one" to its port starting in lineage "two"."""
+    from nightlab.server.loop.swarm import Swarm
+
+    folder = root / "lineages"
+    folder.mkdir()
+    ws = workspace(folder, seconds)
+    toml = (ws / "nightlab.toml").read_text() + '\n[[lineage]]\nname = "one"\n\n[[lineage]]\nname = "two"\n'
+    (ws / "nightlab.toml").write_text(toml)
+    git(ws, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qam", "two lineages")
+    overrides = {"max_experiments": 1 + rounds, "executor": "ray", "ray_address": address, "slots": 1}
+    swarm = Swarm(load_settings(ws, overrides))
+    kept: dict[str, float] = {}
+    started: dict[str, float] = {}
+
+    def on_event(tag: str, event: dict) -> None:
+        e = event.get("experiment") or {}
+        if tag == "one" and event["type"] == ev.EXPERIMENT_FINISHED and e["status"] == "keep":
+            kept[f"one #{e['number']}"] = time.monotonic()
+        if tag == "two" and event["type"] == ev.EXPERIMENT_STARTED and e.get("port_of") in kept:
+            started[e["port_of"]] = time.monotonic()
+
+    swarm.subscribe(on_event)
+    asyncio.run(swarm.run())
+    return [started[k] - kept[k] for k in started]
+
+
 def overhead(root: Path, address: str, repeats: int) -> tuple[float, float]:
     """Median seconds of one trivial run, locally and through the Ray launcher."""
     from nightlab.server.run.ray_launcher import RayLauncher
@@ -202,6 +234,7 @@ def main() -> None:
             rows.append((n, rate, counted))
             print(f"  {n} worker(s): {rate:.0f} experiments/h over {counted}", flush=True)
         local_s, ray_s = overhead(root, cluster.address, args.repeats)
+        ports = port_latency(root, cluster.address, args.seconds, args.rounds) if started >= 2 else []
     finally:
         if ray.is_initialized():
             ray.shutdown()
@@ -216,7 +249,13 @@ def main() -> None:
         print(f"{n:>7} | {rate:>13.0f} | {ideal:>6.0f} | {rate / base:>13.2f} | {rate / (n * base):>10.0%}")
     print(f"\none trivial run, median of {args.repeats}: local {local_s:.3f} s, on Ray {ray_s:.3f} s,")
     print(f"remote overhead {ray_s - local_s:+.3f} s per run")
-    print(json.dumps({"rows": rows, "local_s": local_s, "ray_s": ray_s}))
+    if ports:
+        median = statistics.median(ports)
+        print(f"a keep in one lineage to its port starting in another: median {median:.2f} s, ", end="")
+        print(f"max {max(ports):.2f} s over {len(ports)} ports (with a {args.seconds:g} s run ahead of it at most)")
+    else:
+        print("a keep in one lineage to its port starting in another: no port started (needs 2 workers)")
+    print(json.dumps({"rows": rows, "local_s": local_s, "ray_s": ray_s, "port_s": ports}))
 
 
 if __name__ == "__main__":

@@ -145,8 +145,8 @@ def run(
             "ray_address": ray_address,
         },
     )
-    if settings.lineages and not detach:  # [[lineage]]: every lineage's loop in this process (cli/swarm.py)
-        raise typer.Exit(0 if swarm.run(settings) else 1)
+    if settings.lineages:  # [[lineage]]: every lineage's loop in this process (cli/swarm.py)
+        raise typer.Exit(0 if swarm.run(settings, detach) else 1)
     engine = _engine(settings, policy_flag=policy is not None)
     if detach:  # the same command in its own session; this one returns once it answers
         import sys

@@ -38,9 +38,16 @@ def _print(tag: str, event: dict[str, Any]) -> None:
         console.print(f"{tag} loop {event['state']}: {event.get('reason', '')}", markup=False)
 
 
-def run(settings: Settings) -> bool:
-    """Runs every lineage to its end; True when none of them errored."""
-    from nightlab.server.loop.swarm import Swarm
+def run(settings: Settings, detach: bool = False) -> bool:
+    """Runs every lineage to its end; True when none of them errored. `detach`: the same command in a
+    session of its own, returning once its first lineage's loop answers."""
+    from nightlab.server.loop.swarm import Swarm, lineage_settings
+
+    if detach:
+        import sys
+
+        control.detach(lineage_settings(settings, settings.lineages[0]), sys.argv[1:])
+        return True
 
     swarm = Swarm(settings)
     swarm.subscribe(_print)

@@ -142,8 +142,12 @@ class Proposer:
 
     # ------------------------------------------------------------------ the agent
 
+    def in_flight(self) -> list[str]:
+        """This lineage's ideas in flight: running, or proposed and not finished yet (a draft included)."""
+        return list(dict.fromkeys(self._running() + self._reserved))
+
     def _context(self, feedback: str = "") -> ExperimentContext:
-        in_flight = list(dict.fromkeys(self._running() + self._reserved + self.others()))
+        in_flight = list(dict.fromkeys(self.in_flight() + self.others()))
         ctx = pr.context(self.settings, self.ledger, self.store, self._sigma(), in_flight)
         return replace(ctx, feedback=feedback, focus=self.focus, elsewhere=self.elsewhere())
 

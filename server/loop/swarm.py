@@ -127,14 +127,8 @@ class Swarm:
         return launcher
 
     def _in_flight_except(self, name: str) -> Callable[[], list[str]]:
-        def descriptions() -> list[str]:
-            out = []
-            for tag, engine in self.engines.items():
-                if tag != name:
-                    out += [e.description for n in engine.running() if (e := engine.ledger.get(n)) is not None]
-            return out
-
-        return descriptions
+        """The ideas in flight in the other lineages (running, or drafted): no idea trained twice at once."""
+        return lambda: [d for tag, e in self.engines.items() if tag != name for d in e.proposer.in_flight()]
 
     def _kept_except(self, name: str) -> Callable[[], list[str]]:
         def kept() -> list[str]:
