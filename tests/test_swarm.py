@@ -7,6 +7,7 @@ it; no idea is ported twice; each experiment records the node it ran on."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -424,3 +425,21 @@ def test_nightlab_run_with_lineages_runs_them_all_and_status_shows_them(tmp_path
         assert len((ws / f".nightlab/{tag}/results.tsv").read_text().splitlines()) == 3
     shown = subprocess.run([*cli, "status", "-w", str(ws)], capture_output=True, text=True, timeout=60).stdout
     assert "lineage one: 2 experiments, best val_bpb" in shown and "lineage two: 2 experiments" in shown, shown
+
+
+def test_a_detached_swarm_stops_together_from_one_lineages_socket(tmp_path):
+    """`nightlab run --detach` with lineages; `nightlab stop --tag one` ends the loop process: both."""
+    ws = _with(make_workspace(tmp_path), '\n[[lineage]]\nname = "one"\n\n[[lineage]]\nname = "two"\n')
+    git(ws, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qam", "two lineages")
+    cli = [sys.executable, "-m", "nightlab.server.cli"]
+    up = subprocess.run([*cli, "run", "--detach", "--max-experiments", "1000"], cwd=ws, capture_output=True, text=True)
+    assert up.returncode == 0 and "tag one" in up.stdout, up.stdout + up.stderr
+    pid = int(re.search(r"pid (\d+)", up.stdout).group(1))
+    try:
+        down = subprocess.run([*cli, "stop", "--tag", "one"], cwd=ws, capture_output=True, text=True, timeout=90)
+        assert "has exited" in down.stdout + down.stderr, down.stdout + down.stderr
+        log = (ws / ".nightlab/one/loop.log").read_text()
+        assert "one loop stopped: stop requested" in log and "two loop stopped: stop requested" in log, log
+    finally:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)

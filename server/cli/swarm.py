@@ -38,6 +38,26 @@ def _print(tag: str, event: dict[str, Any]) -> None:
         console.print(f"{tag} loop {event['state']}: {event.get('reason', '')}", markup=False)
 
 
+class _Together:
+    """One lineage's engine as its control socket serves it, except that a client's stop, pause or resume
+    is the whole swarm's (the lineages stop together); the engine's own stops (a slot's error) stay its."""
+
+    def __init__(self, engine: Any, swarm: Any):
+        self._engine, self._swarm = engine, swarm
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def stop(self) -> None:
+        self._swarm.stop()
+
+    def pause(self) -> None:
+        self._swarm.pause()
+
+    def resume(self) -> None:
+        self._swarm.resume()
+
+
 def run(settings: Settings, detach: bool = False) -> bool:
     """Runs every lineage to its end; True when none of them errored. `detach`: the same command in a
     session of its own, returning once its first lineage's loop answers."""
@@ -59,7 +79,7 @@ def run(settings: Settings, detach: bool = False) -> bool:
         stopper.install(asyncio.get_running_loop())
         async with contextlib.AsyncExitStack() as stack:
             for engine in swarm.engines.values():
-                await stack.enter_async_context(control.serving(engine))
+                await stack.enter_async_context(control.serving(_Together(engine, swarm)))
             await swarm.run()
 
     asyncio.run(main())
