@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import re
@@ -22,10 +23,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from rich.console import Console
 
 from nightlab.protocol.convert import experiment_payload
 from nightlab.server.agents.prompt import user_prompt
 from nightlab.server.cli.swarm import status_lines as swarm_status
+from nightlab.server.cli.view import experiments_table
 from nightlab.server.core.settings import SettingsError, load_settings
 from nightlab.server.core.types import Experiment, ExperimentContext, ExperimentStatus, FileEdit, Proposal
 from nightlab.server.core.validate import LineageSettings
@@ -57,6 +60,12 @@ budget_seconds = 2
 slots = 1
 focus = "initialisation and normalisation"
 """
+
+
+def _text(table) -> str:
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(table)
+    return console.export_text()
 
 
 def _with(ws, extra: str):
@@ -215,6 +224,7 @@ def test_a_two_lineage_loop_here_ports_a_keep_and_replicates_it_only_after_the_s
     assert (port.port_of, port.description, str(port.status), port.node) == ("a #2", "port a #2: halve X", "keep", "")
     assert seen == {"at_start": [], "at_keep": ["b"], "b_told": True}, story
     assert swarm.ports.offer("a", a[1]) == []  # b has it: never offered twice
+    assert "node" not in _text(experiments_table(b)).split("\n", 2)[1]  # no node column for local runs
 
 
 # --------------------------------------------------------------------------------------------------
@@ -397,6 +407,8 @@ def test_a_keep_in_one_lineage_is_ported_judged_and_replicated_in_the_other(tmp_
     assert shown[1].endswith("; 1 ports, kept: a #2"), shown
     head, worker = (f"({cluster.nodes[n][:12]}): CPU 1, {c} 1" for n, c in (("head", "classA"), ("worker", "classB")))
     assert any(line.endswith(head) for line in shown) and any(line.endswith(worker) for line in shown), shown
+    table = _text(experiments_table(b))
+    assert "node" in table and cluster.nodes["worker"][:12] in table and "port a #2: halve X" in table, table
     # what is in use: Ray's view of the freed resources lags the tasks' ends, so only its shape is checked
     assert re.fullmatch(r"in use: CPU [0-2]/2, classA [01]/1, classB [01]/1", shown[-1]), shown
 

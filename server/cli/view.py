@@ -44,9 +44,10 @@ def experiments_table(
         ("time", "right"),
         ("description", "left"),
     )
-    for name, justify in columns:
-        table.add_column(name, justify=justify, no_wrap=name != "description")
     rows = experiments[-last:] if last else experiments
+    nodes = any(e.node for e in rows)  # run on a Ray cluster: where each ran
+    for name, justify in columns[:-1] + ((("node", "left"),) if nodes else ()) + columns[-1:]:
+        table.add_column(name, justify=justify, no_wrap=name != "description")
     if any(e.self_reported and e.metric is not None for e in rows):
         table.caption = f"{SELF_REPORTED} self-reported: the run's own printed summary, not measured by a judge"
     for e in rows:
@@ -58,7 +59,8 @@ def experiments_table(
             _fmt(e.delta, "+.6f"),
             f"{e.memory_gb:.1f}" if e.status not in ("running", "interrupted") else "",
             _fmt(total, ".0f") + ("s" if total else ""),
-            Text(e.description),
+            *((e.node,) if nodes else ()),
+            Text(e.description),  # a port's says where it came from: "port gpu #12: ..."
         )  # Text: an agent's "[x]" is not markup
     return table
 
