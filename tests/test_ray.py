@@ -27,7 +27,8 @@ from nightlab.server.run.sandbox import probe
 from support import cluster as support_cluster
 from support.agents import Scripted
 from support.cluster import SECRET, _free_port, _wait_for
-from support.workspace import STAND_IN, committed, git, knob, make_workspace, merge_toml, trainer_workspace
+from support.cluster import ray_workspace as _workspace
+from support.workspace import STAND_IN, committed, knob, make_workspace, merge_toml, trainer_workspace
 
 try:
     import ray
@@ -242,15 +243,6 @@ def test_a_run_no_node_can_take_waits_says_so_and_can_be_cancelled(tmp_path, clu
 
 # --------------------------------------------------------------------------------------------------
 # the loop on the cluster
-
-
-def _workspace(tmp_path: Path, train: str, sandbox: str = "off") -> Path:
-    ws = make_workspace(tmp_path, train, timeout=60)
-    toml = (ws / "nightlab.toml").read_text().replace('sandbox = "off"', f'sandbox = "{sandbox}"')
-    toml = merge_toml(toml, '[policy]\nname = "strict"\n[run]\npropose_ahead = false\nexecutor = "ray"\n')
-    (ws / "nightlab.toml").write_text(toml)
-    git(ws, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qam", "on the cluster")
-    return ws
 
 
 def test_a_node_lost_mid_run_loses_nothing_and_a_node_that_joins_is_used(tmp_path, cluster):

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 from dataclasses import replace
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -32,6 +31,7 @@ from nightlab.server.loop import ports
 from nightlab.server.loop.swarm import Swarm, lineage_settings
 from support import cluster as support_cluster
 from support.agents import Scripted
+from support.cluster import ray_workspace as _workspace
 from support.workspace import STAND_IN, git, knob, make_workspace, merge_toml
 
 try:
@@ -229,15 +229,6 @@ def test_a_two_lineage_loop_here_ports_a_keep_and_replicates_it_only_after_the_s
 
 
 cluster = pytest.fixture(scope="module")(support_cluster.cluster)
-
-
-def _workspace(tmp_path: Path, train: str, sandbox: str = "off") -> Path:
-    ws = make_workspace(tmp_path, train, timeout=60)
-    toml = (ws / "nightlab.toml").read_text().replace('sandbox = "off"', f'sandbox = "{sandbox}"')
-    toml = merge_toml(toml, '[policy]\nname = "strict"\n[run]\npropose_ahead = false\nexecutor = "ray"\n')
-    (ws / "nightlab.toml").write_text(toml)
-    git(ws, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qam", "on the cluster")
-    return ws
 
 
 @needs_ray

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from support.workspace import git, make_workspace, merge_toml
+
 try:
     import ray
 except ImportError:  # the ray extra is not installed
@@ -145,3 +147,13 @@ def _wait_for(condition, what: str, timeout: float = 60.0) -> None:
     while not condition():
         assert time.monotonic() < end, f"timed out waiting for {what}"
         time.sleep(0.1)
+
+
+def ray_workspace(tmp_path: Path, train: str, sandbox: str = "off") -> Path:
+    """A stand-in workspace whose runs go to the Ray cluster (strict policy, no propose-ahead)."""
+    ws = make_workspace(tmp_path, train, timeout=60)
+    toml = (ws / "nightlab.toml").read_text().replace('sandbox = "off"', f'sandbox = "{sandbox}"')
+    toml = merge_toml(toml, '[policy]\nname = "strict"\n[run]\npropose_ahead = false\nexecutor = "ray"\n')
+    (ws / "nightlab.toml").write_text(toml)
+    git(ws, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qam", "on the cluster")
+    return ws
