@@ -8,7 +8,7 @@ import { curveSeries, lossRange, progressRange, progressSeries, stagesOf, thin, 
 
 const exp = (number: number, status: ExperimentStatus, metric: number | null, baseline = false): ExperimentPayload => ({
   number, tag: "main", status, description: "", hypothesis: "", metric, agent: "offline", commit: "", parentCommit: "",
-  startedAt: "", reason: "", diffSummary: "", baseline,
+  startedAt: "", reason: "", diffSummary: "", baseline, replicatedIn: [],
 });
 
 // ---- the progress chart ----------------------------------------------------------------------------

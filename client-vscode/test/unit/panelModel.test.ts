@@ -16,7 +16,7 @@ import { settingsView } from "../../src/panel/settingsView";
 export const exp = (number: number, over: Partial<ExperimentPayload> = {}): ExperimentPayload => ({
   number, tag: "main", status: "keep", description: `change ${number}`, hypothesis: "", metric: 1 - number / 100,
   agent: "offline", commit: `c${number}`, parentCommit: `c${number - 1}`, startedAt: "2025-03-05T23:00:00Z",
-  reason: "", diffSummary: "train.py: +1 -1 lines", baseline: false, ...over,
+  reason: "", diffSummary: "train.py: +1 -1 lines", baseline: false, replicatedIn: [], ...over,
 });
 
 export const loop = (over: Partial<LoopStatePayload> = {}): LoopStatePayload => ({
