@@ -567,6 +567,18 @@ describe("the Nightlab panel webview", { timeout: 120_000 }, () => {
     await page.screenshot({ path: join(RESULTS, "webview-detail.png") });
   });
 
+  it("shows where an experiment ran and, for a port from another lineage, its origin and where it held", async () => {
+    const e = { ...[...host.experiments.values()].filter((x) => x.status === "keep").at(-1) };
+    Object.assign(e, { node: "10.0.0.7", portOf: "gpu #12", replicatedIn: ["cpu"] });
+    await send({ type: "experiment", experiment: e });
+    await page.click(`.row[data-number="${e.number}"] .c-desc`);
+    await frames();
+    const text = await page.locator(`.detail[data-detail="${e.number}"]`).textContent();
+    for (const part of ["node 10.0.0.7", "port of gpu #12", "Replicated in", "cpu"]) {
+      assert.ok(text.includes(part), `the detail view shows ${part}: ${text}`);
+    }
+  });
+
   it("draws every run of the running experiment: a baseline's repeats keep its main run, the legend only what is drawn", async () => {
     const template = STREAM.events.filter(is("experimentFinished")).at(-1).params.experiment;
     const n = Math.max(...host.experiments.keys()) + 1;

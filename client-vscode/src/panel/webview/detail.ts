@@ -121,6 +121,8 @@ export class DetailView {
     if (inFile) parts.push(el("span", { class: `in-file ${e.inFile}` }, inFile));
     if (e.baseline) parts.push(el("span", { class: "tag" }, "baseline"));
     if (e.rerunOf) parts.push(el("span", { class: "tag" }, `re-run of #${e.rerunOf}`));
+    if (e.portOf) parts.push(el("span", { class: "tag" }, `port of ${e.portOf}`));
+    if (e.replicatedIn?.length) parts.push(el("span", { class: "tag" }, `replicated in ${e.replicatedIn.join(", ")}`));
     this.badges.replaceChildren(...parts);
   }
 
@@ -144,7 +146,9 @@ export class DetailView {
     add("Wall clock", fmtDuration(e.durationS));
     if (e.costUsd !== null && e.costUsd !== undefined) add("Agent's cost", fmtCost(e.costUsd));
     add("Agent", e.agent);
-    add("Ran on", [e.device, e.slot].filter(Boolean).join(", "));
+    add("Ran on", [e.node && `node ${e.node}`, e.device, e.slot].filter(Boolean).join(", "));
+    add("Port of", e.portOf && `${e.portOf} (another lineage's keep, judged here by this lineage's baseline)`);
+    if (e.replicatedIn?.length) add("Replicated in", e.replicatedIn.join(", "));
     if (e.memoryGb !== null && e.memoryGb !== undefined) add("Memory", `${e.memoryGb.toFixed(1)} GB`);
     add("Change", e.diffSummary);
     add("Commit", e.commit && `${e.commit.slice(0, 10)} (parent ${e.parentCommit.slice(0, 10)})`);
