@@ -23,7 +23,7 @@ from nightlab.server.core.types import ExperimentStatus, RunStatus
 from nightlab.server.loop.engine import Engine
 from nightlab.server.loop.launch import rerun_lost, settings_launcher
 from nightlab.server.run.launcher import JudgeRequest, RunRequest
-from nightlab.server.run.sandbox import probe
+from nightlab.server.run.sandbox import SandboxSpec, probe
 from support import cluster as support_cluster
 from support.agents import Scripted
 from support.cluster import SECRET, _free_port, _wait_for
@@ -370,7 +370,9 @@ def test_the_judge_runs_on_the_node_and_catches_a_model_that_looks_ahead(tmp_pat
         budget_tokens=4 * 4096,
         judge=JudgeRequest(files=committed(ws), deadline_s=240),
     )
-    result = asyncio.run(RayLauncher(address=cluster.address, sandbox="auto").launch(request))
+    # the interpreter stays visible in the node's sandbox wherever it is (a clean clone's .venv under /tmp)
+    spec = SandboxSpec(hide=(), readable=(Path(sys.prefix), Path(sys.base_prefix)))
+    result = asyncio.run(RayLauncher(address=cluster.address, sandbox="auto", spec=spec).launch(request))
     assert result.status == RunStatus.CRASH
     assert result.error.startswith("invalid: the model looks ahead (logits at position "), result.error
     assert "val_bpb" not in result.metrics and placement_of(tmp_path / "run") is not None
