@@ -28,6 +28,13 @@ export function ledger(ws, tag = 'main') {
 const FINAL = new Set(['keep', 'discard', 'crash', 'interrupted']);
 
 /** The records of experiment `number` that end it (keep, discard, crash, interrupted). */
+/** The experiments with a "running" record and no final one: in flight (or, once the loop died, killed). */
+export function inFlight(ws) {
+  const records = ledger(ws);
+  const done = new Set(records.filter((r) => FINAL.has(r.status)).map((r) => r.number));
+  return [...new Set(records.filter((r) => r.status === 'running' && !done.has(r.number)).map((r) => r.number))];
+}
+
 export function finalRecords(ws, number) {
   return ledger(ws).filter((r) => r.number === number && FINAL.has(r.status));
 }

@@ -20,7 +20,7 @@ import {
   answerInputBox, CLIENT_DIR, findFrame, focusEditor, launchBrowser, openFile, openWorkbench, runCommand, screenshot,
   startCodeServer, withTimeout,
 } from './harness.mjs';
-import { alive, baselines, finalRecords, killLoops, lastLogLine, ledger, loopInfo, nightlab } from './loop.mjs';
+import { alive, baselines, finalRecords, inFlight, killLoops, lastLogLine, ledger, loopInfo, nightlab } from './loop.mjs';
 
 const REPO = path.resolve(CLIENT_DIR, '..');
 const PYTHON = process.env.NIGHTLAB_PYTHON || path.join(REPO, '.venv', 'bin', 'python');
@@ -343,15 +343,20 @@ async function panelScreenshots(page, panel, number) {
  * the next Start (a new loop process) records the killed experiment as interrupted and goes on.
  */
 async function killedLoop(page, panel, ws) {
-  const number = await until('an experiment running with a curve', () => runningWithCurve(panel), 180_000);
+  await until('an experiment running with a curve', () => runningWithCurve(panel), 180_000);
+  await until('an experiment in flight in the ledger', () => inFlight(ws).length > 0, 60_000, 100);
   const { pid } = loopInfo(ws);
   assert.equal(await panel.locator('.banner.died').first().isVisible(), false, 'the died banner shows before the kill');
-  step(`kill -9 of the loop process ${pid} while #${number} runs`);
+  step(`kill -9 of the loop process ${pid} while #${inFlight(ws).join(', #')} runs`);
   process.kill(pid, 'SIGKILL');
   const t0 = Date.now();
   await until('the panel to say the loop died', () => panel.locator('.banner.died').first().isVisible(), 60_000, 100);
   timings.diedShownAfterKill = Number(seconds(t0));
   step(`the panel said the loop died ${seconds(t0)} s after kill -9`);
+  // read once the loop is dead: the experiment the kill caught (the one the panel showed may have just ended)
+  const killed = inFlight(ws);
+  assert.ok(killed.length > 0, 'no experiment was in flight when the loop was killed');
+  const number = killed[0];
   const banner = await panel.locator('.banner.died').first().textContent();
   const line = lastLogLine(ws);
   assert.ok(banner.includes(line), `the died banner does not show the log's last line "${line}": ${banner}`);
