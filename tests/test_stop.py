@@ -154,7 +154,9 @@ async def test_session_stop_during_an_agent_call_returns_promptly(tmp_path, fake
     await session.stop()
     took = time.monotonic() - started
     print(f"session: stop() returned after {took:.2f} s")
-    assert took < 2.0 and not session.running(), f"stop took {took:.1f} s"
+    # the loop is a process of its own: stop returns once it has exited (its interpreter's end included),
+    # not after the 60 s the session would wait for a loop that does not end
+    assert took < 10.0 and not session.running(), f"stop took {took:.1f} s"
     assert statuses(ws) == [(1, "keep")]
 
 
