@@ -16,7 +16,6 @@ from pytest_lsp import ClientServerConfig, LanguageClient
 
 from nightlab.server.changes.hunks import apply_plans
 from nightlab.server.changes.merge import merge
-from nightlab.server.core.types import FileEdit, Proposal
 from support.agents import run_scripted
 from support.lsp import (
     apply_text_edits,
@@ -26,19 +25,10 @@ from support.lsp import (
     standin_workspace,
     start_session,
 )
-from support.workspace import CRASHY, git, knob
+from support.workspace import CRASHY, best_proposal, git, knob
 
 USER_EDIT = ('print("training_seconds: 0.1")', 'print("training_seconds: 0.25")')  # far from the best's hunks
 CLASH_EDIT = ("X = 1.0 ", "X = 0.9 ")  # the line the best changes, changed otherwise
-
-
-def best_proposal() -> Proposal:
-    steps = ('print("num_steps:        1")', 'print("num_steps:        2")')
-    return Proposal(
-        description="X 0.8 -> 0.6 and two steps",
-        edits=[FileEdit("train.py", "X = 0.8", "X = 0.6"), FileEdit("train.py", *steps)],
-        agent="scripted",
-    )
 
 
 def kept_chain_workspace(tmp: Path) -> Path:

@@ -18,12 +18,12 @@ from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient
 
 from nightlab.server.changes.hunks import plan
-from nightlab.server.core.types import Experiment, ExperimentKind, FileEdit, Proposal
+from nightlab.server.core.types import Experiment, ExperimentKind
 from nightlab.server.editor import annotate as an
 from nightlab.server.editor.review import InFileIndex
 from support.agents import run_scripted
 from support.lsp import apply_text_edits, record_edits, standin_workspace, start_session
-from support.workspace import CRASHY, git, knob
+from support.workspace import CRASHY, best_proposal, git, knob
 
 # --------------------------------------------------------------------------------------------------
 # in file, as a table: commits c0 -> c1 (one hunk) -> c2 (two more, far apart)
@@ -174,15 +174,6 @@ def test_the_hover_says_the_review_and_the_file_apart(review, at, in_file, said)
 
 # --------------------------------------------------------------------------------------------------
 # the real server
-
-
-def best_proposal() -> Proposal:
-    steps = ('print("num_steps:        1")', 'print("num_steps:        2")')
-    return Proposal(
-        description="X 0.8 -> 0.6 and two steps",
-        edits=[FileEdit("train.py", "X = 0.8", "X = 0.6"), FileEdit("train.py", *steps)],
-        agent="scripted",
-    )
 
 
 @pytest.fixture(scope="module")

@@ -133,3 +133,13 @@ def trainer_workspace(folder: Path, knobs: dict | None = None, edit=None) -> Pat
 def committed(folder: Path) -> dict[str, bytes]:
     """The trainer's files as the loop would read them from the experiment's commit."""
     return {name: (folder / name).read_bytes() for name in TRAINER_FILES}
+
+
+def best_proposal() -> Proposal:
+    """Two hunks on the stand-in (X 0.8 -> 0.6, one step -> two): the change Apply best's tests keep."""
+    steps = ('print("num_steps:        1")', 'print("num_steps:        2")')
+    return Proposal(
+        description="X 0.8 -> 0.6 and two steps",
+        edits=[FileEdit("train.py", "X = 0.8", "X = 0.6"), FileEdit("train.py", *steps)],
+        agent="scripted",
+    )
