@@ -37,7 +37,6 @@ from nightlab.server.core.policy import PolicyError
 from nightlab.server.core.settings import Settings, SettingsError, load_settings
 from nightlab.server.core.types import Experiment, Progress, Review, utc_now
 from nightlab.server.editor.link import LinkError, LoopLink
-from nightlab.server.loop.engine import Engine
 from nightlab.server.record.ledger import Ledger
 from nightlab.server.record.lock import EngineBusy, loop_owner
 from nightlab.server.record.store import Store, StoreError
@@ -243,6 +242,8 @@ class Session:
             owner = loop_owner(self.root / ".nightlab" / settings.tag)
             if owner:
                 raise EngineBusy(f"another nightlab loop (pid {owner}) is running on tag {settings.tag}; stop it first")
+            from nightlab.server.loop.engine import Engine  # (the engine's imports only when Start is asked)
+
             Engine(settings)  # an unknown agent or policy, bad options, a missing key: said before it starts
             return settings
         except SettingsError as exc:  # from an override: the argument's fault; from the file: the workspace's
