@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .types import LoopState
+from .types import ClusterPayload, LoopState
 from .wire import Wire, WireError
 
 CONTROL_VERSION = 1  # bump on any change a client of the previous version would misread
@@ -92,6 +92,7 @@ class LoopSnapshot(Wire):
     settings: ControlSettings | None = None
     running: list[RunningExperiment] = field(default_factory=list)
     log: str | None = None  # the loop's log file when detached (.nightlab/<tag>/loop.log)
+    cluster: ClusterPayload | None = None  # with the Ray executor: the cluster as the loop last saw it
 
 
 @dataclass

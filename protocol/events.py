@@ -9,5 +9,6 @@ EXPERIMENT_STARTED = "experimentStarted"  # experiment: Experiment record (statu
 PROGRESS = "progress"  # number: int, progress: {step, elapsed_s, loss, tok_per_s, mfu, lr, fraction}, stage: str
 EXPERIMENT_FINISHED = "experimentFinished"  # experiment: Experiment record (final)
 MESSAGE = "message"  # level: info|warning|error, text: str
+CLUSTER = "cluster"  # cluster: ClusterPayload's wire form (the Ray executor; sent when it changes)
 
 STATES = ("idle", "proposing", "running", "deciding", "paused", "stopped", "errored")

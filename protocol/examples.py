@@ -60,6 +60,52 @@ STATE = t.LoopStatePayload(
     root="/home/ada/lab",
 )
 
+SWARM_STATE = t.LoopStatePayload(
+    state="running",
+    reason="2 experiments running",
+    tag="cpu",
+    agent="anthropic",
+    budget="300 s",
+    best=t.BestPayload(number=9, metric=1.412207),
+    baseline=1.436001,
+    experiments_run=12,
+    running=[13],
+    root="/home/ada/lab",
+    lineages=[
+        t.LineagePayload(
+            name="gpu",
+            resources="num_gpus=1",
+            experiments=31,
+            best=t.BestPayload(number=12, metric=0.978112),
+            baseline=0.997755,
+            running=True,
+            ports=2,
+            ports_kept=1,
+            replicated=1,
+        ),
+        t.LineagePayload(
+            name="cpu",
+            resources="num_cpus=4, laptop=1",
+            focus="initialisation and normalisation",
+            experiments=12,
+            best=t.BestPayload(number=9, metric=1.412207),
+            baseline=1.436001,
+            running=True,
+            ports=1,
+            ports_kept=1,
+        ),
+    ],
+    cluster=t.ClusterPayload(
+        address="10.0.0.1:6379",
+        nodes=[
+            t.ClusterNode(id="a1f3c9d2e4b5", address="10.0.0.1", resources={"CPU": 32.0, "GPU": 8.0}),
+            t.ClusterNode(id="77c0e1aa9b3f", address="10.0.0.7", resources={"CPU": 8.0, "laptop": 1.0}),
+        ],
+        total={"CPU": 40.0, "GPU": 8.0, "laptop": 1.0},
+        in_use={"CPU": 4.0, "GPU": 1.0, "laptop": 1.0},
+    ),
+)
+
 DIFF = t.ExperimentDiff(
     number=7,
     parent="41d07aa",
@@ -150,6 +196,7 @@ EXAMPLES: dict[str, tuple[Any | None, Any | None]] = {
     m.LOOP_RESUME: (None, t.LoopCommandResult(state="proposing", tag="mar5")),
     m.LOOP_STOP: (None, t.LoopCommandResult(state="stopped", message="experiment 8 interrupted", tag="mar5")),
     m.STATUS: (None, STATE),
+    m.LOOP_LINEAGE: (t.LineageArgs(lineage="cpu"), SWARM_STATE),
     m.EXPERIMENT_ACCEPT: (
         t.AcceptArgs(number=7, path="train.py", hunks=[0]),
         t.AcceptResult(number=7, files=["train.py"]),

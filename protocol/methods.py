@@ -37,6 +37,7 @@ LOOP_PAUSE = "nightlab.loop.pause"
 LOOP_RESUME = "nightlab.loop.resume"
 LOOP_STOP = "nightlab.loop.stop"
 STATUS = "nightlab.loop.status"
+LOOP_LINEAGE = "nightlab.loop.lineage"
 EXPERIMENT_ACCEPT = "nightlab.experiment.accept"
 EXPERIMENT_REJECT = "nightlab.experiment.reject"
 EXPERIMENT_RERUN = "nightlab.experiment.rerun"
@@ -212,6 +213,18 @@ already stopped) it changes nothing and answers the state.""",
 Answers the loop's state, the same payload as the `nightlab/loopState` notification: for a client that
 (re)connects, or a status bar item that refreshes itself.""",
         params_optional=True,
+    ),
+    Method(
+        LOOP_LINEAGE,
+        "command",
+        t.LineageArgs,
+        t.LoopStatePayload,
+        "Show a lineage",
+        """\
+A workspace with `[[lineage]]` tables runs one loop process for all its lineages, each a tag of its own.
+The server follows one of them per folder (the first by default): this command makes it `lineage`, and
+answers its state; from then on the folder's experiments, lenses, hovers, notifications and commands
+are that lineage's. `lineages` in the state lists them all, with their bests.""",
     ),
     Method(
         EXPERIMENT_ACCEPT,

@@ -20,6 +20,7 @@ export const Commands = {
   loopResume: "nightlab.loop.resume",
   loopStop: "nightlab.loop.stop",
   loopStatus: "nightlab.loop.status",
+  loopLineage: "nightlab.loop.lineage",
   experimentAccept: "nightlab.experiment.accept",
   experimentApplyBest: "nightlab.experiment.applyBest",
   experimentReject: "nightlab.experiment.reject",
@@ -121,6 +122,50 @@ export interface BestPayload {
   metric: number;
 }
 
+export interface ClusterNode {
+  /** Ray's node id */
+  id: string;
+  /** its IP address */
+  address: string;
+  /** what it has: CPU, GPU, custom (a hardware class) */
+  resources: Record<string, number>;
+}
+
+/** The Ray cluster a loop runs on (`[run] executor = "ray"`), as its loop process last saw it. */
+export interface ClusterPayload {
+  /** what the loop joined ("auto", or the head's host:port); nodes: the live ones */
+  address: string;
+  nodes: ClusterNode[];
+  /** the nodes' resources together */
+  total: Record<string, number>;
+  /** what the runs hold now (a run's resources: a slot) */
+  inUse: Record<string, number>;
+  /** the cluster did not answer: why */
+  error: string;
+}
+
+/** One [[lineage]] of the workspace: a tag with its own baseline, noise and frontier (loop/swarm.py). */
+export interface LineagePayload {
+  /** its tag */
+  name: string;
+  /** what a run asks the cluster for ("num_gpus=1"); "" for the defaults */
+  resources: string;
+  /** the agent's focus for it */
+  focus: string;
+  experiments: number;
+  best?: BestPayload | null;
+  /** its baseline's metric */
+  baseline?: number | null;
+  /** its loop process answers */
+  running: boolean;
+  /** other lineages' keeps re-applied here and judged */
+  ports: number;
+  /** of those, the ones it kept (each replicates an idea) */
+  portsKept: number;
+  /** its own keeps that another lineage kept a port of */
+  replicated: number;
+}
+
 /** Where the loop of one workspace folder stands. */
 export interface LoopStatePayload {
   state: LoopState;
@@ -157,6 +202,9 @@ export interface LoopStatePayload {
   log?: string | null;
   /** the loop ended without stopping (kill -9, a crash); `reason` says so, with its log's tail */
   died: boolean;
+  lineages: LineagePayload[];
+  /** null: not on Ray, or no loop process attached */
+  cluster?: ClusterPayload | null;
 }
 
 export interface ExperimentStartedParams {
@@ -287,6 +335,13 @@ export interface LoopArgs {
   root?: string | null;
 }
 
+export interface LineageArgs {
+  /** one of the workspace's [[lineage]] names */
+  lineage: string;
+  /** the workspace folder (a path or file URI); left out: the first one */
+  root?: string | null;
+}
+
 export interface ExperimentArgs {
   number: number;
   /** the workspace folder (a path or file URI); left out: the first one */
@@ -348,6 +403,7 @@ export interface CommandTypes {
   "nightlab.loop.resume": { args: [LoopArgs?]; result: LoopCommandResult };
   "nightlab.loop.stop": { args: [LoopArgs?]; result: LoopCommandResult };
   "nightlab.loop.status": { args: [LoopArgs?]; result: LoopStatePayload };
+  "nightlab.loop.lineage": { args: [LineageArgs]; result: LoopStatePayload };
   "nightlab.experiment.accept": { args: [AcceptArgs]; result: AcceptResult };
   "nightlab.experiment.applyBest": { args: [LoopArgs?]; result: AcceptResult };
   "nightlab.experiment.reject": { args: [ExperimentArgs]; result: ExperimentCommandResult };
@@ -412,6 +468,8 @@ export interface LoopSnapshot {
   running: RunningExperiment[];
   /** the loop's log file when detached (.nightlab/<tag>/loop.log) */
   log?: string | null;
+  /** with the Ray executor: the cluster as the loop last saw it */
+  cluster?: ClusterPayload | null;
 }
 
 /** The first line the server sends: the loop as it stands, then the last events, oldest first. */

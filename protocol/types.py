@@ -3,9 +3,8 @@
 Python names are snake_case; on the wire every key is camelCase (`memory_gb` -> `memoryGb`). Each payload
 has `to_wire()` (a JSON-ready dict) and `from_wire(data)` (checks types, fills defaults, ignores keys it
 does not know so that an older reader survives a newer writer); both live in wire.py. `generate_ts.py`
-renders the TypeScript mirror from these annotations, so a field is added here and nowhere else.
-
-The converters from the engine's records to these payloads live in convert.py.
+renders the TypeScript mirror from these annotations, so a field is added here and nowhere else. The
+converters from the engine's records to these payloads live in convert.py.
 
 Must not import: nightlab.server, nightlab.trainer, pygls, lsprotocol, or anything outside the standard
 library (the payloads are the one thing every side shares).
@@ -23,6 +22,8 @@ __all__ = [  # WireError and camel re-exported: a handler needs one import for p
     "AcceptArgs",
     "AcceptResult",
     "BestPayload",
+    "ClusterNode",
+    "ClusterPayload",
     "CurvePoint",
     "ExperimentArgs",
     "ExperimentCommandResult",
@@ -38,6 +39,8 @@ __all__ = [  # WireError and camel re-exported: a handler needs one import for p
     "ExperimentsParams",
     "FileDiff",
     "HunkInfo",
+    "LineageArgs",
+    "LineagePayload",
     "LoopArgs",
     "LoopCommandResult",
     "LoopStartOverrides",
@@ -144,6 +147,40 @@ class BestPayload(Wire):
 
 
 @dataclass
+class ClusterNode(Wire):  # a live node of the Ray cluster
+    id: str  # Ray's node id
+    address: str = ""  # its IP address
+    resources: dict[str, float] = field(default_factory=dict)  # what it has: CPU, GPU, custom (a hardware class)
+
+
+@dataclass
+class ClusterPayload(Wire):
+    """The Ray cluster a loop runs on (`[run] executor = "ray"`), as its loop process last saw it."""
+
+    address: str = ""  # what the loop joined ("auto", or the head's host:port); nodes: the live ones
+    nodes: list[ClusterNode] = field(default_factory=list)
+    total: dict[str, float] = field(default_factory=dict)  # the nodes' resources together
+    in_use: dict[str, float] = field(default_factory=dict)  # what the runs hold now (a run's resources: a slot)
+    error: str = ""  # the cluster did not answer: why
+
+
+@dataclass
+class LineagePayload(Wire):
+    """One [[lineage]] of the workspace: a tag with its own baseline, noise and frontier (loop/swarm.py)."""
+
+    name: str  # its tag
+    resources: str = ""  # what a run asks the cluster for ("num_gpus=1"); "" for the defaults
+    focus: str = ""  # the agent's focus for it
+    experiments: int = 0
+    best: BestPayload | None = None
+    baseline: float | None = None  # its baseline's metric
+    running: bool = False  # its loop process answers
+    ports: int = 0  # other lineages' keeps re-applied here and judged
+    ports_kept: int = 0  # of those, the ones it kept (each replicates an idea)
+    replicated: int = 0  # its own keeps that another lineage kept a port of
+
+
+@dataclass
 class LoopStatePayload(Wire):
     """Where the loop of one workspace folder stands."""
 
@@ -170,6 +207,9 @@ class LoopStatePayload(Wire):
     pid: int | None = None  # null: no loop process runs for this folder
     log: str | None = None  # its log file, when detached
     died: bool = False  # the loop ended without stopping (kill -9, a crash); `reason` says so, with its log's tail
+    # Many machines: the workspace's [[lineage]] tables (`tag` is the one shown), and the Ray cluster
+    lineages: list[LineagePayload] = field(default_factory=list)
+    cluster: ClusterPayload | None = None  # null: not on Ray, or no loop process attached
 
 
 @dataclass
@@ -278,15 +318,17 @@ class LoopStartOverrides(Wire):
 
     def to_settings_overrides(self) -> dict[str, Any]:
         """The flat dict `nightlab.server.core.settings.load_settings` takes (the CLI's flags); root is not one."""
-        return {
-            f.name: getattr(self, f.name)
-            for f in fields(self)
-            if f.name != "root" and getattr(self, f.name) is not None
-        }
+        return {f.name: v for f in fields(self) if f.name != "root" and (v := getattr(self, f.name)) is not None}
 
 
 @dataclass
 class LoopArgs(Wire):
+    root: str | None = None  # the workspace folder (a path or file URI); left out: the first one
+
+
+@dataclass
+class LineageArgs(Wire):
+    lineage: str  # one of the workspace's [[lineage]] names
     root: str | None = None  # the workspace folder (a path or file URI); left out: the first one
 
 
@@ -331,6 +373,9 @@ PAYLOADS: tuple[type, ...] = (
     ExperimentPayload,
     ProgressPayload,
     BestPayload,
+    ClusterNode,
+    ClusterPayload,
+    LineagePayload,
     LoopStatePayload,
     ExperimentStartedParams,
     ExperimentFinishedParams,
@@ -345,6 +390,7 @@ PAYLOADS: tuple[type, ...] = (
     ExperimentCurve,
     LoopStartOverrides,
     LoopArgs,
+    LineageArgs,
     ExperimentArgs,
     AcceptArgs,
     LoopCommandResult,

@@ -153,6 +153,7 @@ def test_ts_names_and_keys():
         m.LOOP_PAUSE,
         m.LOOP_RESUME,
         m.LOOP_STOP,
+        m.LOOP_LINEAGE,
         m.STATUS,
         m.EXPERIMENT_ACCEPT,
         m.EXPERIMENT_REJECT,

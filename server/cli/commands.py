@@ -200,7 +200,7 @@ def _drive(settings, engine, live: bool) -> None:
 
     async def main() -> None:
         stopper.install(asyncio.get_running_loop())
-        async with control.serving(engine):  # nightlab attach, stop, pause, resume and the editor reach it here
+        async with control.serving(engine), control.watching_cluster(settings, [engine]):  # attach, stop, the editor
             await engine.run()
 
     try:

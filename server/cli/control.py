@@ -60,6 +60,29 @@ async def serving(engine: Any):
         await server.close()
 
 
+@contextlib.asynccontextmanager
+async def watching_cluster(settings: Any, engines: list[Any]):
+    """With the Ray executor, for the life of the block: every engine's clients are told the cluster's
+    nodes and what its runs hold, on each change (a `cluster` event; run/ray_cluster.py)."""
+    if settings.run.executor != "ray":
+        yield
+        return
+    from nightlab.protocol import events as ev
+    from nightlab.server.run.ray_cluster import watch
+
+    def emit(view: Any) -> None:
+        for engine in engines:
+            engine.emit(ev.CLUSTER, cluster=view.to_wire())
+
+    task = asyncio.create_task(watch(settings.run.ray_address, emit))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def detach(settings: Any, argv: list[str]) -> None:
     """`nightlab run --detach`: the same command in a new session (stdin /dev/null, output to loop.log);
     returns once it is up, or fails with the log's last lines when it ends first."""

@@ -80,6 +80,7 @@ def run(settings: Settings, detach: bool = False) -> bool:
         async with contextlib.AsyncExitStack() as stack:
             for engine in swarm.engines.values():
                 await stack.enter_async_context(control.serving(_Together(engine, swarm)))
+            await stack.enter_async_context(control.watching_cluster(settings, list(swarm.engines.values())))
             await swarm.run()
 
     asyncio.run(main())
@@ -101,7 +102,7 @@ def status_lines(workspace: Path) -> list[str]:
         return []
     lines = [line for lin in settings.lineages for line in _lineage_lines(settings, lin.name)]
     if settings.run.executor == "ray":
-        from nightlab.server.run.ray_launcher import cluster_lines
+        from nightlab.server.run.ray_cluster import cluster_lines
 
         lines += cluster_lines(settings.run.ray_address)
     return lines

@@ -26,6 +26,7 @@ from typing import Any
 from nightlab.protocol import control as c
 from nightlab.protocol import events as ev
 from nightlab.protocol.convert import budget_text
+from nightlab.protocol.types import ClusterPayload
 from nightlab.server.control import paths
 from nightlab.server.core.types import Experiment
 from nightlab.server.record.lock import loop_owner
@@ -71,6 +72,7 @@ class ControlServer:
         self.started: dict[int, dict[str, Any]] = {}  # experiments in flight: their started record
         self.progress: dict[int, dict[str, Any]] = {}  # their last progress event
         self.reason = ""
+        self.cluster: dict[str, Any] | None = None  # the last cluster event's view (the Ray executor)
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task] = set()
         self._made: list[Path] = []
@@ -171,6 +173,8 @@ class ControlServer:
             }
         elif kind == ev.PROGRESS:
             self.progress[event["number"]] = event
+        elif kind == ev.CLUSTER:
+            self.cluster = event.get("cluster")
         elif kind == ev.EXPERIMENT_FINISHED:
             self.started.pop(event["experiment"]["number"], None)
             self.progress.pop(event["experiment"]["number"], None)
@@ -227,8 +231,9 @@ class ControlServer:
             baseline_repeats=int(e.policy_repeats),
             max_experiments=int(s.run.max_experiments or 0),
         )
+        cluster = ClusterPayload.from_wire(self.cluster) if self.cluster else None
         return c.LoopSnapshot(
-            os.getpid(), s.tag, str(s.workspace), str(e.state), self.reason, settings, running, self.log_file
+            os.getpid(), s.tag, str(s.workspace), str(e.state), self.reason, settings, running, self.log_file, cluster
         )
 
     # ------------------------------------------------------------------ commands

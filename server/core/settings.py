@@ -373,3 +373,14 @@ class _Checker(TomlChecker):
         if both:
             raise self.fail("files", "editable", f"and protected both list {', '.join(both)}", show=False)
         return files
+
+
+def lineage_settings(settings: Settings, lineage: LineageSettings) -> Settings:
+    """The base settings as one lineage runs them: its tag, budget and slots."""
+    budget = settings.budget
+    if lineage.budget_seconds is not None:
+        budget = replace(budget, mode="time", seconds=lineage.budget_seconds)
+    if lineage.budget_tokens is not None:
+        budget = replace(budget, mode="tokens", tokens=lineage.budget_tokens)
+    slots = lineage.slots if lineage.slots is not None else settings.run.slots
+    return replace(settings, run=replace(settings.run, tag=lineage.name, slots=slots), budget=budget, lineages=())

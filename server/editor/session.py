@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from nightlab.protocol import control as c
+from nightlab.protocol import events as ev
 from nightlab.protocol.convert import budget_text
 from nightlab.protocol.types import (
     BestPayload,
+    ClusterPayload,
     ExperimentCommandResult,
     ExperimentDiff,
     FileDiff,
@@ -34,8 +36,11 @@ from nightlab.server.changes.hunks import parse_hunks
 from nightlab.server.control.client import wait_gone
 from nightlab.server.control.launch import LaunchFailed, launch
 from nightlab.server.core.policy import PolicyError
-from nightlab.server.core.settings import Settings, SettingsError, load_settings
+from nightlab.server.core.settings import Settings, SettingsError, lineage_settings, load_settings
 from nightlab.server.core.types import Experiment, Progress, Review, utc_now
+from nightlab.server.core.validate import LineageSettings
+from nightlab.server.editor.convert import model_of, progress_from, run_args
+from nightlab.server.editor.lineages import Lineages
 from nightlab.server.editor.link import LinkError, LoopLink
 from nightlab.server.record.ledger import Ledger
 from nightlab.server.record.lock import EngineBusy, loop_owner
@@ -67,16 +72,42 @@ class Session:
         self.tag: str | None = None
         self._settings: Settings | None = None
         self._ledger: Ledger | None = None  # one per session: its parsed records are cached
+        self._base: Settings | None = None  # nightlab.toml's, with all its [[lineage]] tables
+        self._lineages = Lineages(self.root)
 
     # ------------------------------------------------------------------ reading
 
     def settings(self) -> Settings:
+        """The folder's settings; in a workspace with [[lineage]] tables, the shown lineage's (the first
+        until another is chosen): its tag, budget and slots."""
         if self._settings is None:
             try:
-                self._settings = load_settings(self.root, {"tag": self.tag})
+                base = self._base = load_settings(self.root, {"tag": self.tag})
             except SettingsError as exc:
                 raise SessionError(str(exc)) from None
+            shown = self._shown(base)
+            self._settings = lineage_settings(base, shown) if shown is not None else base
         return self._settings
+
+    def _shown(self, base: Settings) -> LineageSettings | None:
+        """The lineage this session follows: the one chosen, else the first; None without [[lineage]]."""
+        return next((lin for lin in base.lineages if lin.name == self.tag), base.lineages[0] if base.lineages else None)
+
+    def lineage_names(self) -> list[str]:
+        self.settings()
+        return [lin.name for lin in self._base.lineages] if self._base is not None else []
+
+    async def show_lineage(self, name: str) -> LoopStatePayload:
+        """Follow lineage `name` of the folder's loop (its experiments, events and commands) from now on."""
+        names = self.lineage_names()
+        if name not in names:
+            have = ", ".join(names) or "none ([[lineage]] tables in nightlab.toml make them)"
+            raise SessionError(f"no lineage {name!r} in this workspace; it has {have}", SessionError.INVALID)
+        if self.settings().tag != name:
+            await self.detach()
+            self.tag, self._settings, self._ledger = name, None, None
+            await self.attach()
+        return self.state()
 
     def is_workspace(self) -> bool:
         try:
@@ -177,13 +208,15 @@ class Session:
             cost_usd=self.ledger().cost_usd() if s else 0.0,
             root=str(self.root),
             policy=run.policy if run else (s.policy.name if s else ""),
-            model=run.model if run else (_model(s) if s else None),
+            model=run.model if run else (model_of(s) if s else None),
             sandbox=run.sandbox if run else (s.run.sandbox if s else ""),
             baseline_repeats=run.baseline_repeats if run else None,
             max_experiments=run.max_experiments if run else (s.run.max_experiments if s else None),
             pid=hello.pid if hello else None,
             log=hello.log if hello else None,
             died=died,
+            lineages=self._lineages.payloads(self._base) if s and self._base is not None else [],
+            cluster=hello.cluster if hello else None,
         )
 
     # ------------------------------------------------------------------ the loop (a process of its own)
@@ -194,8 +227,14 @@ class Session:
     def _link(self) -> LoopLink | None:
         """The link to this folder's loop process (made once the folder's settings read)."""
         if self.link is None and self.is_workspace():
-            self.link = LoopLink(self._ledger_dir(), self.settings().tag, self.emit)
+            self.link = LoopLink(self._ledger_dir(), self.settings().tag, self._on_event)
         return self.link
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        """The loop's events on their way to `emit`: the cluster's view kept for the state."""
+        if event.get("type") == ev.CLUSTER and self.link is not None and self.link.snapshot is not None:
+            self.link.snapshot.cluster = ClusterPayload.from_wire(event.get("cluster") or {})
+        self.emit(event)
 
     async def attach(self) -> bool:
         """Follow the folder's loop when one runs (started from a terminal or an earlier window), and look
@@ -217,14 +256,21 @@ class Session:
         if self.running() or self._starting:
             raise SessionError("the loop is already running in this workspace; stop it first")
         settings = self._checked(overrides or {})
-        args = run_args(self.root, overrides or {})
+        try:
+            args = run_args(self.root, overrides or {})
+        except ValueError as exc:
+            raise SessionError(str(exc), SessionError.INVALID) from None
         self._starting = True
         try:
-            up = await asyncio.to_thread(launch, self.root / ".nightlab" / settings.tag, args, cwd=self.root)
+            first = settings.lineages[0].name if settings.lineages else settings.tag  # a swarm's process: there
+            up = await asyncio.to_thread(launch, self.root / ".nightlab" / first, args, cwd=self.root)
         except LaunchFailed as exc:
             raise SessionError(str(exc)) from None
         finally:
             self._starting = False
+        shown = self._shown(settings)
+        if shown is not None:  # a swarm: the settings of the lineage this session follows
+            self._base, settings = settings, lineage_settings(settings, shown)
         if self.link is not None and self.link.tag != settings.tag:
             await self.link.close()
             self.link = None
@@ -239,9 +285,9 @@ class Session:
         """The settings the loop would run with, checked here (a bad argument is the request's fault)."""
         try:
             settings = load_settings(self.root, overrides)
-            owner = loop_owner(self.root / ".nightlab" / settings.tag)
-            if owner:
-                raise EngineBusy(f"another nightlab loop (pid {owner}) is running on tag {settings.tag}; stop it first")
+            for tag in [lin.name for lin in settings.lineages] or [settings.tag]:
+                if owner := loop_owner(self.root / ".nightlab" / tag):
+                    raise EngineBusy(f"another nightlab loop (pid {owner}) is running on tag {tag}; stop it first")
             from nightlab.server.loop.engine import Engine  # (the engine's imports only when Start is asked)
 
             Engine(settings)  # an unknown agent or policy, bad options, a missing key: said before it starts
@@ -334,49 +380,3 @@ class Session:
         """Measure the current best again, `repeats` times: a fresh anchor for the noise floor."""
         reply = await self._command("baseline")
         return self._result(reply.message, str(reply.state))
-
-
-def _model(s: Settings) -> str | None:
-    """The Claude model nightlab.toml names, when the agent is anthropic."""
-    if s.agent.name not in ("anthropic", "claude"):
-        return None
-    o = s.agent.options
-    m = o.get("model") or (o.get("anthropic") or {}).get("model")
-    return str(m) if m else None
-
-
-def run_args(root: Path, overrides: dict[str, Any]) -> list[str]:
-    """`nightlab run`'s command line for these overrides (settings.OVERRIDES names, as the CLI's flags)."""
-    flags = {"budget_seconds": "--budget", "continue_lineage": "--continue"}
-    args = ["run", "--workspace", str(root)]
-    for name, value in overrides.items():
-        if value is None:
-            continue
-        if name == "slots" and not isinstance(value, int):
-            if value == "auto":
-                continue
-            raise SessionError("slots: a number here; a list of GPUs goes in nightlab.toml", SessionError.INVALID)
-        flag = flags.get(name, "--" + name.replace("_", "-"))
-        if isinstance(value, bool):
-            args.append(flag if value else "")
-        else:
-            args += [flag, str(value)]
-    return [a for a in args if a]
-
-
-def progress_from(p: dict[str, Any]) -> Progress:
-    """A progress event's dict as the record the editor's features read."""
-
-    def num(key: str) -> float | None:
-        v = p.get(key)
-        return float(v) if isinstance(v, (int, float)) else None
-
-    return Progress(
-        step=int(p.get("step") or 0),
-        elapsed_s=float(p.get("elapsed_s") or 0.0),
-        loss=num("loss"),
-        tok_per_s=num("tok_per_s"),
-        mfu=num("mfu"),
-        lr=num("lr"),
-        fraction=num("fraction"),
-    )

@@ -14,24 +14,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from nightlab.server.core.settings import Settings
+from nightlab.server.core.settings import Settings, lineage_settings
 from nightlab.server.core.types import ExperimentStatus
-from nightlab.server.core.validate import LineageSettings
 from nightlab.server.loop import ports
 from nightlab.server.loop.engine import Engine
 from nightlab.server.loop.launch import settings_launcher
 from nightlab.server.run.sandbox import SandboxUnavailable
-
-
-def lineage_settings(settings: Settings, lineage: LineageSettings) -> Settings:
-    """The base settings as one lineage runs them: its tag, budget and slots."""
-    budget = settings.budget
-    if lineage.budget_seconds is not None:
-        budget = replace(budget, mode="time", seconds=lineage.budget_seconds)
-    if lineage.budget_tokens is not None:
-        budget = replace(budget, mode="tokens", tokens=lineage.budget_tokens)
-    slots = lineage.slots if lineage.slots is not None else settings.run.slots
-    return replace(settings, run=replace(settings.run, tag=lineage.name, slots=slots), budget=budget, lineages=())
 
 
 class Swarm:

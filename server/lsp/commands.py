@@ -14,6 +14,7 @@ from nightlab.protocol.types import (
     AcceptResult,
     ExperimentArgs,
     ExperimentCommandResult,
+    LineageArgs,
     LoopArgs,
     LoopStartOverrides,
 )
@@ -50,6 +51,15 @@ async def stop(ls: NightlabServer, *args: Any):
 @handler
 def status(ls: NightlabServer, *args: Any):
     return session(ls, decode(LoopArgs, argument(args)).root).state()
+
+
+@handler
+async def lineage(ls: NightlabServer, *args: Any):
+    a = decode(LineageArgs, argument(args))
+    s = session(ls, a.root)
+    state = await s.show_lineage(a.lineage)
+    ls.shown_changed(s)
+    return state
 
 
 @handler
@@ -180,6 +190,7 @@ COMMANDS = {
     M.LOOP_RESUME: resume,
     M.LOOP_STOP: stop,
     M.STATUS: status,
+    M.LOOP_LINEAGE: lineage,
     M.EXPERIMENT_ACCEPT: accept,
     M.EXPERIMENT_REJECT: reject,
     M.EXPERIMENT_RERUN: rerun,

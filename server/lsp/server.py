@@ -156,11 +156,19 @@ class NightlabServer(LanguageServer):
             )
             self.publish_crashes(session)
             self._refresh()
+        elif kind == ev.CLUSTER:  # the Ray cluster changed (a node, a slot): the state carries it
+            self.protocol.notify(M.LOOP_STATE, session.state().to_wire())
         elif kind == ev.MESSAGE:
             level = {"error": types.MessageType.Error, "warning": types.MessageType.Warning}.get(
                 str(event.get("level")), types.MessageType.Info
             )
             self.window_log_message(types.LogMessageParams(type=level, message=f"nightlab: {event['text']}"))
+
+    def shown_changed(self, session: Session) -> None:
+        """The folder now shows another lineage: its state, diagnostics and lenses to every client."""
+        self.protocol.notify(M.LOOP_STATE, session.state().to_wire())
+        self.publish_crashes(session)
+        self._refresh()
 
     def _token(self, session: Session, number: int) -> str:
         return f"nightlab/{session.tag or 'main'}/{number}"

@@ -346,23 +346,3 @@ def placement_of(run_dir: Path) -> dict | None:
         return json.loads((run_dir / PLACEMENT_FILE).read_text())
     except (OSError, ValueError):
         return None
-
-
-def _shown(resources: Mapping[str, float]) -> dict[str, float]:
-    return {k: v for k, v in resources.items() if not k.startswith(("node:", "memory", "object_store"))}
-
-
-def cluster_lines(address: str) -> list[str]:
-    """`nightlab status`'s view of the cluster: each live node and what it has, then what is in use now
-    (the runs' resources: a slot each)."""
-    try:
-        connect(address)
-        nodes, total, free = ray.nodes(), _shown(ray.cluster_resources()), ray.available_resources()
-    except Exception as exc:  # no cluster there: said, status goes on
-        return [f"ray cluster at {address}: not reachable ({type(exc).__name__}: {exc})"]
-    lines = []
-    for n in (n for n in nodes if n.get("Alive")):
-        has = ", ".join(f"{k} {v:g}" for k, v in sorted(_shown(n.get("Resources") or {}).items()))
-        lines.append(f"node {n.get('NodeManagerAddress')} ({str(n.get('NodeID'))[:12]}): {has}")
-    used = ", ".join(f"{k} {v - free.get(k, 0.0):g}/{v:g}" for k, v in sorted(total.items()))
-    return [*lines, f"in use: {used}"]

@@ -76,7 +76,9 @@ export type FromWebview =
   /** Send the recorded curves of these runs of an experiment (answered with "curve" messages). */
   | { type: "curves"; number: number; stages: string[] }
   /** Show another folder's loop (answered with "reset"). */
-  | { type: "chooseRoot"; root: string };
+  | { type: "chooseRoot"; root: string }
+  /** Show another lineage of the folder's loop ([[lineage]] tables; answered with "reset"). */
+  | { type: "chooseLineage"; lineage: string };
 
 export type SortKey = "number" | "status" | "metric" | "delta" | "sigma" | "description" | "reason" | "time";
 

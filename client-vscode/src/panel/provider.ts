@@ -201,6 +201,8 @@ export class PanelProvider implements vscode.WebviewViewProvider, vscode.Disposa
         void this.replayRunning();
         if (!this.roots.current().bestCurve) await this.refreshBestCurve(m.root);
         return;
+      case "chooseLineage":
+        return this.showLineage(root, m.lineage);
     }
   }
 
@@ -307,6 +309,21 @@ export class PanelProvider implements vscode.WebviewViewProvider, vscode.Disposa
   reveal(preserveFocus = true): void {
     if (this.view) this.view.show(preserveFocus);
     else void vscode.commands.executeCommand(`${PanelProvider.viewId}.focus`);
+  }
+
+  /**
+   * Another lineage of the folder's loop ([[lineage]] tables): the server follows it from now on (its
+   * experiments, lenses, notifications and commands), and the panel shows its ledger.
+   */
+  private async showLineage(root: string | null, lineage: string): Promise<void> {
+    const folder = root ?? this.server.root;
+    const state = await this.server.command<LoopStatePayload>(Commands.loopLineage, { root: folder ?? undefined, lineage });
+    if (!state || !folder) return;
+    await this.load(folder);
+    this.roots.get(folder).bestCurve = null;
+    this.postReset();
+    void this.replayRunning();
+    await this.refreshBestCurve(folder);
   }
 
   dispose(): void {

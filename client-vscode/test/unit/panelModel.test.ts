@@ -22,7 +22,7 @@ export const exp = (number: number, over: Partial<ExperimentPayload> = {}): Expe
 export const loop = (over: Partial<LoopStatePayload> = {}): LoopStatePayload => ({
   state: "running", reason: "", tag: "main", agent: "offline", budget: "60 s", metricName: "val_bpb",
   direction: "lower", best: null, baseline: null, experimentsRun: 0, running: [], costUsd: 0, policy: "noise",
-  sandbox: "auto", died: false, ...over,
+  sandbox: "auto", died: false, lineages: [], ...over,
 });
 
 const sample = (number: number, step: number, over: Partial<ProgressPayload> = {}): ProgressPayload => ({

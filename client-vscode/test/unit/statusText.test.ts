@@ -7,7 +7,7 @@ import { clock, statusText, timeLeft } from "../../src/statusText";
 const state = (over: Partial<LoopStatePayload> = {}): LoopStatePayload => ({
   state: "running", reason: "", tag: "main", agent: "offline", budget: "60 s", metricName: "val_bpb",
   direction: "lower", best: { number: 3, metric: 2.238044 }, baseline: 2.3, experimentsRun: 4, running: [5],
-  costUsd: 0, policy: "noise", sandbox: "auto", died: false, ...over,
+  costUsd: 0, policy: "noise", sandbox: "auto", died: false, lineages: [], ...over,
 });
 const sample = (over: Partial<ProgressPayload> = {}): ProgressPayload => ({
   number: 5, step: 10, elapsedS: 15, fraction: 0.25, stage: "run", ...over,

@@ -471,6 +471,36 @@ describe("the Nightlab panel webview", { timeout: 120_000 }, () => {
     assert.ok(await page.locator(".banner.died").isHidden());
   });
 
+  it("shows the lineages and the Ray cluster; a click on another lineage posts chooseLineage (webview-swarm.png)", async () => {
+    assert.ok(await page.locator("section.swarm").isHidden(), "no lineages, no cluster: nothing drawn");
+    const lineage = (name, over) => ({ name, resources: "", focus: "", experiments: 0, best: null, baseline: null,
+      running: true, ports: 0, portsKept: 0, replicated: 0, ...over });
+    const swarm = { ...host.state, tag: "cpu", lineages: [
+      lineage("gpu", { resources: "num_gpus=1", experiments: 31, best: { number: 12, metric: 0.978112 }, baseline: 0.997755,
+        ports: 2, portsKept: 1, replicated: 1 }),
+      lineage("cpu", { resources: "laptop=1", focus: "initialisation", experiments: 12, best: { number: 9, metric: 1.412207 },
+        baseline: 1.436001, ports: 1, portsKept: 1 }),
+    ], cluster: { address: "10.0.0.1:6379", error: "", total: { CPU: 40, GPU: 8, laptop: 1 }, inUse: { CPU: 4, GPU: 1, laptop: 1 },
+      nodes: [{ id: "a1f3c9d2e4b5ff00", address: "10.0.0.1", resources: { CPU: 32, GPU: 8 } },
+        { id: "77c0e1aa9b3f0000", address: "10.0.0.7", resources: { CPU: 8, laptop: 1 } }] } };
+    await send({ type: "loopState", state: swarm });
+    const rows = page.locator("section.swarm button.lineage");
+    assert.equal(await rows.count(), 2);
+    assert.match(await rows.nth(0).textContent(), /gpu.*num_gpus=1.*31 experiments.*best 0\.978112 \(#12\).*\u22121\.97%.*ports kept 1 of 2.*replicated elsewhere 1/);
+    assert.equal(await rows.nth(1).getAttribute("aria-current"), "true");
+    assert.match(await page.locator("section.swarm .cluster").textContent(), /Ray cluster 10\.0\.0\.1:6379 · 2 nodes.*in use: CPU 4\/40 · GPU 1\/8 · laptop 1\/1.*10\.0\.0\.7 \(77c0e1aa9b3f\)/);
+    await page.screenshot({ path: join(RESULTS, "webview-swarm.png") });
+    await clearPosted();
+    await rows.nth(1).click(); // the one shown: nothing to do
+    await rows.nth(0).click();
+    assert.deepEqual((await posted()).filter((m) => m.type === "chooseLineage"), [{ type: "chooseLineage", lineage: "gpu" }]);
+    await send({ type: "loopState", state: { ...swarm, cluster: { ...swarm.cluster, nodes: [], total: {}, inUse: {},
+      error: "not reachable (ConnectionError: made up by the test)" } } });
+    assert.match(await page.locator("section.swarm .cluster-error").textContent(), /made up by the test/);
+    await send({ type: "loopState", state: host.state });
+    assert.ok(await page.locator("section.swarm").isHidden());
+  });
+
   it("sorts by a column on a click of its header, and filters by words in the description or reason", async () => {
     const all = [...host.experiments.values()];
     await page.click('.th[data-sort="metric"]');

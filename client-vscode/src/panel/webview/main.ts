@@ -17,6 +17,7 @@ import { LossChart, ProgressChart } from "./charts";
 import { DetailView } from "./detail";
 import { el, onThemeChange } from "./dom";
 import { Header } from "./header";
+import { SwarmView } from "./swarm";
 import { ExperimentTable } from "./table";
 import { loadState, post, saveState } from "./vscode";
 
@@ -44,6 +45,7 @@ const header = new Header({
   chooseRoot: (root) => post({ type: "chooseRoot", root }),
   dismissError: () => update(dismissError(model)),
 });
+const swarm = new SwarmView((lineage) => post({ type: "chooseLineage", lineage }));
 const table = new ExperimentTable({
   select,
   accept: (number) => post({ type: "accept", number }),
@@ -88,7 +90,7 @@ const progress = new ProgressChart((number) => select(number));
 
 const app = document.getElementById("app")!;
 app.removeAttribute("aria-busy");
-app.replaceChildren(header.root, el("section", { class: "charts" }, loss.root, progress.root), table.root, detail.root);
+app.replaceChildren(header.root, swarm.root, el("section", { class: "charts" }, loss.root, progress.root), table.root, detail.root);
 
 window.addEventListener("message", (ev: MessageEvent) => {
   const msg = ev.data as ToWebview;
@@ -145,6 +147,7 @@ function render(): void {
   const direction = m.state?.direction ?? "lower";
   const metricName = m.state?.metricName ?? "val_bpb";
   if (m !== d) header.update(m);
+  if (!d || m.state !== d.state) swarm.update(m.state);
 
   const uiChanged = !drawnUi || drawnUi.filter !== ui.filter || drawnUi.selected !== ui.selected || drawnUi.text !== ui.text
     || drawnUi.sort !== ui.sort || drawnUi.widths !== ui.widths;
