@@ -6,6 +6,7 @@ Must not import: nightlab.server, nightlab.trainer, pygls, lsprotocol.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from . import methods as m
@@ -60,17 +61,13 @@ STATE = t.LoopStatePayload(
     root="/home/ada/lab",
 )
 
-SWARM_STATE = t.LoopStatePayload(
-    state="running",
-    reason="2 experiments running",
+SWARM_STATE = replace(
+    STATE,
     tag="cpu",
-    agent="anthropic",
-    budget="300 s",
     best=t.BestPayload(number=9, metric=1.412207),
     baseline=1.436001,
     experiments_run=12,
     running=[13],
-    root="/home/ada/lab",
     lineages=[
         t.LineagePayload(
             name="gpu",

@@ -22,7 +22,7 @@ import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient
 
-from support.lsp import client_capabilities, listen, start_session
+from support.lsp import client_capabilities, listen, start_session, until
 from support.workspace import STAND_IN, make_workspace
 
 SERVER = ClientServerConfig(server_command=[sys.executable, "-m", "nightlab.server"])
@@ -64,15 +64,6 @@ async def shut(client: LanguageClient) -> None:
         await asyncio.wait_for(client.shutdown_session(), 30)
     except asyncio.TimeoutError:
         pass
-
-
-async def until(what, timeout: float, every: float = 0.1):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if value := what():
-            return value
-        await asyncio.sleep(every)
-    raise AssertionError(f"not within {timeout:.0f} s")
 
 
 def with_pid(client: LanguageClient) -> dict | None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient
 
 from support import cluster as support_cluster
-from support.lsp import start_session
+from support.lsp import start_session, until
 from support.workspace import STAND_IN, git, make_workspace, merge_toml
 
 SERVER = ClientServerConfig(server_command=[sys.executable, "-m", "nightlab.server"])
@@ -39,15 +38,6 @@ async def client(lsp_client: LanguageClient):
         await asyncio.wait_for(lsp_client.shutdown_session(), 30)
     except asyncio.TimeoutError:  # one a failed test never initialized does not answer
         pass
-
-
-async def until(what, timeout: float, every: float = 0.1):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if value := what():
-            return value
-        await asyncio.sleep(every)
-    raise AssertionError(f"not within {timeout:.0f} s")
 
 
 async def command(client: LanguageClient, name: str, **args):

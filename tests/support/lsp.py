@@ -3,6 +3,8 @@ workspace, a session on it, the notifications a client keeps, and applying the e
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 from lsprotocol import types
@@ -122,3 +124,13 @@ def code_action_params(uri: str) -> types.CodeActionParams:
         range=types.Range(start=types.Position(line=0, character=0), end=types.Position(line=0, character=0)),
         context=types.CodeActionContext(diagnostics=[]),
     )
+
+
+async def until(what, timeout: float, every: float = 0.1):
+    """`what()`'s first true value, asked every `every` s; fails after `timeout` s."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if value := what():
+            return value
+        await asyncio.sleep(every)
+    raise AssertionError(f"not within {timeout:.0f} s")
