@@ -245,6 +245,35 @@ def test_a_run_no_node_can_take_waits_says_so_and_can_be_cancelled(tmp_path, clu
 # the loop on the cluster
 
 
+def test_auto_slots_follow_the_cluster_what_its_nodes_hold(tmp_path, cluster):
+    """`slots = "auto"` with the Ray executor: as many runs at once as the live nodes hold of the run's
+    request (1 CPU each here: 2), never more, with no worktree made for a slot that never ran."""
+    assert RayLauncher(address=cluster.address).capacity() == 2  # a CPU each
+    assert RayLauncher(address=cluster.address, resources={"classB": 1}).capacity() == 1  # only the worker
+    assert RayLauncher(address=cluster.address, resources={"classC": 1}).capacity() == 0  # no node has it
+    ws = _workspace(tmp_path, STAND_IN.replace(ANCHOR, "time.sleep(3)\n" + ANCHOR))
+    engine = Engine(load_settings(ws, {"max_experiments": 5, "ray_address": cluster.address}))
+    running, most, said = set(), [0], []
+
+    def on_event(event):
+        kind = event["type"]
+        if kind == "experimentStarted":
+            running.add(event["experiment"]["number"])
+            most[0] = max(most[0], len(running))
+        elif kind == "experimentFinished":
+            running.discard(event["experiment"]["number"])
+        elif kind == "message":
+            said.append(event["text"])
+
+    engine.subscribe(on_event)
+    asyncio.run(engine.run())
+    exps = engine.ledger.experiments()
+    assert engine.state == "stopped" and [str(e.status) for e in exps].count("crash") == 0, [e.error for e in exps]
+    assert len(exps) == 5 and most[0] == 2, (most, said)
+    assert "slots follow the Ray cluster: 2 runs at once" in said, said
+    assert len(list((ws / ".nightlab/slots/main").iterdir())) <= 2  # the 62 others never made theirs
+
+
 def test_a_node_lost_mid_run_loses_nothing_and_a_node_that_joins_is_used(tmp_path, cluster):
     """Acceptance 2: the worker node's raylet is killed while it trains an experiment: that experiment is
     recorded as interrupted, naming the node, and runs again (on the head: the only node left); a node that

@@ -34,7 +34,7 @@ from nightlab.server.core.types import (
     Proposal,
     utc_now,
 )
-from nightlab.server.loop import conditions, lineage, pairing, ports
+from nightlab.server.loop import conditions, elastic, lineage, pairing, ports
 from nightlab.server.loop import proposals as pr
 from nightlab.server.loop.launch import rerun_lost, settings_launcher
 from nightlab.server.loop.plan import RunPlan, execute
@@ -48,7 +48,7 @@ from nightlab.server.record.lock import acquire
 from nightlab.server.record.store import Slot, Store
 from nightlab.server.run.launcher import Launcher
 from nightlab.server.run.sandbox import SandboxUnavailable
-from nightlab.server.run.slots import SlotSpec, resolve_slots
+from nightlab.server.run.slots import SlotSpec
 
 log = logging.getLogger(__name__)
 Listener = Callable[[dict[str, Any]], None]
@@ -84,7 +84,7 @@ class Engine:
         self.policy = policy or make_policy(settings.policy.name, settings.policy.options)
         self.state = LoopState.IDLE
         self.listeners: list[Listener] = []
-        self.slots = resolve_slots(settings.run.slots)
+        self.slots = elastic.slots(settings)  # with Ray and "auto": as many as the cluster holds (elastic.py)
         self.command = pr.resolve_command(settings.run.command)
         self.policy_repeats = max(1, int(getattr(self.policy, "baseline_repeats", 1)))
         self.started_here = 0  # experiments started (or reserved by a slot about to start one) by this run
@@ -152,11 +152,9 @@ class Engine:
 
     def cancel_run(self, number: int) -> bool:
         """Stop one running experiment (recorded as interrupted); the loop goes on."""
-        running = self._running.get(number)
-        if running is None:
-            return False
-        running.cancel.set()
-        return True
+        if (running := self._running.get(number)) is not None:
+            running.cancel.set()
+        return running is not None
 
     def queue_rerun(self, exp: Experiment, files: dict[str, str]) -> None:
         """Run `exp`'s files again under a new number, before the agent's next proposal."""
@@ -196,10 +194,9 @@ class Engine:
             self.ledger.open()  # its key held for the session; a key that no longer matches refuses the start
             created = self.store.open_or_create()
             lineage.follow(self.settings, self.store, self.ledger, created, self.message, self.slots)
-            editable = list(self.settings.files.editable)
-            reruns = recover(self.ledger, self.store, self.runs_dir, editable, self.message, self._finished)
-            self.proposer.pending[:0] = reruns
-            if len(self.slots) > 1:
+            editable, say = list(self.settings.files.editable), self.message
+            self.proposer.pending[:0] = recover(self.ledger, self.store, self.runs_dir, editable, say, self._finished)
+            if 1 < len(self.slots) and not elastic.elastic(self.settings):
                 self.message(f"{len(self.slots)} slots: " + ", ".join(s.name for s in self.slots))
             await self._workers(started)
         except (AgentError, LedgerError) as exc:
@@ -214,8 +211,11 @@ class Engine:
         self.set_state(LoopState.STOPPED, "stop requested" if self._stop.is_set() else "limit reached")
 
     async def _workers(self, started: float) -> None:
-        tasks = [asyncio.create_task(self._worker(i, spec, started)) for i, spec in enumerate(self.slots)]
+        room = elastic.Capacity.of(self.settings, self.launcher, self._stop, self.message)
+        tasks = [asyncio.create_task(self._worker(i, spec, started, room)) for i, spec in enumerate(self.slots)]
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        if room is not None:
+            await room.close()
         failed = [t for t in done if t.exception() is not None]
         if failed:  # one slot hit a problem a person must fix: end the others cleanly, then report it
             self.stop()
@@ -223,7 +223,7 @@ class Engine:
                 await asyncio.wait(pending)
             raise failed[0].exception()  # type: ignore[misc]
 
-    async def _worker(self, index: int, spec: SlotSpec, started: float) -> None:
+    async def _worker(self, index: int, spec: SlotSpec, started: float, room: elastic.Capacity | None) -> None:
         """One slot's loop: get a proposal (drafted ahead while the last run trained), run it, repeat."""
         slot = self.store.slot(index)
         draft: asyncio.Task | None = None
@@ -233,6 +233,8 @@ class Engine:
                     self.set_state(LoopState.PAUSED)
                     await self._resume.wait()
                     continue
+                if room is not None and not await room.room(index):  # a slot beyond what the cluster holds
+                    break
                 if self._limit_reached(started) or not await self.space.ready():
                     break
                 self.started_here += 1  # reserved now: the other slots see it while this one awaits
@@ -256,6 +258,8 @@ class Engine:
                 finally:
                     self._running.pop(running.exp.number, None)
         finally:
+            if room is not None:
+                room.end()
             if draft is not None:
                 draft.cancel()
 

@@ -165,6 +165,18 @@ class RayLauncher:
         cpus = self.num_cpus if self.num_cpus is not None else (0.0 if gpus else 1.0)
         return {"num_cpus": cpus, "num_gpus": gpus, "resources": dict(self.resources)}
 
+    def capacity(self) -> int:
+        """How many runs of this launcher's request the cluster's live nodes hold at once (blocking): the
+        elastic slots' measure (loop/elastic.py)."""
+        connect(self.address)
+        o = self.options()
+        want = {k: float(v) for k, v in {"CPU": o["num_cpus"], "GPU": o["num_gpus"], **o["resources"]}.items() if v}
+        return sum(
+            min((int(float((n.get("Resources") or {}).get(k, 0.0)) // v) for k, v in want.items()), default=1)
+            for n in ray.nodes()
+            if n.get("Alive")
+        )
+
     async def launch(
         self, request: RunRequest, on_progress: ProgressCallback | None = None, cancel: asyncio.Event | None = None
     ) -> RunResult:
