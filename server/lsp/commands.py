@@ -49,8 +49,10 @@ async def stop(ls: NightlabServer, *args: Any):
 
 
 @handler
-def status(ls: NightlabServer, *args: Any):
-    return session(ls, decode(LoopArgs, argument(args)).root).state()
+async def status(ls: NightlabServer, *args: Any):
+    s = session(ls, decode(LoopArgs, argument(args)).root)
+    await ls.settled(s)  # the folder's first attach, when it is still connecting
+    return s.state()
 
 
 @handler

@@ -122,8 +122,7 @@ def initialized(ls: NightlabServer, params: types.InitializedParams) -> None:
         if session.is_workspace():
             ls.publish_crashes(session)
             ls.protocol.notify(M.LOOP_STATE, session.state().to_wire())  # where the loop stands, at once
-            ls.tasks.add(task := asyncio.ensure_future(_attach(ls, session)))
-            task.add_done_callback(ls.tasks.discard)
+            ls.attach(session, _attach(ls, session))
 
 
 def folders_changed(ls: NightlabServer, params: types.DidChangeWorkspaceFoldersParams) -> None:
@@ -131,6 +130,7 @@ def folders_changed(ls: NightlabServer, params: types.DidChangeWorkspaceFoldersP
     one's session lets go of its loop, which goes on."""
     for folder in params.event.removed:
         session = ls.sessions.pop(uri_to_path(folder.uri), None)
+        ls.attaching.pop(uri_to_path(folder.uri), None)
         if session is not None:
             ls.tasks.add(task := asyncio.ensure_future(session.detach()))
             task.add_done_callback(ls.tasks.discard)
@@ -138,8 +138,7 @@ def folders_changed(ls: NightlabServer, params: types.DidChangeWorkspaceFoldersP
         session = ls.add_folder(uri_to_path(folder.uri))
         if session.is_workspace():
             ls.protocol.notify(M.LOOP_STATE, session.state().to_wire())
-            ls.tasks.add(task := asyncio.ensure_future(_attach(ls, session)))
-            task.add_done_callback(ls.tasks.discard)
+            ls.attach(session, _attach(ls, session))
 
 
 async def _attach(ls: NightlabServer, session: Session) -> None:

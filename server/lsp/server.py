@@ -13,6 +13,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlparse
@@ -33,6 +34,7 @@ from nightlab.server.lsp import stdio
 
 log = logging.getLogger(__name__)
 LENS_EVERY_S = 3.0  # code lenses refreshed at most this often while a run reports progress
+ATTACH_WAIT_S = 2.0  # how long the loop status waits for a folder's first attach (a loop says hello in ms)
 
 
 def uri_to_path(uri: str) -> Path:
@@ -61,6 +63,7 @@ class NightlabServer(LanguageServer):
         self.options: dict[str, Any] = {}
         self.crash_files: dict[Path, set[str]] = {}  # session root -> uris holding a crash diagnostic
         self.tasks: set[asyncio.Future] = set()  # fire-and-forget work (a cancel, an attach), kept alive
+        self.attaching: dict[Path, asyncio.Future] = {}  # session root -> its first attach (see `settled`)
         self._lens_at = 0.0  # when the code lenses were last refreshed for progress
 
     def start_io(self, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> None:
@@ -85,6 +88,20 @@ class NightlabServer(LanguageServer):
         if root not in self.sessions:
             self.sessions[root] = Session(root, lambda event, r=root: self.on_event(self.sessions[r], event))
         return self.sessions[root]
+
+    def attach(self, session: Session, attaching: Coroutine[Any, Any, None]) -> None:
+        """Keep the folder's first attach (a coroutine), for `settled`."""
+        self.tasks.add(task := asyncio.ensure_future(attaching))
+        task.add_done_callback(self.tasks.discard)
+        self.attaching[session.root] = task
+
+    async def settled(self, session: Session) -> None:
+        """Wait (ATTACH_WAIT_S at most) for the folder's first attach to a running loop: a client that
+        asks for the state at once (a panel after Reload Window) gets the loop's, with its running
+        experiments, not the "idle" of a session still connecting."""
+        task = self.attaching.get(session.root)
+        if task is not None and not task.done():
+            await asyncio.wait([task], timeout=ATTACH_WAIT_S)
 
     def session_for(self, uri_or_path: str | Path | None = None) -> Session:
         if not self.sessions:

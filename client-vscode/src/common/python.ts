@@ -4,7 +4,7 @@
  * it has not, installs the wheel the .vsix carries (only when the user says so).
  */
 import { execFile, spawn } from "node:child_process";
-import { readdirSync } from "node:fs";
+import { lstatSync, readdirSync, statSync } from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import * as vscode from "vscode";
@@ -63,6 +63,52 @@ export type NightlabCheck =
   | { ok: false; missing: "python" | "package"; detail: string };
 
 const CHECK = "import importlib.metadata as m, nightlab.server; print(m.version('nightlab'))";
+
+/** Where a passed check is remembered (the extension's globalState): the interpreter, as `stamp` saw it. */
+const CHECKED_KEY = "nightlab.checkedPython";
+
+interface Checked {
+  stamp: string;
+  version: string;
+}
+
+/**
+ * The interpreter's file as it is now, with the extension's version: a new interpreter at that path (a
+ * venv made again) or another extension checks again. Null for a bare name (`python3` on PATH), which
+ * could be another file each time: that one is always checked.
+ */
+function stamp(python: string, extension: string): string | null {
+  if (!path.isAbsolute(python)) return null;
+  try {
+    // lstat: a venv's python is a link, made anew with the venv; stat: the interpreter it points at
+    return `${python}|${lstatSync(python).mtimeMs}|${statSync(python).mtimeMs}|${extension}`;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The check, skipped when this interpreter passed it before (same file, same extension): it costs a
+ * Python start (0.3 s and more while a reloaded window starts, in the e2e's log) that every start and
+ * every Reload Window paid before the server itself started. `cached` says it was skipped: when the
+ * server then fails to start (nightlab uninstalled since), the caller runs `checkNightlab` to say why,
+ * after `forgetCheck`. (The version it returns is the one checked then: the log's, not the protocol's,
+ * which the server's initialize answer says.)
+ */
+export async function checkNightlabOnce(
+  python: string, memo: vscode.Memento, extension: string,
+): Promise<NightlabCheck & { cached?: boolean }> {
+  const key = stamp(python, extension);
+  const known = memo.get<Checked>(CHECKED_KEY);
+  if (key !== null && known?.stamp === key) return { ok: true, version: known.version, cached: true };
+  const check = await checkNightlab(python);
+  if (check.ok && key !== null) await memo.update(CHECKED_KEY, { stamp: key, version: check.version } satisfies Checked);
+  return check;
+}
+
+export function forgetCheck(memo: vscode.Memento): Thenable<void> {
+  return memo.update(CHECKED_KEY, undefined);
+}
 
 /** Does this interpreter run and have the nightlab package? */
 export function checkNightlab(python: string): Promise<NightlabCheck> {

@@ -6,7 +6,7 @@
  * the panel can show the ledger. What runs workspace code (starting the loop, reruns, baselines) is
  * refused here, before it reaches the server, while the workspace is untrusted.
  */
-import { realpathSync } from "node:fs";
+import { existsSync, realpathSync } from "node:fs";
 import * as vscode from "vscode";
 import {
   LanguageClient,
@@ -25,8 +25,11 @@ import {
   type ExperimentDiff,
 } from "../../../protocol/nightlab-protocol";
 import { logChannel, log } from "./log";
-import { bundledWheel, checkNightlab, findPython, installWheel, safeCwd } from "./python";
+import { bundledWheel, checkNightlab, checkNightlabOnce, findPython, forgetCheck, installWheel, safeCwd, type Interpreter, type NightlabCheck } from "./python";
 import { initializationOptions, readSettings } from "./settings";
+
+/** When the extension's code was loaded (the bundle evaluated): the log says how long activation took after it. */
+const LOADED_AT = Date.now();
 
 export type ServerStatus = "starting" | "running" | "stopped" | "errored" | "unavailable";
 
@@ -39,6 +42,8 @@ export interface Notification {
 const RUNS_CODE: ReadonlySet<string> = new Set([Commands.loopStart, Commands.experimentRerun, Commands.baselineMeasure]);
 
 export const API_KEY_SECRET = "nightlab.anthropicApiKey";
+/** Whether SecretStorage holds an API key, as last read (globalState: a flag, never the key). */
+const KEY_STORED = "nightlab.apiKeyStored";
 
 function realRoot(path: string): string {
   try {
@@ -53,8 +58,15 @@ export async function loopFolder(): Promise<vscode.WorkspaceFolder | undefined> 
   const folders = vscode.workspace.workspaceFolders ?? [];
   for (const folder of folders) {
     for (const marker of ["nightlab.toml", "prepare.py"]) {
+      const uri = vscode.Uri.joinPath(folder.uri, marker);
+      // a file: folder is on the extension host's machine: a stat here needs no await (in a reloaded
+      // window each await lets the extension host's other start-up work go first, the server unspawned)
+      if (uri.scheme === "file") {
+        if (existsSync(uri.fsPath)) return folder;
+        continue;
+      }
       try {
-        await vscode.workspace.fs.stat(vscode.Uri.joinPath(folder.uri, marker));
+        await vscode.workspace.fs.stat(uri);
         return folder;
       } catch {
         // not this one
@@ -89,11 +101,20 @@ export class ServerManager implements vscode.Disposable {
   /** why the server is not running, in words a person can act on */
   problem: string | null = null;
 
+  /** the first start (the window's): it may go without waiting on SecretStorage (see `apiKey`) */
+  private firstStart = true;
+  private readonly keyWatch: vscode.Disposable;
+
   constructor(
     private readonly context: vscode.ExtensionContext,
     /** opens a diff editor; the server's showDiff command is answered here */
     private readonly showDiff: (diff: ExperimentDiff) => Promise<void>,
-  ) {}
+  ) {
+    // the flag follows the key wherever it is stored or deleted (this window, another, a declined restart)
+    this.keyWatch = context.secrets.onDidChange((e) => {
+      if (e.key === API_KEY_SECRET) void Promise.resolve(context.secrets.get(API_KEY_SECRET)).then((key) => this.keyRead(key), () => undefined);
+    });
+  }
 
   get running(): boolean {
     return this.client?.state === State.Running;
@@ -106,6 +127,10 @@ export class ServerManager implements vscode.Disposable {
   }
 
   private async doStart(): Promise<void> {
+    const began = Date.now();
+    const since = () => `${Date.now() - began} ms`; // where a (re)start's time goes, in the log
+    log.info(`starting the server (the extension's code was loaded ${began - LOADED_AT} ms before)`);
+    const secret = this.apiKey();
     const folder = await loopFolder();
     if (!folder) {
       this.problem = "Open a folder with a nightlab.toml (made by `nightlab init`) to use Nightlab.";
@@ -118,16 +143,14 @@ export class ServerManager implements vscode.Disposable {
     // An untrusted workspace does not choose the interpreter: the Python extension may have picked the
     // workspace's own .venv, whose site-packages run code at start-up.
     const python = await findPython(settings.python, folder.uri, vscode.workspace.isTrusted);
-    let check = await checkNightlab(python.path);
+    log.info(`python: ${python.path} (${python.source}), ${since()}`);
+    const extension = String(this.context.extension.packageJSON.version ?? "");
+    let check: NightlabCheck & { cached?: boolean } = await checkNightlabOnce(python.path, this.context.globalState, extension);
+    log.info(`nightlab ${check.cached ? "check cached" : "checked"}: ${check.ok ? check.version : check.detail}, ${since()}`);
     if (!check.ok && check.missing === "package") check = await this.offerInstall(python.path, check.detail);
-    if (!check.ok) {
-      const what = check.missing === "python"
-        ? `Nightlab cannot run Python: ${check.detail} (from ${python.source}). Set nightlab.python to a Python 3.10+ interpreter.`
-        : `The Python at ${python.path} (${python.source}) has no nightlab package: ${check.detail}. Install it there (pip install nightlab) or set nightlab.python.`;
-      return this.fail("unavailable", what);
-    }
-    log.info(`starting the language server: ${python.path} -m nightlab.server (nightlab ${check.version}, ${python.source})`);
-    const key = await this.context.secrets.get(API_KEY_SECRET);
+    if (!check.ok) return this.fail("unavailable", this.unusable(python, check));
+    const key = await secret.now;
+    log.info(`starting the language server: ${python.path} -m nightlab.server (nightlab ${check.version}, ${python.source}), ${since()}`);
     const env: NodeJS.ProcessEnv = { ...python.env };
     if (key) env.ANTHROPIC_API_KEY = key; // the server's environment only: never a file, never a setting
     // Not the workspace as the working directory: `python -m` would import a nightlab/ folder found there.
@@ -161,6 +184,12 @@ export class ServerManager implements vscode.Disposable {
     };
     const client = new LanguageClient("nightlab", "Nightlab", serverOptions, clientOptions);
     this.client = client;
+    void secret.later.then((stored) => {
+      if (!stored || this.client !== client) return;
+      // a key stored since the flag was last written: this server has none in its environment
+      if (this.stopsLoopOnExit) log.warn("an API key is stored but this server started without it: restart the server to use it");
+      else this.restart();
+    });
     for (const method of [Methods.loopState, Methods.experimentStarted, Methods.experimentProgress, Methods.experimentFinished]) {
       // one loop per folder on the server: every folder's goes on (the panel keeps each folder's state)
       client.onNotification(method, (params: unknown) => this.notifications.fire({ method, params }));
@@ -181,6 +210,12 @@ export class ServerManager implements vscode.Disposable {
     } catch (err) {
       this.client = undefined;
       void client.dispose().catch(() => undefined);
+      if (check.cached) {
+        // the check was skipped: this interpreter had nightlab when it passed; has it still?
+        await forgetCheck(this.context.globalState);
+        const again = await checkNightlab(python.path);
+        if (!again.ok) return this.fail("unavailable", this.unusable(python, again));
+      }
       return this.fail("errored", `The Nightlab language server did not start: ${String(err)}. See Output > Nightlab.`);
     }
     const version = client.initializeResult?.capabilities.experimental?.[EXPERIMENTAL_CAPABILITY];
@@ -190,7 +225,37 @@ export class ServerManager implements vscode.Disposable {
         `Nightlab: the server speaks protocol ${version ?? "unknown"}, the extension ${PROTOCOL_VERSION}: update ${older}.`);
     }
     this.problem = null;
+    log.info(`the language server is running, ${since()} after the start`);
     this.setStatus("running");
+  }
+
+  /**
+   * The API key for the server's environment. SecretStorage answers through the window, which is still
+   * busy with its own start-up after a Reload Window: 0.15 to 0.9 s, the e2e's log showed, before the
+   * server could be spawned. So the window's first start, when no key was stored at the last read (the
+   * flag, kept by `keyWatch` and each read), spawns without waiting (`now` is undefined); `later` says
+   * whether a key turned up all the same, for a restart with it.
+   */
+  private apiKey(): { now: Promise<string | undefined>; later: Promise<boolean> } {
+    const read = Promise.resolve(this.context.secrets.get(API_KEY_SECRET)).catch((err) => {
+      log.warn(`reading the API key from SecretStorage: ${String(err)}`);
+      return undefined;
+    });
+    void read.then((key) => this.keyRead(key));
+    const first = this.firstStart;
+    this.firstStart = false;
+    if (first && this.context.globalState.get<boolean>(KEY_STORED) === false) {
+      return { now: Promise.resolve(undefined), later: read.then((key) => !!key) };
+    }
+    return { now: read, later: Promise.resolve(false) };
+  }
+
+  private async keyRead(key: string | undefined): Promise<void> {
+    try {
+      await this.context.globalState.update(KEY_STORED, !!key);
+    } catch (err) {
+      log.warn(`remembering whether an API key is stored: ${String(err)}`);
+    }
   }
 
   async stop(): Promise<void> {
@@ -299,6 +364,13 @@ export class ServerManager implements vscode.Disposable {
     return checkNightlab(python);
   }
 
+  /** Why this interpreter cannot run the server, in words a person can act on. */
+  private unusable(python: Interpreter, check: NightlabCheck & { ok: false }): string {
+    return check.missing === "python"
+      ? `Nightlab cannot run Python: ${check.detail} (from ${python.source}). Set nightlab.python to a Python 3.10+ interpreter.`
+      : `The Python at ${python.path} (${python.source}) has no nightlab package: ${check.detail}. Install it there (pip install nightlab) or set nightlab.python.`;
+  }
+
   private fail(status: ServerStatus, problem: string): void {
     this.problem = problem;
     log.error(problem);
@@ -314,6 +386,7 @@ export class ServerManager implements vscode.Disposable {
   dispose(): void {
     clearTimeout(this.restartTimer);
     void this.stop(); // deactivate() awaits stop() itself; this is for a dispose without it
+    this.keyWatch.dispose();
     this.notifications.dispose();
     this.statusChanged.dispose();
     this.failures.dispose();

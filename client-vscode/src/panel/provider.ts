@@ -139,34 +139,51 @@ export class PanelProvider implements vscode.WebviewViewProvider, vscode.Disposa
   /** Everything from the server again: after a (re)start of the server. */
   async reload(): Promise<void> {
     this.roots.clear();
-    const roots = await this.loopRoots();
-    if (!roots.length && this.server.root) roots.push(this.server.root);
-    for (const root of roots) {
-      try {
-        await this.load(root);
-      } catch (err) {
+    // Every folder at once, the server's own (the one shown, but for a pick) before the workspace's loop
+    // folders are even looked up: a Reload Window mid-run waits for that folder's first answers only.
+    const loading = new Map<string, Promise<void>>();
+    const load = (root: string) => {
+      if (!loading.has(root)) loading.set(root, this.load(root).catch((err) => {
         // one folder's ledger that cannot be read does not hide the others'
         log.warn(`reading the ledger of ${root}: ${String(err)}`);
         if (this.roots.isChosen(root)) {
           this.post({ type: "error", message: `Reading the experiments failed: ${err instanceof Error ? err.message : String(err)}` });
         }
-      }
-    }
+      }));
+    };
+    if (this.server.root) load(this.server.root);
+    for (const root of await this.loopRoots()) load(root);
+    await Promise.all(loading.values());
     this.postReset();
-    void this.replayRunning();
     await this.refreshBestCurve(this.roots.chosen ?? "");
   }
 
+  /**
+   * The folder's state and ledger. The chosen folder's state and first page are posted as soon as both
+   * are in, with its running experiments' curves; the rest of the ledger after (reload's reset). Each
+   * answer is applied as it comes, so a notification after it (the attach's state) is never overwritten.
+   */
   private async load(root: string): Promise<void> {
     const d = this.roots.get(root);
-    d.state = await this.server.command<LoopStatePayload>(Commands.loopStatus, { root }, { quiet: true }) ?? null;
     d.experiments.clear();
-    for (let offset = 0; ; ) {
-      const page = await this.server.request<ExperimentsPage>(Methods.experiments, { offset, limit: 500, root });
-      for (const e of page.experiments) d.experiments.set(e.number, e);
-      offset += page.experiments.length;
-      if (page.experiments.length === 0 || offset >= page.total) break;
+    const page = (offset: number) => this.server.request<ExperimentsPage>(Methods.experiments, { offset, limit: 500, root })
+      .then((p) => {
+        for (const e of p.experiments) d.experiments.set(e.number, e);
+        return p;
+      });
+    const state = this.server.command<LoopStatePayload>(Commands.loopStatus, { root }, { quiet: true }).then((s) => {
+      d.state = s ?? null;
+      log.info(`panel: loop status of ${root}: ${d.state?.state ?? "none"}, running [${d.state?.running.join(", ") ?? ""}]`);
+    });
+    let [, p] = await Promise.all([state, page(0)]);
+    if (this.roots.isChosen(root)) {
+      this.postReset();
+      void this.replayRunning();
     }
+    for (let offset = p.experiments.length; p.experiments.length && offset < p.total; offset += p.experiments.length) {
+      p = await page(offset);
+    }
+    log.info(`panel: ledger of ${root}: ${d.experiments.size} experiments`);
   }
 
   private async onMessage(m: FromWebview): Promise<void> {
@@ -276,29 +293,35 @@ export class PanelProvider implements vscode.WebviewViewProvider, vscode.Disposa
       roots: choices.length > 1 ? choices : [],
       overrides: this.overrides(),
     });
+    log.info(`panel: reset posted (${d.state?.state ?? "no state"}, ${d.experiments.size} experiments)`);
     if (d.bestCurve) this.post({ type: "bestCurve", ...d.bestCurve });
   }
 
   /**
    * A view shown again mid-run gets the running experiments' curves so far, from their events files:
-   * the smoke run, the main run and the repeats (until one has no curve yet).
+   * the smoke run, the main run and the repeats (until one has no curve yet). Asked all at once, posted
+   * in stage order (a repeat's curve without points ends the list).
    */
   private async replayRunning(): Promise<void> {
     const root = this.roots.chosen;
-    for (const number of this.roots.current().state?.running ?? []) {
-      const stages = ["smoke", "run"];
-      for (let k = 1; k <= MAX_REPEATS_REPLAYED; k++) stages.push(`repeat-${k}`);
-      for (const stage of stages) {
-        try {
-          const curve = await this.server.request<ExperimentCurve>(Methods.experimentCurve, { number, stage, root: root || undefined });
-          if (!curve.points.length && stage.startsWith("repeat-")) break;
-          if (curve.points.length) this.post({ type: "curve", number, stage, points: curve.points });
-        } catch (err) {
-          log.warn(`the curve of running #${number} (${stage}): ${String(err)}`);
-          break;
-        }
+    const stages = ["smoke", "run"];
+    for (let k = 1; k <= MAX_REPEATS_REPLAYED; k++) stages.push(`repeat-${k}`);
+    await Promise.all((this.roots.current().state?.running ?? []).map(async (number) => {
+      const curves = stages.map((stage) =>
+        this.server.request<ExperimentCurve>(Methods.experimentCurve, { number, stage, root: root || undefined }).then(
+          (curve) => curve,
+          (err) => {
+            log.warn(`the curve of running #${number} (${stage}): ${String(err)}`);
+            return null;
+          }));
+      for (const [i, stage] of stages.entries()) {
+        const curve = await curves[i];
+        if (curve === null || (!curve.points.length && stage.startsWith("repeat-"))) break;
+        if (!curve.points.length) continue;
+        this.post({ type: "curve", number, stage, points: curve.points });
+        log.info(`panel: curve of running #${number} (${stage}) posted: ${curve.points.length} points`);
       }
-    }
+    }));
   }
 
   post(message: ToWebview): void {

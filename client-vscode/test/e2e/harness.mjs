@@ -686,7 +686,7 @@ export async function editorText(page) {
  * `what` is a CSS selector that must be attached in the frame, or a predicate
  * (frame) => boolean | Promise<boolean>. Returns the frame.
  */
-export async function findFrame(page, what, timeoutMs = 30_000) {
+export async function findFrame(page, what, timeoutMs = 30_000, intervalMs = 250) {
   const deadline = Date.now() + timeoutMs;
   const test = typeof what === 'function'
     ? what
@@ -696,7 +696,7 @@ export async function findFrame(page, what, timeoutMs = 30_000) {
       if (f.isDetached()) continue;
       try { if (await test(f)) return f; } catch { /* frame navigated away */ }
     }
-    await sleep(250);
+    await sleep(intervalMs);
   }
   throw new Error(`findFrame: no frame matched ${typeof what === 'function' ? 'the predicate' : `"${what}"`} within ${timeoutMs} ms`
     + ` (frames: ${page.frames().map((f) => f.url().slice(0, 100)).join(', ')})`);

@@ -224,7 +224,7 @@ async function main() {
     }
 
     // the README's screenshots while the reattached panel shows the run in progress
-    panel = await reloadDuringARun(page, panel, ws, (again) => panelScreenshots(page, again, target));
+    panel = await reloadDuringARun(page, panel, ws, () => server.vscodeLogs(), (again) => panelScreenshots(page, again, target));
     panel = await killedLoop(page, panel, ws);
 
     // The API key goes to SecretStorage and into the restarted server's environment, nowhere else. The
@@ -289,21 +289,26 @@ async function answerAcceptAnyway(page) {
  * Acceptance 1: Reload Window while an experiment runs. The loop process is the same, the panel shows
  * the running experiment and its curve again, and that experiment is recorded once, finished.
  */
-async function reloadDuringARun(page, panel, ws, whileItRuns) {
+async function reloadDuringARun(page, panel, ws, vscodeLogs, whileItRuns) {
   const number = await until('an experiment running with a curve', () => runningWithCurve(panel), 180_000);
   const { pid } = loopInfo(ws);
   step(`reloading the window while #${number} runs (loop pid ${pid})`);
   await page.evaluate(() => { window.nightlabBeforeReload = true; });
+  // t0 before the palette opens (the figure CI recorded first); `clicked` once the command is clicked
   const t0 = Date.now();
   await runCommand(page, 'Developer: Reload Window');
+  const clicked = Date.now();
+  timings.reloadCommandClicked = Number(seconds(t0));
   await until('the window to reload', () => page.evaluate(() => !window.nightlabBeforeReload).catch(() => false), 60_000, 100);
   await page.locator('.statusbar-item', { hasText: 'Nightlab' }).first().waitFor({ state: 'visible', timeout: 60_000 });
   timings.workbenchBackAfterReload = Number(seconds(t0));
+  timings.workbenchBackAfterReloadCommand = Number(seconds(clicked));
   step(`the workbench is back ${seconds(t0)} s after the reload, the extension active`);
   const again = await findFrame(page, async (f) => (await f.locator(`[data-number="${number}"][data-status="running"]`).count()) > 0
-    && (await runningPoints(f)) > 0, 60_000);
+    && (await runningPoints(f)) > 0, 60_000, 100);
   timings.panelReattachedAfterReload = Number(seconds(t0));
-  step(`the panel reattached ${seconds(t0)} s after the reload: #${number} running with its curve`);
+  timings.panelReattachedAfterReloadCommand = Number(seconds(clicked));
+  step(`the panel reattached ${seconds(t0)} s after the reload (${seconds(clicked)} s after the command): #${number} running with its curve`);
   assert.equal(loopInfo(ws)?.pid, pid, 'the reload changed the loop process');
   assert.ok(alive(pid), `the loop process ${pid} ended with the reload`);
   await whileItRuns(again);
@@ -312,7 +317,73 @@ async function reloadDuringARun(page, panel, ws, whileItRuns) {
   assert.equal(ends.length, 1, `#${number} was recorded ${ends.length} times: ${JSON.stringify(ends.map((r) => r.status))}`);
   assert.match(ends[0].status, /^(keep|discard|crash)$/, `#${number} ended ${ends[0].status}`);
   assert.equal(loopInfo(ws)?.pid, pid, 'another loop process recorded the experiment');
+  // read late: VS Code writes its log files a moment after the lines are logged
+  const logs = vscodeLogs();
+  timings.reattachSteps = reattachSteps(logs, clicked);
+  fs.writeFileSync(path.join(RESULTS, 'reattach-log.txt'), reattachLog(logs, clicked, 15));
+  step(`after the reload command: ${JSON.stringify(timings.reattachSteps)}`);
   return again;
+}
+
+/**
+ * The extension's log lines that mark the reattach: each first one's seconds after `since` (a Date.now()).
+ * The lines logged before the log file opens carry the time they were written, not logged: the start's
+ * own lines say how many ms after it began they came, and the start's end when it began.
+ */
+const REATTACH_STEPS = {
+  extensionActivating: /_doActivateExtension nightlab\.nightlab/,
+  firstReset: /^panel: reset posted/,
+  stateLoaded: /^panel: loop status of/,
+  resetWithState: /^panel: reset posted \((?!no state)/,
+  ledgerLoaded: /^panel: ledger of/,
+  runningCurve: /^panel: curve of running/,
+};
+const START_STEPS = {
+  pythonFound: /^python: .*, (\d+) ms$/,
+  nightlabChecked: /^nightlab (?:checked|check cached): .*, (\d+) ms$/,
+  serverSpawned: /^starting the language server: .*, (\d+) ms$/,
+};
+
+function reattachSteps(logs, since) {
+  const out = {};
+  const lines = [...logLines(logs, since)];
+  const first = (re) => lines.find((l) => re.test(l.message));
+  const running = first(/^the language server is running, \d+ ms after the start/);
+  if (running) {
+    const began = running.s - Number(/(\d+) ms after/.exec(running.message)[1]) / 1000;
+    const at = (ms) => Number((began + Number(ms) / 1000).toFixed(2));
+    const loaded = first(/^starting the server \(the extension's code was loaded \d+ ms before\)/);
+    if (loaded) out.extensionLoaded = at(-Number(/loaded (\d+) ms/.exec(loaded.message)[1]));
+    out.serverStartBegan = at(0);
+    for (const [name, re] of Object.entries(START_STEPS)) {
+      const line = first(re);
+      if (line) out[name] = at(re.exec(line.message)[1]);
+    }
+    out.serverRunning = running.s;
+  }
+  for (const [name, re] of Object.entries(REATTACH_STEPS)) {
+    const line = first(re);
+    if (line) out[name] = line.s;
+  }
+  return out;
+}
+
+/** VS Code's log lines, "2026-12-01 19:10:00.123 [info] message" (local time, as Date parses it), from `since` on. */
+function* logLines(logs, since) {
+  let file = '';
+  for (const line of logs.split('\n')) {
+    const head = /^===== (.*) =====$/.exec(line);
+    if (head) file = head[1];
+    const m = /^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) \[\w+\] (.*)$/.exec(line);
+    const at = m ? new Date(m[1].replace(' ', 'T')).getTime() : NaN;
+    if (at >= since) yield { file, s: Number(((at - since) / 1000).toFixed(2)), message: m[2] };
+  }
+}
+
+/** Every log line of the first `seconds` after `since`, in time order, for test-results/reattach-log.txt. */
+function reattachLog(logs, since, seconds) {
+  return [...logLines(logs, since)].filter((l) => l.s <= seconds).sort((a, b) => a.s - b.s)
+    .map((l) => `${l.s.toFixed(2).padStart(6)} ${path.basename(l.file)}: ${l.message.slice(0, 200)}`).join('\n') + '\n';
 }
 
 /** Acceptance 7: the panel wide and tall enough to read: its table, an experiment's detail view, its charts. */
