@@ -80,6 +80,10 @@ def test_a_cluster_that_does_not_answer_keeps_the_slots_it_had(monkeypatch):
         await asyncio.sleep(0.1)
         assert room.now == 2
         await room.close()
+        # none at all from the start: one slot runs, and its launch says what is wrong with the cluster
+        down = elastic.Capacity(lambda: 1 // 0, asyncio.Event(), lambda text: None)
+        assert await asyncio.wait_for(down.room(0), 2) and down.now == 1
+        await down.close()
 
     asyncio.run(scenario())
 

@@ -161,3 +161,25 @@ def test_uncommitted_workspace_is_a_clear_error(tmp_path):
     engine, events = run_scripted(ws, [], 1)
     assert engine.state == "errored"
     assert "not committed" in events[-1]["reason"] and engine.ledger.experiments() == []
+
+
+def test_a_stop_while_a_second_slot_waits_for_the_baseline_ends_the_loop(tmp_path):
+    """Two slots: one trains the baseline, the other waits for it (nothing to propose against yet). A stop
+    wakes the waiter for good; it must end, not spin on the set event and starve the loop (which then
+    never answered the stop: seen with the Ray executor's elastic slots)."""
+    ws = make_workspace(tmp_path, STAND_IN.replace('MODE = "ok" ', 'MODE = "slow"'))
+    engine = Engine(load_settings(ws, {"slots": 2, "max_experiments": 4}))
+
+    async def main():
+        run = asyncio.create_task(engine.run())
+        for _ in range(600):  # the baseline started
+            if engine.running():
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # the second slot is waiting for it by now
+        engine.stop()
+        await asyncio.wait_for(run, 60)
+
+    asyncio.run(main())
+    exps = engine.ledger.experiments()
+    assert engine.state == "stopped" and [(e.number, str(e.status)) for e in exps] == [(1, "interrupted")], exps

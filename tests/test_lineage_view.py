@@ -102,7 +102,7 @@ async def test_the_editor_sees_the_clusters_nodes_and_slots(client: LanguageClie
     (ws / "nightlab.toml").write_text(merge_toml(toml, f'[run]\nray_address = "{cluster.address}"\n'))
     cli = [sys.executable, "-m", "nightlab.server.cli"]
     up = subprocess.run(
-        [*cli, "run", "--workspace", str(ws), "--detach", "--agent", "offline", "--max-experiments", "2"],
+        [*cli, "run", "--workspace", str(ws), "--detach", "--agent", "offline", "--max-experiments", "6"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -192,7 +192,8 @@ def _two_lineages(settings):
         exp = event.get("experiment") or {}
         if tag == "a" and event["type"] == "experimentStarted" and exp["description"] == "halve X":
             seen["b_told"] = "halve X" in swarm.engines["b"].proposer.others()  # in flight anywhere
-        if tag == "a" and event["type"] == "experimentFinished" and exp["status"] == "keep":
+        kept = event["type"] == "experimentFinished" and exp["status"] == "keep" and exp["kind"] != "baseline"
+        if tag == "a" and kept:  # a's keep of "halve X" (#2), not its baseline: b's agent answers after it
             agent_b.ported.set()  # the swarm's ports listener came first: the port is queued by now
         if tag == "b" and exp.get("port_of") == "a #2":
             key = "at_start" if event["type"] == "experimentStarted" else "at_keep"

@@ -332,7 +332,11 @@ class Session:
         if not self.running() or self.link is None:
             return self._result("the loop is not running; nothing to stop")
         pid = self.link.snapshot.pid if self.link.snapshot else None
-        await self._command("stop")
+        try:
+            await self._command("stop")
+        except SessionError:
+            if self.running():  # not a loop that ended as the stop went out: a real refusal
+                raise
         await self.link.ended(60)
         if pid is not None:
             await wait_gone(pid, 15)  # its last records written, its trainings gone

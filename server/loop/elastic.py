@@ -75,9 +75,9 @@ class Capacity:
         while not self._stop.is_set():
             try:
                 now = await asyncio.to_thread(self._capacity)
-            except Exception as exc:  # the cluster did not answer: the slots keep what they had
-                log.warning("asking the cluster what it holds failed: %s", exc)
-                now = self.now if self.now is not None else 0
+            except Exception as exc:  # the cluster did not answer: the slots keep what they had, and at
+                log.warning("asking the cluster what it holds failed: %s", exc)  # first one runs: its launch
+                now = self.now if self.now is not None else 1  # says what is wrong, as without elastic slots
             if now != self.now:
                 self._say(self._words(now))
                 self.now = now

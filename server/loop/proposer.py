@@ -88,6 +88,8 @@ class Proposer:
             return replace(proposal, port_of=again.port_of) if again else proposal  # a port run again stays one
         direction = self.settings.metric.direction
         while self._baseline_running and self.ledger.best(direction) is None:
+            if self._stopped:  # woken by the stop (which sets the event for good): nothing more to start
+                return None
             await self._best_ready.wait()  # another slot runs the baseline: nothing to propose against yet
         if self.ledger.best(direction) is None:
             crashed = [e for e in self.ledger.current() if e.is_baseline and e.status == ExperimentStatus.CRASH]
