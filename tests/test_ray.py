@@ -337,6 +337,7 @@ def test_a_node_lost_mid_run_loses_nothing_and_a_node_that_joins_is_used(tmp_pat
     victim = engine.ledger.get(state["victim"])
     assert victim.status == ExperimentStatus.INTERRUPTED and victim.error.startswith(LOST), victim.error
     assert cluster.nodes["worker"][:12] in victim.error
+    assert victim.decision_reason == "its node died during the run; it runs again now, on the nodes left"
     lost_steps = (runs_dir / str(victim.number) / "events.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lost_steps] == [1]  # what came while it trained is kept
     again = [e for e in exps if e.rerun_of == victim.number]

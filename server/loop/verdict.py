@@ -56,6 +56,8 @@ def _verdict(
 ) -> tuple[ExperimentStatus, str]:
     values = runs.values
     if runs.last.status == RunStatus.INTERRUPTED:
+        if (runs.last.error or "").startswith("node lost"):  # run/ray_launcher.py's LOST: loop/launch.py re-runs it
+            return ExperimentStatus.INTERRUPTED, "its node died during the run; it runs again now, on the nodes left"
         return ExperimentStatus.INTERRUPTED, "stopped during the run; it runs again on the next start"
     if exp.is_baseline and values:
         spread = f", runs {', '.join(f'{v:.6f}' for v in values)}" if len(values) > 1 else ""
