@@ -121,7 +121,10 @@ def test_vscode_end_to_end_in_code_server(vsix: Path):
     shot = RESULTS / "vscode-panel.png"
     shot.unlink(missing_ok=True)
     started = time.time()
-    out = npm("run", "test:e2e", timeout=1200)
+    try:
+        out = npm("run", "test:e2e", timeout=1200)
+    finally:  # the extension starts its server --warm: the warm process it left goes with the test
+        subprocess.run(["pkill", "-f", "nightlab.server.lsp.warm"], check=False)
     assert "[e2e" in out and "passed" in out, out[-3000:]
     assert shot.exists() and shot.stat().st_size > 10_000
     for name in README_SHOTS:  # the README's pictures of the panel, taken in this run

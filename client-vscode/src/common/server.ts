@@ -154,7 +154,9 @@ export class ServerManager implements vscode.Disposable {
     const env: NodeJS.ProcessEnv = { ...python.env };
     if (key) env.ANTHROPIC_API_KEY = key; // the server's environment only: never a file, never a setting
     // Not the workspace as the working directory: `python -m` would import a nightlab/ folder found there.
-    const serverOptions: ServerOptions = { command: python.path, args: ["-m", "nightlab.server"], options: { env, cwd: safeCwd() } };
+    // --warm: served by this user's warm process when there is one (a Reload Window gets a server at once,
+    // not after seconds of imports); the first start runs cold and leaves one (server/lsp/warm.py)
+    const serverOptions: ServerOptions = { command: python.path, args: ["-m", "nightlab.server", "--warm"], options: { env, cwd: safeCwd() } };
     const clientOptions: LanguageClientOptions = {
       documentSelector: [
         { scheme: "file", language: "python" },
