@@ -5,13 +5,14 @@ third of a second idle, three times that under load).
 `python -m nightlab.server --warm` (the VS Code extension's command) is a small launcher. It asks this
 user's warm process (one per interpreter, a Unix socket only its owner may use, uid checked) for a server:
 the warm process, which has imported the server's code and nothing else, forks one that takes over the
-launcher's stdin, stdout and stderr (passed over the socket), its environment (the API key reaches the
-server's environment only, never the warm process) and its working directory. The launcher stays as the
-server's stand-in for the editor: it ends when the server does, with its exit code, and passes a SIGTERM
-on. With no warm process (the first start), or one whose code is not the installed code (an upgrade, an
-edit of an editable install: every module's mtime is in its stamp), the launcher starts a new one in the
-background and runs the server itself, cold, as before. The warm process ends after IDLE_S without a
-request, and on SIGTERM; it holds no workspace, no loop and no secret.
+launcher's stdin, stdout and stderr (passed over the socket), its environment (the API key passes through
+on its way to the server's; the warm process keeps none and starts without one) and its working
+directory. The launcher stays as the server's stand-in for the editor: it ends when the server does,
+with its exit code, and passes a SIGTERM on. With no warm process (the first start), or one whose code
+is not the installed code (an upgrade, an edit of an editable install: every module's mtime is in its
+stamp), the launcher starts a new one in the background and runs the server itself, cold, as before.
+The warm process ends after IDLE_S without a request, on SIGTERM, and when a newer one takes its socket;
+it holds no workspace and no loop.
 Must not import at module level: pygls, lsprotocol, the rest of nightlab (the launcher's start is the point).
 """
 
