@@ -29,13 +29,27 @@ def _warm_pids() -> list[int]:
     return [int(p) for p in out.split()]
 
 
+def _end_warm() -> None:
+    for pid in _warm_pids():
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    _until(lambda: not _warm_pids())
+
+
 @pytest.fixture
 def no_warm():
-    for pid in _warm_pids():
-        os.kill(pid, signal.SIGTERM)
+    _end_warm()  # one a test or an editor left (the end-to-end test's) would answer instead
     yield
-    for pid in _warm_pids():
-        os.kill(pid, signal.SIGTERM)
+    _end_warm()
+
+
+def _left_by(launcher: subprocess.Popen) -> int:
+    """The warm process a cold launcher started (its child until it ends), once its socket is up."""
+    pid = _until(lambda: [int(p) for p in _children(launcher.pid) if int(p) in _warm_pids()])[0]
+    _until(lambda: warm.socket_path().exists())
+    return pid
 
 
 def _initialize(ws: Path, env: dict) -> tuple[subprocess.Popen, dict]:
@@ -78,7 +92,7 @@ def test_a_second_launch_is_served_warm_with_its_own_environment(tmp_path, no_wa
     env = {**os.environ, "NIGHTLAB_LSP_LOG": "WARNING", "ANTHROPIC_API_KEY": "sk-ant-test-" + "k" * 20}
     cold, answer = _initialize(ws, env)
     assert answer["result"]["capabilities"]["experimental"]["nightlabProtocol"] >= 1
-    zygote = _until(lambda: warm.socket_path().exists() and _warm_pids())[0]  # left behind by the cold one
+    zygote = _left_by(cold)
     assert b"ANTHROPIC_API_KEY" not in Path(f"/proc/{zygote}/environ").read_bytes()  # no secret held there
     cold.stdin.close()
     assert cold.wait(30) == 0
@@ -109,9 +123,9 @@ def test_a_second_launch_is_served_warm_with_its_own_environment(tmp_path, no_wa
 def test_changed_code_is_never_served_warm(tmp_path, no_warm, monkeypatch):
     ws = make_workspace(tmp_path)
     first, _ = _initialize(ws, dict(os.environ))
+    old = _left_by(first)
     first.stdin.close()
     first.wait(30)
-    old = _until(lambda: warm.socket_path().exists() and _warm_pids())[0]
     # the launcher's stamp differs from the warm process's (an upgrade, an edited module): it runs cold,
     # the stale warm process ends, a new one takes its place
     module = Path(warm.__file__)
